@@ -1,0 +1,50 @@
+"""memori_nb: notebook-first memory seeding.
+
+Bulk-import historical chat conversations into a memory layer: each conversation is
+augmented into facts (subject-predicate-object triples), a summary and process attributes,
+stored per user in DuckDB.
+
+Example:
+    >>> import asyncio
+    >>> from memori_nb import Memori, SeedData
+    >>> m = Memori(conn=":memory:", backend="local")
+    >>> data = SeedData.for_conversations(entity_id="user-1", conversations=[
+    ...     {"id": "c1", "messages": [{"role": "user", "content": "I have a dog named Rex."}]}])
+    >>> asyncio.run(m.seed(data)).total_triples >= 1
+    True
+"""
+
+from ._version import __version__
+from .backends import LocalBackend, MemoriBackend
+from .client import Memori
+from .errors import (AugmentationError, ConfigurationError, InvalidInputError,
+                     MemoriNbError, MissingApiKeyError, StoreError)
+from .models import (Conversation, ConversationResult, Extraction, Message, SeedConfig,
+                     SeedData, SeedResult, Triple)
+from .progress import TqdmProgress
+from .sources import load_seed_file
+from .store import DuckDBStore
+
+__all__ = [
+    "AugmentationError",
+    "ConfigurationError",
+    "Conversation",
+    "ConversationResult",
+    "DuckDBStore",
+    "Extraction",
+    "InvalidInputError",
+    "LocalBackend",
+    "Memori",
+    "MemoriBackend",
+    "MemoriNbError",
+    "Message",
+    "MissingApiKeyError",
+    "SeedConfig",
+    "SeedData",
+    "SeedResult",
+    "StoreError",
+    "TqdmProgress",
+    "Triple",
+    "__version__",
+    "load_seed_file",
+]

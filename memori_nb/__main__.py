@@ -1,0 +1,3 @@
+from memori_nb.cli import main
+
+raise SystemExit(main())

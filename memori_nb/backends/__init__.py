@@ -1,0 +1,33 @@
+"""Augmentation backends: ``memori`` (the AA service) and ``local`` (offline extractor)."""
+
+from __future__ import annotations
+
+import httpx
+
+from ..errors import ConfigurationError
+from .base import AugmentationBackend, AugmentationRequest
+from .local import LocalBackend
+from .memori import MemoriBackend
+
+BACKEND_NAMES = ("memori", "local")
+
+
+def resolve_backend(backend: str | AugmentationBackend, *, api_key: str | None = None,
+                    base_url: str | None = None,
+                    http_client: httpx.AsyncClient | None = None) -> AugmentationBackend:
+    """Return a backend object for a name (``"memori"``, ``"local"``) or pass one through."""
+    if isinstance(backend, str):
+        if backend == "memori":
+            return MemoriBackend(api_key=api_key, base_url=base_url, client=http_client)
+        if backend == "local":
+            return LocalBackend()
+        raise ConfigurationError(f"unknown backend {backend!r}; use one of "
+                                 f"{', '.join(BACKEND_NAMES)} or a backend object")
+    if isinstance(backend, AugmentationBackend):
+        return backend
+    raise ConfigurationError(f"backend must be a name ({', '.join(BACKEND_NAMES)}) or an "
+                             f"object with async augment() and aclose(), got {backend!r}")
+
+
+__all__ = ["AugmentationBackend", "AugmentationRequest", "BACKEND_NAMES", "LocalBackend",
+           "MemoriBackend", "resolve_backend"]

@@ -1,0 +1,172 @@
+"""Split conversations into augmentation requests, and size them up beforehand.
+
+Pure functions: no I/O. A conversation over ``max_messages_per_request`` or
+``max_chars_per_request`` is split on message boundaries into consecutive requests; a single
+message longer than the character limit is itself split into parts, so no request ever exceeds
+either limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from .models import Conversation, Message, SeedConfig, SeedData
+from .validation import Invalid, check_conversations
+
+# Rough characters per token for English chat text; only used for estimates.
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationPlan:
+    """How one conversation will be sent."""
+
+    messages: int
+    characters: int
+    largest_message: int
+    requests: int
+    over_limit: bool
+
+    @property
+    def estimated_tokens(self) -> int:
+        return -(-self.characters // CHARS_PER_TOKEN)
+
+
+def plan_conversation(conversation: Conversation, config: SeedConfig) -> ConversationPlan:
+    """Count messages and characters and how many requests the conversation will take.
+
+    ``over_limit`` is True when the conversation does not fit in one request.
+    """
+    lengths = [len(m.content) for m in conversation.messages]
+    characters = sum(lengths)
+    over = (len(lengths) > config.max_messages_per_request
+            or characters > config.max_chars_per_request)
+    requests = len(split_messages(conversation.messages, config)) if over else 1
+    return ConversationPlan(messages=len(lengths), characters=characters,
+                            largest_message=max(lengths, default=0), requests=requests,
+                            over_limit=over)
+
+
+def oversize_reason(conversation: Conversation, plan: ConversationPlan,
+                    config: SeedConfig) -> str:
+    """The failure message for an oversized conversation when chunking is turned off."""
+    return (f"conversation {conversation.id!r} is too large for one request: "
+            f"{plan.messages} messages and {plan.characters:,} characters, over the limit of "
+            f"{config.max_messages_per_request:,} messages / "
+            f"{config.max_chars_per_request:,} characters per request; "
+            f"set chunk_large_conversations=True to split it into {plan.requests} requests")
+
+
+def split_messages(messages: tuple[Message, ...],
+                   config: SeedConfig) -> list[tuple[Message, ...]]:
+    """Pack messages, in order, into as few requests as the limits allow.
+
+    Example:
+        >>> cfg = SeedConfig(max_messages_per_request=2)
+        >>> msgs = tuple(Message(role="user", content=str(i)) for i in range(5))
+        >>> [len(chunk) for chunk in split_messages(msgs, cfg)]
+        [2, 2, 1]
+    """
+    max_messages = config.max_messages_per_request
+    max_chars = config.max_chars_per_request
+    chunks: list[tuple[Message, ...]] = []
+    current: list[Message] = []
+    current_chars = 0
+    for message in messages:
+        for part in _split_long_message(message, max_chars):
+            size = len(part.content)
+            if current and (len(current) >= max_messages or current_chars + size > max_chars):
+                chunks.append(tuple(current))
+                current, current_chars = [], 0
+            current.append(part)
+            current_chars += size
+    if current:
+        chunks.append(tuple(current))
+    return chunks
+
+
+def _split_long_message(message: Message, max_chars: int) -> list[Message]:
+    """Split one message into parts of at most ``max_chars``, preferring whitespace breaks."""
+    text = message.content
+    if len(text) <= max_chars:
+        return [message]
+    parts = []
+    start = 0
+    while start < len(text):
+        end = min(start + max_chars, len(text))
+        if end < len(text):
+            # Break after the last whitespace in the second half of the window, if any,
+            # so words stay whole; otherwise cut hard.
+            space = text.rfind(" ", start + max_chars // 2, end)
+            if space > start:
+                end = space + 1
+        parts.append(Message(role=message.role, content=text[start:end],
+                             timestamp=message.timestamp))
+        start = end
+    return parts
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanRow:
+    """One conversation in a plan; ``error`` is set when it would fail validation."""
+
+    entity_id: str
+    conversation_id: str
+    messages: int = 0
+    characters: int = 0
+    estimated_tokens: int = 0
+    requests: int = 0
+    largest_message: int = 0
+    over_limit: bool = False
+    error: str | None = None
+
+
+def plan_seeds(seeds: Iterable[SeedData], config: SeedConfig) -> Iterator[PlanRow]:
+    """Validate and size every conversation, without sending anything.
+
+    An oversized conversation with ``chunk_large_conversations=False`` gets an error, as it
+    would fail when seeded.
+    """
+    for seed in seeds:
+        for _, parsed in check_conversations(seed):
+            if isinstance(parsed, Invalid):
+                yield PlanRow(entity_id=seed.entity_id, conversation_id=parsed.conversation_id,
+                              error=parsed.reason)
+                continue
+            plan = plan_conversation(parsed, config)
+            error = (oversize_reason(parsed, plan, config)
+                     if plan.over_limit and not config.chunk_large_conversations else None)
+            yield PlanRow(entity_id=seed.entity_id, conversation_id=parsed.id,
+                          messages=plan.messages, characters=plan.characters,
+                          estimated_tokens=plan.estimated_tokens, requests=plan.requests,
+                          largest_message=plan.largest_message, over_limit=plan.over_limit,
+                          error=error)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanTotals:
+    """Totals over a plan: what a run would send."""
+
+    entities: int
+    conversations: int
+    valid: int
+    invalid: int
+    messages: int
+    characters: int
+    estimated_tokens: int
+    requests: int
+    over_limit: int
+
+
+def total_plan(rows: Iterable[PlanRow]) -> PlanTotals:
+    """Add up plan rows; only valid conversations count towards messages and requests."""
+    rows = list(rows)
+    valid = [r for r in rows if r.error is None]
+    return PlanTotals(entities=len({r.entity_id for r in rows}), conversations=len(rows),
+                      valid=len(valid), invalid=len(rows) - len(valid),
+                      messages=sum(r.messages for r in valid),
+                      characters=sum(r.characters for r in valid),
+                      estimated_tokens=sum(r.estimated_tokens for r in valid),
+                      requests=sum(r.requests for r in valid),
+                      over_limit=sum(r.over_limit for r in rows))

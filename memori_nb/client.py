@@ -1,0 +1,144 @@
+"""``Memori``: the seeding API, compatible with the Memori seeding interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+
+from .backends import AugmentationBackend, resolve_backend
+from .engine import OnProgress, ProgressSink, seed_all
+from .errors import InvalidInputError
+from .models import SeedConfig, SeedData, SeedResult
+from .store import DEFAULT_DB, DuckDBStore
+
+
+class StorageConfig:
+    """``m.config.storage``: the store behind a :class:`Memori`."""
+
+    def __init__(self, store: DuckDBStore) -> None:
+        self.store = store
+
+    def build(self) -> None:
+        """Create the DuckDB tables if they do not exist (idempotent)."""
+        self.store.build()
+
+
+class MemoriConfig:
+    """``m.config``: holds ``storage``."""
+
+    def __init__(self, store: DuckDBStore) -> None:
+        self.storage = StorageConfig(store)
+
+
+class Memori:
+    """Seed historical conversations into a memory store.
+
+    Args:
+        conn: a DuckDB file path (default ``"memori.duckdb"``), ``":memory:"``, or an open
+            ``duckdb`` connection.
+        backend: ``"memori"`` (default: the AA service, needs ``MEMORI_API_KEY``), ``"local"``
+            (offline extractor, no key), or a backend object.
+        api_key: the Memori API key; defaults to ``$MEMORI_API_KEY``. Never printed.
+        base_url: the AA service URL; defaults to ``$MEMORI_API_URL_BASE``.
+        http_client: an ``httpx.AsyncClient`` for the ``memori`` backend (tests inject one).
+
+    Example:
+        >>> import asyncio
+        >>> m = Memori(conn=":memory:", backend="local")
+        >>> data = SeedData.for_conversations(entity_id="user-1", conversations=[
+        ...     {"id": "c1", "messages": [{"role": "user", "content": "I live in Lisbon."}]}])
+        >>> asyncio.run(m.seed(data)).successful
+        1
+    """
+
+    def __init__(self, conn: str | Path | duckdb.DuckDBPyConnection = DEFAULT_DB, *,
+                 backend: str | AugmentationBackend = "memori", api_key: str | None = None,
+                 base_url: str | None = None,
+                 http_client: httpx.AsyncClient | None = None) -> None:
+        self.store = DuckDBStore(conn)
+        self.config = MemoriConfig(self.store)
+        self.backend = resolve_backend(backend, api_key=api_key, base_url=base_url,
+                                       http_client=http_client)
+        self.entity_id: str | None = None
+        self.process_id: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Memori(store={self.store!r}, backend={self.backend!r})"
+
+    def attribution(self, entity_id: str | None = None, process_id: str | None = None) -> Memori:
+        """Set who conversations belong to by default (``entity_id``) and the agent
+        (``process_id``). SeedData carries its own entity; ``process_id`` fills in for
+        SeedData that has none."""
+        self.entity_id = entity_id
+        self.process_id = process_id
+        return self
+
+    async def seed(self, seed_data: SeedData | list[SeedData],
+                   seed_config: SeedConfig | None = None, on_progress: OnProgress | None = None,
+                   *, force: bool = False, progress: ProgressSink | None = None) -> SeedResult:
+        """Extract facts from every conversation and store them.
+
+        Args:
+            seed_data: a :class:`SeedData` (or a list of them, one per entity).
+            seed_config: limits, retries and concurrency (``SeedConfig()`` by default).
+            on_progress: called as ``on_progress(processed, total, result)`` after each
+                conversation, in completion order.
+            force: send again conversations the ledger says were already seeded.
+            progress: a progress display such as :class:`memori_nb.progress.TqdmProgress`.
+
+        Returns:
+            A :class:`SeedResult`; invalid conversations are failed results there, not errors.
+
+        Raises:
+            MissingApiKeyError: the ``memori`` backend has no API key (nothing is sent).
+            InvalidInputError: ``seed_data`` is not SeedData.
+        """
+        seeds = seed_data if isinstance(seed_data, (list, tuple)) else [seed_data]
+        for item in seeds:
+            if not isinstance(item, SeedData):
+                raise InvalidInputError(f"seed() takes SeedData (from "
+                                        f"SeedData.for_conversations), got "
+                                        f"{type(item).__name__}")
+        self.backend_ready()
+        if self.process_id:
+            seeds = [s if s.process_id else SeedData(entity_id=s.entity_id,
+                                                     conversations=s.conversations,
+                                                     process_id=self.process_id)
+                     for s in seeds]
+        return await seed_all(seeds, backend=self.backend, store=self.store,
+                              config=seed_config, on_progress=on_progress, progress=progress,
+                              force=force)
+
+    def backend_ready(self) -> None:
+        """Raise :class:`MissingApiKeyError` if the backend cannot send (no API key)."""
+        check_ready = getattr(self.backend, "check_ready", None)
+        if check_ready is not None:
+            check_ready()
+
+    async def aclose(self) -> None:
+        """Close the backend's HTTP client and the store."""
+        await self.backend.aclose()
+        self.store.close()
+
+    def close(self) -> None:
+        """Close the store (the backend's client closes with the event loop that made it)."""
+        self.store.close()
+
+    def results(self, run_id: str | None = None):
+        """Per-conversation results of a run (the latest by default) as a DataFrame."""
+        return self.store.results(run_id)
+
+    def failures(self, run_id: str | None = None):
+        """Failed conversations of a run (the latest by default) as a DataFrame."""
+        return self.store.failures(run_id)
+
+    def facts(self, entity_id: str | None = None):
+        """Deduplicated facts (all entities, or one) as a DataFrame."""
+        return self.store.facts(entity_id)
+
+    def sql(self, query: str, params: list[Any] | None = None):
+        """Query the store with SQL; returns a DataFrame."""
+        return self.store.sql(query, params)

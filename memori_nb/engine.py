@@ -1,0 +1,353 @@
+"""The seeding engine: validate, skip what the ledger has, send with bounded concurrency,
+retry, and hand each finished conversation to the store as soon as it finishes.
+
+Concurrency is a sliding window: ``batch_size`` workers pull conversations from one queue, so
+at most ``batch_size`` requests are in flight and a new one starts as soon as any finishes.
+The chunks of one conversation are sent in order by the same worker, each carrying the summary
+of the chunk before it. Results keep input order; progress reports completion order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Protocol
+
+from .backends.base import AugmentationBackend, AugmentationRequest
+from .chunking import oversize_reason, plan_conversation, split_messages
+from .errors import AugmentationError, RateLimitedError
+from .models import (Conversation, ConversationResult, Extraction, Message, SeedConfig,
+                     SeedCounters, SeedData, SeedResult, Triple)
+from .retry import decide_retry
+from .store import DuckDBStore, ResultRecord
+from .validation import Invalid, check_conversations
+
+# Conversations validated and checked against the ledger together (one query per window).
+LEDGER_WINDOW = 2000
+# Finished results waiting for the store before workers pause to let it catch up.
+MAX_PENDING_WRITES = 20_000
+
+OnProgress = Callable[[int, "int | None", ConversationResult], Any]
+
+
+class ProgressSink(Protocol):
+    """What the engine tells a progress display (see :mod:`memori_nb.progress`)."""
+
+    def start(self, counters: SeedCounters) -> None: ...
+
+    def update(self, counters: SeedCounters, result: ConversationResult) -> None: ...
+
+    def close(self, counters: SeedCounters) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    position: int
+    entity_id: str
+    process_id: str | None
+    conversation: Conversation
+    content_hash: str
+    chunks: list[tuple[Message, ...]]
+
+
+class _RunStopped(Exception):
+    """The run stopped (quota exhausted) before this conversation was finished."""
+
+
+class _GaveUp(Exception):
+    """This conversation failed for good; the message is user-facing."""
+
+
+class _RateGate:
+    """Holds every worker back until a server's Retry-After has passed."""
+
+    def __init__(self, clock: Callable[[], float], sleep: Callable[[float], Any]) -> None:
+        self._clock, self._sleep, self._until = clock, sleep, 0.0
+
+    def hold(self, seconds: float) -> None:
+        self._until = max(self._until, self._clock() + seconds)
+
+    async def wait(self) -> None:
+        while (remaining := self._until - self._clock()) > 0:
+            await self._sleep(remaining)
+
+
+class _Writer:
+    """Batches finished conversations and writes them on a worker thread."""
+
+    def __init__(self, store: DuckDBStore, run_id: str) -> None:
+        self._store, self._run_id = store, run_id
+        self._pending: list[ResultRecord] = []
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closing = False
+
+    def add(self, record: ResultRecord) -> None:
+        self._pending.append(record)
+        self._wake.set()
+        if len(self._pending) >= MAX_PENDING_WRITES:
+            self._room.clear()
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
+
+    async def run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, self._pending = self._pending, []
+            self._room.set()
+            await asyncio.to_thread(self._store.write, self._run_id, batch)
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+
+    def flush_now(self) -> None:
+        """Write what is pending, synchronously (used when the run is cancelled)."""
+        batch, self._pending = self._pending, []
+        self._store.write(self._run_id, batch)
+
+
+async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
+                   store: DuckDBStore, config: SeedConfig | None = None,
+                   on_progress: OnProgress | None = None, progress: ProgressSink | None = None,
+                   force: bool = False, sleep: Callable[[float], Any] = asyncio.sleep,
+                   clock: Callable[[], float] = time.monotonic,
+                   jitter: Callable[[], float] = random.random) -> SeedResult:
+    """Seed the conversations of one or more entities in one run.
+
+    Args:
+        seeds: one :class:`SeedData` per entity.
+        backend: the augmentation backend.
+        store: where results, the ledger and memories are written (built if needed).
+        config: limits, retries and ``batch_size`` (the sliding-window size).
+        on_progress: ``on_progress(processed, total, result)`` after each conversation.
+        progress: a progress display (see :mod:`memori_nb.progress`).
+        force: send conversations again even if the ledger says they were seeded.
+        sleep, clock, jitter: injectable for tests (retry waits, timings, backoff jitter).
+
+    Returns:
+        The :class:`SeedResult`, results in input order.
+
+    Raises:
+        StoreError: a write to DuckDB failed (what was written before stays).
+        asyncio.CancelledError: the run was cancelled; everything finished is saved first.
+    """
+    run = _SeedRun(seeds, backend=backend, store=store, config=config or SeedConfig(),
+                   on_progress=on_progress, progress=progress, force=force, sleep=sleep,
+                   clock=clock, jitter=jitter)
+    return await run.execute()
+
+
+class _SeedRun:
+    def __init__(self, seeds: Iterable[SeedData], *, backend, store, config, on_progress,
+                 progress, force, sleep, clock, jitter) -> None:
+        self.seeds = list(seeds)
+        self.backend, self.store, self.config = backend, store, config
+        self.on_progress, self.progress, self.force = on_progress, progress, force
+        self.sleep, self.clock, self.jitter = sleep, clock, jitter
+        self.run_id = uuid.uuid4().hex
+        sizes = [seed.size for seed in self.seeds]
+        self.counters = SeedCounters(total=None if None in sizes else sum(sizes))
+        self.results: list[ConversationResult | None] = []
+        self.stop_reason: str | None = None
+        self.gate = _RateGate(clock, sleep)
+        self.queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=config.batch_size * 4)
+        self.writer = _Writer(store, self.run_id)
+
+    async def execute(self) -> SeedResult:
+        started = self.clock()
+        await asyncio.to_thread(self.store.build)
+        self.store.start_run(self.run_id, backend=getattr(self.backend, "name", "custom"),
+                             config=self.config, force=self.force)
+        if self.progress:
+            self.progress.start(self.counters)
+        tasks = [asyncio.create_task(self._produce())]
+        tasks += [asyncio.create_task(self._work()) for _ in range(self.config.batch_size)]
+        writer = asyncio.create_task(self.writer.run())
+        status = "interrupted"
+        try:
+            everything = asyncio.gather(*tasks)
+            done, _ = await asyncio.wait([everything, writer],
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if writer in done:
+                writer.result()  # the writer only ends early by failing: raise its error
+            await everything
+            self.writer.close()
+            await writer
+            status = "stopped" if self.stop_reason else "completed"
+        finally:
+            for task in [*tasks, writer]:
+                task.cancel()
+            await asyncio.gather(*tasks, writer, return_exceptions=True)
+            if status == "interrupted":
+                self.writer.flush_now()  # waits for an in-flight write, then saves the rest
+            duration_ms = (self.clock() - started) * 1000
+            self.store.finish_run(self.run_id, status=status, counters=self.counters,
+                                  duration_ms=duration_ms, stopped_reason=self.stop_reason)
+            if self.progress:
+                self.progress.close(self.counters)
+        c = self.counters
+        return SeedResult(run_id=self.run_id, total=c.processed, successful=c.successful,
+                          failed=c.failed, skipped=c.skipped, total_triples=c.triples,
+                          duration_ms=duration_ms, results=tuple(self.results),
+                          stopped_reason=self.stop_reason)
+
+    # --- producer: validation, ledger, queue ----------------------------------------------
+
+    async def _produce(self) -> None:
+        position = 0
+        for seed in self.seeds:
+            base = position
+            items = ((base + i, parsed) for i, parsed in check_conversations(seed))
+            while window := list(islice(items, LEDGER_WINDOW)):
+                position += len(window)
+                jobs = await self._plan_window(seed, window)
+                for job in jobs:
+                    if self.stop_reason:
+                        self._record_skipped(job, f"not sent: the run stopped "
+                                                  f"({self.stop_reason})")
+                    else:
+                        await self.queue.put(job)
+                await self.writer.wait_for_room()
+        for _ in range(self.config.batch_size):
+            await self.queue.put(None)
+
+    async def _plan_window(self, seed: SeedData, window: list[tuple[int, Any]]) -> list[_Job]:
+        jobs = []
+        for position, parsed in window:
+            self.results.append(None)
+            if isinstance(parsed, Invalid):
+                self._record(position, _failed(seed.entity_id, parsed.conversation_id,
+                                               parsed.reason), seed.process_id)
+                continue
+            plan = plan_conversation(parsed, self.config)
+            if plan.over_limit and not self.config.chunk_large_conversations:
+                self._record(position, _failed(seed.entity_id, parsed.id,
+                                               oversize_reason(parsed, plan, self.config)),
+                             seed.process_id)
+                continue
+            chunks = split_messages(parsed.messages, self.config) if plan.over_limit else [
+                parsed.messages]
+            jobs.append(_Job(position, seed.entity_id, seed.process_id, parsed,
+                             parsed.content_hash(), chunks))
+        if self.force or not jobs:
+            return jobs
+        keys = [(j.entity_id, j.conversation.id, j.content_hash) for j in jobs]
+        seeded = await asyncio.to_thread(self.store.already_seeded, keys)
+        for index in sorted(seeded):
+            self._record_skipped(jobs[index], "already seeded with the same content in an "
+                                              "earlier run (force=True sends it again)")
+        return [job for index, job in enumerate(jobs) if index not in seeded]
+
+    # --- workers ----------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while (job := await self.queue.get()) is not None:
+            if self.stop_reason:
+                self._record_skipped(job, f"not sent: the run stopped ({self.stop_reason})")
+                continue
+            result, extraction = await self._process(job)
+            self._record(job.position, result, job.process_id, job.content_hash, extraction)
+            await self.writer.wait_for_room()
+
+    async def _process(self, job: _Job) -> tuple[ConversationResult, Extraction | None]:
+        started = self.clock()
+        cid, count = job.conversation.id, len(job.chunks)
+        triples: list[Triple] = []
+        facts: list[str] = []
+        attributes: list[str] = []
+        summary = None
+        done = 0
+        warnings = (f"split into {count} requests to stay within the limits",) if count > 1 else ()
+        try:
+            for index, chunk in enumerate(job.chunks):
+                extraction = await self._send(AugmentationRequest(
+                    entity_id=job.entity_id, conversation_id=cid, messages=chunk,
+                    process_id=job.process_id, summary=summary, chunk_index=index,
+                    chunk_count=count))
+                done += 1
+                triples.extend(extraction.triples)
+                facts.extend(extraction.facts)
+                attributes.extend(extraction.attributes)
+                summary = extraction.summary or summary
+        except _RunStopped as stop:
+            partly = f" after {done} of {count} chunks" if done else ""
+            return ConversationResult(
+                conversation_id=cid, entity_id=job.entity_id, status="skipped",
+                error=f"not finished{partly}: the run stopped ({stop}); run again to send it",
+                chunks_processed=done, duration_ms=self._ms_since(started),
+                warnings=warnings), None
+        except _GaveUp as failure:
+            return ConversationResult(
+                conversation_id=cid, entity_id=job.entity_id, status="failed",
+                error=f"conversation {cid!r}: {failure}", chunks_processed=done,
+                duration_ms=self._ms_since(started), warnings=warnings), None
+        # Chunks of one conversation often restate a fact: keep each triple and fact once.
+        triples = list(dict.fromkeys(triples))
+        extraction = Extraction(triples=tuple(triples), facts=tuple(dict.fromkeys(facts)),
+                                summary=summary, attributes=tuple(dict.fromkeys(attributes)))
+        return ConversationResult(
+            conversation_id=cid, entity_id=job.entity_id, status="succeeded",
+            triples_count=len(triples), summary=summary, chunks_processed=done,
+            duration_ms=self._ms_since(started), warnings=warnings), extraction
+
+    async def _send(self, request: AugmentationRequest) -> Extraction:
+        attempt = 0
+        while True:
+            await self.gate.wait()
+            if self.stop_reason:
+                raise _RunStopped(self.stop_reason)
+            try:
+                return await self.backend.augment(request)
+            except Exception as exc:  # noqa: BLE001 - every failure goes through decide_retry
+                attempt += 1
+                decision = decide_retry(exc, attempt, max_retries=self.config.max_retries,
+                                        retry_delay=self.config.retry_delay,
+                                        jitter=self.jitter())
+                if decision.action == "stop_run":
+                    self.stop_reason = self.stop_reason or decision.reason
+                    raise _RunStopped(decision.reason) from exc
+                if decision.action == "give_up":
+                    tries = f" (after {attempt} attempts)" if attempt > 1 else ""
+                    raise _GaveUp(decision.reason + tries) from exc
+                self.counters.retries += 1
+                if isinstance(exc, RateLimitedError):
+                    self.gate.hold(decision.delay)
+                await self.sleep(decision.delay)
+
+    # --- bookkeeping --------------------------------------------------------------------------
+
+    def _record_skipped(self, job: _Job, reason: str) -> None:
+        self._record(job.position, ConversationResult(
+            conversation_id=job.conversation.id, entity_id=job.entity_id, status="skipped",
+            error=reason), job.process_id, job.content_hash)
+
+    def _record(self, position: int, result: ConversationResult, process_id: str | None,
+                content_hash: str | None = None, extraction: Extraction | None = None) -> None:
+        self.results[position] = result
+        self.counters.count(result)
+        self.writer.add(ResultRecord(result, content_hash, process_id, extraction))
+        if self.on_progress is not None:
+            self.on_progress(self.counters.processed, self.counters.total, result)
+        if self.progress is not None:
+            self.progress.update(self.counters, result)
+
+    def _ms_since(self, started: float) -> float:
+        return (self.clock() - started) * 1000
+
+
+def _failed(entity_id: str, conversation_id: str, reason: str) -> ConversationResult:
+    return ConversationResult(conversation_id=conversation_id, entity_id=entity_id,
+                              status="failed", error=reason)

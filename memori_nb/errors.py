@@ -1,0 +1,85 @@
+"""Exceptions raised by memori_nb.
+
+Every exception derives from :class:`MemoriNbError`, so ``except MemoriNbError`` catches them
+all. Third-party errors (httpx, duckdb, json) are wrapped once, at the edge, with ``from exc``.
+
+::
+
+    MemoriNbError
+    ├── ConfigurationError          bad arguments or settings
+    │   └── MissingApiKeyError      the memori backend has no MEMORI_API_KEY
+    ├── InvalidInputError           input whose shape is unusable as a whole (file, frame, SeedData)
+    ├── StoreError                  the DuckDB store could not be opened or written
+    └── AugmentationError           one augmentation request failed (carries conversation id, status)
+        ├── TransientError          5xx, timeout, dropped connection, malformed response: retried
+        ├── RateLimitedError        429 "slow down", optionally with Retry-After: waited, retried
+        ├── QuotaExceededError      429 "quota exhausted": the run stops, the rest is skipped
+        ├── PayloadRejectedError    422: the server refused this payload; never retried
+        └── RequestFailedError      any other 4xx (401, 403, 404 ...): never retried
+"""
+
+from __future__ import annotations
+
+
+class MemoriNbError(Exception):
+    """Root of every error memori_nb raises."""
+
+
+class ConfigurationError(MemoriNbError, ValueError):
+    """An argument or setting is not usable."""
+
+
+class MissingApiKeyError(ConfigurationError):
+    """The ``memori`` backend needs ``MEMORI_API_KEY`` and none was given."""
+
+
+class InvalidInputError(MemoriNbError, ValueError):
+    """Input whose shape makes it unusable as a whole (not one bad conversation)."""
+
+
+class StoreError(MemoriNbError):
+    """The DuckDB store could not be opened, built or written."""
+
+
+class AugmentationError(MemoriNbError):
+    """An augmentation request failed.
+
+    Attributes:
+        conversation_id: the conversation the request belonged to, when known.
+        status_code: the HTTP status, when there was a response.
+    """
+
+    def __init__(self, message: str, *, conversation_id: str | None = None,
+                 status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.conversation_id = conversation_id
+        self.status_code = status_code
+
+    def __str__(self) -> str:
+        status = f"HTTP {self.status_code}: " if self.status_code is not None else ""
+        return f"{status}{self.message}"
+
+
+class TransientError(AugmentationError):
+    """A failure worth retrying: 5xx, timeout, dropped connection, malformed response."""
+
+
+class RateLimitedError(AugmentationError):
+    """The server asked us to slow down (429); ``retry_after`` is in seconds, if it said."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **context) -> None:
+        super().__init__(message, **context)
+        self.retry_after = retry_after
+
+
+class QuotaExceededError(AugmentationError):
+    """The account's quota is exhausted (429): nothing more can be sent in this run."""
+
+
+class PayloadRejectedError(AugmentationError):
+    """The server rejected the payload (422). Retrying the same payload cannot help."""
+
+
+class RequestFailedError(AugmentationError):
+    """Any other client error (401, 403, 404 ...). Not retried."""

@@ -1,0 +1,260 @@
+"""Frozen dataclasses for everything that flows through a seeding run. No I/O here."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .errors import ConfigurationError, InvalidInputError
+
+ROLES = ("user", "assistant", "system")
+
+DEFAULT_MAX_MESSAGES_PER_REQUEST = 4000
+DEFAULT_MAX_CHARS_PER_REQUEST = 800_000
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_RETRY_DELAY = 1.0
+DEFAULT_CHUNK_LARGE_CONVERSATIONS = True
+DEFAULT_BATCH_SIZE = 10
+DEFAULT_REQUEST_TIMEOUT = 60.0
+
+Status = Literal["succeeded", "failed", "skipped"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """One chat message. ``timestamp`` is when it was said at the source, if known."""
+
+    role: str
+    content: str
+    timestamp: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Conversation:
+    """A validated conversation: a non-empty tuple of messages with known roles."""
+
+    id: str
+    messages: tuple[Message, ...]
+    title: str | None = None
+
+    def content_hash(self) -> str:
+        """SHA-256 of the roles and contents, in order: the ledger's "same content" test."""
+        digest = hashlib.sha256()
+        for message in self.messages:
+            digest.update(message.role.encode())
+            digest.update(b"\x00")
+            digest.update(message.content.encode("utf-8", "surrogatepass"))
+            digest.update(b"\x01")
+        return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SeedData:
+    """The conversations of one entity (user) to seed.
+
+    Build it with :meth:`SeedData.for_conversations`. ``conversations`` holds the raw input
+    (dicts as in the seed JSON format, or :class:`Conversation` objects); it is validated when
+    seeding, so one bad conversation fails on its own while the others go on.
+    """
+
+    entity_id: str
+    conversations: Sequence[Any] | Iterable[Any]
+    process_id: str | None = None
+
+    @classmethod
+    def for_conversations(cls, *, entity_id: str, conversations: Iterable[Any],
+                          process_id: str | None = None) -> SeedData:
+        """Wrap one entity's conversations for :meth:`Memori.seed`.
+
+        Args:
+            entity_id: who the conversations belong to (their facts are stored under it).
+            conversations: ``[{"id": str, "messages": [{"role", "content"}, ...]}, ...]``;
+                a list, or any iterable to stream (then the total is unknown up front).
+            process_id: optional id of the agent/process the conversations were held with.
+
+        Raises:
+            InvalidInputError: entity_id is not a non-empty string, or conversations is not
+                a list/iterable of conversations.
+
+        Example:
+            >>> SeedData.for_conversations(entity_id="user-1", conversations=[
+            ...     {"id": "c1", "messages": [{"role": "user", "content": "Hi"}]}]).entity_id
+            'user-1'
+        """
+        if not isinstance(entity_id, str) or not entity_id.strip():
+            raise InvalidInputError(f"entity_id must be a non-empty string, got {entity_id!r}")
+        if process_id is not None and (not isinstance(process_id, str) or not process_id.strip()):
+            raise InvalidInputError(f"process_id must be a non-empty string or None, "
+                                    f"got {process_id!r}")
+        if isinstance(conversations, (str, bytes, dict)) or not isinstance(conversations, Iterable):
+            raise InvalidInputError(
+                f"conversations for entity {entity_id!r} must be a list of conversation "
+                f"objects, got {type(conversations).__name__}")
+        if isinstance(conversations, list):
+            conversations = tuple(conversations)
+        return cls(entity_id=entity_id, conversations=conversations, process_id=process_id)
+
+    @property
+    def size(self) -> int | None:
+        """How many conversations, or None when they are streamed from an iterator."""
+        return len(self.conversations) if isinstance(self.conversations, Sequence) else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SeedConfig:
+    """How conversations are split, sent and retried.
+
+    Args:
+        max_messages_per_request: most messages in one augmentation request (4000).
+        max_chars_per_request: most characters of content in one request (800,000).
+        max_retries: retries after the first attempt for transient failures and 429s (3).
+        retry_delay: first backoff in seconds; doubles on each retry, plus jitter (1.0).
+        chunk_large_conversations: split oversized conversations into several requests (True);
+            when False an oversized conversation fails with its size.
+        batch_size: most requests in flight at once, a sliding window (10).
+        request_timeout: seconds before one request counts as timed out (60).
+    """
+
+    max_messages_per_request: int = DEFAULT_MAX_MESSAGES_PER_REQUEST
+    max_chars_per_request: int = DEFAULT_MAX_CHARS_PER_REQUEST
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_delay: float = DEFAULT_RETRY_DELAY
+    chunk_large_conversations: bool = DEFAULT_CHUNK_LARGE_CONVERSATIONS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+
+    def __post_init__(self) -> None:
+        for name in ("max_messages_per_request", "max_chars_per_request", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigurationError(f"SeedConfig.{name} must be a positive integer, "
+                                         f"got {value!r}")
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ConfigurationError(f"SeedConfig.max_retries must be an integer >= 0, "
+                                     f"got {self.max_retries!r}")
+        for name in ("retry_delay", "request_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ConfigurationError(f"SeedConfig.{name} must be a number >= 0, "
+                                         f"got {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Triple:
+    """A knowledge-graph fact: subject --predicate--> object, each end with a type."""
+
+    subject_name: str
+    subject_type: str
+    predicate: str
+    object_name: str
+    object_type: str
+
+    @property
+    def fact(self) -> str:
+        """The fact sentence for this triple: ``"{subject} {predicate} {object}"``."""
+        return f"{self.subject_name} {self.predicate} {self.object_name}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Extraction:
+    """What augmentation returned for one request."""
+
+    triples: tuple[Triple, ...] = ()
+    facts: tuple[str, ...] = ()
+    summary: str | None = None
+    attributes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationResult:
+    """The outcome of one conversation.
+
+    ``status`` is ``"succeeded"``, ``"failed"`` (``error`` says why) or ``"skipped"`` (not
+    sent: already seeded with the same content, or the run stopped before it; ``error``
+    says which). ``success`` is True only for ``"succeeded"``.
+    """
+
+    conversation_id: str
+    entity_id: str
+    status: Status
+    triples_count: int = 0
+    summary: str | None = None
+    error: str | None = None
+    duration_ms: float = 0.0
+    chunks_processed: int = 0
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def success(self) -> bool:
+        return self.status == "succeeded"
+
+
+RESULT_COLUMNS = ("entity_id", "conversation_id", "status", "success", "triples_count",
+                  "chunks_processed", "duration_ms", "error", "summary", "warnings")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SeedResult:
+    """The outcome of a seeding run.
+
+    ``results`` keeps input order. ``total == successful + failed + skipped``.
+    """
+
+    run_id: str
+    total: int
+    successful: int
+    failed: int
+    skipped: int
+    total_triples: int
+    duration_ms: float
+    results: tuple[ConversationResult, ...] = ()
+    stopped_reason: str | None = None
+
+    @property
+    def success_rate(self) -> float:
+        """Share of the conversations sent in this run that succeeded (1.0 if none was sent)."""
+        attempted = self.successful + self.failed
+        return self.successful / attempted if attempted else 1.0
+
+    def to_frame(self):
+        """One row per conversation as a pandas DataFrame (columns: ``RESULT_COLUMNS``)."""
+        import pandas as pd
+
+        rows = [(r.entity_id, r.conversation_id, r.status, r.success, r.triples_count,
+                 r.chunks_processed, r.duration_ms, r.error, r.summary, list(r.warnings))
+                for r in self.results]
+        return pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS))
+
+    def summary_dict(self) -> dict[str, Any]:
+        """The run's totals as a JSON-ready dict (what ``--json`` prints)."""
+        out = {"run_id": self.run_id, "total": self.total, "successful": self.successful,
+               "failed": self.failed, "skipped": self.skipped,
+               "total_triples": self.total_triples, "duration_ms": round(self.duration_ms, 1)}
+        if self.stopped_reason:
+            out["stopped_reason"] = self.stopped_reason
+        return out
+
+
+@dataclass(slots=True)
+class SeedCounters:
+    """Live counts during a run, handed to progress sinks."""
+
+    total: int | None = None
+    processed: int = 0
+    successful: int = 0
+    failed: int = 0
+    skipped: int = 0
+    retries: int = 0
+    triples: int = 0
+
+    def count(self, result: ConversationResult) -> None:
+        self.processed += 1
+        self.triples += result.triples_count
+        if result.status == "succeeded":
+            self.successful += 1
+        elif result.status == "failed":
+            self.failed += 1
+        else:
+            self.skipped += 1

@@ -1,0 +1,67 @@
+"""Progress displays for a seeding run, on the engine's small progress protocol.
+
+:class:`TqdmProgress` uses ``tqdm.auto``: a widget bar in Jupyter, a console bar elsewhere.
+The postfix shows live counts of succeeded, failed, skipped, retries and triples.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Any
+
+from .models import ConversationResult, SeedCounters
+
+# Refreshing the postfix is the costly part of a bar; do it at most this often.
+POSTFIX_INTERVAL_SECONDS = 0.25
+
+
+class TqdmProgress:
+    """A tqdm bar over conversations.
+
+    Args:
+        description: the bar's label.
+        file: where a console bar is drawn (stderr by default, so stdout stays clean).
+        disable: turn the bar off (e.g. for ``--json`` runs that are not on a terminal).
+        notebook: force the widget bar (True) or the console bar (False); None lets
+            ``tqdm.auto`` decide.
+    """
+
+    def __init__(self, description: str = "seeding", *, file: IO[str] | None = None,
+                 disable: bool = False, notebook: bool | None = None) -> None:
+        self.description, self.file, self.disable = description, file, disable
+        self.notebook = notebook
+        self.bar: Any = None
+        self._last_postfix = 0.0
+
+    def start(self, counters: SeedCounters) -> None:
+        if self.notebook is None:
+            from tqdm.auto import tqdm
+        elif self.notebook:
+            from tqdm.notebook import tqdm
+        else:
+            from tqdm import tqdm
+        self.bar = tqdm(total=counters.total, desc=self.description, unit="conv",
+                        file=self.file if self.file is not None else sys.stderr,
+                        disable=self.disable, dynamic_ncols=True)
+
+    def update(self, counters: SeedCounters, result: ConversationResult) -> None:
+        now = time.monotonic()
+        if now - self._last_postfix >= POSTFIX_INTERVAL_SECONDS:
+            self._last_postfix = now
+            self.bar.set_postfix(postfix_for(counters), refresh=False)
+        self.bar.update(1)
+
+    def close(self, counters: SeedCounters) -> None:
+        if self.bar is None:
+            return
+        self.bar.set_postfix(postfix_for(counters), refresh=False)
+        if counters.failed and hasattr(self.bar, "colour"):
+            self.bar.colour = "orange"
+        self.bar.close()
+
+
+def postfix_for(counters: SeedCounters) -> dict[str, int]:
+    return {"ok": counters.successful, "failed": counters.failed,
+            "skipped": counters.skipped, "retries": counters.retries,
+            "triples": counters.triples}

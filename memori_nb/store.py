@@ -1,0 +1,293 @@
+"""The DuckDB store: the memory model, the run ledger, and result queries as DataFrames.
+
+Tables (all created by :meth:`DuckDBStore.build`, idempotently):
+
+- ``runs``: one row per seeding run (backend, config, status, totals).
+- ``conversation_results``: one row per conversation per run (status, error, chunks, triples,
+  timings): the run ledger.
+- ``seeded_conversations``: the no-double-billing ledger, one row per (entity, conversation id,
+  content hash) that succeeded. A later run skips what is here unless forced.
+- ``entities``, ``facts`` (deduplicated per entity, with ``mention_count``, ``first_seen``,
+  ``last_seen``), ``triples`` (one row per extracted triple, with its conversation),
+  ``conversation_summaries``, ``process_attributes``: the memory model.
+
+All writes of a batch happen in one transaction, with DataFrame appends rather than one INSERT
+per row. A lock serialises use of the connection, because the engine writes from a worker
+thread while the event loop keeps running.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from .errors import StoreError
+from .models import ConversationResult, Extraction, SeedConfig, SeedCounters
+
+DEFAULT_DB = "memori.duckdb"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
+    backend VARCHAR, force BOOLEAN, config JSON, total BIGINT, successful BIGINT,
+    failed BIGINT, skipped BIGINT, retries BIGINT, total_triples BIGINT, duration_ms DOUBLE,
+    stopped_reason VARCHAR);
+CREATE TABLE IF NOT EXISTS conversation_results (
+    run_id VARCHAR, entity_id VARCHAR, process_id VARCHAR, conversation_id VARCHAR,
+    content_hash VARCHAR, status VARCHAR, error VARCHAR, chunks_processed INTEGER,
+    triples_count INTEGER, duration_ms DOUBLE, warnings VARCHAR[], summary VARCHAR,
+    finished_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS seeded_conversations (
+    entity_id VARCHAR, conversation_id VARCHAR, content_hash VARCHAR, run_id VARCHAR,
+    seeded_at TIMESTAMP, PRIMARY KEY (entity_id, conversation_id, content_hash));
+CREATE TABLE IF NOT EXISTS entities (
+    entity_id VARCHAR PRIMARY KEY, first_seen TIMESTAMP, last_seen TIMESTAMP);
+CREATE TABLE IF NOT EXISTS facts (
+    entity_id VARCHAR, fact VARCHAR, mention_count BIGINT, first_seen TIMESTAMP,
+    last_seen TIMESTAMP, PRIMARY KEY (entity_id, fact));
+CREATE TABLE IF NOT EXISTS triples (
+    entity_id VARCHAR, conversation_id VARCHAR, run_id VARCHAR, subject_name VARCHAR,
+    subject_type VARCHAR, predicate VARCHAR, object_name VARCHAR, object_type VARCHAR,
+    created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS conversation_summaries (
+    entity_id VARCHAR, conversation_id VARCHAR, summary VARCHAR, run_id VARCHAR,
+    updated_at TIMESTAMP, PRIMARY KEY (entity_id, conversation_id));
+CREATE TABLE IF NOT EXISTS process_attributes (
+    process_id VARCHAR, attribute VARCHAR, mention_count BIGINT, last_seen TIMESTAMP,
+    PRIMARY KEY (process_id, attribute));
+"""
+
+_NOW = "timezone('UTC', now())"
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRecord:
+    """What the store writes for one finished conversation."""
+
+    result: ConversationResult
+    content_hash: str | None
+    process_id: str | None
+    extraction: Extraction | None
+
+
+class DuckDBStore:
+    """Memories and run ledger in DuckDB.
+
+    Args:
+        conn: a database path (``"memori.duckdb"`` by default), ``":memory:"``, or an open
+            ``duckdb`` connection (which is then left open by :meth:`close`).
+
+    Raises:
+        StoreError: the database cannot be opened (bad path, locked by another process).
+
+    Example:
+        >>> store = DuckDBStore(":memory:")
+        >>> store.build()
+        >>> store.sql("select count(*) as n from facts").n[0]
+        0
+    """
+
+    def __init__(self, conn: str | Path | duckdb.DuckDBPyConnection = DEFAULT_DB) -> None:
+        if isinstance(conn, duckdb.DuckDBPyConnection):
+            self.conn, self._owns_conn, self.path = conn, False, None
+        else:
+            self.path = str(conn)
+            try:
+                self.conn = duckdb.connect(self.path)
+            except duckdb.Error as exc:
+                raise StoreError(f"cannot open DuckDB database {self.path!r}: {exc}") from exc
+            self._owns_conn = True
+        self._lock = threading.RLock()
+        self._built = False
+
+    def __repr__(self) -> str:
+        return f"DuckDBStore({self.path or 'connection'!r})"
+
+    def build(self) -> None:
+        """Create the tables if they do not exist (safe to call again)."""
+        with self._lock:
+            self.conn.execute(_SCHEMA)
+            self._built = True
+
+    def close(self) -> None:
+        """Close the connection if the store opened it."""
+        with self._lock:
+            if self._owns_conn:
+                self.conn.close()
+
+    # --- runs ---------------------------------------------------------------------------
+
+    def start_run(self, run_id: str, *, backend: str, config: SeedConfig, force: bool) -> None:
+        with self._lock:
+            self.conn.execute(
+                f"INSERT INTO runs (run_id, started_at, status, backend, force, config) "
+                f"VALUES (?, {_NOW}, 'running', ?, ?, ?)",
+                [run_id, backend, force, json.dumps(asdict(config))])
+
+    def finish_run(self, run_id: str, *, status: str, counters: SeedCounters,
+                   duration_ms: float, stopped_reason: str | None) -> None:
+        with self._lock:
+            self.conn.execute(
+                f"UPDATE runs SET finished_at = {_NOW}, status = ?, total = ?, successful = ?, "
+                f"failed = ?, skipped = ?, retries = ?, total_triples = ?, duration_ms = ?, "
+                f"stopped_reason = ? WHERE run_id = ?",
+                [status, counters.processed, counters.successful, counters.failed,
+                 counters.skipped, counters.retries, counters.triples, duration_ms,
+                 stopped_reason, run_id])
+
+    # --- ledger -------------------------------------------------------------------------
+
+    def already_seeded(self, keys: list[tuple[str, str, str]]) -> set[int]:
+        """Positions in ``keys`` (entity_id, conversation_id, content_hash) seeded before."""
+        if not keys:
+            return set()
+        frame = pd.DataFrame.from_records(
+            keys, columns=["entity_id", "conversation_id", "content_hash"])
+        frame["position"] = range(len(keys))
+        with self._lock:
+            rows = self._query_frame(
+                "SELECT k.position FROM keys k JOIN seeded_conversations s "
+                "USING (entity_id, conversation_id, content_hash)", keys=frame)
+        return {row[0] for row in rows}
+
+    # --- writes -------------------------------------------------------------------------
+
+    def write(self, run_id: str, records: list[ResultRecord]) -> None:
+        """Write finished conversations in one transaction: results, ledger, memories."""
+        if not records:
+            return
+        frames = _frames_for(run_id, records)
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN TRANSACTION")
+                for statement, frame in _write_statements(frames):
+                    if frame is not None and len(frame):
+                        self._query_frame(statement, batch=frame)
+                self.conn.execute("COMMIT")
+            except BaseException as exc:
+                self.conn.execute("ROLLBACK")
+                if isinstance(exc, duckdb.Error):
+                    raise StoreError(f"could not write {len(records)} results: {exc}") from exc
+                raise
+
+    def _query_frame(self, sql: str, **frames: pd.DataFrame) -> list[tuple]:
+        """Run ``sql`` with DataFrames registered as views; returns all rows."""
+        for name, frame in frames.items():
+            self.conn.register(name, frame)
+        try:
+            return self.conn.execute(sql).fetchall()
+        finally:
+            for name in frames:
+                self.conn.unregister(name)
+
+    # --- queries ------------------------------------------------------------------------
+
+    def sql(self, query: str, params: list[Any] | None = None) -> pd.DataFrame:
+        """Run SQL against the store and return a DataFrame."""
+        with self._lock:
+            return self.conn.execute(query, params or []).df()
+
+    def latest_run_id(self) -> str | None:
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    def runs(self) -> pd.DataFrame:
+        """One row per run, newest first."""
+        return self.sql("SELECT * EXCLUDE (config) FROM runs ORDER BY started_at DESC")
+
+    def results(self, run_id: str | None = None) -> pd.DataFrame:
+        """Per-conversation results of one run (the latest by default)."""
+        run_id = run_id or self.latest_run_id()
+        return self.sql("SELECT * FROM conversation_results WHERE run_id = ? "
+                        "ORDER BY finished_at, entity_id, conversation_id", [run_id])
+
+    def failures(self, run_id: str | None = None) -> pd.DataFrame:
+        """The failed conversations of one run (the latest by default), with their errors."""
+        frame = self.results(run_id)
+        return frame[frame.status == "failed"].reset_index(drop=True)
+
+    def facts(self, entity_id: str | None = None) -> pd.DataFrame:
+        """Deduplicated facts, most mentioned first; all entities unless one is given."""
+        where, params = _entity_filter(entity_id)
+        return self.sql(f"SELECT * FROM facts {where} "
+                        f"ORDER BY entity_id, mention_count DESC, fact", params)
+
+    def triples(self, entity_id: str | None = None) -> pd.DataFrame:
+        """Extracted triples, one row per time a conversation produced one."""
+        where, params = _entity_filter(entity_id)
+        return self.sql(f"SELECT * FROM triples {where} ORDER BY entity_id, conversation_id",
+                        params)
+
+
+def _entity_filter(entity_id: str | None) -> tuple[str, list[Any]]:
+    return ("WHERE entity_id = ?", [entity_id]) if entity_id is not None else ("", [])
+
+
+def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFrame]:
+    """Column lists built in one pass, turned into one DataFrame per table."""
+    results, ledger, facts, triples, summaries, attributes = [], [], [], [], [], []
+    for record in records:
+        r = record.result
+        results.append((run_id, r.entity_id, record.process_id, r.conversation_id,
+                        record.content_hash, r.status, r.error, r.chunks_processed,
+                        r.triples_count, r.duration_ms, list(r.warnings), r.summary))
+        if r.status != "succeeded" or record.extraction is None:
+            continue
+        ext = record.extraction
+        ledger.append((r.entity_id, r.conversation_id, record.content_hash))
+        facts.extend((r.entity_id, fact) for fact in ext.facts)
+        triples.extend((r.entity_id, r.conversation_id, t.subject_name, t.subject_type,
+                        t.predicate, t.object_name, t.object_type) for t in ext.triples)
+        if ext.summary:
+            summaries.append((r.entity_id, r.conversation_id, ext.summary))
+        if record.process_id:
+            attributes.extend((record.process_id, a) for a in ext.attributes)
+    frame = pd.DataFrame.from_records
+    return {
+        "results": frame(results, columns=[
+            "run_id", "entity_id", "process_id", "conversation_id", "content_hash", "status",
+            "error", "chunks_processed", "triples_count", "duration_ms", "warnings", "summary"]),
+        "ledger": frame(ledger, columns=["entity_id", "conversation_id", "content_hash"]),
+        "facts": frame(facts, columns=["entity_id", "fact"]),
+        "triples": frame(triples, columns=[
+            "entity_id", "conversation_id", "subject_name", "subject_type", "predicate",
+            "object_name", "object_type"]),
+        "summaries": frame(summaries, columns=["entity_id", "conversation_id", "summary"]),
+        "attributes": frame(attributes, columns=["process_id", "attribute"]),
+        "run_id": run_id,
+    }
+
+
+def _write_statements(frames: dict[str, Any]) -> list[tuple[str, pd.DataFrame | None]]:
+    run = frames["run_id"].replace("'", "''")
+    return [
+        (f"INSERT INTO conversation_results SELECT *, {_NOW} FROM batch", frames["results"]),
+        (f"INSERT INTO seeded_conversations SELECT entity_id, conversation_id, content_hash, "
+         f"'{run}', {_NOW} FROM batch ON CONFLICT DO NOTHING", frames["ledger"]),
+        (f"INSERT INTO entities SELECT DISTINCT entity_id, {_NOW}, {_NOW} FROM batch "
+         f"ON CONFLICT DO UPDATE SET last_seen = excluded.last_seen", frames["ledger"]),
+        # Aggregate first: ON CONFLICT cannot update one row twice in a statement.
+        (f"INSERT INTO facts SELECT entity_id, fact, count(*), {_NOW}, {_NOW} FROM batch "
+         f"GROUP BY ALL ON CONFLICT DO UPDATE SET "
+         f"mention_count = mention_count + excluded.mention_count, "
+         f"last_seen = excluded.last_seen", frames["facts"]),
+        (f"INSERT INTO triples SELECT entity_id, conversation_id, '{run}', subject_name, "
+         f"subject_type, predicate, object_name, object_type, {_NOW} FROM batch",
+         frames["triples"]),
+        (f"INSERT INTO conversation_summaries SELECT entity_id, conversation_id, "
+         f"last(summary), '{run}', {_NOW} FROM batch GROUP BY ALL "
+         f"ON CONFLICT DO UPDATE SET summary = excluded.summary, run_id = excluded.run_id, "
+         f"updated_at = excluded.updated_at", frames["summaries"]),
+        (f"INSERT INTO process_attributes SELECT process_id, attribute, count(*), {_NOW} "
+         f"FROM batch GROUP BY ALL ON CONFLICT DO UPDATE SET "
+         f"mention_count = mention_count + excluded.mention_count, "
+         f"last_seen = excluded.last_seen", frames["attributes"]),
+    ]

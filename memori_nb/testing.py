@@ -1,0 +1,629 @@
+"""A loopback HTTP server that speaks Memori's Advanced Augmentation (AA) protocol.
+
+Use it in tests, benchmarks and offline notebooks where the real service is out of reach: it
+answers ``POST /v1/sdk/augmentation`` like the cloud does (see DESIGN.md section 2), and can
+inject latency and faults (429, 5xx, 422, dropped connections, malformed JSON) on demand. It
+records every request it receives, so a test can check what a client sent and how many
+requests it had in flight at once.
+
+Example:
+    >>> import httpx
+    >>> from memori_nb.testing import AugmentationServer, Fault, fail_first
+    >>> def extract(messages, summary):
+    ...     return {"entity": {"triples": [], "facts": []},
+    ...             "conversation": {"summary": "hi"}, "process": {"attributes": []}}
+    >>> body = {"conversation": {"messages": [{"role": "user", "content": "Hi"}],
+    ...                          "summary": None}, "meta": {}}
+    >>> with AugmentationServer(extract=extract,
+    ...                         faults=fail_first(1, Fault.status(503))) as server:
+    ...     first = httpx.post(server.endpoint, json=body)
+    ...     second = httpx.post(server.endpoint, json=body)
+    >>> first.status_code, second.status_code, server.request_count
+    (503, 200, 2)
+
+Without ``extract=``, answers come from the offline extractor in
+``memori_nb.backends.local``, so a notebook can run the ``memori`` backend end to end with no
+key and no network: point ``MEMORI_API_URL_BASE`` at ``server.url``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import random
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import TCPServer
+from typing import Any
+
+__all__ = [
+    "AugmentationServer",
+    "Fault",
+    "FaultRule",
+    "ReceivedRequest",
+    "fail_first",
+    "fail_when_content_contains",
+    "lognormal_latency",
+    "response_from_extraction",
+    "sequence",
+]
+
+AUGMENTATION_PATH = "/v1/sdk/augmentation"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_STOP_TIMEOUT = 1.0
+MALFORMED_BODY = b'{"entity": {"triples": [{"subject": '
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fault:
+    """A failure the server injects instead of (or before) a normal answer.
+
+    Build one with a constructor rather than by hand:
+
+    - ``Fault.status(503)`` — any status code with a JSON ``{"detail": ...}`` body.
+    - ``Fault.rate_limited(retry_after=0.05)`` — 429 "slow down", with a ``Retry-After``
+      header when given.
+    - ``Fault.quota_exceeded()`` — 429 whose body says "Quota exceeded", no ``Retry-After``.
+    - ``Fault.reject("too long")`` — 422, the payload is refused.
+    - ``Fault.drop()`` — the connection is closed without any response.
+    - ``Fault.malformed()`` — 200 with a body that is not valid JSON.
+    - ``Fault.delay(2.0)`` — wait 2 s more, then answer normally.
+
+    Example:
+        >>> Fault.rate_limited(0.5).headers()
+        {'Retry-After': '0.5'}
+    """
+
+    kind: str  # "status", "drop", "malformed" or "delay"
+    code: int | None = None
+    body: Any = None
+    retry_after: float | None = None
+    seconds: float = 0.0
+
+    @classmethod
+    def status(cls, code: int, body: Any = None, retry_after: float | None = None) -> Fault:
+        """Answer with HTTP ``code`` and a JSON body (default ``{"detail": ...}``).
+
+        Example:
+            >>> Fault.status(502).code
+            502
+        """
+        if body is None:
+            body = {"detail": f"Injected fault: HTTP {code}"}
+        return cls(kind="status", code=code, body=body, retry_after=retry_after)
+
+    @classmethod
+    def rate_limited(cls, retry_after: float | None = None) -> Fault:
+        """429 "slow down"; ``retry_after`` seconds (may be fractional) go in ``Retry-After``.
+
+        Example:
+            >>> Fault.rate_limited(0.05).headers()["Retry-After"]
+            '0.05'
+        """
+        return cls.status(429, {"detail": "Too many requests, slow down"}, retry_after)
+
+    @classmethod
+    def quota_exceeded(cls) -> Fault:
+        """429 with ``{"detail": "Quota exceeded: ..."}`` and no ``Retry-After``.
+
+        Clients tell this from :meth:`rate_limited` by the word "quota" in the body.
+        """
+        return cls.status(429, {"detail": "Quota exceeded: the augmentation quota for this "
+                                          "API key is used up"})
+
+    @classmethod
+    def reject(cls, message: str = "Unprocessable payload") -> Fault:
+        """422 with ``{"detail": message}``: the server refuses this payload.
+
+        Example:
+            >>> Fault.reject("too many messages").body
+            {'detail': 'too many messages'}
+        """
+        return cls.status(422, {"detail": message})
+
+    @classmethod
+    def drop(cls) -> Fault:
+        """Close the connection without sending anything (the client sees a disconnect)."""
+        return cls(kind="drop")
+
+    @classmethod
+    def malformed(cls) -> Fault:
+        """Answer 200 with a truncated body that is not valid JSON."""
+        return cls(kind="malformed", code=200)
+
+    @classmethod
+    def delay(cls, seconds: float) -> Fault:
+        """Wait ``seconds`` on top of the server's latency, then answer normally."""
+        return cls(kind="delay", seconds=float(seconds))
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers this fault sends (``Retry-After`` when set)."""
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": format(float(self.retry_after), "g")}
+
+
+FaultRule = Callable[[int, dict], Fault | None]
+"""``rule(request_number, body) -> Fault | None``; numbers count from 1 in arrival order."""
+
+
+def fail_first(n: int, fault: Fault) -> FaultRule:
+    """A rule that applies ``fault`` to requests number 1..n, then lets everything through.
+
+    Numbers count every request the server received (see :attr:`AugmentationServer.requests`).
+
+    Example:
+        >>> rule = fail_first(2, Fault.status(503))
+        >>> [rule(i, {}) is not None for i in (1, 2, 3)]
+        [True, True, False]
+    """
+    return lambda number, body: fault if number <= n else None
+
+
+def fail_when_content_contains(text: str, fault: Fault) -> FaultRule:
+    """A rule that applies ``fault`` whenever any message's content contains ``text``.
+
+    Example:
+        >>> rule = fail_when_content_contains("poison", Fault.reject("no"))
+        >>> body = {"conversation": {"messages": [{"role": "user", "content": "a poison pill"}]}}
+        >>> rule(1, body).code
+        422
+    """
+    def rule(number: int, body: dict) -> Fault | None:
+        messages = (body.get("conversation") or {}).get("messages") or []
+        hit = any(isinstance(m, dict) and text in str(m.get("content", "")) for m in messages)
+        return fault if hit else None
+    return rule
+
+
+def sequence(*rules: FaultRule | None) -> FaultRule:
+    """Combine rules: the first one that returns a fault wins (``None`` rules are skipped).
+
+    Example:
+        >>> rule = sequence(fail_first(1, Fault.drop()), fail_first(3, Fault.status(500)))
+        >>> [getattr(rule(i, {}), "kind", None) for i in (1, 2, 3, 4)]
+        ['drop', 'status', 'status', None]
+    """
+    active = [r for r in rules if r is not None]
+
+    def rule(number: int, body: dict) -> Fault | None:
+        for each in active:
+            fault = each(number, body)
+            if fault is not None:
+                return fault
+        return None
+    return rule
+
+
+def lognormal_latency(median: float, sigma: float, seed: int | None = None
+                      ) -> Callable[[], float]:
+    """A thread-safe latency sampler: log-normal seconds with the given median.
+
+    Args:
+        median: the median latency in seconds (``exp(mu)`` of the distribution).
+        sigma: spread of ``log(latency)``; 0 gives ``median`` every time, 0.5 is a typical
+            long-tailed service.
+        seed: seed for a private ``random.Random``, for reproducible benchmarks.
+
+    Example:
+        >>> sample = lognormal_latency(0.2, 0.0, seed=1)
+        >>> round(sample(), 3)
+        0.2
+    """
+    rng = random.Random(seed)
+    lock = threading.Lock()
+    mu = math.log(median)
+
+    def sample() -> float:
+        with lock:
+            return rng.lognormvariate(mu, sigma)
+    return sample
+
+
+def response_from_extraction(extraction: Any) -> dict:
+    """Turn a :class:`~memori_nb.models.Extraction` into the AA response JSON.
+
+    Facts default to ``"{subject} {predicate} {object}"`` of each triple when the extraction
+    has none; a missing summary becomes ``""``.
+    """
+    triples = [{"subject": {"name": t.subject_name, "type": t.subject_type},
+                "predicate": t.predicate,
+                "object": {"name": t.object_name, "type": t.object_type}}
+               for t in extraction.triples]
+    facts = list(extraction.facts) or [
+        f"{t.subject_name} {t.predicate} {t.object_name}" for t in extraction.triples]
+    return {"entity": {"triples": triples, "facts": facts},
+            "conversation": {"summary": extraction.summary or ""},
+            "process": {"attributes": list(extraction.attributes)}}
+
+
+def _local_extract(messages: list[dict], summary: str | None) -> dict:
+    # Imported here so this module works before (and without) the local backend.
+    from .backends.local import extract
+    from .models import Message
+
+    parsed = [Message(role=m["role"], content=m["content"]) for m in messages]
+    return response_from_extraction(extract(parsed, summary))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceivedRequest:
+    """One request the server received.
+
+    ``number`` counts from 1 in arrival order; ``body`` is the parsed JSON object (None when
+    absent or invalid); ``headers`` has lower-case names; ``fault`` is the fault applied, if
+    any; ``received_at`` is ``time.monotonic()`` when the request line arrived.
+    """
+
+    number: int
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict | None
+    fault: Fault | None
+    received_at: float
+
+
+class _Interrupted(Exception):
+    """The server is stopping while this request waits: drop the connection."""
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer that tracks its connections so ``stop()`` can end them promptly."""
+
+    daemon_threads = True
+    block_on_close = False  # we join handler threads ourselves, with a deadline
+    request_queue_size = 256  # bursts of many new connections must not overflow the backlog
+
+    def __init__(self, address: tuple[str, int], owner: AugmentationServer) -> None:
+        self.owner = owner
+        self.connections: dict[socket.socket, threading.Thread] = {}
+        self.connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), a DNS lookup we neither need nor want.
+        TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def process_request(self, request, client_address) -> None:
+        thread = threading.Thread(target=self._serve_connection, args=(request, client_address),
+                                  name=f"augmentation-server-{client_address[1]}", daemon=True)
+        # Registered on the accept thread, so after shutdown() every live socket is known.
+        with self.connections_lock:
+            self.connections[request] = thread
+        self.owner._count_connection()
+        thread.start()
+
+    def _serve_connection(self, request, client_address) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self.connections_lock:
+                self.connections.pop(request, None)
+
+    def handle_error(self, request, client_address) -> None:
+        # Clients that hang up (or a stop() that cuts them off) are normal here, not news.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+    def close_connections(self) -> list[threading.Thread]:
+        """Wake every handler blocked on its socket; return their threads to join."""
+        with self.connections_lock:
+            items = list(self.connections.items())
+        for sock, _ in items:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return [thread for _, thread in items]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive; every response carries Content-Length
+    disable_nagle_algorithm = True  # small header and body writes must not wait for ACKs
+    server: _HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        self.server.owner._handle(self)
+
+    do_GET = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_POST  # noqa: N815
+
+    def read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def send(self, code: int, payload: Any, headers: dict[str, str] | None = None,
+             raw: bytes | None = None) -> None:
+        data = raw if raw is not None else json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+
+class AugmentationServer:
+    """A real HTTP server on 127.0.0.1 that answers like Memori's augmentation service.
+
+    Runs on a background thread; use it as a context manager or call :meth:`start` and
+    :meth:`stop`. Clients post to ``f"{server.url}/v1/sdk/augmentation"`` (``server.endpoint``).
+
+    Args:
+        api_key: when set, requests without ``Authorization: Bearer <api_key>`` get 401.
+        latency: seconds to wait before answering each augmentation request: None, a number,
+            or a callable returning one (e.g. :func:`lognormal_latency`). Samples are kept in
+            :attr:`latencies`.
+        faults: ``rule(request_number, body) -> Fault | None`` deciding which requests fail;
+            build it with :func:`fail_first`, :func:`fail_when_content_contains`,
+            :func:`sequence`. Called under the server's lock, so it may keep state.
+        extract: ``extract(messages, summary) -> dict`` producing the 200 response JSON from
+            the request's message dicts; default: the offline extractor of
+            ``memori_nb.backends.local``. If it raises, the answer is a 500.
+        host, port: where to listen; port 0 picks a free port.
+
+    Order of checks per request: path and method (404), API key (401), body (422 if not JSON
+    or without ``conversation.messages``), fault rule, latency, then the fault or the answer.
+    Every request, whatever its fate, gets a number and a :class:`ReceivedRequest` record.
+
+    Example:
+        >>> import httpx
+        >>> with AugmentationServer(api_key="k", extract=lambda m, s: {"ok": len(m)}) as server:
+        ...     r = httpx.post(server.endpoint, headers={"Authorization": "Bearer k"},
+        ...                    json={"conversation": {"messages": []}})
+        >>> r.json(), server.requests[0].headers["authorization"]
+        ({'ok': 0}, 'Bearer k')
+    """
+
+    def __init__(self, *, api_key: str | None = None,
+                 latency: float | Callable[[], float] | None = None,
+                 faults: FaultRule | None = None,
+                 extract: Callable[[list[dict], str | None], dict] | None = None,
+                 host: str = DEFAULT_HOST, port: int = 0) -> None:
+        self.api_key = api_key
+        self.latency = latency
+        self.faults = faults
+        self.extract = extract or _local_extract
+        self._address = (host, port)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._requests: list[ReceivedRequest] = []
+        self._latencies: list[float] = []
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._connections = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> AugmentationServer:
+        """Bind and start serving on a background thread; returns the server itself.
+
+        Raises:
+            RuntimeError: the server is already running.
+        """
+        if self._httpd is not None:
+            raise RuntimeError("AugmentationServer is already running")
+        self._stopping.clear()
+        self._httpd = _HTTPServer(self._address, self)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={
+            "poll_interval": 0.02}, name="augmentation-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        """Stop serving and close every connection, interrupting requests that wait.
+
+        Requests still waiting on latency are dropped (their clients see a disconnect).
+        Returns within about ``timeout`` seconds; calling it twice is harmless.
+        """
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        httpd.shutdown()  # returns once the accept loop has exited
+        handlers = httpd.close_connections()
+        httpd.server_close()
+        for thread in [self._thread, *handlers]:
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        self._thread = None
+
+    def __enter__(self) -> AugmentationServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.url if self._httpd is not None else "stopped"
+        return f"<AugmentationServer {where} requests={self.request_count}>"
+
+    # -- what tests look at ----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Base URL such as ``http://127.0.0.1:54321`` (the value for ``MEMORI_API_URL_BASE``)."""
+        if self._httpd is None:
+            raise RuntimeError("AugmentationServer is not running; call start() first")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def endpoint(self) -> str:
+        """The full augmentation URL: ``f"{url}/v1/sdk/augmentation"``."""
+        return self.url + AUGMENTATION_PATH
+
+    @property
+    def requests(self) -> list[ReceivedRequest]:
+        """A snapshot of every request received so far, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def latencies(self) -> list[float]:
+        """Every latency sampled from ``latency`` so far, in seconds (fault delays excluded)."""
+        with self._lock:
+            return list(self._latencies)
+
+    @property
+    def request_count(self) -> int:
+        """How many requests the server has received (any path, any outcome)."""
+        with self._lock:
+            return len(self._requests)
+
+    @property
+    def in_flight(self) -> int:
+        """How many requests are being handled right now."""
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests handled at the same moment: checks a client's concurrency bound."""
+        with self._lock:
+            return self._max_in_flight
+
+    @property
+    def connection_count(self) -> int:
+        """How many TCP connections were accepted (fewer than requests means keep-alive)."""
+        with self._lock:
+            return self._connections
+
+    def reset(self) -> None:
+        """Forget recorded requests, latencies and counters; numbering restarts at 1."""
+        with self._lock:
+            self._requests.clear()
+            self._latencies.clear()
+            self._max_in_flight = self._in_flight
+            self._connections = 0
+
+    # -- request handling ------------------------------------------------------------------
+
+    def _count_connection(self) -> None:
+        with self._lock:
+            self._connections += 1
+
+    def _handle(self, handler: _Handler) -> None:
+        received_at = time.monotonic()
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            self._respond(handler, received_at)
+        except _Interrupted:
+            handler.close_connection = True  # send nothing; the socket is closed after us
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _respond(self, handler: _Handler, received_at: float) -> None:
+        try:
+            raw = handler.read_body()
+        except ValueError:
+            handler.close_connection = True
+            handler.send(400, {"detail": "Unreadable request body"}, {"Connection": "close"})
+            return
+        headers = {name.lower(): value for name, value in handler.headers.items()}
+        path = handler.path.split("?", 1)[0]
+        status: tuple[int, str] | None = None
+        body: dict | None = None
+        if handler.command != "POST" or path != AUGMENTATION_PATH:
+            status = (404, f"Not found: {handler.command} {path}")
+        elif self.api_key is not None and not hmac.compare_digest(
+                headers.get("authorization", "").encode(), f"Bearer {self.api_key}".encode()):
+            status = (401, "Invalid or missing API key")
+        else:
+            body, problem = _parse_body(raw)
+            if problem:
+                status = (422, problem)
+
+        fault: Fault | None = None
+        delay = 0.0
+        with self._lock:
+            number = len(self._requests) + 1
+            rule_error = None
+            if status is None:
+                try:
+                    fault = self.faults(number, body) if self.faults else None
+                except Exception as exc:  # a broken rule should show up as an answer, not hang
+                    rule_error = f"fault rule raised {exc!r}"
+                if self.latency is not None:
+                    delay = float(self.latency() if callable(self.latency) else self.latency)
+                    self._latencies.append(delay)
+            self._requests.append(ReceivedRequest(
+                number=number, method=handler.command, path=path, headers=headers, body=body,
+                fault=fault, received_at=received_at))
+
+        if status is not None:
+            extra = {"WWW-Authenticate": "Bearer"} if status[0] == 401 else None
+            handler.send(status[0], {"detail": status[1]}, extra)
+            return
+        if rule_error:
+            handler.send(500, {"detail": rule_error})
+            return
+        if fault is not None and fault.kind == "delay":
+            delay += fault.seconds
+        if delay > 0 and self._stopping.wait(delay):
+            raise _Interrupted
+        if fault is not None and fault.kind == "drop":
+            raise _Interrupted
+        if fault is not None and fault.kind == "malformed":
+            handler.send(200, None, raw=MALFORMED_BODY)
+            return
+        if fault is not None and fault.kind == "status":
+            handler.send(fault.code, fault.body, fault.headers())
+            return
+        conversation = body["conversation"]
+        try:
+            answer = self.extract(conversation["messages"], conversation.get("summary"))
+        except Exception as exc:
+            handler.send(500, {"detail": f"extract failed: {exc!r}"})
+            return
+        handler.send(200, answer)
+
+
+def _parse_body(raw: bytes) -> tuple[dict | None, str | None]:
+    """Parse and check an augmentation body: ``(body, None)`` or ``(body_or_None, problem)``."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"Request body is not valid JSON: {exc}"
+    if not isinstance(body, dict):
+        return None, "Request body must be a JSON object"
+    conversation = body.get("conversation")
+    messages = conversation.get("messages") if isinstance(conversation, dict) else None
+    if not isinstance(messages, list):
+        return body, "conversation.messages is required and must be a list"
+    for index, message in enumerate(messages):
+        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                and isinstance(message.get("content"), str)):
+            return body, f"conversation.messages[{index}] needs string 'role' and 'content'"
+    summary = conversation.get("summary")
+    if summary is not None and not isinstance(summary, str):
+        return body, "conversation.summary must be a string or null"
+    return body, None

@@ -1,0 +1,250 @@
+"""The offline ``local`` backend: which sentences give which facts, and what it ignores."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from importlib.resources import files
+
+import pytest
+
+from memori_nb.backends.base import AugmentationBackend, AugmentationRequest
+from memori_nb.backends.local import LocalBackend, extract
+from memori_nb.models import Extraction, Message, Triple
+
+
+def user(*contents: str) -> list[Message]:
+    return [Message(role="user", content=content) for content in contents]
+
+
+def triples_of(*contents: str) -> list[tuple[str, str, str]]:
+    """(predicate, object, object type) for each triple found in the user messages."""
+    return [(t.predicate, t.object_name, t.object_type) for t in extract(user(*contents)).triples]
+
+
+@pytest.mark.parametrize(("sentence", "expected"), [
+    ("I just bought a Tesla Model 3!", ("owns", "Tesla Model 3", "product")),
+    ("I own a small sailboat.", ("owns", "small sailboat", "product")),
+    ("I drive a 2015 Honda Civic.", ("drives", "2015 Honda Civic", "product")),
+    ("I have a dog named Biscuit.", ("has_dog", "Biscuit", "pet")),
+    ("My cat, Miso, is three.", ("has_cat", "Miso", "pet")),
+    ("I've got two cats.", ("has_pet", "two cats", "pet")),
+    ("I really love hiking in the mountains.", ("likes", "hiking", "activity")),
+    ("I like to cook.", ("likes", "to cook", "activity")),
+    ("I enjoy sushi.", ("likes", "sushi", "food")),
+    ("I prefer tea over coffee.", ("prefers", "tea over coffee", "food")),
+    ("I hate traffic.", ("dislikes", "traffic", "thing")),
+    ("I don't like horror movies.", ("dislikes", "horror movies", "thing")),
+    ("My favorite food is ramen.", ("favorite_food", "ramen", "food")),
+    ("I'm a big fan of jazz.", ("likes", "jazz", "thing")),
+    ("I play tennis on weekends.", ("plays", "tennis", "activity")),
+    ("I live in Denver.", ("lives_in", "Denver", "place")),
+    ("I'm from Porto.", ("is_from", "Porto", "place")),
+    ("I moved to Lisbon in 2019.", ("moved_to", "Lisbon", "place")),
+    ("I work at Globex Corporation since 2019.", ("works_at", "Globex Corporation",
+                                                   "organization")),
+    ("I work as a nurse.", ("works_as", "nurse", "occupation")),
+    ("I'm a software engineer.", ("works_as", "software engineer", "occupation")),
+    ("My wife Anna is a doctor.", ("has_wife", "Anna", "person")),
+    ("My sister's name is Li.", ("has_sister", "Li", "person")),
+    ("My mom is called Rosa.", ("has_mother", "Rosa", "person")),
+    ("I have two kids.", ("has_children", "two kids", "person")),
+    ("I'm planning to run a half marathon.", ("plans_to", "run a half marathon", "activity")),
+    ("I plan to learn Spanish.", ("plans_to", "learn Spanish", "activity")),
+    ("I'm going to Montreal for reading week.", ("plans_to_go_to", "Montreal", "place")),
+    ("I'm planning a trip to Kyoto.", ("is_planning", "trip to Kyoto", "event")),
+    ("My name is Ben Carter.", ("is_named", "Ben Carter", "person")),
+    ("Please call me Ben.", ("is_named", "Ben", "person")),
+    ("I'm allergic to peanuts.", ("is_allergic_to", "peanuts", "allergen")),
+    ("I have a severe peanut allergy.", ("is_allergic_to", "peanut", "allergen")),
+    ("I'm vegetarian.", ("follows_diet", "vegetarian", "diet")),
+    ("I don't eat pork.", ("avoids_eating", "pork", "food")),
+    ("I study computer science.", ("studies", "computer science", "topic")),
+    ("I'm learning German.", ("is_learning", "German", "topic")),
+])
+def test_sentence_gives_triple(sentence, expected):
+    assert triples_of(sentence) == [expected]
+
+
+def test_triples_are_about_the_user_and_facts_read_as_sentences():
+    result = extract(user("I live in Porto and I love surfing."))
+    assert all(isinstance(t, Triple) for t in result.triples)
+    assert {(t.subject_name, t.subject_type) for t in result.triples} == {("user", "person")}
+    assert result.facts == ("user lives_in Porto", "user likes surfing")
+    assert result.facts == tuple(t.fact for t in result.triples)
+
+
+def test_job_and_study_details_give_a_second_fact():
+    assert triples_of("I'm a software engineer at Stripe.") == [
+        ("works_as", "software engineer", "occupation"),
+        ("works_at", "Stripe", "organization")]
+    assert triples_of("I study computer science at MIT.") == [
+        ("studies", "computer science", "topic"), ("studies_at", "MIT", "organization")]
+
+
+def test_objects_are_cut_at_the_end_of_their_clause():
+    assert triples_of("I just bought a Tesla Model 3 and it drives like a dream") == [
+        ("owns", "Tesla Model 3", "product")]
+    assert triples_of("I love pizza but my wife hates it") == [("likes", "pizza", "food")]
+    assert triples_of("I live in Portland, Oregon.") == [("lives_in", "Portland", "place")]
+    assert triples_of("I moved to Denver last year because of work") == [
+        ("moved_to", "Denver", "place")]
+    assert triples_of("I'm allergic to cats so I can't visit") == [
+        ("is_allergic_to", "cats", "allergen")]
+
+
+def test_several_facts_in_one_message_are_all_found_in_order():
+    assert triples_of("My wife Anna and I moved to Denver, and I work at Intel.") == [
+        ("has_wife", "Anna", "person"), ("moved_to", "Denver", "place"),
+        ("works_at", "Intel", "organization")]
+
+
+def test_objects_are_capped_in_length():
+    long_thing = " ".join(["very-long-word"] * 20)
+    (triple,) = extract(user(f"I own {long_thing}")).triples
+    assert len(triple.object_name) <= 60
+    assert triple.object_name.startswith("very-long-word")
+
+
+@pytest.mark.parametrize("sentence", [
+    "I’m from Porto.", "I'm from Porto.", "I am from Porto.", "Im from Porto", "i'm from Porto",
+    "I`m from Porto.",
+])
+def test_contractions_and_curly_apostrophes(sentence):
+    assert triples_of(sentence) == [("is_from", "Porto", "place")]
+
+
+def test_curly_apostrophe_in_other_contractions():
+    assert triples_of("I’ve got two cats.") == [("has_pet", "two cats", "pet")]
+    assert triples_of("I don’t like cilantro.") == [("dislikes", "cilantro", "food")]
+    assert triples_of("My sister’s name is Li.") == [("has_sister", "Li", "person")]
+
+
+def test_verbs_match_in_any_case_and_objects_keep_their_casing():
+    assert triples_of("I LOVE New York") == [("likes", "New York", "thing")]
+    assert triples_of("i live in berlin") == [("lives_in", "berlin", "place")]
+
+
+@pytest.mark.parametrize("sentence", [
+    "I like it.", "I love you!", "I'd like to book a table.", "I would love a refund.",
+    "I'm not from here.", "I used to live in Paris.", "I have a question about my order.",
+    "I'm a bit confused about my bill.", "my wife is a doctor.", "We live in Chicago.",
+    "Can you help me reset my password?", "Thanks, that was really helpful!",
+    "I drive to work.", "Call me back later.", "",
+])
+def test_no_fact_where_there_is_none(sentence):
+    assert triples_of(sentence) == []
+
+
+def test_assistant_and_system_text_is_ignored():
+    messages = [
+        Message(role="system", content="I live in the cloud and I love helping."),
+        Message(role="user", content="What should I cook tonight?"),
+        Message(role="assistant", content="I love pasta, and I live in Rome!"),
+    ]
+    result = extract(messages)
+    assert result.triples == ()
+    assert result.facts == ()
+
+
+def test_duplicate_facts_are_kept_once_in_first_seen_order():
+    result = extract(user("I love hiking.", "I live in Denver.", "I love hiking!"))
+    assert result.facts == ("user likes hiking", "user lives_in Denver")
+    assert len(result.triples) == 2
+
+
+def test_same_input_gives_the_same_output():
+    messages = user("I just bought a Tesla Model 3!", "My dog Rex loves it.")
+    assert extract(messages) == extract(list(messages)) == extract(tuple(messages))
+
+
+def test_summary_names_the_first_user_message_and_the_fact_count():
+    messages = [Message(role="assistant", content="Hello!"),
+                *user("I just bought a Tesla Model 3!", "I live in Denver.")]
+    summary = extract(messages).summary
+    assert summary == "User talked about: I just bought a Tesla Model 3! (2 facts)."
+
+
+def test_summary_is_shortened_and_handles_no_user_messages():
+    summary = extract(user("word " * 200)).summary
+    assert len(summary) < 200 and "…" in summary
+    assert extract([Message(role="assistant", content="Hi")]).summary == (
+        "No user messages (0 facts).")
+
+
+def test_summary_carries_the_previous_chunk_over_and_stays_short():
+    first = extract(user("I live in Denver."))
+    second = extract(user("I love hiking."), summary=first.summary)
+    assert second.summary.startswith(first.summary)
+    assert "I love hiking." in second.summary
+    summary = second.summary
+    for _ in range(20):                       # a long chain of chunks stays bounded
+        summary = extract(user("I love hiking."), summary=summary).summary
+        assert len(summary) <= 300
+    assert summary.endswith("User talked about: I love hiking. (1 fact).")
+
+
+def test_attributes_name_the_topics_found_sorted():
+    result = extract(user("I live in Denver and I work at Intel.", "I love hiking."))
+    assert result.attributes == ("location", "personal_preferences", "work")
+    assert extract(user("Hello there")).attributes == ()
+
+
+def load_sample() -> list[dict]:
+    text = (files("memori_nb") / "data" / "sample_conversations.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def test_sample_file_is_a_valid_seed_list_for_three_users():
+    data = load_sample()
+    assert [entity["entity_id"] for entity in data] == ["user-ana", "user-ben", "user-chen"]
+    for entity in data:
+        conversations = entity["conversations"]
+        assert 10 <= len(conversations) <= 14
+        ids = [conversation["id"] for conversation in conversations]
+        assert len(set(ids)) == len(ids)
+        for conversation in conversations:
+            messages = conversation["messages"]
+            assert 2 <= len(messages) <= 12
+            assert {m["role"] for m in messages} <= {"user", "assistant", "system"}
+            stamps = [m["timestamp"] for m in messages]
+            assert stamps == sorted(stamps)
+
+
+@pytest.mark.parametrize(("entity_id", "minimum", "must_have"), [
+    ("user-ana", 15, {"user lives_in Lisbon", "user has_cat Miso", "user follows_diet vegetarian"}),
+    ("user-ben", 15, {"user owns Tesla Model 3", "user has_dog Biscuit", "user lives_in Denver"}),
+    ("user-chen", 12, {"user studies computer science", "user has_hamster Dumpling",
+                       "user is_from Chengdu"}),
+])
+def test_extractor_finds_facts_in_the_sample(entity_id, minimum, must_have):
+    (entity,) = [e for e in load_sample() if e["entity_id"] == entity_id]
+    facts = set()
+    for conversation in entity["conversations"]:
+        messages = [Message(role=m["role"], content=m["content"], timestamp=m["timestamp"])
+                    for m in conversation["messages"]]
+        facts.update(extract(messages).facts)
+    assert len(facts) >= minimum
+    assert must_have <= facts
+
+
+def test_local_backend_augments_a_request_offline():
+    backend = LocalBackend()
+    assert isinstance(backend, AugmentationBackend)
+    assert backend.name == "local" and backend.requires_network is False
+    assert repr(backend) == "LocalBackend()"
+    request = AugmentationRequest(
+        entity_id="user-ben", conversation_id="c1", summary="Earlier chunk.",
+        messages=(Message(role="user", content="I just bought a Tesla Model 3!"),
+                  Message(role="assistant", content="Congratulations!")))
+
+    async def run() -> Extraction:
+        try:
+            return await backend.augment(request)
+        finally:
+            await backend.aclose()
+
+    result = asyncio.run(run())
+    assert result.facts == ("user owns Tesla Model 3",)
+    assert result.summary.startswith("Earlier chunk. | User talked about:")
+    assert result == extract(request.messages, request.summary)
