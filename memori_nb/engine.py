@@ -176,9 +176,9 @@ class _SeedRun:
         tasks = [asyncio.create_task(self._produce())]
         tasks += [asyncio.create_task(self._work()) for _ in range(self.config.batch_size)]
         writer = asyncio.create_task(self.writer.run())
+        everything = asyncio.gather(*tasks)
         status = "interrupted"
         try:
-            everything = asyncio.gather(*tasks)
             done, _ = await asyncio.wait([everything, writer],
                                          return_when=asyncio.FIRST_COMPLETED)
             if writer in done:
@@ -191,6 +191,8 @@ class _SeedRun:
             for task in [*tasks, writer]:
                 task.cancel()
             await asyncio.gather(*tasks, writer, return_exceptions=True)
+            if everything.done() and not everything.cancelled():
+                everything.exception()  # retrieved here; the first failure already propagated
             if status == "interrupted":
                 self.writer.flush_now()  # waits for an in-flight write, then saves the rest
             duration_ms = (self.clock() - started) * 1000

@@ -56,8 +56,6 @@ class TqdmProgress:
         if self.bar is None:
             return
         self.bar.set_postfix(postfix_for(counters), refresh=False)
-        if counters.failed and hasattr(self.bar, "colour"):
-            self.bar.colour = "orange"
         self.bar.close()
 
 

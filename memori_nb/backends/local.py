@@ -251,6 +251,7 @@ def _cut(*groups: tuple[str, ...]) -> re.Pattern[str]:
 
 _CUT_DEFAULT = _cut(_CLAUSE, _TAIL, ("with", "for"))
 _CUTS = {"place": _cut(_CLAUSE, _TAIL, _PLACE_DETAIL), "activity": _cut(_CLAUSE, _TAIL)}
+_CUTS["activity or place"] = _CUTS["activity"]
 for _type in ("organization", "occupation", "topic", "role", "event"):
     _CUTS[_type] = _cut(_CLAUSE, _TAIL, _ORG_DETAIL)
 # After a job or a study subject, "at/for <organisation>" is a second fact.
@@ -264,7 +265,8 @@ _STOP_FIRST = frozenset(
     "when where why which who whom something anything everything nothing someone anyone lot "
     "lots with in on at for about around of from up out back to be being every way idea "
     "fact thought part one ones answer suggestion explanation response sound look feeling "
-    "future past need ask say tell have wait".split())
+    "future past day week month year time need ask say tell have wait keep give see check "
+    "let do think figure show send look stop".split())
 _KEEP_TO = frozenset({"likes", "dislikes", "prefers", "is_learning"})  # "likes to cook"
 _FOODS = frozenset(
     "pizza sushi pasta coffee tea chocolate ramen tacos taco curry burgers burger ice cream "
@@ -294,22 +296,24 @@ _TOPICS = (  # (predicate prefix, attribute); "has_<x>" is "pets" or "family" by
     ("follows_diet", "diet_and_health"), ("avoids_eating", "diet_and_health"),
     ("plans_to", "plans"), ("is_planning", "plans"),
 )
-# Triples are frozen, so equal ones can be shared; building one costs more than matching.
-_TRIPLE_CACHE: dict[tuple[str, str, str], Triple] = {}
-_TRIPLE_CACHE_SIZE = 50_000
+# Triples are frozen, so equal ones can be shared: building one (and its fact string and
+# topic) costs more than finding it. A found fact is (fact string, triple, topic attribute).
+_Found = tuple[str, Triple, str]
+_FOUND_CACHE: dict[tuple[str, str, str], _Found] = {}
+_FOUND_CACHE_SIZE = 20_000
 
 
-def _triple(predicate: str, name: str, object_type: str) -> Triple:
-    """The triple ``user --predicate--> name``, shared when seen before."""
+def _found(predicate: str, name: str, object_type: str) -> _Found:
+    """The fact ``user --predicate--> name``, shared when seen before."""
     key = (predicate, name, object_type)
-    triple = _TRIPLE_CACHE.get(key)
-    if triple is None:
-        if len(_TRIPLE_CACHE) >= _TRIPLE_CACHE_SIZE:
-            _TRIPLE_CACHE.clear()
-        triple = _TRIPLE_CACHE[key] = Triple(
-            subject_name=SUBJECT_NAME, subject_type=SUBJECT_TYPE, predicate=predicate,
-            object_name=name, object_type=object_type)
-    return triple
+    found = _FOUND_CACHE.get(key)
+    if found is None:
+        if len(_FOUND_CACHE) >= _FOUND_CACHE_SIZE:
+            _FOUND_CACHE.clear()
+        triple = Triple(subject_name=SUBJECT_NAME, subject_type=SUBJECT_TYPE,
+                        predicate=predicate, object_name=name, object_type=object_type)
+        found = _FOUND_CACHE[key] = (triple.fact, triple, _topic(predicate, object_type))
+    return found
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -346,10 +350,10 @@ def _clean(text: str, low: str, start: int, end: int, object_type: str,
         first = words[0].lower()
     if first in _STOP_FIRST and not (first == "to" and len(words) > 1):
         return "", end
-    name = " ".join(words).rstrip("'’-*~")
+    name = " ".join(words)
     if len(name) > MAX_OBJECT_CHARS:
-        name = name[:MAX_OBJECT_CHARS].rsplit(" ", 1)[0]
-    return name, end
+        name = name[:MAX_OBJECT_CHARS + 1].rsplit(" ", 1)[0][:MAX_OBJECT_CHARS]
+    return name.rstrip(" '’-*~"), end
 
 
 def _proper_name(words: str) -> str:
@@ -361,7 +365,14 @@ def _proper_name(words: str) -> str:
         kept.append(word)
     if not kept or kept[0] == "I":
         return ""
-    return " ".join(kept).rstrip("'’-")
+    return " ".join(kept).rstrip(" '’-")
+
+
+def _topic(predicate: str, object_type: str) -> str:
+    """The process attribute for a predicate family ("lives_in" → "location")."""
+    if predicate.startswith("has_"):
+        return "pets" if object_type == "pet" else "family"
+    return next((topic for prefix, topic in _TOPICS if predicate.startswith(prefix)), "other")
 
 
 def _guess_type(name: str) -> str:
@@ -374,9 +385,9 @@ def _guess_type(name: str) -> str:
     return "thing"
 
 
-def _triples_in(text: str) -> list[Triple]:
-    """All triples in one user message, in order of appearance."""
-    found: list[Triple] = []
+def _facts_in(text: str) -> list[_Found]:
+    """All facts in one user message, in order of appearance."""
+    found: list[_Found] = []
     low = text.lower()
     if len(low) != len(text):                 # positions in low must map back to text
         low = _lower_same_length(text)
@@ -392,7 +403,7 @@ def _triples_in(text: str) -> list[Triple]:
         predicate, object_type, is_name, keyword_group = _RULE_INFO[group]
         start, end = match.span(group)
         if keyword_group is not None:         # has_<relative/pet>, favorite_<category>
-            keyword = "_".join(match.group(keyword_group).split())
+            keyword = "_".join(match.group(keyword_group).replace("-", " ").split())
             keyword = _SUFFIX_ALIASES.get(keyword, keyword)
             if predicate == "has_" and keyword in _PETS_SET:
                 object_type = "pet"
@@ -417,12 +428,12 @@ def _triples_in(text: str) -> list[Triple]:
                     continue
             else:
                 object_type = "activity"
-        found.append(_triple(predicate, name, object_type))
+        found.append(_found(predicate, name, object_type))
         if predicate in _FOLLOW_ORG and (org := _AT_ORG.match(low, pos)) is not None:
             start, end = org.span(1)
             name, pos = _clean(text, low, start, end, "organization", "works_at")
             if name:
-                found.append(_triple(_FOLLOW_ORG[predicate], name, "organization"))
+                found.append(_found(_FOLLOW_ORG[predicate], name, "organization"))
     return found
 
 
@@ -448,8 +459,8 @@ def extract(messages: Sequence[Message], summary: str | None = None) -> Extracti
         >>> result.facts
         ('user lives_in Porto', 'user likes surfing')
     """
-    triples: list[Triple] = []
-    facts: dict[str, None] = {}               # an ordered set
+    triples: dict[str, Triple] = {}           # by fact, in first-seen order
+    topics: set[str] = set()
     first_user = None
     for message in messages:
         if message.role != "user":
@@ -457,14 +468,13 @@ def extract(messages: Sequence[Message], summary: str | None = None) -> Extracti
         text = message.content
         if first_user is None and text and not text.isspace():
             first_user = text
-        for triple in _triples_in(text):
-            fact = triple.fact
-            if fact not in facts:
-                facts[fact] = None
-                triples.append(triple)
-    return Extraction(triples=tuple(triples), facts=tuple(facts),
-                      summary=_summarize(first_user, len(facts), summary),
-                      attributes=_attributes(triples))
+        for fact, triple, topic in _facts_in(text):
+            if fact not in triples:
+                triples[fact] = triple
+                topics.add(topic)
+    return Extraction(triples=tuple(triples.values()), facts=tuple(triples),
+                      summary=_summarize(first_user, len(triples), summary),
+                      attributes=tuple(sorted(topics)))
 
 
 def _summarize(first_user: str | None, fact_count: int, previous: str | None) -> str:
@@ -474,30 +484,9 @@ def _summarize(first_user: str | None, fact_count: int, previous: str | None) ->
         text = f"No user messages ({fact_count} {noun})."
     else:
         text = f"User talked about: {_shorten(first_user, MAX_TOPIC_CHARS)} ({fact_count} {noun})."
-    if previous and previous.strip():
+    if previous and not previous.isspace():   # keep the newest part whole, shorten the rest
         text = f"{_shorten(previous, MAX_SUMMARY_CHARS - len(text) - 3)} | {text}"
-    return _shorten(text, MAX_SUMMARY_CHARS)
-
-
-def _attributes(triples: Sequence[Triple]) -> tuple[str, ...]:
-    """Sorted topics of the predicate families found (e.g. ``location``, ``work``)."""
-    return tuple(sorted({_topic(t.predicate, t.object_type) for t in triples}))
-
-
-def _topic(predicate: str, object_type: str) -> str:
-    """The attribute for one predicate ("lives_in" → "location"), looked up once per pair."""
-    topic = _TOPIC_CACHE.get((predicate, object_type))
-    if topic is None:
-        if predicate.startswith("has_"):
-            topic = "pets" if object_type == "pet" else "family"
-        else:
-            topic = next((name for prefix, name in _TOPICS if predicate.startswith(prefix)),
-                         "other")
-        _TOPIC_CACHE[predicate, object_type] = topic
-    return topic
-
-
-_TOPIC_CACHE: dict[tuple[str, str], str] = {}
+    return text
 
 
 class LocalBackend:

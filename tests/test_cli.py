@@ -1,0 +1,122 @@
+"""The command line, run in-process through main(argv) and once as a real subprocess."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from importlib.resources import files
+
+import duckdb
+import pytest
+
+from helpers import conversation
+from memori_nb.cli import main
+
+SAMPLE = str(files("memori_nb") / "data" / "sample_conversations.json")
+
+
+def run(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def write_seed(tmp_path, conversations, entity_id="user-1"):
+    path = tmp_path / "seed.json"
+    path.write_text(json.dumps({"entity_id": entity_id, "conversations": conversations}))
+    return str(path)
+
+
+def test_dry_run_prints_the_plan_and_sends_nothing(tmp_path):
+    db = tmp_path / "memori.duckdb"
+    code, out, _ = run("seed", SAMPLE, "--dry-run", "--db", str(db))
+    assert code == 0
+    assert "dry run" in out and "conversations" in out and "requests" in out
+    assert not db.exists()
+
+
+def test_dry_run_lists_invalid_and_oversized_conversations(tmp_path):
+    path = write_seed(tmp_path, [conversation("ok", "hi"), {"id": "bad", "messages": []},
+                                 conversation("huge", *["x" * 10] * 4001)])
+    code, out, _ = run("seed", path, "--dry-run")
+    assert code == 1
+    assert "1 invalid" in out and "'bad': messages is empty" in out
+    assert "huge: 4,001 messages" in out and "-> 2 requests" in out
+    code, out, _ = run("seed", path, "--dry-run", "--json")
+    plan = json.loads(out)
+    assert plan["invalid"] == 1 and plan["requests"] == 3 and plan["over_limit"] == 1
+
+
+def test_seed_with_local_backend_writes_duckdb_and_reruns_skip(tmp_path):
+    db = str(tmp_path / "memori.duckdb")
+    code, out, err = run("seed", SAMPLE, "--backend", "local", "--db", db, "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert set(summary) >= {"total", "successful", "failed", "skipped", "total_triples",
+                            "duration_ms"}
+    assert summary["total"] == summary["successful"] > 30
+    assert summary["total_triples"] > 0
+    assert "100%" in err  # the progress bar went to stderr
+    code, out, _ = run("seed", SAMPLE, "--backend", "local", "--db", db, "--json")
+    again = json.loads(out)
+    assert code == 0 and again["skipped"] == summary["total"] and again["successful"] == 0
+    code, out, _ = run("seed", SAMPLE, "--backend", "local", "--db", db, "--json", "--force")
+    assert json.loads(out)["successful"] == summary["total"]
+    with duckdb.connect(db) as conn:
+        assert conn.execute("select count(*) from runs").fetchone()[0] == 3
+
+
+def test_some_failures_exit_1_and_are_listed(tmp_path):
+    path = write_seed(tmp_path, [conversation("ok", "I live in Paris."),
+                                 {"id": "bad", "messages": [{"role": "bot", "content": "x"}]}])
+    code, out, _ = run("seed", path, "--backend", "local", "--db", str(tmp_path / "db"))
+    assert code == 1
+    assert "1 succeeded, 1 failed" in out and "role 'bot'" in out
+
+
+def test_duplicates_are_reported_before_sending(tmp_path):
+    path = write_seed(tmp_path, [conversation("d", "a"), conversation("d", "b")])
+    code, _, err = run("seed", path, "--backend", "local", "--db", str(tmp_path / "db"))
+    assert code == 1
+    assert err.index("duplicate id") < err.index("seeding")
+
+
+def test_memori_backend_without_key_stops_before_sending(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEMORI_API_KEY", raising=False)
+    code, out, err = run("seed", SAMPLE, "--db", str(tmp_path / "db"))
+    assert code == 2 and out == ""
+    assert "MEMORI_API_KEY" in err and "--backend local" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file"),
+    ("{not json", "not valid JSON (line 1"),
+    ("[1, 2]", "entry 0: expected an object"),
+    ('{"entity_id": "u"}', "missing 'conversations'"),
+    ('{"entity_id": "u", "conversations": {}}', "'conversations' must be a list"),
+])
+def test_unusable_files_are_one_clear_line_and_exit_2(tmp_path, content, message):
+    path = tmp_path / "input.json"
+    if content is not None:
+        path.write_text(content)
+    code, out, err = run("seed", str(path), "--backend", "local", "--db", str(tmp_path / "d"))
+    assert code == 2 and out == ""
+    assert message in err and str(path) in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["seed", SAMPLE, "--batch-size", "0"],
+                                  ["seed", SAMPLE, "--backend", "cloud"], ["seed"], []])
+def test_bad_arguments_exit_2(argv):
+    code, _, err = run(*argv)
+    assert code == 2 and "usage" in err.lower()
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "memori_nb", "seed", SAMPLE, "--dry-run",
+                           "--json"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["conversations"] > 30

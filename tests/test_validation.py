@@ -1,0 +1,193 @@
+"""Validation: every bad conversation is named (id or #index) with the field that is wrong."""
+
+import pytest
+
+from memori_nb.errors import ConfigurationError, InvalidInputError
+from memori_nb.models import Conversation, Message, SeedConfig, SeedData
+from memori_nb.validation import Invalid, check_conversations, parse_conversation
+
+
+def ok(*contents: str, role: str = "user") -> list[dict]:
+    return [{"role": role, "content": content} for content in contents]
+
+
+def test_a_well_formed_conversation_parses():
+    parsed = parse_conversation({"id": "c1", "title": "Hi", "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello", "timestamp": "2024-01-01T00:00:00Z"},
+        {"role": "assistant", "content": "Hi!"}]}, 0)
+    assert isinstance(parsed, Conversation)
+    assert parsed.id == "c1" and parsed.title == "Hi"
+    assert [(m.role, m.content) for m in parsed.messages] == [
+        ("system", "Be brief."), ("user", "Hello"), ("assistant", "Hi!")]
+    assert parsed.messages[1].timestamp == "2024-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(("raw", "label", "field"), [
+    ({"messages": ok("hi")}, "#4", "'id'"),
+    ({"id": 7, "messages": ok("hi")}, "#4", "'id'"),
+    ({"id": "", "messages": ok("hi")}, "#4", "'id'"),
+    ({"id": "   ", "messages": ok("hi")}, "#4", "'id'"),
+    ({"id": "c1"}, "c1", "'messages'"),
+    ({"id": "c1", "messages": "hello"}, "c1", "'messages'"),
+    ({"id": "c1", "messages": {"role": "user"}}, "c1", "'messages'"),
+    ({"id": "c1", "messages": []}, "c1", "messages is empty"),
+    ({"id": "c1", "messages": [{"role": "bot", "content": "hi"}]}, "c1", "messages[0].role"),
+    ({"id": "c1", "messages": [{"content": "hi"}]}, "c1", "messages[0] is missing 'role'"),
+    ({"id": "c1", "messages": ok("fine") + [{"role": "user", "content": 42}]}, "c1",
+     "messages[1].content"),
+    ({"id": "c1", "messages": [{"role": "user"}]}, "c1", "messages[0] is missing 'content'"),
+    ({"id": "c1", "messages": ok("")}, "c1", "messages[0].content is empty"),
+    ({"id": "c1", "messages": ok(" \n\t ")}, "c1", "messages[0].content is empty"),
+    ({"id": "c1", "messages": ["hello"]}, "c1", "messages[0]"),
+    (["not", "a", "dict"], "#4", "'id' and 'messages'"),
+    ("conversation", "#4", "'id' and 'messages'"),
+    (None, "#4", "'id' and 'messages'"),
+])
+def test_a_bad_conversation_is_named_with_its_field(raw, label, field):
+    parsed = parse_conversation(raw, 4)
+    assert isinstance(parsed, Invalid)
+    assert parsed.conversation_id == label
+    assert parsed.index == 4
+    assert parsed.reason.startswith(f"conversation {label!r}: ")
+    assert field in parsed.reason
+
+
+def test_unknown_role_lists_the_allowed_roles():
+    reason = parse_conversation({"id": "c1", "messages": ok("hi", role="bot")}, 0).reason
+    assert "'bot'" in reason
+    assert all(role in reason for role in ("user", "assistant", "system"))
+
+
+def test_non_string_content_names_its_type():
+    reason = parse_conversation({"id": "c1", "messages": [{"role": "user", "content": 3}]},
+                                0).reason
+    assert "must be a string" in reason and "int" in reason
+
+
+def test_up_to_three_problems_are_listed_then_the_rest_counted():
+    messages = [{"role": "bot", "content": "x"}] * 5 + ok("fine") + ok("")
+    reason = parse_conversation({"id": "c1", "messages": messages}, 0).reason
+    assert "messages[0]" in reason and "messages[1]" in reason and "messages[2]" in reason
+    assert "messages[3]" not in reason and "messages[6]" not in reason
+    assert reason.endswith("; and 3 more")
+
+
+def test_exactly_three_problems_have_no_and_more():
+    reason = parse_conversation({"id": "c1", "messages": ok("", "", "")}, 0).reason
+    assert reason.count("is empty") == 3
+    assert "more" not in reason
+
+
+def seed(conversations) -> SeedData:
+    return SeedData.for_conversations(entity_id="u1", conversations=conversations)
+
+
+def test_duplicate_ids_in_a_list_invalidate_every_use_and_list_all_positions():
+    conversations = [{"id": "a", "messages": ok("1")}, {"id": "b", "messages": ok("2")},
+                     {"id": "a", "messages": ok("3")}, {"id": "a", "messages": ok("4")}]
+    checked = list(check_conversations(seed(conversations)))
+    assert [index for index, _ in checked] == [0, 1, 2, 3]
+    assert isinstance(checked[1][1], Conversation)
+    for position in (0, 2, 3):
+        invalid = checked[position][1]
+        assert isinstance(invalid, Invalid)
+        assert invalid.conversation_id == "a" and invalid.index == position
+        assert "duplicate id" in invalid.reason
+        assert "positions 0, 2, 3" in invalid.reason
+
+
+def test_duplicate_ids_in_a_stream_invalidate_later_uses_naming_the_first():
+    def stream():
+        yield {"id": "a", "messages": ok("1")}
+        yield {"id": "b", "messages": ok("2")}
+        yield {"id": "a", "messages": ok("3")}
+
+    data = seed(stream())
+    assert data.size is None
+    checked = [parsed for _, parsed in check_conversations(data)]
+    assert isinstance(checked[0], Conversation) and isinstance(checked[1], Conversation)
+    assert isinstance(checked[2], Invalid)
+    assert checked[2].conversation_id == "a" and checked[2].index == 2
+    assert "duplicate id" in checked[2].reason
+    assert "first used at position 0" in checked[2].reason
+
+
+def test_one_bad_conversation_does_not_spoil_the_others():
+    checked = [parsed for _, parsed in check_conversations(seed(
+        [{"id": "a", "messages": ok("x")}, {"messages": ok("y")}, {"id": "c", "messages": ok("z")}]))]
+    assert [type(p).__name__ for p in checked] == ["Conversation", "Invalid", "Conversation"]
+    assert checked[1].conversation_id == "#1"
+
+
+@pytest.mark.parametrize("entity_id", [None, 5, "", "  "])
+def test_for_conversations_rejects_a_bad_entity_id(entity_id):
+    with pytest.raises(InvalidInputError, match="entity_id"):
+        SeedData.for_conversations(entity_id=entity_id, conversations=[])
+
+
+@pytest.mark.parametrize("conversations", [
+    {"id": "c1", "messages": []}, "conversations", b"bytes", 42])
+def test_for_conversations_rejects_a_non_list(conversations):
+    with pytest.raises(InvalidInputError, match="must be a list") as caught:
+        SeedData.for_conversations(entity_id="u1", conversations=conversations)
+    assert "u1" in str(caught.value)
+
+
+def test_for_conversations_keeps_a_list_and_its_size():
+    data = SeedData.for_conversations(entity_id="u1", process_id="agent",
+                                      conversations=[{"id": "c1"}, {"id": "c2"}])
+    assert data.size == 2 and data.process_id == "agent"
+
+
+@pytest.mark.parametrize("field", ["max_messages_per_request", "max_chars_per_request",
+                                   "batch_size"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_seed_config_rejects_non_positive_limits(field, value):
+    with pytest.raises(ConfigurationError, match=field):
+        SeedConfig(**{field: value})
+
+
+@pytest.mark.parametrize("kwargs", [{"max_retries": -1}, {"retry_delay": -0.5},
+                                    {"request_timeout": -1}])
+def test_seed_config_rejects_negative_retry_settings(kwargs):
+    with pytest.raises(ConfigurationError, match=next(iter(kwargs))):
+        SeedConfig(**kwargs)
+
+
+def conv(*pairs: tuple[str, str], cid: str = "c1", title: str | None = None,
+         timestamp=None) -> Conversation:
+    return Conversation(id=cid, title=title, messages=tuple(
+        Message(role=role, content=content, timestamp=timestamp) for role, content in pairs))
+
+
+BASE = (("user", "I live in Lisbon."), ("assistant", "Nice!"))
+
+
+def test_content_hash_is_stable_for_the_same_roles_and_contents():
+    assert conv(*BASE).content_hash() == conv(*BASE).content_hash()
+    # The ledger's "same content" ignores the id, the title and timestamps.
+    assert conv(*BASE).content_hash() == conv(*BASE, cid="other", title="T",
+                                              timestamp="2024-01-01").content_hash()
+    assert len(conv(*BASE).content_hash()) == 64
+
+
+@pytest.mark.parametrize("changed", [
+    (("user", "I live in Porto."), ("assistant", "Nice!")),
+    (("system", "I live in Lisbon."), ("assistant", "Nice!")),
+    (("assistant", "Nice!"), ("user", "I live in Lisbon.")),
+    (("user", "I live in Lisbon."),),
+    (("user", "I live in Lisbon."), ("assistant", "Nice!"), ("user", "Yes")),
+    (("user", "I live in Lisbon.Nice!"),),
+])
+def test_content_hash_changes_with_content_role_or_order(changed):
+    assert conv(*changed).content_hash() != conv(*BASE).content_hash()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "models.py Conversation.content_hash joins role/content with bare \\x00/\\x01 separators "
+    "and no lengths, so one message whose content holds those bytes hashes like two messages"))
+def test_content_hash_separators_cannot_be_forged_by_content():
+    one = conv(("user", "a\x01user\x00b"))
+    two = conv(("user", "a"), ("user", "b"))
+    assert one.content_hash() != two.content_hash()
