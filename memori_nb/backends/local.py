@@ -350,10 +350,14 @@ def _clean(text: str, low: str, start: int, end: int, object_type: str,
         first = words[0].lower()
     if first in _STOP_FIRST and not (first == "to" and len(words) > 1):
         return "", end
-    name = " ".join(words)
+    return _capped(" ".join(words)), end
+
+
+def _capped(name: str) -> str:
+    """At most MAX_OBJECT_CHARS, cut at a word boundary, without trailing quotes or dashes."""
     if len(name) > MAX_OBJECT_CHARS:
         name = name[:MAX_OBJECT_CHARS + 1].rsplit(" ", 1)[0][:MAX_OBJECT_CHARS]
-    return name.rstrip(" '’-*~"), end
+    return name.rstrip(" '’-*~")
 
 
 def _proper_name(words: str) -> str:
@@ -365,7 +369,7 @@ def _proper_name(words: str) -> str:
         kept.append(word)
     if not kept or kept[0] == "I":
         return ""
-    return " ".join(kept).rstrip(" '’-")
+    return _capped(" ".join(kept))
 
 
 def _topic(predicate: str, object_type: str) -> str:

@@ -1,0 +1,99 @@
+"""The seed JSON file: one entity or a list of them; every problem is one line naming the file."""
+
+import json
+from importlib.resources import files
+
+import pytest
+
+from memori_nb.errors import InvalidInputError
+from memori_nb.models import SeedData
+from memori_nb.sources.seed_file import load_seed_file
+from memori_nb.validation import Invalid, check_conversations, parse_conversation
+
+CONVERSATION = {"id": "c1", "messages": [{"role": "user", "content": "I live in Lisbon."}]}
+
+
+def write(tmp_path, document, name="seed.json"):
+    path = tmp_path / name
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    return path
+
+
+def test_a_single_entity_object(tmp_path):
+    path = write(tmp_path, {"entity_id": "u1", "process_id": "agent",
+                            "conversations": [CONVERSATION]})
+    [seed] = load_seed_file(path)
+    assert isinstance(seed, SeedData)
+    assert (seed.entity_id, seed.process_id, seed.size) == ("u1", "agent", 1)
+    [(_, conversation)] = check_conversations(seed)
+    assert conversation.messages[0].content == "I live in Lisbon."
+
+
+def test_a_list_of_entities(tmp_path):
+    path = write(tmp_path, [{"entity_id": "u1", "conversations": [CONVERSATION]},
+                            {"entity_id": "u2", "conversations": []}])
+    seeds = load_seed_file(str(path))
+    assert [(s.entity_id, s.process_id, s.size) for s in seeds] == [("u1", None, 1),
+                                                                   ("u2", None, 0)]
+
+
+@pytest.mark.parametrize(("document", "expected"), [
+    ("42", "got int"),
+    ('"hello"', "got str"),
+    ("[]", "list of entities is empty"),
+    ("[1]", "entry 0: expected an object"),
+    ({"conversations": []}, "missing 'entity_id'"),
+    ({"entity_id": "u1"}, "missing 'conversations'"),
+    ({"entity_id": "u1", "conversations": {"id": "c1"}}, "'conversations' must be a list"),
+    ({"entity_id": "u1", "conversations": "c1"}, "'conversations' must be a list"),
+    ([{"entity_id": "u1", "conversations": []}, {"entity_id": "u2"}],
+     "entry 1: missing 'conversations'"),
+    ({"entity_id": 7, "conversations": []}, "entity_id must be a non-empty string"),
+    ({"entity_id": "u1", "process_id": "", "conversations": []}, "process_id"),
+])
+def test_a_file_of_the_wrong_shape_is_named_with_its_problem(tmp_path, document, expected):
+    path = write(tmp_path, document)
+    with pytest.raises(InvalidInputError) as caught:
+        load_seed_file(path)
+    message = str(caught.value)
+    assert message.startswith(str(path))
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_a_missing_file(tmp_path):
+    with pytest.raises(InvalidInputError, match="no such file") as caught:
+        load_seed_file(tmp_path / "absent.json")
+    assert "absent.json" in str(caught.value)
+
+
+def test_invalid_json_gives_line_and_column(tmp_path):
+    path = write(tmp_path, '{\n  "entity_id": "u1",\n  "conversations": [,]\n}')
+    with pytest.raises(InvalidInputError, match=r"not valid JSON \(line 3, column 21: Expecting value"):
+        load_seed_file(path)
+
+
+def test_a_directory_cannot_be_read(tmp_path):
+    with pytest.raises(InvalidInputError, match="cannot read"):
+        load_seed_file(tmp_path)
+
+
+def test_bad_conversations_inside_a_good_file_fail_only_when_checked(tmp_path):
+    path = write(tmp_path, {"entity_id": "u1", "conversations": [CONVERSATION, {"id": "c2"}]})
+    [seed] = load_seed_file(path)
+    checked = [parsed for _, parsed in check_conversations(seed)]
+    assert isinstance(checked[1], Invalid) and "missing 'messages'" in checked[1].reason
+
+
+def test_the_shipped_sample_is_valid():
+    seeds = load_seed_file(files("memori_nb") / "data" / "sample_conversations.json")
+    assert len(seeds) >= 2
+    assert len({s.entity_id for s in seeds}) == len(seeds)
+    for seed in seeds:
+        assert seed.size and seed.size > 0
+        ids = [c["id"] for c in seed.conversations]
+        assert len(ids) == len(set(ids)), f"duplicate ids for {seed.entity_id}"
+        for index, raw in enumerate(seed.conversations):
+            parsed = parse_conversation(raw, index)
+            assert not isinstance(parsed, Invalid), parsed.reason
+        assert all(not isinstance(p, Invalid) for _, p in check_conversations(seed))
