@@ -10,6 +10,7 @@ of the chunk before it. Results keep input order; progress reports completion or
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
 import uuid
@@ -29,7 +30,11 @@ from .validation import Invalid, check_conversations
 
 # Conversations validated and checked against the ledger together (one query per window).
 LEDGER_WINDOW = 2000
-# Finished results waiting for the store before workers pause to let it catch up.
+# Finished results are written in batches of up to FLUSH_ROWS, or after FLUSH_SECONDS,
+# whichever comes first; at MAX_PENDING_WRITES workers pause to let the store catch up.
+FLUSH_ROWS = 10_000
+FLUSH_SECONDS = 0.2
+FLUSH_SECONDS_INLINE = 1.0
 MAX_PENDING_WRITES = 20_000
 
 OnProgress = Callable[[int, "int | None", ConversationResult], Any]
@@ -78,19 +83,29 @@ class _RateGate:
 
 
 class _Writer:
-    """Batches finished conversations and writes them on a worker thread."""
+    """Batches finished conversations and writes them to the store.
 
-    def __init__(self, store: DuckDBStore, run_id: str) -> None:
-        self._store, self._run_id = store, run_id
+    With a network backend the write runs on a worker thread, so requests keep flowing while
+    DuckDB works. With a CPU-only backend it runs on the loop itself: there is no I/O to
+    overlap, and a thread would only contend with the extraction for the GIL.
+    """
+
+    def __init__(self, store: DuckDBStore, run_id: str, *, in_thread: bool) -> None:
+        self._store, self._run_id, self._in_thread = store, run_id, in_thread
+        # Inline writes stall extraction, so they wait longer for a full batch.
+        self._flush_seconds = FLUSH_SECONDS if in_thread else FLUSH_SECONDS_INLINE
         self._pending: list[ResultRecord] = []
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        self._full = asyncio.Event()
         self._closing = False
 
     def add(self, record: ResultRecord) -> None:
         self._pending.append(record)
         self._wake.set()
+        if len(self._pending) >= FLUSH_ROWS:
+            self._full.set()
         if len(self._pending) >= MAX_PENDING_WRITES:
             self._room.clear()
 
@@ -105,13 +120,25 @@ class _Writer:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if not self._full.is_set():
+                # Every write has a fixed cost, so gather a batch for a short while first.
+                try:
+                    await asyncio.wait_for(self._full.wait(), self._flush_seconds)
+                except TimeoutError:
+                    pass
             batch, self._pending = self._pending, []
+            self._full.clear()
             self._room.set()
-            await asyncio.to_thread(self._store.write, self._run_id, batch)
+            if self._in_thread:
+                await asyncio.to_thread(self._store.write, self._run_id, batch)
+            else:
+                self._store.write(self._run_id, batch)
+                await asyncio.sleep(0)  # let workers refill the next batch
 
     def close(self) -> None:
         self._closing = True
         self._wake.set()
+        self._full.set()
 
     def flush_now(self) -> None:
         """Write what is pending, synchronously (used when the run is cancelled)."""
@@ -164,11 +191,24 @@ class _SeedRun:
         self.stop_reason: str | None = None
         self.gate = _RateGate(clock, sleep)
         self.queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=config.batch_size * 4)
-        self.writer = _Writer(store, self.run_id)
+        self.writer = _Writer(store, self.run_id,
+                              in_thread=getattr(backend, "requires_network", True))
 
     async def execute(self) -> SeedResult:
+        # The input is often millions of long-lived objects (parsed JSON, DataFrames); left
+        # in the collected generations, every full collection during the run rescans them.
+        gc.freeze()
+        try:
+            return await self._execute()
+        finally:
+            gc.unfreeze()
+
+    async def _execute(self) -> SeedResult:
         started = self.clock()
         await asyncio.to_thread(self.store.build)
+        # Entities never seeded before need no ledger look-ups at all.
+        self.entities_in_ledger = await asyncio.to_thread(
+            self.store.seeded_entities, {seed.entity_id for seed in self.seeds})
         self.store.start_run(self.run_id, backend=getattr(self.backend, "name", "custom"),
                              config=self.config, force=self.force)
         if self.progress:
@@ -244,7 +284,7 @@ class _SeedRun:
                 parsed.messages]
             jobs.append(_Job(position, seed.entity_id, seed.process_id, parsed,
                              parsed.content_hash(), chunks))
-        if self.force or not jobs:
+        if self.force or not jobs or seed.entity_id not in self.entities_in_ledger:
             return jobs
         keys = [(j.entity_id, j.conversation.id, j.content_hash) for j in jobs]
         seeded = await asyncio.to_thread(self.store.already_seeded, keys)

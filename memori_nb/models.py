@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import ConfigurationError, InvalidInputError
@@ -40,14 +40,12 @@ class Conversation:
     title: str | None = None
 
     def content_hash(self) -> str:
-        """SHA-256 of the roles and contents, in order: the ledger's "same content" test."""
-        digest = hashlib.sha256()
-        for message in self.messages:
-            digest.update(message.role.encode())
-            digest.update(b"\x00")
-            digest.update(message.content.encode("utf-8", "surrogatepass"))
-            digest.update(b"\x01")
-        return digest.hexdigest()
+        """SHA-256 of the roles and contents, in order: the ledger's "same content" test.
+
+        Each message is framed by its role and length, so no content can imitate a boundary.
+        """
+        framed = "".join(f"{m.role}\x00{len(m.content)}\x00{m.content}" for m in self.messages)
+        return hashlib.sha256(framed.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -209,7 +207,8 @@ class SeedResult:
     skipped: int
     total_triples: int
     duration_ms: float
-    results: tuple[ConversationResult, ...] = ()
+    # Left out of the repr: a notebook echoing a million results would hang the kernel.
+    results: tuple[ConversationResult, ...] = field(default=(), repr=False)
     stopped_reason: str | None = None
 
     @property

@@ -104,7 +104,10 @@ class DuckDBStore:
                 raise StoreError(f"cannot open DuckDB database {self.path!r}: {exc}") from exc
             self._owns_conn = True
         self._lock = threading.RLock()
-        self._built = False
+        # Ledger look-ups go through their own cursor so they do not wait for a write
+        # transaction in progress on the main connection (DuckDB gives each cursor a snapshot).
+        self._reader: duckdb.DuckDBPyConnection | None = None
+        self._reader_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"DuckDBStore({self.path or 'connection'!r})"
@@ -113,11 +116,13 @@ class DuckDBStore:
         """Create the tables if they do not exist (safe to call again)."""
         with self._lock:
             self.conn.execute(_SCHEMA)
-            self._built = True
 
     def close(self) -> None:
         """Close the connection if the store opened it."""
-        with self._lock:
+        with self._lock, self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             if self._owns_conn:
                 self.conn.close()
 
@@ -143,6 +148,16 @@ class DuckDBStore:
 
     # --- ledger -------------------------------------------------------------------------
 
+    def seeded_entities(self, entity_ids: set[str]) -> set[str]:
+        """Which of ``entity_ids`` have at least one conversation in the ledger."""
+        if not entity_ids:
+            return set()
+        frame = pd.DataFrame({"entity_id": sorted(entity_ids)})
+        with self._lock:
+            rows = _query_frame(self.conn, "SELECT DISTINCT entity_id FROM ids "
+                                "SEMI JOIN seeded_conversations USING (entity_id)", ids=frame)
+        return {row[0] for row in rows}
+
     def already_seeded(self, keys: list[tuple[str, str, str]]) -> set[int]:
         """Positions in ``keys`` (entity_id, conversation_id, content_hash) seeded before."""
         if not keys:
@@ -150,10 +165,13 @@ class DuckDBStore:
         frame = pd.DataFrame.from_records(
             keys, columns=["entity_id", "conversation_id", "content_hash"])
         frame["position"] = range(len(keys))
-        with self._lock:
-            rows = self._query_frame(
-                "SELECT k.position FROM keys k JOIN seeded_conversations s "
-                "USING (entity_id, conversation_id, content_hash)", keys=frame)
+        with self._reader_lock:
+            if self._reader is None:
+                with self._lock:
+                    self._reader = self.conn.cursor()
+            rows = _query_frame(self._reader,
+                                "SELECT k.position FROM keys k JOIN seeded_conversations s "
+                                "USING (entity_id, conversation_id, content_hash)", keys=frame)
         return {row[0] for row in rows}
 
     # --- writes -------------------------------------------------------------------------
@@ -168,23 +186,13 @@ class DuckDBStore:
                 self.conn.execute("BEGIN TRANSACTION")
                 for statement, frame in _write_statements(frames):
                     if frame is not None and len(frame):
-                        self._query_frame(statement, batch=frame)
+                        _query_frame(self.conn, statement, batch=frame)
                 self.conn.execute("COMMIT")
             except BaseException as exc:
                 self.conn.execute("ROLLBACK")
                 if isinstance(exc, duckdb.Error):
                     raise StoreError(f"could not write {len(records)} results: {exc}") from exc
                 raise
-
-    def _query_frame(self, sql: str, **frames: pd.DataFrame) -> list[tuple]:
-        """Run ``sql`` with DataFrames registered as views; returns all rows."""
-        for name, frame in frames.items():
-            self.conn.register(name, frame)
-        try:
-            return self.conn.execute(sql).fetchall()
-        finally:
-            for name in frames:
-                self.conn.unregister(name)
 
     # --- queries ------------------------------------------------------------------------
 
@@ -225,6 +233,20 @@ class DuckDBStore:
         where, params = _entity_filter(entity_id)
         return self.sql(f"SELECT * FROM triples {where} ORDER BY entity_id, conversation_id",
                         params)
+
+
+def _query_frame(conn: duckdb.DuckDBPyConnection, sql: str, **frames: pd.DataFrame) -> list:
+    """Run ``sql`` with DataFrames registered as views; returns all rows."""
+    for name, frame in frames.items():
+        conn.register(name, frame)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        for name in frames:
+            try:
+                conn.unregister(name)
+            except duckdb.Error:
+                pass  # in an aborted transaction; the failure that matters is already raised
 
 
 def _entity_filter(entity_id: str | None) -> tuple[str, list[Any]]:

@@ -190,10 +190,6 @@ def test_transport_failures_are_transient(exc):
     assert isinstance(error.__cause__, type(exc))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "backends/memori.py MemoriBackend.augment catches only httpx.TimeoutException and "
-    "httpx.TransportError; httpx.DecodingError (a 200 whose gzip body is corrupt) escapes "
-    "unwrapped instead of becoming TransientError"))
 def test_a_corrupt_compressed_body_is_transient():
     error = augment(respond(200, content=b"not gzip", headers={"content-encoding": "gzip"}))
     assert type(error) is TransientError
@@ -274,3 +270,21 @@ def test_repr_never_shows_the_api_key():
     backend = MemoriBackend(api_key=KEY, base_url="https://aa.example.test")
     assert KEY not in repr(backend) and KEY not in str(backend)
     assert "api_key=set" in repr(backend) and "aa.example.test" in repr(backend)
+
+
+def test_a_server_echoing_the_key_does_not_leak_it_into_errors():
+    async def go():
+        def handler(request):
+            return httpx.Response(422, json={"detail": f"bad header {request.headers['authorization']}"})
+        client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        backend = MemoriBackend(api_key="sk-echo-secret", base_url="http://aa.test", client=client)
+        try:
+            await backend.augment(AugmentationRequest(
+                entity_id="u", conversation_id="c",
+                messages=(Message(role="user", content="hi"),)))
+        finally:
+            await client.aclose()
+
+    with pytest.raises(PayloadRejectedError) as info:
+        asyncio.run(go())
+    assert "sk-echo-secret" not in str(info.value) and "***" in str(info.value)

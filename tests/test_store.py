@@ -205,10 +205,6 @@ def test_a_failed_write_leaves_nothing_of_the_batch(store):
     assert store.facts().mention_count.tolist() == [2]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "store.py DuckDBStore._query_frame: conn.unregister() in the finally block runs in the "
-    "aborted transaction and raises 'Current transaction is aborted', which replaces the real "
-    "DuckDB error in the StoreError message"))
 def test_a_failed_write_says_what_went_wrong():
     store = DuckDBStore(":memory:")
     store.build()

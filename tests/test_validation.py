@@ -184,9 +184,6 @@ def test_content_hash_changes_with_content_role_or_order(changed):
     assert conv(*changed).content_hash() != conv(*BASE).content_hash()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "models.py Conversation.content_hash joins role/content with bare \\x00/\\x01 separators "
-    "and no lengths, so one message whose content holds those bytes hashes like two messages"))
 def test_content_hash_separators_cannot_be_forged_by_content():
     one = conv(("user", "a\x01user\x00b"))
     two = conv(("user", "a"), ("user", "b"))

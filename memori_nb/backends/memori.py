@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from .._version import __version__
-from ..errors import (MissingApiKeyError, PayloadRejectedError, QuotaExceededError,
+from ..errors import (AugmentationError, MissingApiKeyError, PayloadRejectedError, QuotaExceededError,
                       RateLimitedError, RequestFailedError, TransientError)
 from ..models import DEFAULT_REQUEST_TIMEOUT, Extraction, Triple
 from .base import AugmentationRequest
@@ -79,10 +79,20 @@ class MemoriBackend:
         except httpx.TimeoutException as exc:
             raise TransientError(f"request timed out ({type(exc).__name__})",
                                  conversation_id=cid) from exc
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, httpx.DecodingError) as exc:
             raise TransientError(f"connection failed: {type(exc).__name__}: {exc}",
                                  conversation_id=cid) from exc
-        return parse_response(response, cid)
+        except httpx.HTTPError as exc:
+            raise RequestFailedError(f"request failed: {type(exc).__name__}: {exc}",
+                                     conversation_id=cid) from exc
+        try:
+            return parse_response(response, cid)
+        except AugmentationError as exc:
+            # A server may echo the request back in its error; the key must not travel on.
+            if self._api_key in exc.message:
+                exc.message = exc.message.replace(self._api_key, "***")
+                exc.args = (exc.message,)
+            raise
 
     async def aclose(self) -> None:
         if self._client is not None and self._owns_client:

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .._gc import paused_gc
 from ..errors import InvalidInputError
 from ..models import SeedData
 
@@ -27,7 +28,7 @@ def load_seed_file(path: str | Path) -> list[SeedData]:
         True
     """
     try:
-        with open(path, "rb") as handle:
+        with open(path, "rb") as handle, paused_gc():
             document = json.load(handle)
     except FileNotFoundError as exc:
         raise InvalidInputError(f"{path}: no such file") from exc
