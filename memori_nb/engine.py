@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from .backends.base import AugmentationBackend, AugmentationRequest
 from .chunking import oversize_reason, plan_conversation, split_messages
-from .errors import AugmentationError, RateLimitedError
+from .errors import InvalidInputError, RateLimitedError
 from .models import (Conversation, ConversationResult, Extraction, Message, SeedConfig,
                      SeedCounters, SeedData, SeedResult, Triple)
 from .retry import decide_retry
@@ -36,6 +36,8 @@ FLUSH_ROWS = 10_000
 FLUSH_SECONDS = 0.2
 FLUSH_SECONDS_INLINE = 1.0
 MAX_PENDING_WRITES = 20_000
+# Allocations between young-generation collections during a run (Python's default is 700).
+GC_YOUNG_THRESHOLD = 50_000
 
 OnProgress = Callable[[int, "int | None", ConversationResult], Any]
 
@@ -151,7 +153,8 @@ async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
                    on_progress: OnProgress | None = None, progress: ProgressSink | None = None,
                    force: bool = False, sleep: Callable[[float], Any] = asyncio.sleep,
                    clock: Callable[[], float] = time.monotonic,
-                   jitter: Callable[[], float] = random.random) -> SeedResult:
+                   jitter: Callable[[], float] = random.random,
+                   keep_results: bool = True) -> SeedResult:
     """Seed the conversations of one or more entities in one run.
 
     Args:
@@ -163,6 +166,9 @@ async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
         progress: a progress display (see :mod:`memori_nb.progress`).
         force: send conversations again even if the ledger says they were seeded.
         sleep, clock, jitter: injectable for tests (retry waits, timings, backoff jitter).
+        keep_results: keep every ConversationResult in the returned SeedResult. Turn it off
+            for streamed inputs of millions of conversations: the counts stay exact and the
+            per-conversation results are in the store (``conversation_results``).
 
     Returns:
         The :class:`SeedResult`, results in input order.
@@ -173,19 +179,22 @@ async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
     """
     run = _SeedRun(seeds, backend=backend, store=store, config=config or SeedConfig(),
                    on_progress=on_progress, progress=progress, force=force, sleep=sleep,
-                   clock=clock, jitter=jitter)
+                   clock=clock, jitter=jitter, keep_results=keep_results)
     return await run.execute()
 
 
 class _SeedRun:
     def __init__(self, seeds: Iterable[SeedData], *, backend, store, config, on_progress,
-                 progress, force, sleep, clock, jitter) -> None:
-        self.seeds = list(seeds)
+                 progress, force, sleep, clock, jitter, keep_results) -> None:
+        # A list is sized up front; any other iterable is consumed lazily, one entity at a
+        # time, so a streamed source never has to be held in memory.
+        self.seeds = seeds if isinstance(seeds, (list, tuple)) else iter(seeds)
+        self.keep_results = keep_results
         self.backend, self.store, self.config = backend, store, config
         self.on_progress, self.progress, self.force = on_progress, progress, force
         self.sleep, self.clock, self.jitter = sleep, clock, jitter
         self.run_id = uuid.uuid4().hex
-        sizes = [seed.size for seed in self.seeds]
+        sizes = [s.size for s in self.seeds] if isinstance(self.seeds, (list, tuple)) else [None]
         self.counters = SeedCounters(total=None if None in sizes else sum(sizes))
         self.results: list[ConversationResult | None] = []
         self.stop_reason: str | None = None
@@ -197,18 +206,25 @@ class _SeedRun:
     async def execute(self) -> SeedResult:
         # The input is often millions of long-lived objects (parsed JSON, DataFrames); left
         # in the collected generations, every full collection during the run rescans them.
+        # A run also allocates millions of short-lived, acyclic objects (messages, results),
+        # so young collections are made rarer too. Both are restored when the run ends.
+        thresholds = gc.get_threshold()
         gc.freeze()
+        gc.set_threshold(max(thresholds[0], GC_YOUNG_THRESHOLD), *thresholds[1:])
         try:
             return await self._execute()
         finally:
+            gc.set_threshold(*thresholds)
             gc.unfreeze()
 
     async def _execute(self) -> SeedResult:
         started = self.clock()
         await asyncio.to_thread(self.store.build)
         # Entities never seeded before need no ledger look-ups at all.
-        self.entities_in_ledger = await asyncio.to_thread(
-            self.store.seeded_entities, {seed.entity_id for seed in self.seeds})
+        self.entities_in_ledger = None
+        if isinstance(self.seeds, (list, tuple)):
+            self.entities_in_ledger = await asyncio.to_thread(
+                self.store.seeded_entities, {seed.entity_id for seed in self.seeds})
         self.store.start_run(self.run_id, backend=getattr(self.backend, "name", "custom"),
                              config=self.config, force=self.force)
         if self.progress:
@@ -251,11 +267,18 @@ class _SeedRun:
     async def _produce(self) -> None:
         position = 0
         for seed in self.seeds:
+            if not isinstance(seed, SeedData):
+                raise InvalidInputError(f"expected SeedData, got {type(seed).__name__}")
+            if self.entities_in_ledger is None:
+                check_ledger = bool(await asyncio.to_thread(self.store.seeded_entities,
+                                                            {seed.entity_id}))
+            else:
+                check_ledger = seed.entity_id in self.entities_in_ledger
             base = position
             items = ((base + i, parsed) for i, parsed in check_conversations(seed))
             while window := list(islice(items, LEDGER_WINDOW)):
                 position += len(window)
-                jobs = await self._plan_window(seed, window)
+                jobs = await self._plan_window(seed, window, check_ledger)
                 for job in jobs:
                     if self.stop_reason:
                         self._record_skipped(job, f"not sent: the run stopped "
@@ -266,10 +289,12 @@ class _SeedRun:
         for _ in range(self.config.batch_size):
             await self.queue.put(None)
 
-    async def _plan_window(self, seed: SeedData, window: list[tuple[int, Any]]) -> list[_Job]:
+    async def _plan_window(self, seed: SeedData, window: list[tuple[int, Any]],
+                           check_ledger: bool) -> list[_Job]:
         jobs = []
         for position, parsed in window:
-            self.results.append(None)
+            if self.keep_results:
+                self.results.append(None)
             if isinstance(parsed, Invalid):
                 self._record(position, _failed(seed.entity_id, parsed.conversation_id,
                                                parsed.reason), seed.process_id)
@@ -284,7 +309,7 @@ class _SeedRun:
                 parsed.messages]
             jobs.append(_Job(position, seed.entity_id, seed.process_id, parsed,
                              parsed.content_hash(), chunks))
-        if self.force or not jobs or seed.entity_id not in self.entities_in_ledger:
+        if self.force or not jobs or not check_ledger:
             return jobs
         keys = [(j.entity_id, j.conversation.id, j.content_hash) for j in jobs]
         seeded = await asyncio.to_thread(self.store.already_seeded, keys)
@@ -301,7 +326,8 @@ class _SeedRun:
                 self._record_skipped(job, f"not sent: the run stopped ({self.stop_reason})")
                 continue
             result, extraction = await self._process(job)
-            self._record(job.position, result, job.process_id, job.content_hash, extraction)
+            self._record(job.position, result, job.process_id, job.content_hash, extraction,
+                         job.conversation)
             await self.writer.wait_for_room()
 
     async def _process(self, job: _Job) -> tuple[ConversationResult, Extraction | None]:
@@ -312,7 +338,9 @@ class _SeedRun:
         attributes: list[str] = []
         summary = None
         done = 0
-        warnings = (f"split into {count} requests to stay within the limits",) if count > 1 else ()
+        warnings = job.conversation.warnings
+        if count > 1:
+            warnings += (f"split into {count} requests to stay within the limits",)
         try:
             for index, chunk in enumerate(job.chunks):
                 extraction = await self._send(AugmentationRequest(
@@ -377,10 +405,13 @@ class _SeedRun:
             error=reason), job.process_id, job.content_hash)
 
     def _record(self, position: int, result: ConversationResult, process_id: str | None,
-                content_hash: str | None = None, extraction: Extraction | None = None) -> None:
-        self.results[position] = result
+                content_hash: str | None = None, extraction: Extraction | None = None,
+                conversation: Conversation | None = None) -> None:
+        if self.keep_results:
+            self.results[position] = result
         self.counters.count(result)
-        self.writer.add(ResultRecord(result, content_hash, process_id, extraction))
+        self.writer.add(ResultRecord(result, content_hash, process_id, extraction,
+                                     conversation if extraction is not None else None))
         if self.on_progress is not None:
             self.on_progress(self.counters.processed, self.counters.total, result)
         if self.progress is not None:

@@ -24,7 +24,8 @@ Status = Literal["succeeded", "failed", "skipped"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Message:
-    """One chat message. ``timestamp`` is when it was said at the source, if known."""
+    """One chat message. ``timestamp`` is when it was said at the source, if known
+    (a timezone-aware UTC datetime once validated)."""
 
     role: str
     content: str
@@ -38,6 +39,8 @@ class Conversation:
     id: str
     messages: tuple[Message, ...]
     title: str | None = None
+    # What the source left out or repaired (e.g. "left out 3 tool messages").
+    warnings: tuple[str, ...] = ()
 
     def content_hash(self) -> str:
         """SHA-256 of the roles and contents, in order: the ledger's "same content" test.

@@ -7,6 +7,9 @@ Tables (all created by :meth:`DuckDBStore.build`, idempotently):
   timings): the run ledger.
 - ``seeded_conversations``: the no-double-billing ledger, one row per (entity, conversation id,
   content hash) that succeeded. A later run skips what is here unless forced.
+- ``conversations`` (title, source timestamps of the first and last message, the content hash
+  seeded last) and ``messages`` (each message with the time it was said at the source; a forced
+  re-seed appends another copy under its own run id).
 - ``entities``, ``facts`` (deduplicated per entity, with ``mention_count``, ``first_seen``,
   ``last_seen``), ``triples`` (one row per extracted triple, with its conversation),
   ``conversation_summaries``, ``process_attributes``: the memory model.
@@ -28,7 +31,7 @@ import duckdb
 import pandas as pd
 
 from .errors import StoreError
-from .models import ConversationResult, Extraction, SeedConfig, SeedCounters
+from .models import Conversation, ConversationResult, Extraction, SeedConfig, SeedCounters
 
 DEFAULT_DB = "memori.duckdb"
 
@@ -46,6 +49,13 @@ CREATE TABLE IF NOT EXISTS conversation_results (
 CREATE TABLE IF NOT EXISTS seeded_conversations (
     entity_id VARCHAR, conversation_id VARCHAR, content_hash VARCHAR, run_id VARCHAR,
     seeded_at TIMESTAMP, PRIMARY KEY (entity_id, conversation_id, content_hash));
+CREATE TABLE IF NOT EXISTS conversations (
+    entity_id VARCHAR, conversation_id VARCHAR, title VARCHAR, content_hash VARCHAR,
+    message_count INTEGER, started_at TIMESTAMPTZ, ended_at TIMESTAMPTZ, run_id VARCHAR,
+    seeded_at TIMESTAMP, PRIMARY KEY (entity_id, conversation_id));
+CREATE TABLE IF NOT EXISTS messages (
+    entity_id VARCHAR, conversation_id VARCHAR, content_hash VARCHAR, position INTEGER,
+    role VARCHAR, content VARCHAR, said_at TIMESTAMPTZ, run_id VARCHAR);
 CREATE TABLE IF NOT EXISTS entities (
     entity_id VARCHAR PRIMARY KEY, first_seen TIMESTAMP, last_seen TIMESTAMP);
 CREATE TABLE IF NOT EXISTS facts (
@@ -74,6 +84,7 @@ class ResultRecord:
     content_hash: str | None
     process_id: str | None
     extraction: Extraction | None
+    conversation: Conversation | None = None
 
 
 class DuckDBStore:
@@ -256,6 +267,11 @@ def _entity_filter(entity_id: str | None) -> tuple[str, list[Any]]:
 def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFrame]:
     """Column lists built in one pass, turned into one DataFrame per table."""
     results, ledger, facts, triples, summaries, attributes = [], [], [], [], [], []
+    conversations = []
+    # Messages are the bulk of a batch: built column by column, not as one tuple per row.
+    messages: dict[str, list] = {name: [] for name in (
+        "entity_id", "conversation_id", "content_hash", "position", "role", "content",
+        "said_at")}
     for record in records:
         r = record.result
         results.append((run_id, r.entity_id, record.process_id, r.conversation_id,
@@ -270,6 +286,21 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
                         t.predicate, t.object_name, t.object_type) for t in ext.triples)
         if ext.summary:
             summaries.append((r.entity_id, r.conversation_id, ext.summary))
+        if record.conversation is not None:
+            said = [m.timestamp for m in record.conversation.messages]
+            known = [t for t in said if t is not None]
+            conversations.append((r.entity_id, r.conversation_id, record.conversation.title,
+                                  record.content_hash, len(said), min(known, default=None),
+                                  max(known, default=None)))
+            msgs = record.conversation.messages
+            count = len(msgs)
+            messages["entity_id"] += [r.entity_id] * count
+            messages["conversation_id"] += [r.conversation_id] * count
+            messages["content_hash"] += [record.content_hash] * count
+            messages["position"] += range(count)
+            messages["role"] += [m.role for m in msgs]
+            messages["content"] += [m.content for m in msgs]
+            messages["said_at"] += said
         if record.process_id:
             attributes.extend((record.process_id, a) for a in ext.attributes)
     frame = pd.DataFrame.from_records
@@ -284,6 +315,10 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
             "object_name", "object_type"]),
         "summaries": frame(summaries, columns=["entity_id", "conversation_id", "summary"]),
         "attributes": frame(attributes, columns=["process_id", "attribute"]),
+        "conversations": frame(conversations, columns=[
+            "entity_id", "conversation_id", "title", "content_hash", "message_count",
+            "started_at", "ended_at"]),
+        "messages": pd.DataFrame(messages),
         "run_id": run_id,
     }
 
@@ -308,6 +343,12 @@ def _write_statements(frames: dict[str, Any]) -> list[tuple[str, pd.DataFrame | 
          f"last(summary), '{run}', {_NOW} FROM batch GROUP BY ALL "
          f"ON CONFLICT DO UPDATE SET summary = excluded.summary, run_id = excluded.run_id, "
          f"updated_at = excluded.updated_at", frames["summaries"]),
+        (f"INSERT INTO conversations SELECT *, '{run}', {_NOW} FROM batch "
+         f"ON CONFLICT DO UPDATE SET title = excluded.title, "
+         f"content_hash = excluded.content_hash, message_count = excluded.message_count, "
+         f"started_at = excluded.started_at, ended_at = excluded.ended_at, "
+         f"run_id = excluded.run_id, seeded_at = excluded.seeded_at", frames["conversations"]),
+        (f"INSERT INTO messages SELECT *, '{run}' FROM batch", frames["messages"]),
         (f"INSERT INTO process_attributes SELECT process_id, attribute, count(*), {_NOW} "
          f"FROM batch GROUP BY ALL ON CONFLICT DO UPDATE SET "
          f"mention_count = mention_count + excluded.mention_count, "

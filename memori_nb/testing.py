@@ -586,9 +586,19 @@ class AugmentationServer:
         if rule_error:
             handler.send(500, {"detail": rule_error})
             return
-        if fault is not None and fault.kind == "delay":
-            delay += fault.seconds
-        if delay > 0 and self._stopping.wait(delay):
+        answer = None
+        if fault is None or fault.kind == "delay":
+            delay += fault.seconds if fault is not None else 0.0
+            conversation = body["conversation"]
+            try:
+                answer = self.extract(conversation["messages"], conversation.get("summary"))
+            except Exception as exc:
+                handler.send(500, {"detail": f"extract failed: {exc!r}"})
+                return
+        # Answer ``delay`` seconds after the request arrived: the server's own work counts
+        # inside the latency, not on top of it, so clients are measured against the latency.
+        remaining = received_at + delay - time.monotonic()
+        if remaining > 0 and self._stopping.wait(remaining):
             raise _Interrupted
         if fault is not None and fault.kind == "drop":
             raise _Interrupted
@@ -597,12 +607,6 @@ class AugmentationServer:
             return
         if fault is not None and fault.kind == "status":
             handler.send(fault.code, fault.body, fault.headers())
-            return
-        conversation = body["conversation"]
-        try:
-            answer = self.extract(conversation["messages"], conversation.get("summary"))
-        except Exception as exc:
-            handler.send(500, {"detail": f"extract failed: {exc!r}"})
             return
         handler.send(200, answer)
 

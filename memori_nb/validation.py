@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from .models import ROLES, Conversation, Message, SeedData
@@ -50,6 +51,8 @@ def parse_conversation(raw: Any, index: int) -> Conversation | Invalid:
         >>> parse_conversation({"id": "c1", "messages": []}, 0).reason
         "conversation 'c1': messages is empty"
     """
+    if isinstance(raw, Invalid):
+        return raw  # a source already found this record unusable and said why
     if isinstance(raw, Conversation):
         return raw if raw.messages else _invalid(raw.id, index, "messages is empty")
     label = conversation_label(raw, index)
@@ -88,8 +91,14 @@ def parse_messages(raw_messages: Iterable[Any]) -> tuple[tuple[Message, ...], li
             role = raw.get("role")
             content = raw.get("content")
             if role in _ROLES and type(content) is str and content and not content.isspace():
-                messages.append(Message(role=role, content=content,
-                                        timestamp=raw.get("timestamp")))
+                timestamp = raw.get("timestamp")
+                if timestamp is not None:
+                    timestamp = parse_timestamp(timestamp)
+                    if timestamp is None:
+                        problems.append(f"messages[{position}].timestamp "
+                                        f"{raw['timestamp']!r} is not a date and time")
+                        continue
+                messages.append(Message(role=role, content=content, timestamp=timestamp))
                 continue
             problems.append(_message_problem(position, role, content, raw))
         elif isinstance(raw, Message):
@@ -98,6 +107,34 @@ def parse_messages(raw_messages: Iterable[Any]) -> tuple[tuple[Message, ...], li
             problems.append(f"messages[{position}] must be an object with 'role' and "
                             f"'content', got {type(raw).__name__}")
     return tuple(messages), problems
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """A timezone-aware UTC datetime from an ISO 8601 string, epoch seconds or a datetime.
+
+    Naive values are taken as UTC. Returns None when the value is not a date and time.
+
+    Example:
+        >>> parse_timestamp("2024-03-02T09:14:00Z").isoformat()
+        '2024-03-02T09:14:00+00:00'
+    """
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
 
 
 def _message_problem(position: int, role: Any, content: Any, raw: dict) -> str:

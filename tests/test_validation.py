@@ -20,7 +20,7 @@ def test_a_well_formed_conversation_parses():
     assert parsed.id == "c1" and parsed.title == "Hi"
     assert [(m.role, m.content) for m in parsed.messages] == [
         ("system", "Be brief."), ("user", "Hello"), ("assistant", "Hi!")]
-    assert parsed.messages[1].timestamp == "2024-01-01T00:00:00Z"
+    assert parsed.messages[1].timestamp.isoformat() == "2024-01-01T00:00:00+00:00"
 
 
 @pytest.mark.parametrize(("raw", "label", "field"), [

@@ -70,7 +70,10 @@ class MemoriBackend:
         """Send one request; map the HTTP outcome to an Extraction or an AugmentationError."""
         self.check_ready()
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout)
+            # No keep-alive cap: httpx keeps 20 by default, and a window of 50 would then
+            # reconnect for most requests. The engine's window bounds the connections.
+            self._client = httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(
+                max_connections=None, max_keepalive_connections=None))
         cid = request.conversation_id
         try:
             response = await self._client.post(
