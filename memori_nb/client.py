@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -76,18 +77,22 @@ class Memori:
         self.process_id = process_id
         return self
 
-    async def seed(self, seed_data: SeedData | list[SeedData],
+    async def seed(self, seed_data: SeedData | Iterable[SeedData],
                    seed_config: SeedConfig | None = None, on_progress: OnProgress | None = None,
-                   *, force: bool = False, progress: ProgressSink | None = None) -> SeedResult:
+                   *, force: bool = False, progress: ProgressSink | None = None,
+                   keep_results: bool = True) -> SeedResult:
         """Extract facts from every conversation and store them.
 
         Args:
-            seed_data: a :class:`SeedData` (or a list of them, one per entity).
+            seed_data: a :class:`SeedData`, or a list or any iterable of them (one per
+                entity; an iterator is consumed lazily, for streamed sources).
             seed_config: limits, retries and concurrency (``SeedConfig()`` by default).
             on_progress: called as ``on_progress(processed, total, result)`` after each
                 conversation, in completion order.
             force: send again conversations the ledger says were already seeded.
             progress: a progress display such as :class:`memori_nb.progress.TqdmProgress`.
+            keep_results: keep each conversation's result in the returned SeedResult; turn
+                off for millions of conversations (they are in ``m.results()`` anyway).
 
         Returns:
             A :class:`SeedResult`; invalid conversations are failed results there, not errors.
@@ -96,21 +101,34 @@ class Memori:
             MissingApiKeyError: the ``memori`` backend has no API key (nothing is sent).
             InvalidInputError: ``seed_data`` is not SeedData.
         """
-        seeds = seed_data if isinstance(seed_data, (list, tuple)) else [seed_data]
-        for item in seeds:
-            if not isinstance(item, SeedData):
-                raise InvalidInputError(f"seed() takes SeedData (from "
-                                        f"SeedData.for_conversations), got "
-                                        f"{type(item).__name__}")
+        if isinstance(seed_data, SeedData):
+            seeds = [seed_data]
+        elif isinstance(seed_data, (list, tuple)):
+            seeds = list(seed_data)
+            for item in seeds:
+                if not isinstance(item, SeedData):
+                    raise InvalidInputError(f"seed() takes SeedData (from "
+                                            f"SeedData.for_conversations), got "
+                                            f"{type(item).__name__}")
+        elif isinstance(seed_data, Iterable) and not isinstance(seed_data, (str, bytes, dict)):
+            seeds = seed_data  # streamed: checked one by one as the engine reaches them
+        else:
+            raise InvalidInputError(f"seed() takes SeedData (from SeedData.for_conversations) "
+                                    f"or an iterable of them, got {type(seed_data).__name__}")
         self.backend_ready()
         if self.process_id:
-            seeds = [s if s.process_id else SeedData(entity_id=s.entity_id,
-                                                     conversations=s.conversations,
-                                                     process_id=self.process_id)
-                     for s in seeds]
+            seeds = ([self._with_process(s) for s in seeds] if isinstance(seeds, list)
+                     else map(self._with_process, seeds))
         return await seed_all(seeds, backend=self.backend, store=self.store,
                               config=seed_config, on_progress=on_progress, progress=progress,
-                              force=force)
+                              force=force, keep_results=keep_results)
+
+    def _with_process(self, seed: SeedData) -> SeedData:
+        """The attribution's process_id for SeedData that has none of its own."""
+        if not isinstance(seed, SeedData) or seed.process_id:
+            return seed
+        return SeedData(entity_id=seed.entity_id, conversations=seed.conversations,
+                        process_id=self.process_id)
 
     def backend_ready(self) -> None:
         """Raise :class:`MissingApiKeyError` if the backend cannot send (no API key)."""

@@ -206,7 +206,9 @@ def chunking_stats(data: pd.DataFrame | SeedData | Sequence[SeedData],
         config = SeedConfig()
     elif not isinstance(config, SeedConfig):
         raise ConfigurationError(f"config must be a SeedConfig, got {type(config).__name__}")
-    return _plan_frame(list(plan_seeds(seeds, config)))
+    with paused_gc():  # the plan rows are acyclic; collections would rescan every message
+        rows = list(plan_seeds(seeds, config))
+    return _plan_frame(rows)
 
 
 def stats_totals(stats: pd.DataFrame, by: str | list[str] | None = "entity_id"
