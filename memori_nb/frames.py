@@ -263,6 +263,11 @@ def stats_totals(stats: pd.DataFrame, by: str | list[str] | None = "entity_id"
     if missing:
         raise InvalidInputError(f"stats has no column {', '.join(map(repr, missing))} to "
                                 f"group by (columns: {_list_columns(stats.columns)})")
+    clashing = [key for key in keys if key in TOTALS_COLUMNS]
+    if clashing:
+        raise InvalidInputError(f"cannot group by {', '.join(map(repr, clashing))}: the totals "
+                                f"have a column of that name; group a copy with the column "
+                                f"renamed")
     for key in keys:
         work[key] = stats[key]
     totals = work.groupby(keys, sort=False, dropna=False)[list(TOTALS_COLUMNS)].sum()
@@ -604,8 +609,8 @@ def _row_problem(position: int, where: Callable[[int], str], names: dict[str, st
     if not content_ok[position]:
         problems.append(_value_problem(names["content"], contents[position]))
     if timestamps is not None and timestamps.bad[position]:
-        problems.append(f"{names['timestamp']} {timestamps.raw[position]!r} is not a date "
-                        f"and time")
+        problems.append(f"{names['timestamp']} {_show(timestamps.raw[position])} is not a "
+                        f"date and time")
     return f"{where(position)}: " + ", ".join(problems)
 
 
@@ -614,7 +619,7 @@ def _value_problem(name: str, value: Any, *, role: bool = False) -> str:
     if na:
         return f"{name} is missing ({na})"
     if not isinstance(value, str):
-        return f"{name} must be a string, got {type(value).__name__} {value!r}"
+        return f"{name} must be a string, got {type(value).__name__} {_show(value)}"
     if role:
         return f"{name} {value!r} is not one of {', '.join(ROLES)}"
     return f"{name} is empty" if value == "" else f"{name} is blank (only whitespace)"
@@ -646,8 +651,9 @@ def _entity_codes(df: pd.DataFrame, entity_col: str,
     if len(missing):
         rows = [_label(df.index[p]) for p in missing[:_MAX_PROBLEMS_LISTED].tolist()]
         more = len(missing) - len(rows)
+        count = f"1 row (row" if len(missing) == 1 else f"{len(missing):,} rows (rows"
         raise InvalidInputError(
-            f"column {entity_col!r} has no entity id in {len(missing):,} row(s) (rows "
+            f"column {entity_col!r} has no entity id (missing or blank) in {count} "
             f"{', '.join(rows)}{f' and {more:,} more' if more > 0 else ''}); fill it or "
             f"drop those rows, e.g. df.dropna(subset=[{entity_col!r}])")
     return codes.astype(np.int64), ids
@@ -862,9 +868,16 @@ def _object_array(values: list[Any]) -> np.ndarray:
 
 
 def _label(label: Any) -> str:
-    if isinstance(label, (int, np.integer)) and not isinstance(label, (bool, np.bool_)):
-        return str(int(label))
-    return repr(label)
+    """A row's index label as the user would type it: ``1532``, ``'a'``, ``(1, 'a')``."""
+    if isinstance(label, tuple):
+        return f"({', '.join(_label(part) for part in label)})"
+    return _show(label) if not isinstance(label, (int, np.integer)) or isinstance(
+        label, (bool, np.bool_)) else str(int(label))
+
+
+def _show(value: Any) -> str:
+    """repr of a cell, with numpy scalars shown as the Python values they hold."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _na_name(value: Any) -> str | None:

@@ -34,16 +34,22 @@ class TqdmProgress:
         self.bar: Any = None
         self._last_postfix = 0.0
 
-    def start(self, counters: SeedCounters) -> None:
+    def open(self, total: int | None) -> None:
+        """Create the bar now, on this thread (a widget must be displayed from the thread
+        running the cell; the run itself may update it from a worker thread)."""
         if self.notebook is None:
             from tqdm.auto import tqdm
         elif self.notebook:
             from tqdm.notebook import tqdm
         else:
             from tqdm import tqdm
-        self.bar = tqdm(total=counters.total, desc=self.description, unit="conv",
+        self.bar = tqdm(total=total, desc=self.description, unit="conv",
                         file=self.file if self.file is not None else sys.stderr,
                         disable=self.disable, dynamic_ncols=True)
+
+    def start(self, counters: SeedCounters) -> None:
+        if self.bar is None:
+            self.open(counters.total)
 
     def update(self, counters: SeedCounters, result: ConversationResult) -> None:
         now = time.monotonic()

@@ -239,11 +239,31 @@ class DuckDBStore:
         return self.sql(f"SELECT * FROM facts {where} "
                         f"ORDER BY entity_id, mention_count DESC, fact", params)
 
+    def entity_summaries(self) -> pd.DataFrame:
+        """One row per entity: conversations, facts, mentions, triples, source time span."""
+        return self.sql(_ENTITY_SUMMARY)
+
     def triples(self, entity_id: str | None = None) -> pd.DataFrame:
         """Extracted triples, one row per time a conversation produced one."""
         where, params = _entity_filter(entity_id)
         return self.sql(f"SELECT * FROM triples {where} ORDER BY entity_id, conversation_id",
                         params)
+
+
+_ENTITY_SUMMARY = """
+SELECT e.entity_id,
+       (SELECT count(*) FROM conversations c WHERE c.entity_id = e.entity_id) AS conversations,
+       (SELECT count(*) FROM facts f WHERE f.entity_id = e.entity_id) AS facts,
+       (SELECT coalesce(sum(mention_count), 0)::BIGINT FROM facts f
+         WHERE f.entity_id = e.entity_id) AS fact_mentions,
+       (SELECT count(*) FROM triples t WHERE t.entity_id = e.entity_id) AS triples,
+       (SELECT min(started_at) FROM conversations c
+         WHERE c.entity_id = e.entity_id) AS first_message_at,
+       (SELECT max(ended_at) FROM conversations c
+         WHERE c.entity_id = e.entity_id) AS last_message_at,
+       e.first_seen AS first_seeded, e.last_seen AS last_seeded
+FROM entities e ORDER BY e.entity_id
+"""
 
 
 def _query_frame(conn: duckdb.DuckDBPyConnection, sql: str, **frames: pd.DataFrame) -> list:
