@@ -17,10 +17,13 @@ Example:
 from ._version import __version__
 from .backends import LocalBackend, MemoriBackend
 from .client import Memori
+from .frames import chunking_stats, from_dataframe, plot_chunking_stats, stats_totals
 from .errors import (AugmentationError, ConfigurationError, InvalidInputError,
                      MemoriNbError, MissingApiKeyError, StoreError)
 from .models import (Conversation, ConversationResult, Extraction, Message, SeedConfig,
                      SeedData, SeedResult, Triple)
+from .notebook import (entity_summaries, facts, failures, results, runs, seed_dataframe,
+                       seed_dataframe_async, triples)
 from .progress import TqdmProgress
 from .sources import load_seed_file
 from .store import DuckDBStore
@@ -46,5 +49,17 @@ __all__ = [
     "TqdmProgress",
     "Triple",
     "__version__",
+    "chunking_stats",
+    "entity_summaries",
+    "facts",
+    "failures",
+    "from_dataframe",
     "load_seed_file",
+    "plot_chunking_stats",
+    "results",
+    "runs",
+    "seed_dataframe",
+    "seed_dataframe_async",
+    "stats_totals",
+    "triples",
 ]

@@ -160,13 +160,20 @@ class PlanTotals:
 
 
 def total_plan(rows: Iterable[PlanRow]) -> PlanTotals:
-    """Add up plan rows; only valid conversations count towards messages and requests."""
-    rows = list(rows)
-    valid = [r for r in rows if r.error is None]
-    return PlanTotals(entities=len({r.entity_id for r in rows}), conversations=len(rows),
-                      valid=len(valid), invalid=len(rows) - len(valid),
-                      messages=sum(r.messages for r in valid),
-                      characters=sum(r.characters for r in valid),
-                      estimated_tokens=sum(r.estimated_tokens for r in valid),
-                      requests=sum(r.requests for r in valid),
-                      over_limit=sum(r.over_limit for r in rows))
+    """Add up plan rows in one pass; only valid conversations count towards messages and
+    requests."""
+    entities: set[str] = set()
+    conversations = valid = messages = characters = tokens = requests = over = 0
+    for row in rows:
+        entities.add(row.entity_id)
+        conversations += 1
+        over += row.over_limit
+        if row.error is None:
+            valid += 1
+            messages += row.messages
+            characters += row.characters
+            tokens += row.estimated_tokens
+            requests += row.requests
+    return PlanTotals(entities=len(entities), conversations=conversations, valid=valid,
+                      invalid=conversations - valid, messages=messages, characters=characters,
+                      estimated_tokens=tokens, requests=requests, over_limit=over)

@@ -77,7 +77,7 @@ _SYNONYMS = {
 def from_dataframe(df: pd.DataFrame, *, entity_id: str | None = None,
                    entity_col: str = "entity_id", conversation_col: str = "conversation_id",
                    role_col: str = "role", content_col: str = "content",
-                   timestamp_col: str = "timestamp", messages_col: str = "messages",
+                   timestamp_col: str = "timestamp", messages_col: str | None = "messages",
                    title_col: str = "title", process_id: str | None = None) -> list[SeedData]:
     """Load conversations from a DataFrame: one :class:`SeedData` per entity.
 
@@ -88,6 +88,7 @@ def from_dataframe(df: pd.DataFrame, *, entity_id: str | None = None,
     - **nested**: one row per conversation, detected by a ``messages_col`` column whose cells
       are lists of ``{"role", "content", "timestamp"?}`` dicts (or :class:`Message` objects);
       the conversation id comes from ``conversation_col``, or from ``id`` when that is absent.
+      Pass ``messages_col=None`` to read a frame as long even if it has a ``messages`` column.
 
     Order: entities and conversations come in the order of their first row. In a long frame
     the messages of a conversation are sorted by the timestamp column when there is one, with
@@ -143,11 +144,11 @@ def from_dataframe(df: pd.DataFrame, *, entity_id: str | None = None,
             f"given too; pass entity_id only for a frame without an entity column, or select "
             f"the rows instead: df[df[{entity_col!r}] == {entity_id!r}]")
     with paused_gc():  # millions of acyclic objects: collections would only rescan them
-        if messages_col in columns:
+        if messages_col is not None and messages_col in columns:
             return _load_nested(df, entity_id=entity_id, entity_col=entity_col,
                                 conversation_col=conversation_col, messages_col=messages_col,
                                 title_col=title_col, process_id=process_id)
-        if messages_col != "messages":
+        if messages_col not in (None, "messages"):
             _raise_missing(df, [("messages_col", messages_col)])
         return _load_long(df, entity_id=entity_id, entity_col=entity_col,
                           conversation_col=conversation_col, role_col=role_col,
@@ -460,7 +461,7 @@ def _load_nested(df: pd.DataFrame, *, entity_id: str | None, entity_col: str,
                 f"row {_label(index[row])}: {messages_col} is empty")
             continue
         for position, message in enumerate(cell):
-            if type(message) is dict:
+            if isinstance(message, dict):
                 roles.append(message.get("role"))
                 contents.append(message.get("content"))
                 stamps.append(message.get("timestamp"))
@@ -530,7 +531,7 @@ def _assemble(*, entities: list[str], group_entity: np.ndarray, group_ids: list[
     role_codes = _role_codes(roles)
     content_list = contents.tolist()
     content_ok = np.fromiter(
-        [type(c) is str and c != "" and not c.isspace() for c in content_list],
+        [isinstance(c, str) and c != "" and not c.isspace() for c in content_list],
         dtype=bool, count=n_rows)
     bad = (role_codes < 0) | ~content_ok
     if timestamps is not None:
@@ -572,7 +573,7 @@ def _assemble(*, entities: list[str], group_entity: np.ndarray, group_ids: list[
         item = built[g]
         if item is None:
             item = _invalid_group(
-                g, len(listed), group_ids[g], group_problems.get(g, []),
+                len(listed), group_ids[g], group_problems.get(g, []),
                 np.flatnonzero(bad[bounds[g]:bounds[g + 1]]) + bounds[g],
                 lambda p: (f"{where(p)} {shape_problems[p]}" if p in shape_problems else
                            _row_problem(p, where, names, roles, role_codes, content_list,
@@ -583,7 +584,7 @@ def _assemble(*, entities: list[str], group_entity: np.ndarray, group_ids: list[
             for entity, listed in zip(entities, per_entity)]
 
 
-def _invalid_group(group: int, index: int, conversation_id: str | None,
+def _invalid_group(index: int, conversation_id: str | None,
                    problems: list[str], bad_rows: np.ndarray,
                    describe: Callable[[int], str]) -> Invalid:
     label = conversation_id if conversation_id is not None else f"#{index}"
@@ -669,10 +670,12 @@ def _id_codes(raw: np.ndarray) -> tuple[np.ndarray, list[str]]:
         codes, uniques = pd.factorize(raw)
     except TypeError as exc:  # unhashable cells: lists, dicts
         raise InvalidInputError(f"an id column holds values that cannot be ids ({exc})") from exc
-    as_text = [_id_text(value) for value in uniques.tolist()]
-    # Merge values that read the same as text; blank strings count as missing.
-    text_codes, texts = pd.factorize(_object_array(as_text))
-    texts = texts.tolist()
+    uniques = uniques.tolist()
+    if all(type(value) is str for value in uniques):  # the usual case: already text
+        text_codes, texts = np.arange(len(uniques)), uniques
+    else:  # merge values that read the same as text (17, 17.0 and "17")
+        text_codes, texts = pd.factorize(_object_array([_id_text(v) for v in uniques]))
+        texts = texts.tolist()
     blank = np.array([not text.strip() for text in texts], dtype=bool)
     # -1 for missing or blank; the extra slot at the end is what code -1 looks up.
     remap = np.append(np.where(blank[text_codes], -1, text_codes), -1).astype(np.int64)
@@ -681,7 +684,7 @@ def _id_codes(raw: np.ndarray) -> tuple[np.ndarray, list[str]]:
 
 def _id_text(value: Any) -> str:
     if isinstance(value, str):
-        return value
+        return str(value)  # a plain str, also for numpy's str_
     if isinstance(value, (bool, np.bool_)):
         return str(value)
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
@@ -944,7 +947,7 @@ def _draw_characters(ax: Any, characters: np.ndarray, config: SeedConfig | None)
     if config is not None:
         ax.axvline(config.max_chars_per_request, color="tab:red", linestyle="--",
                    label=f"limit: {config.max_chars_per_request:,} characters per request")
-        ax.legend(loc="upper right", fontsize="small")
+        ax.legend(loc="best", fontsize="small")
 
 
 def _draw_requests(ax: Any, requests: np.ndarray) -> None:

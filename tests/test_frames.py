@@ -210,6 +210,13 @@ def test_nested_frame_conversation_col_and_entity_keyword():
     assert [c.id for c in seed.conversations] == ["a", "b"]
 
 
+def test_messages_col_none_reads_a_long_frame_with_a_messages_column():
+    df = pd.DataFrame({"conversation_id": ["c1"], "role": ["user"], "content": ["hi"],
+                       "messages": ["a column that means something else"]})
+    [seed] = from_dataframe(df, entity_id="u1", messages_col=None)
+    assert contents(seed.conversations[0]) == ["hi"]
+
+
 def test_nested_frame_problems_name_the_row_and_the_message():
     df = pd.DataFrame({
         "id": ["ok", "empty", None, "text", "bad"],
