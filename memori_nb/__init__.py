@@ -24,6 +24,7 @@ from .models import (Conversation, ConversationResult, Extraction, Message, Seed
                      SeedData, SeedResult, Triple)
 from .notebook import (entity_summaries, facts, failures, results, runs, seed_dataframe,
                        seed_dataframe_async, triples)
+from .panel import SeedPanel, seed_panel
 from .progress import TqdmProgress
 from .sources import load_seed_file
 from .store import DuckDBStore
@@ -44,6 +45,7 @@ __all__ = [
     "MissingApiKeyError",
     "SeedConfig",
     "SeedData",
+    "SeedPanel",
     "SeedResult",
     "StoreError",
     "TqdmProgress",
@@ -60,6 +62,7 @@ __all__ = [
     "runs",
     "seed_dataframe",
     "seed_dataframe_async",
+    "seed_panel",
     "stats_totals",
     "triples",
 ]

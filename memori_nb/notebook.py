@@ -44,6 +44,7 @@ def run_sync(make_coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return asyncio.run(make_coroutine())
     outcome: dict[str, Any] = {}
     started = threading.Event()
+    finished = threading.Event()
 
     def worker() -> None:
         loop = asyncio.new_event_loop()
@@ -57,17 +58,21 @@ def run_sync(make_coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
         finally:
             started.set()
             loop.close()
+            finished.set()
 
     thread = threading.Thread(target=worker, name="memori_nb-seed", daemon=True)
     thread.start()
+    # Wait on an Event, not thread.join(timeout): before Python 3.13 a KeyboardInterrupt
+    # inside join() can mark the live worker as stopped (bpo-45274), and the join after the
+    # cancel then returns at once, before the run has saved what finished.
     try:
-        while thread.is_alive():
-            thread.join(_JOIN_POLL_SECONDS)
+        while not finished.wait(_JOIN_POLL_SECONDS):
+            pass
     except KeyboardInterrupt:
         started.wait()
         if "task" in outcome:
             outcome["loop"].call_soon_threadsafe(outcome["task"].cancel)
-        thread.join()  # the engine saves what finished; this takes a moment, not the run
+        finished.wait()  # the engine saves what finished; this takes a moment, not the run
         raise
     if "error" in outcome:
         raise outcome["error"]

@@ -1,0 +1,239 @@
+"""The seeding panel, driven from code as its buttons would drive it (no browser needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from helpers import API_KEY
+from memori_nb.models import ConversationResult, SeedCounters, SeedData
+from memori_nb.notebook import results as stored_results
+from memori_nb.notebook import runs
+from memori_nb.panel import SeedPanel, WidgetProgress, seed_panel
+from memori_nb.testing import AugmentationServer
+
+
+def frame(conversations: int = 4, *, broken: bool = False) -> pd.DataFrame:
+    rows = []
+    for n in range(conversations):
+        entity = "u1" if n % 2 == 0 else "u2"
+        rows += [(entity, f"c{n}", "user", f"I live in City{n}. I love jazz."),
+                 (entity, f"c{n}", "assistant", "Nice!"),
+                 (entity, f"c{n}", "user", "I have a dog named Rex.")]
+    if broken:
+        rows.append(("u2", "bad", "robot", "beep"))
+    return pd.DataFrame(rows, columns=["entity_id", "conversation_id", "role", "content"])
+
+
+def run(panel: SeedPanel):
+    async def click_run():
+        return await panel.run()
+    return asyncio.run(click_run())
+
+
+def output_html(panel: SeedPanel) -> str:
+    return "".join(item["data"]["text/html"] for item in panel.output.outputs)
+
+
+def test_importing_the_panel_does_not_import_ipywidgets():
+    code = ("import sys, memori_nb, memori_nb.panel; "
+            "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_panel_shows_the_chunking_stats_on_creation(monkeypatch):
+    monkeypatch.delenv("MEMORI_API_KEY", raising=False)
+    panel = seed_panel(frame(4, broken=True), db=":memory:")
+    html = panel.stats_html.value
+    assert "Totals" in html and "Per entity" in html
+    assert "<td>u1</td>" in html and "<td>u2</td>" in html
+    assert "Invalid conversations" in html and "robot" in html
+    assert panel.progress.max == 5 and panel.progress.value == 0
+    assert panel.backend.value == "local"  # no key: never the cloud by default
+
+
+def test_dry_run_uses_the_chosen_limits_and_sends_nothing(tmp_path):
+    db = tmp_path / "dry.duckdb"
+    panel = SeedPanel(frame(2), db=str(db), backend="local")
+    assert panel.dry_run()["requests"].tolist() == [1, 1]
+    panel.max_messages.value = 2
+    stats = panel.dry_run()
+    assert stats["requests"].tolist() == [2, 2]
+    assert stats["over_limit"].all()
+    html = panel.stats_html.value
+    assert "Dry run" in html and "at most 2 messages" in html and "Nothing was sent" in html
+    assert "4 requests" in html
+    assert not db.exists()  # nothing written either
+
+
+def test_run_updates_counters_and_shows_results_and_failures(tmp_path):
+    db = str(tmp_path / "run.duckdb")
+    panel = SeedPanel(frame(6, broken=True), db=db, backend="local")
+    result = run(panel)
+    assert (result.total, result.successful, result.failed) == (7, 6, 1)
+    assert panel.progress.value == panel.progress.max == 7
+    assert panel.progress.bar_style == "warning"  # one conversation failed
+    counts = panel.counters.value
+    assert "7/7" in counts and "6 succeeded" in counts and "1 failed" in counts
+    assert f"{result.total_triples} triples" in counts
+    assert "6 succeeded, 1 failed" in panel.status.value
+    html = output_html(panel)
+    assert "Results (7 conversations)" in html and "Failures (1)" in html and "robot" in html
+    assert len(panel.results) == 7 and panel.failures.conversation_id.tolist() == ["bad"]
+    assert not panel.running and not panel.run_button.disabled and panel.stop_button.disabled
+    assert len(stored_results(db)) == 7
+
+
+def test_a_clean_run_ends_green_and_a_second_run_skips_everything(tmp_path):
+    db = str(tmp_path / "again.duckdb")
+    panel = SeedPanel(frame(4), db=db, backend="local")
+    run(panel)
+    assert panel.progress.bar_style == "success"
+    again = run(panel)
+    assert (again.successful, again.skipped) == (0, 4)
+    assert "4 skipped" in panel.counters.value
+    assert "already seeded" in panel.status.value
+
+
+def test_memory_database_keeps_its_ledger_between_runs():
+    panel = SeedPanel(frame(2), db=":memory:", backend="local")
+    run(panel)
+    assert run(panel).skipped == 2
+
+
+def test_force_sends_again(tmp_path):
+    panel = SeedPanel(frame(2), db=str(tmp_path / "f.duckdb"), backend="local")
+    run(panel)
+    panel.force.value = True
+    assert run(panel).successful == 2
+
+
+def test_memori_backend_needs_a_key(monkeypatch):
+    monkeypatch.delenv("MEMORI_API_KEY", raising=False)
+    panel = SeedPanel(frame(2), db=":memory:")
+    panel.backend.value = "memori"
+    assert panel.run_button.disabled
+    assert "MEMORI_API_KEY" in panel.backend_hint.value
+    assert "needs MEMORI_API_KEY" in panel.backend.label
+    assert run(panel) is None  # driven from code anyway: refused before anything is sent
+    assert "Cannot start" in panel.status.value and "API key" in panel.status.value
+    panel.backend.value = "local"
+    assert not panel.run_button.disabled and panel.backend_hint.value == ""
+
+
+def test_memori_backend_is_the_default_with_a_key(monkeypatch):
+    monkeypatch.setenv("MEMORI_API_KEY", "k")
+    panel = SeedPanel(frame(2), db=":memory:")
+    assert panel.backend.value == "memori" and not panel.run_button.disabled
+
+
+def test_run_needs_a_running_loop():
+    panel = SeedPanel(frame(2), db=":memory:", backend="local")
+    with pytest.raises(RuntimeError, match="running event loop"):
+        panel.run()
+
+
+def test_stop_saves_finished_conversations_and_run_again_continues(tmp_path):
+    db = str(tmp_path / "stop.duckdb")
+    data = frame(6)
+    with AugmentationServer(api_key=API_KEY, latency=0.2) as server:
+        panel = SeedPanel(data, db=db, backend="memori", api_key=API_KEY,
+                          base_url=server.url)
+        panel.batch_size.value = 1
+
+        async def click_run_then_stop():
+            task = panel.run()
+            deadline = time.monotonic() + 10
+            while panel.sink is None or panel.sink.counters is None or \
+                    panel.sink.counters.successful < 2:
+                assert time.monotonic() < deadline, "the run did not progress"
+                await asyncio.sleep(0.02)
+            assert panel.running and not panel.stop_button.disabled
+            assert panel.stop() is True
+            return await task
+
+        assert asyncio.run(click_run_then_stop()) is None
+        status = panel.status.value
+        saved = panel.sink.counters.successful
+        assert 2 <= saved < 6
+        assert f"stopped — {saved} conversations saved; Run again to continue" in status
+        assert runs(db).status[0] == "interrupted"
+        stored = stored_results(db)
+        assert (stored.status == "succeeded").sum() == saved
+        assert not panel.running and panel.stop() is False
+
+        again = run(panel)
+        assert (again.skipped, again.successful) == (saved, 6 - saved)
+        assert runs(db).status[0] == "completed"
+        # a conversation saved by the stopped run was not sent again
+        first_run = set(stored.conversation_id[stored.status == "succeeded"])
+        # (a request cut off by Stop may reach the server without its body)
+        sent = [request.body["conversation"]["messages"][0]["content"]
+                for request in server.requests if request.body is not None]
+        for cid in first_run:
+            assert sent.count(f"I live in City{cid[1:]}. I love jazz.") == 1
+        assert len(sent) <= 7  # 6, plus the one in flight when Stop was clicked
+
+
+def test_widget_progress_is_throttled():
+    now = [0.0]
+    bar = SimpleNamespace(value=0, max=0, bar_style="")
+    label = SimpleNamespace(value="")
+    sink = WidgetProgress(bar, label, clock=lambda: now[0])
+    counters = SeedCounters(total=1000)
+    sink.start(counters)
+    result = ConversationResult(conversation_id="c", entity_id="u", status="succeeded",
+                                triples_count=1)
+    for _ in range(1000):
+        counters.count(result)
+        sink.update(counters, result)
+        now[0] += 0.001  # a thousand conversations in one second
+    assert 10 <= sink.refreshes <= 13  # ~10 a second, not 1000
+    sink.close(counters)
+    assert bar.value == bar.max == 1000 and bar.bar_style == "success"
+    assert "1,000 succeeded" in label.value and "1,000 triples" in label.value
+
+
+def test_panel_displays_as_a_widget():
+    panel = SeedPanel([SeedData.for_conversations(entity_id="u", conversations=[
+        {"id": "c", "messages": [{"role": "user", "content": "hi"}]}])],
+        db=":memory:", backend="local")
+    bundle = panel._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert "1 entity, 1 conversations" in panel.widget.children[0].value
+
+
+def test_stop_before_the_run_starts_sends_nothing(tmp_path):
+    panel = SeedPanel(frame(2), db=str(tmp_path / "early.duckdb"), backend="local")
+
+    async def click_run_and_stop_at_once():
+        task = panel.run()
+        assert panel.stop() is True
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(click_run_and_stop_at_once())
+    assert "nothing was sent" in panel.status.value
+    assert not (tmp_path / "early.duckdb").exists()
+
+
+def test_unknown_backend_name_is_refused():
+    from memori_nb.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="unknown backend 'cloud'"):
+        SeedPanel(frame(2), db=":memory:", backend="cloud")
+
+
+def test_a_backend_object_is_offered_as_custom(tmp_path):
+    from memori_nb import LocalBackend
+
+    panel = SeedPanel(frame(2), db=str(tmp_path / "custom.duckdb"), backend=LocalBackend())
+    assert panel.backend.value == "custom" and panel.backend.label == "custom: local"
+    assert run(panel).successful == 2
