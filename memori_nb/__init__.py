@@ -26,7 +26,7 @@ from .notebook import (entity_summaries, facts, failures, results, runs, seed_da
                        seed_dataframe_async, triples)
 from .panel import SeedPanel, seed_panel
 from .progress import TqdmProgress
-from .sources import load_seed_file
+from .sources import FORMATS, detect_format, load_seed_file, read_source
 from .store import DuckDBStore
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "ConversationResult",
     "DuckDBStore",
     "Extraction",
+    "FORMATS",
     "InvalidInputError",
     "LocalBackend",
     "Memori",
@@ -52,12 +53,14 @@ __all__ = [
     "Triple",
     "__version__",
     "chunking_stats",
+    "detect_format",
     "entity_summaries",
     "facts",
     "failures",
     "from_dataframe",
     "load_seed_file",
     "plot_chunking_stats",
+    "read_source",
     "results",
     "runs",
     "seed_dataframe",

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from typing import IO
 
 from .backends import BACKEND_NAMES
@@ -18,12 +19,13 @@ from .client import Memori
 from .errors import MemoriNbError
 from .models import DEFAULT_BATCH_SIZE, SeedConfig, SeedData, SeedResult
 from .progress import TqdmProgress
-from .sources import load_seed_file
+from .sources import FORMATS, read_source
 from .store import DEFAULT_DB
 from .validation import duplicate_reason, find_duplicate_ids
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_LISTED = 20
+MAX_IN_JSON = 1000
 
 
 class _UsageError(Exception):
@@ -39,11 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m memori_nb",
                      description="Seed historical conversations into a memory store.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    seed = commands.add_parser("seed", help="seed a conversations file",
-                               description="Seed a seed JSON file: {\"entity_id\", "
-                                           "\"process_id\"?, \"conversations\": [...]} "
-                                           "(or a list of such objects).")
-    seed.add_argument("file", help="the seed JSON file")
+    seed = commands.add_parser(
+        "seed", help="seed a conversations file",
+        description="Seed conversations from a file: the seed JSON format ({\"entity_id\", "
+                    "\"process_id\"?, \"conversations\": [...]}, or a list of such objects), "
+                    "JSONL, Parquet or CSV (one row per message), or a ChatGPT or Claude.ai "
+                    "data export (conversations.json, a folder of them, or the export's zip).")
+    seed.add_argument("file", help="the file to read (its format is detected)")
+    seed.add_argument("--format", choices=FORMATS, default=None,
+                      help="the file's format, when detection is not wanted")
+    seed.add_argument("--entity-id", default=None, metavar="ID",
+                      help="whose conversations these are, for files that do not say "
+                           "(chat exports, JSONL/CSV/Parquet without an entity column)")
+    columns = seed.add_argument_group(
+        "columns", "for JSONL/Parquet/CSV files in long format whose columns have other names")
+    for name, default in (("entity", "entity_id"), ("conversation", "conversation_id"),
+                          ("role", "role"), ("content", "content"), ("timestamp", "timestamp")):
+        columns.add_argument(f"--{name}-col", default=None, metavar="NAME",
+                             help=f"the {name} column (default {default})")
     seed.add_argument("--dry-run", action="store_true",
                       help="validate and print the plan; send nothing")
     seed.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
@@ -77,7 +92,11 @@ def main(argv: list[str] | None = None, *, stdout: IO[str] | None = None,
         parser.print_help(err)
         return EXIT_USAGE
     try:
-        seeds = load_seed_file(args.file)
+        table_options = {f"{name}_col": getattr(args, f"{name}_col") for name in (
+            "entity", "conversation", "role", "content", "timestamp")
+            if getattr(args, f"{name}_col") is not None}
+        seeds = read_source(args.file, format=args.format, entity_id=args.entity_id,
+                            **table_options)
         config = SeedConfig(batch_size=args.batch_size)
         if args.dry_run:
             return _dry_run(args, seeds, config, out)
@@ -101,10 +120,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _dry_run(args, seeds: list[SeedData], config: SeedConfig, out: IO[str]) -> int:
-    rows = list(plan_seeds(seeds, config))
-    totals = total_plan(rows)
-    invalid = [r for r in rows if r.error]
+def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str]) -> int:
+    invalid: list[PlanRow] = []
+    oversized: list[PlanRow] = []
+
+    def noting(rows: Iterable[PlanRow]) -> Iterator[PlanRow]:
+        # One pass over a possibly streamed input: totals are exact, lists are capped.
+        for row in rows:
+            if row.error and len(invalid) < MAX_IN_JSON:
+                invalid.append(row)
+            if row.over_limit and len(oversized) < MAX_IN_JSON:
+                oversized.append(row)
+            yield row
+
+    totals = total_plan(noting(plan_seeds(seeds, config)))
     if args.json:
         document = {"dry_run": True, **{k: getattr(totals, k) for k in totals.__slots__},
                     "invalid_conversations": [
@@ -112,7 +141,7 @@ def _dry_run(args, seeds: list[SeedData], config: SeedConfig, out: IO[str]) -> i
                          "error": r.error} for r in invalid],
                     "over_limit_conversations": [
                         {"entity_id": r.entity_id, "conversation_id": r.conversation_id,
-                         "requests": r.requests} for r in rows if r.over_limit]}
+                         "requests": r.requests} for r in oversized]}
         print(json.dumps(document), file=out)
     else:
         print(f"Plan for {args.file} (dry run: nothing is sent)", file=out)
@@ -129,29 +158,37 @@ def _dry_run(args, seeds: list[SeedData], config: SeedConfig, out: IO[str]) -> i
         _list(out, "Over a limit (split into several requests):",
               [f"{r.entity_id} / {r.conversation_id}: {r.messages:,} messages, "
                f"{r.characters:,} characters -> {r.requests} requests"
-               for r in rows if r.over_limit and not r.error])
-        _list(out, "Invalid (would fail):", [_row_error(r) for r in invalid])
-    return EXIT_FAILURES if invalid else EXIT_OK
+               for r in oversized if not r.error], totals.over_limit)
+        _list(out, "Invalid (would fail):", [_row_error(r) for r in invalid], totals.invalid)
+    return EXIT_FAILURES if totals.invalid else EXIT_OK
 
 
-def _seed(args, seeds: list[SeedData], config: SeedConfig, out: IO[str], err: IO[str]) -> int:
+def _seed(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str],
+          err: IO[str]) -> int:
     memori = Memori(conn=args.db, backend=args.backend)
     try:
-        # Before anything is sent: a missing key stops here, and duplicates are listed.
+        # Before anything is sent: a missing key stops here, and duplicates are listed
+        # (for a streamed file they are reported as the run reaches them).
         memori.backend_ready()
-        duplicates = [duplicate_reason(cid, where) for seed in seeds
-                      for cid, where in find_duplicate_ids(seed.conversations).items()]
-        _list(err, "Duplicate conversation ids (these conversations will fail):", duplicates)
+        if isinstance(seeds, list):
+            duplicates = [duplicate_reason(cid, where) for seed in seeds
+                          for cid, where in find_duplicate_ids(seed.conversations).items()]
+            _list(err, "Duplicate conversation ids (these conversations will fail):",
+                  duplicates)
         progress = TqdmProgress("seeding", file=err, notebook=False)
+        # Results stay in DuckDB rather than in memory: files may hold millions.
         result = asyncio.run(memori.seed(seeds, seed_config=config, force=args.force,
-                                         progress=progress))
+                                         progress=progress, keep_results=False))
+        failures = memori.store.sql(
+            "SELECT entity_id, conversation_id, error FROM conversation_results "
+            "WHERE run_id = ? AND status = 'failed' LIMIT ?", [result.run_id, MAX_LISTED])
     finally:
         memori.close()
-    _report(args, result, out, err)
+    _report(args, result, failures, out, err)
     return EXIT_OK if result.failed == 0 and not result.stopped_reason else EXIT_FAILURES
 
 
-def _report(args, result: SeedResult, out: IO[str], err: IO[str]) -> None:
+def _report(args, result: SeedResult, failures, out: IO[str], err: IO[str]) -> None:
     human = err if args.json else out
     seconds = result.duration_ms / 1000
     print(f"Seeded {result.total:,} conversations in {seconds:.1f} s: "
@@ -162,7 +199,7 @@ def _report(args, result: SeedResult, out: IO[str], err: IO[str]) -> None:
         print(f"The run stopped early: {result.stopped_reason}. Conversations not sent are "
               f"skipped; run the same command later to send them.", file=human)
     _list(human, "Failed:", [f"{r.entity_id} / {r.conversation_id}: {r.error}"
-                             for r in result.results if r.status == "failed"])
+                             for r in failures.itertuples()], result.failed)
     if args.json:
         print(json.dumps(result.summary_dict()), file=out)
 
@@ -171,11 +208,13 @@ def _row_error(row: PlanRow) -> str:
     return f"{row.entity_id} / {row.conversation_id}: {row.error}"
 
 
-def _list(stream: IO[str], title: str, lines: list[str]) -> None:
-    if not lines:
+def _list(stream: IO[str], title: str, lines: list[str], total: int | None = None) -> None:
+    """Print up to MAX_LISTED lines under a title, and how many more there are."""
+    total = len(lines) if total is None else total
+    if not total:
         return
     print(title, file=stream)
     for line in lines[:MAX_LISTED]:
         print(f"  {line}", file=stream)
-    if len(lines) > MAX_LISTED:
-        print(f"  ... and {len(lines) - MAX_LISTED:,} more", file=stream)
+    if total > MAX_LISTED:
+        print(f"  ... and {total - MAX_LISTED:,} more", file=stream)

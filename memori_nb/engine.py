@@ -222,7 +222,9 @@ class _SeedRun:
         await asyncio.to_thread(self.store.build)
         # Entities never seeded before need no ledger look-ups at all.
         self.entities_in_ledger = None
-        if isinstance(self.seeds, (list, tuple)):
+        if await asyncio.to_thread(self.store.ledger_is_empty):
+            self.entities_in_ledger = set()  # a first run: nothing to look up at all
+        elif isinstance(self.seeds, (list, tuple)):
             self.entities_in_ledger = await asyncio.to_thread(
                 self.store.seeded_entities, {seed.entity_id for seed in self.seeds})
         self.store.start_run(self.run_id, backend=getattr(self.backend, "name", "custom"),

@@ -114,6 +114,8 @@ class DuckDBStore:
             except duckdb.Error as exc:
                 raise StoreError(f"cannot open DuckDB database {self.path!r}: {exc}") from exc
             self._owns_conn = True
+            # DuckDB's own progress bar would interleave with ours on stderr.
+            self.conn.execute("SET enable_progress_bar = false")
         self._lock = threading.RLock()
         # Ledger look-ups go through their own cursor so they do not wait for a write
         # transaction in progress on the main connection (DuckDB gives each cursor a snapshot).
@@ -158,6 +160,12 @@ class DuckDBStore:
                  stopped_reason, run_id])
 
     # --- ledger -------------------------------------------------------------------------
+
+    def ledger_is_empty(self) -> bool:
+        """True when no conversation has been seeded in this database yet."""
+        with self._lock:
+            return self.conn.execute(
+                "SELECT NOT EXISTS (SELECT 1 FROM seeded_conversations)").fetchall()[0][0]
 
     def seeded_entities(self, entity_ids: set[str]) -> set[str]:
         """Which of ``entity_ids`` have at least one conversation in the ledger."""
@@ -214,9 +222,9 @@ class DuckDBStore:
 
     def latest_run_id(self) -> str | None:
         with self._lock:
-            row = self.conn.execute(
-                "SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
-        return row[0] if row else None
+            rows = self.conn.execute(
+                "SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").fetchall()
+        return rows[0][0] if rows else None
 
     def runs(self) -> pd.DataFrame:
         """One row per run, newest first."""
