@@ -29,6 +29,8 @@ from .store import DuckDBStore, ResultRecord
 from .validation import Invalid, check_conversations
 
 # Conversations validated and checked against the ledger together (one query per window).
+# Windows start small, so the first requests go out at once, and double up to the limit.
+FIRST_WINDOW = 64
 LEDGER_WINDOW = 2000
 # Finished results are written in batches of up to FLUSH_ROWS, or after FLUSH_SECONDS,
 # whichever comes first; at MAX_PENDING_WRITES workers pause to let the store catch up.
@@ -278,7 +280,9 @@ class _SeedRun:
                 check_ledger = seed.entity_id in self.entities_in_ledger
             base = position
             items = ((base + i, parsed) for i, parsed in check_conversations(seed))
-            while window := list(islice(items, LEDGER_WINDOW)):
+            size = FIRST_WINDOW
+            while window := list(islice(items, size)):
+                size = min(size * 2, LEDGER_WINDOW)
                 position += len(window)
                 jobs = await self._plan_window(seed, window, check_ledger)
                 for job in jobs:

@@ -70,10 +70,7 @@ class MemoriBackend:
         """Send one request; map the HTTP outcome to an Extraction or an AugmentationError."""
         self.check_ready()
         if self._client is None:
-            # No keep-alive cap: httpx keeps 20 by default, and a window of 50 would then
-            # reconnect for most requests. The engine's window bounds the connections.
-            self._client = httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(
-                max_connections=None, max_keepalive_connections=None))
+            self._client = default_client(self.timeout)
         cid = request.conversation_id
         try:
             response = await self._client.post(
@@ -101,6 +98,16 @@ class MemoriBackend:
         if self._client is not None and self._owns_client:
             await self._client.aclose()
             self._client = None
+
+
+def default_client(timeout: float = DEFAULT_REQUEST_TIMEOUT) -> httpx.AsyncClient:
+    """The HTTP client the backend makes for itself (create it inside the loop that uses it).
+
+    No keep-alive cap: httpx keeps 20 connections by default, and a window of 50 requests
+    would then reconnect for most of them. The engine's window bounds the connections.
+    """
+    return httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(
+        max_connections=None, max_keepalive_connections=None))
 
 
 def build_payload(request: AugmentationRequest) -> dict[str, Any]:
