@@ -9,7 +9,7 @@ Tables (all created by :meth:`DuckDBStore.build`, idempotently):
   content hash) that succeeded. A later run skips what is here unless forced.
 - ``conversations`` (title, source timestamps of the first and last message, the content hash
   seeded last) and ``messages`` (each message with the time it was said at the source; a forced
-  re-seed appends another copy under its own run id).
+  re-seed appends another copy under its own run id). Source times are UTC.
 - ``entities``, ``facts`` (deduplicated per entity, with ``mention_count``, ``first_seen``,
   ``last_seen``), ``triples`` (one row per extracted triple, with its conversation),
   ``conversation_summaries``, ``process_attributes``: the memory model.
@@ -51,11 +51,11 @@ CREATE TABLE IF NOT EXISTS seeded_conversations (
     seeded_at TIMESTAMP, PRIMARY KEY (entity_id, conversation_id, content_hash));
 CREATE TABLE IF NOT EXISTS conversations (
     entity_id VARCHAR, conversation_id VARCHAR, title VARCHAR, content_hash VARCHAR,
-    message_count INTEGER, started_at TIMESTAMPTZ, ended_at TIMESTAMPTZ, run_id VARCHAR,
+    message_count INTEGER, started_at TIMESTAMP, ended_at TIMESTAMP, run_id VARCHAR,
     seeded_at TIMESTAMP, PRIMARY KEY (entity_id, conversation_id));
 CREATE TABLE IF NOT EXISTS messages (
     entity_id VARCHAR, conversation_id VARCHAR, content_hash VARCHAR, position INTEGER,
-    role VARCHAR, content VARCHAR, said_at TIMESTAMPTZ, run_id VARCHAR);
+    role VARCHAR, content VARCHAR, said_at TIMESTAMP, run_id VARCHAR);
 CREATE TABLE IF NOT EXISTS entities (
     entity_id VARCHAR PRIMARY KEY, first_seen TIMESTAMP, last_seen TIMESTAMP);
 CREATE TABLE IF NOT EXISTS facts (
@@ -332,6 +332,13 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
         if record.process_id:
             attributes.extend((record.process_id, a) for a in ext.attributes)
     frame = pd.DataFrame.from_records
+    conversations_frame = frame(conversations, columns=[
+        "entity_id", "conversation_id", "title", "content_hash", "message_count", "started_at",
+        "ended_at"])
+    messages_frame = pd.DataFrame(messages)
+    for table, column in ((conversations_frame, "started_at"), (conversations_frame, "ended_at"),
+                          (messages_frame, "said_at")):
+        table[column] = _naive_utc(table[column])
     return {
         "results": frame(results, columns=[
             "run_id", "entity_id", "process_id", "conversation_id", "content_hash", "status",
@@ -343,12 +350,16 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
             "object_name", "object_type"]),
         "summaries": frame(summaries, columns=["entity_id", "conversation_id", "summary"]),
         "attributes": frame(attributes, columns=["process_id", "attribute"]),
-        "conversations": frame(conversations, columns=[
-            "entity_id", "conversation_id", "title", "content_hash", "message_count",
-            "started_at", "ended_at"]),
-        "messages": pd.DataFrame(messages),
+        "conversations": conversations_frame,
+        "messages": messages_frame,
         "run_id": run_id,
     }
+
+
+def _naive_utc(values: pd.Series) -> pd.Series:
+    """Source times as naive UTC: stored as TIMESTAMP, so fetching them as Python objects
+    needs no time-zone package (DuckDB wants pytz for TIMESTAMPTZ)."""
+    return pd.to_datetime(values, utc=True).dt.tz_localize(None)
 
 
 def _write_statements(frames: dict[str, Any]) -> list[tuple[str, pd.DataFrame | None]]:

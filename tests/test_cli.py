@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from importlib.resources import files
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -120,3 +121,50 @@ def test_python_dash_m_entry_point(tmp_path):
                            "--json"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["conversations"] > 30
+
+
+REAL_CHATGPT = (Path(__file__).resolve().parents[2] / "shared" / "data" / "exports" / "chatgpt"
+                / "conversations.json")
+
+
+def test_a_real_chatgpt_export_seeds_with_an_entity_id(tmp_path):
+    if not REAL_CHATGPT.exists():
+        pytest.skip(f"{REAL_CHATGPT} is not here")
+    code, out, err = run("seed", str(REAL_CHATGPT), "--dry-run", "--entity-id", "me")
+    assert code == 0 and "conversations  1 (1 valid" in out
+    code, out, err = run("seed", str(REAL_CHATGPT), "--backend", "local")
+    assert code == 2 and "--entity-id" in err
+    db = str(tmp_path / "db")
+    code, out, err = run("seed", str(REAL_CHATGPT), "--backend", "local", "--db", db,
+                         "--entity-id", "me", "--json")
+    assert code == 0 and json.loads(out)["successful"] == 1
+    with duckdb.connect(db) as conn:
+        title, started, ended, count = conn.execute(
+            "select title, started_at, ended_at, message_count from conversations").fetchall()[0]
+        said = [row[0] for row in conn.execute(
+            "select said_at from messages order by position").fetchall()]
+        warnings = conn.execute("select warnings from conversation_results").fetchall()[0][0]
+    assert title and count == len(said) > 1
+    assert said == sorted(said) and started == said[0] and ended == said[-1]
+    assert any("left out" in w for w in warnings)
+
+
+def test_jsonl_and_csv_files_with_format_and_column_flags(tmp_path):
+    lines = [{"conversation_id": "c1", "role": "user", "content": "I live in Lima."},
+             {"conversation_id": "c1", "role": "assistant", "content": "Nice."},
+             "{broken",
+             {"conversation_id": "c2", "role": "user", "content": "I love tea."}]
+    path = tmp_path / "chats.txt"
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    code, out, _ = run("seed", str(path), "--format", "jsonl", "--entity-id", "u",
+                       "--dry-run", "--json")
+    plan = json.loads(out)
+    assert code == 1 and plan["valid"] == 2 and plan["invalid"] == 1
+    assert "line 3" in plan["invalid_conversations"][0]["error"]
+    csv = tmp_path / "chats.csv"
+    csv.write_text("who,conv,speaker,text\nu,c1,user,I work at Acme.\nu,c1,assistant,Cool\n")
+    code, out, err = run("seed", str(csv), "--backend", "local", "--db", str(tmp_path / "d"),
+                         "--entity-col", "who", "--conversation-col", "conv", "--role-col",
+                         "speaker", "--content-col", "text", "--json")
+    assert code == 0, err
+    assert json.loads(out)["successful"] == 1
