@@ -652,7 +652,7 @@ def _entity_codes(df: pd.DataFrame, entity_col: str,
     if len(missing):
         rows = [_label(df.index[p]) for p in missing[:_MAX_PROBLEMS_LISTED].tolist()]
         more = len(missing) - len(rows)
-        count = f"1 row (row" if len(missing) == 1 else f"{len(missing):,} rows (rows"
+        count = "1 row (row" if len(missing) == 1 else f"{len(missing):,} rows (rows"
         raise InvalidInputError(
             f"column {entity_col!r} has no entity id (missing or blank) in {count} "
             f"{', '.join(rows)}{f' and {more:,} more' if more > 0 else ''}); fill it or "

@@ -9,13 +9,14 @@ import json
 import re
 import zipfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .._gc import paused_gc
 from ..errors import InvalidInputError
+from ..models import SeedData
 
 # The conversation files of an export: conversations.json, or conversations-000.json ... when
 # an export is split.
@@ -40,6 +41,35 @@ def require_entity_id(entity_id: Any, what: str) -> str:
     if not isinstance(entity_id, str) or not entity_id.strip():
         raise InvalidInputError(f"entity_id must be a non-empty string, got {entity_id!r}")
     return entity_id
+
+
+def read_export(path: str | Path, *, entity_id: Any, kind: str, expected: str,
+                parse: Callable[..., Any]) -> SeedData:
+    """One SeedData whose conversations stream from an export's files, one file loaded at a
+    time; ``parse(record, index, where=...)`` turns each record into a Conversation or
+    Invalid."""
+    entity_id = require_entity_id(entity_id, f"{EXPORT_NAMES[kind]}s")
+    files = export_files(path, kind=kind)
+    first = files[0].load()
+    check_document(first, kind=kind, name=files[0].name, expected=expected)
+    return SeedData(entity_id=entity_id,
+                    conversations=_stream(files, first, kind, expected, parse))
+
+
+def _stream(files: list[ExportFile], first: Any, kind: str, expected: str,
+            parse: Callable[..., Any]) -> Iterator[Any]:
+    index = 0
+    document = first
+    for number, file in enumerate(files):
+        if number:
+            document = file.load()
+            check_document(document, kind=kind, name=file.name, expected=expected)
+        where = f" (in {file.name})" if len(files) > 1 else ""
+        for position in range(len(document)):
+            record, document[position] = document[position], None  # free it once converted
+            yield parse(record, index, where=where)
+            index += 1
+        document = None
 
 
 def export_files(path: str | Path, *, kind: str) -> list[ExportFile]:

@@ -12,14 +12,12 @@ out, and ``Conversation.warnings`` counts what was left out.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..models import Conversation, Message, SeedData
 from ..validation import Invalid, parse_timestamp
-from ._exports import (ExportFile, check_document, export_files, label_record,
-                       left_out_warning, require_entity_id)
+from ._exports import label_record, left_out_warning, read_export
 
 _EXPECTED = "a JSON list of conversations with 'mapping' and 'current_node'"
 _TEXT_TYPES = frozenset({"text", "multimodal_text"})
@@ -57,26 +55,8 @@ def read_chatgpt_export(path: str | Path, *, entity_id: str) -> SeedData:
         >>> [m.content for m in next(iter(seed.conversations)).messages]
         ['Hello!']
     """
-    entity_id = require_entity_id(entity_id, "ChatGPT exports")
-    files = export_files(path, kind="chatgpt")
-    first = files[0].load()
-    check_document(first, kind="chatgpt", name=files[0].name, expected=_EXPECTED)
-    return SeedData(entity_id=entity_id, conversations=_stream(files, first))
-
-
-def _stream(files: list[ExportFile], first: Any) -> Iterator[Conversation | Invalid]:
-    index = 0
-    document = first
-    for number, file in enumerate(files):
-        if number:
-            document = file.load()
-            check_document(document, kind="chatgpt", name=file.name, expected=_EXPECTED)
-        where = f" (in {file.name})" if len(files) > 1 else ""
-        for position in range(len(document)):
-            record, document[position] = document[position], None  # free it once converted
-            yield parse_chatgpt_conversation(record, index, where=where)
-            index += 1
-        document = None
+    return read_export(path, entity_id=entity_id, kind="chatgpt", expected=_EXPECTED,
+                       parse=parse_chatgpt_conversation)
 
 
 def parse_chatgpt_conversation(record: Any, index: int, *,

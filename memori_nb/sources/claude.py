@@ -11,14 +11,12 @@ and messages left with no text are left out, and ``Conversation.warnings`` count
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..models import Conversation, Message, SeedData
 from ..validation import Invalid, parse_timestamp
-from ._exports import (ExportFile, check_document, export_files, label_record,
-                       left_out_warning, require_entity_id)
+from ._exports import label_record, left_out_warning, read_export
 
 _EXPECTED = "a JSON list of conversations with 'uuid' and 'chat_messages'"
 _ROLES = {"human": "user", "user": "user", "assistant": "assistant"}
@@ -51,26 +49,8 @@ def read_claude_export(path: str | Path, *, entity_id: str) -> SeedData:
         >>> [(m.role, m.content) for m in next(iter(seed.conversations)).messages]
         [('user', 'Hello!')]
     """
-    entity_id = require_entity_id(entity_id, "Claude exports")
-    files = export_files(path, kind="claude")
-    first = files[0].load()
-    check_document(first, kind="claude", name=files[0].name, expected=_EXPECTED)
-    return SeedData(entity_id=entity_id, conversations=_stream(files, first))
-
-
-def _stream(files: list[ExportFile], first: Any) -> Iterator[Conversation | Invalid]:
-    index = 0
-    document = first
-    for number, file in enumerate(files):
-        if number:
-            document = file.load()
-            check_document(document, kind="claude", name=file.name, expected=_EXPECTED)
-        where = f" (in {file.name})" if len(files) > 1 else ""
-        for position in range(len(document)):
-            record, document[position] = document[position], None  # free it once converted
-            yield parse_claude_conversation(record, index, where=where)
-            index += 1
-        document = None
+    return read_export(path, entity_id=entity_id, kind="claude", expected=_EXPECTED,
+                       parse=parse_claude_conversation)
 
 
 def parse_claude_conversation(record: Any, index: int, *,

@@ -136,6 +136,14 @@ def _lines_of(handle: Iterable, name: str, *, close: bool) -> Iterator[tuple[int
             handle.close()
 
 
+def _decode_object(line: bytes | str) -> tuple[Any, str | None]:
+    """A line's JSON object, or the problem with it."""
+    record, problem = _decode(line)
+    if problem is None and not isinstance(record, dict):
+        problem = f"expected a JSON object, got {type(record).__name__}"
+    return record, problem
+
+
 def _decode(line: bytes | str) -> tuple[Any, str | None]:
     """The line's JSON value, or a problem."""
     try:
@@ -199,9 +207,7 @@ class _ConversationLines(_Reader):
         for number, line in lines:
             if not line.strip():
                 continue
-            record, problem = _decode(line)
-            if problem is None and not isinstance(record, dict):
-                problem = f"expected a JSON object, got {type(record).__name__}"
+            record, problem = _decode_object(line)
             if problem is not None:
                 yield self.emit(self.fallback_key(), _line_failure(number, problem, 0))
                 continue
@@ -251,9 +257,7 @@ class _MessageLines(_Reader):
         for number, line in lines:
             if not line.strip():
                 continue
-            record, problem = _decode(line)
-            if problem is None and not isinstance(record, dict):
-                problem = f"expected a JSON object, got {type(record).__name__}"
+            record, problem = _decode_object(line)
             cid = None
             if problem is None:
                 cid = record.get("conversation_id")
