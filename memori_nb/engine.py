@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from .backends.base import AugmentationBackend, AugmentationRequest
 from .chunking import oversize_reason, plan_conversation, split_messages
-from .errors import InvalidInputError, RateLimitedError
+from .errors import InvalidInputError, RateLimitedError, TransientError
 from .models import (Conversation, ConversationResult, Extraction, Message, SeedConfig,
                      SeedCounters, SeedData, SeedResult, Triple)
 from .retry import decide_retry
@@ -202,8 +202,8 @@ class _SeedRun:
         self.stop_reason: str | None = None
         self.gate = _RateGate(clock, sleep)
         self.queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=config.batch_size * 4)
-        self.writer = _Writer(store, self.run_id,
-                              in_thread=getattr(backend, "requires_network", True))
+        self.requires_network = getattr(backend, "requires_network", True)
+        self.writer = _Writer(store, self.run_id, in_thread=self.requires_network)
 
     async def execute(self) -> SeedResult:
         # The input is often millions of long-lived objects (parsed JSON, DataFrames); left
@@ -386,7 +386,7 @@ class _SeedRun:
             if self.stop_reason:
                 raise _RunStopped(self.stop_reason)
             try:
-                return await self.backend.augment(request)
+                return await self._augment(request)
             except Exception as exc:  # noqa: BLE001 - every failure goes through decide_retry
                 attempt += 1
                 decision = decide_retry(exc, attempt, max_retries=self.config.max_retries,
@@ -402,6 +402,16 @@ class _SeedRun:
                 if isinstance(exc, RateLimitedError):
                     self.gate.hold(decision.delay)
                 await self.sleep(decision.delay)
+
+    async def _augment(self, request: AugmentationRequest) -> Extraction:
+        if not self.requires_network:
+            return await self.backend.augment(request)  # CPU-bound: nothing to wait for
+        timeout = self.config.request_timeout
+        try:
+            return await asyncio.wait_for(self.backend.augment(request), timeout)
+        except TimeoutError as exc:
+            raise TransientError(f"no answer within {timeout:g} s",
+                                 conversation_id=request.conversation_id) from exc
 
     # --- bookkeeping --------------------------------------------------------------------------
 

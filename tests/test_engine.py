@@ -298,3 +298,28 @@ def test_memori_backend_without_key_sends_nothing(monkeypatch, server):
         asyncio.run(m.seed(data))
     assert "local" in str(info.value)
     assert server.request_count == 0
+
+
+def test_a_request_without_an_answer_in_time_is_retried_then_fails(fake_time):
+    class Silent:
+        name, requires_network = "silent", True
+        calls = 0
+
+        async def augment(self, request):
+            Silent.calls += 1
+            await asyncio.sleep(10)
+
+        async def aclose(self):
+            pass
+
+    async def go():
+        return await seed_all(
+            [SeedData.for_conversations(entity_id="u", conversations=many(1))],
+            backend=Silent(), store=DuckDBStore(":memory:"), sleep=fake_time.sleep,
+            clock=fake_time.clock, jitter=lambda: 0.0,
+            config=SeedConfig(request_timeout=0.05, max_retries=1))
+
+    result = asyncio.run(go())
+    [only] = result.results
+    assert only.status == "failed" and "no answer within 0.05 s" in only.error
+    assert Silent.calls == 2
