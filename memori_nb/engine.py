@@ -222,10 +222,11 @@ class _SeedRun:
     async def _execute(self) -> SeedResult:
         started = self.clock()
         await asyncio.to_thread(self.store.build)
-        # Entities never seeded before need no ledger look-ups at all.
+        # Entities never seeded before need no ledger look-ups at all; None means "ask per
+        # entity as the stream reaches it".
         self.entities_in_ledger = None
         if await asyncio.to_thread(self.store.ledger_is_empty):
-            self.entities_in_ledger = set()  # a first run: nothing to look up at all
+            self.entities_in_ledger = set()
         elif isinstance(self.seeds, (list, tuple)):
             self.entities_in_ledger = await asyncio.to_thread(
                 self.store.seeded_entities, {seed.entity_id for seed in self.seeds})
