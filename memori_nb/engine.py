@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as _wait_futures
 import random
 import time
 import uuid
@@ -104,6 +106,8 @@ class _Writer:
         self._room.set()
         self._full = asyncio.Event()
         self._closing = False
+        self._in_flight: tuple[list[ResultRecord], Future] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memori_nb-write")
 
     def add(self, record: ResultRecord) -> None:
         self._pending.append(record)
@@ -127,14 +131,19 @@ class _Writer:
             if not self._full.is_set():
                 # Every write has a fixed cost, so gather a batch for a short while first.
                 try:
-                    await asyncio.wait_for(self._full.wait(), self._flush_seconds)
+                    async with asyncio.timeout(self._flush_seconds):
+                        await self._full.wait()
                 except TimeoutError:
                     pass
             batch, self._pending = self._pending, []
             self._full.clear()
             self._room.set()
             if self._in_thread:
-                await asyncio.to_thread(self._store.write, self._run_id, batch)
+                # Kept so that a cancelled run can wait for the write it started.
+                future = self._executor.submit(self._store.write, self._run_id, batch)
+                self._in_flight = (batch, future)
+                await asyncio.shield(asyncio.wrap_future(future))
+                self._in_flight = None
             else:
                 self._store.write(self._run_id, batch)
                 await asyncio.sleep(0)  # let workers refill the next batch
@@ -144,8 +153,18 @@ class _Writer:
         self._wake.set()
         self._full.set()
 
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
+
     def flush_now(self) -> None:
         """Write what is pending, synchronously (used when the run is cancelled)."""
+        if self._in_flight is not None:
+            started, future = self._in_flight
+            if future.cancel():  # never started: write its batch here
+                self._pending = started + self._pending
+            else:
+                _wait_futures([future])  # the thread is writing it: let it finish
+            self._in_flight = None
         batch, self._pending = self._pending, []
         self._store.write(self._run_id, batch)
 
@@ -256,6 +275,7 @@ class _SeedRun:
                 everything.exception()  # retrieved here; the first failure already propagated
             if status == "interrupted":
                 self.writer.flush_now()  # waits for an in-flight write, then saves the rest
+            self.writer.shutdown()
             duration_ms = (self.clock() - started) * 1000
             self.store.finish_run(self.run_id, status=status, counters=self.counters,
                                   duration_ms=duration_ms, stopped_reason=self.stop_reason)
@@ -409,7 +429,9 @@ class _SeedRun:
             return await self.backend.augment(request)  # CPU-bound: nothing to wait for
         timeout = self.config.request_timeout
         try:
-            return await asyncio.wait_for(self.backend.augment(request), timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+            async with asyncio.timeout(timeout):
+                return await self.backend.augment(request)
         except TimeoutError as exc:
             raise TransientError(f"no answer within {timeout:g} s",
                                  conversation_id=request.conversation_id) from exc

@@ -46,6 +46,8 @@ def decide_retry(error: Exception, attempt: int, *, max_retries: int, retry_dela
     """
     backoff = min(retry_delay * 2 ** (attempt - 1) * (1 + jitter / 2), MAX_WAIT_SECONDS)
     reason = str(error)
+    if isinstance(error, AugmentationError) and error.status_code in (401, 403):
+        return RetryDecision("stop_run", reason=f"the API key was refused ({reason})")
     if isinstance(error, QuotaExceededError):
         return RetryDecision("stop_run", reason=f"quota exhausted ({reason})")
     if isinstance(error, RateLimitedError):

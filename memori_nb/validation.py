@@ -90,7 +90,7 @@ def parse_messages(raw_messages: Iterable[Any]) -> tuple[tuple[Message, ...], li
         if type(raw) is dict:
             role = raw.get("role")
             content = raw.get("content")
-            if role in _ROLES and type(content) is str and content and not content.isspace():
+            if type(role) is str and role in _ROLES and type(content) is str and content and not content.isspace():
                 timestamp = raw.get("timestamp")
                 if timestamp is not None:
                     timestamp = parse_timestamp(timestamp)
@@ -141,7 +141,7 @@ def _message_problem(position: int, role: Any, content: Any, raw: dict) -> str:
     where = f"messages[{position}]"
     if "role" not in raw:
         return f"{where} is missing 'role'"
-    if role not in _ROLES:
+    if not isinstance(role, str) or role not in _ROLES:
         return f"{where}.role {role!r} is not one of {', '.join(ROLES)}"
     if "content" not in raw:
         return f"{where} is missing 'content'"

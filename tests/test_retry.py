@@ -63,7 +63,7 @@ def test_quota_exceeded_stops_the_run_at_once():
 
 @pytest.mark.parametrize("error", [
     PayloadRejectedError("messages too long", status_code=422),
-    RequestFailedError("unauthorized", status_code=401),
+    RequestFailedError("not found", status_code=404),
 ])
 def test_client_errors_give_up_at_the_first_attempt(error):
     decision = decide(error, 1)
@@ -82,3 +82,10 @@ def test_waits_are_capped():
     assert decide(TransientError("x"), 30, max_retries=50).delay == MAX_WAIT_SECONDS
     huge = RateLimitedError("slow down", retry_after=86_400.0)
     assert decide(huge, 1).delay == MAX_WAIT_SECONDS
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_stops_the_run(status):
+    decision = decide_retry(RequestFailedError("bad key", status_code=status), 1,
+                            max_retries=3, retry_delay=1.0, jitter=0.0)
+    assert decision.action == "stop_run" and "API key was refused" in decision.reason

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from .._version import __version__
-from ..errors import (AugmentationError, MissingApiKeyError, PayloadRejectedError, QuotaExceededError,
+from ..errors import (AugmentationError, ConfigurationError, MissingApiKeyError, PayloadRejectedError, QuotaExceededError,
                       RateLimitedError, RequestFailedError, TransientError)
 from ..models import DEFAULT_REQUEST_TIMEOUT, Extraction, Triple
 from .base import AugmentationRequest
@@ -61,6 +61,12 @@ class MemoriBackend:
 
     def check_ready(self) -> None:
         """Raise :class:`MissingApiKeyError` unless an API key is configured."""
+        if self._api_key and (self._api_key != self._api_key.strip()
+                              or not self._api_key.isascii()
+                              or not self._api_key.isprintable()):
+            raise ConfigurationError(
+                f"the API key (from {API_KEY_ENV} or api_key=) has spaces, line breaks or "
+                f"non-ASCII characters; check how it was copied (it is not shown here)")
         if not self._api_key:
             raise MissingApiKeyError(
                 f"the 'memori' backend needs an API key: set {API_KEY_ENV} (or pass api_key=), "
@@ -106,7 +112,8 @@ def default_client(timeout: float = DEFAULT_REQUEST_TIMEOUT) -> httpx.AsyncClien
     No keep-alive cap: httpx keeps 20 connections by default, and a window of 50 requests
     would then reconnect for most of them. The engine's window bounds the connections.
     """
-    return httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(
+    # Only connecting is bounded here: the engine bounds each request with request_timeout.
+    return httpx.AsyncClient(timeout=httpx.Timeout(None, connect=timeout), limits=httpx.Limits(
         max_connections=None, max_keepalive_connections=None))
 
 

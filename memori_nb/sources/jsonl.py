@@ -300,7 +300,7 @@ class _MessageLines(_Reader):
                                     f"{pending.key[0]!r} on line {pending.first_line}")
             return
         role, content = record.get("role"), record.get("content")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             pending.problems.append(
                 f"line {number}: missing 'role'" if "role" not in record else
                 f"line {number}: role {role!r} is not one of {', '.join(ROLES)}")

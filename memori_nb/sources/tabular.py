@@ -336,7 +336,7 @@ def _owner(entity: str | None, default_entity: str | None, row: int, path: Path)
 def _row_problem(cid: str | None, role: Any, content: Any, bad_ts: Any, n: int) -> str:
     if cid is None:
         return str(n)
-    if role not in _ROLES:
+    if not isinstance(role, str) or role not in _ROLES:
         return (f"row {n}: role {role!r} is not one of {', '.join(ROLES)}"
                 if role is not None else f"row {n}: role is empty")
     if bad_ts is not None:
