@@ -21,7 +21,7 @@ from memori_nb import SeedConfig, SeedData
 from memori_nb.backends import MemoriBackend
 from memori_nb.backends.memori import default_client
 from memori_nb.engine import seed_all
-from memori_nb.store import DuckDBStore
+from memori_nb.stores import DuckDBStore
 from memori_nb.testing import AugmentationServer, lognormal_latency
 
 

@@ -27,7 +27,7 @@ from .notebook import (entity_summaries, facts, failures, results, runs, seed_da
 from .panel import SeedPanel, seed_panel
 from .progress import TqdmProgress
 from .sources import FORMATS, detect_format, load_seed_file, read_source
-from .store import DuckDBStore
+from .stores import DuckDBStore
 
 __all__ = [
     "AugmentationError",

@@ -20,7 +20,7 @@ from .errors import MemoriNbError
 from .models import DEFAULT_BATCH_SIZE, SeedConfig, SeedData, SeedResult
 from .progress import TqdmProgress
 from .sources import FORMATS, read_source
-from .store import DEFAULT_DB
+from .stores import DEFAULT_DB
 from .validation import duplicate_reason, find_duplicate_ids
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -3,34 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
-import duckdb
 import httpx
 
 from .backends import AugmentationBackend, resolve_backend
 from .engine import OnProgress, ProgressSink, seed_all
-from .errors import InvalidInputError
+from .errors import ConfigurationError, InvalidInputError
 from .models import SeedConfig, SeedData, SeedResult
-from .store import DEFAULT_DB, DuckDBStore
+from .stores import DEFAULT_DB, Store, open_store
 
 
 class StorageConfig:
     """``m.config.storage``: the store behind a :class:`Memori`."""
 
-    def __init__(self, store: DuckDBStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def build(self) -> None:
-        """Create the DuckDB tables if they do not exist (idempotent)."""
+        """Create the store's tables if they do not exist (idempotent): memori_nb's DuckDB
+        tables, or Memori's schema and memori_nb's ledger in a SQL database."""
         self.store.build()
 
 
 class MemoriConfig:
     """``m.config``: holds ``storage``."""
 
-    def __init__(self, store: DuckDBStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.storage = StorageConfig(store)
 
 
@@ -38,13 +38,19 @@ class Memori:
     """Seed historical conversations into a memory store.
 
     Args:
-        conn: a DuckDB file path (default ``"memori.duckdb"``), ``":memory:"``, or an open
-            ``duckdb`` connection.
+        conn: where memories go. A DuckDB file path (default ``"memori.duckdb"``),
+            ``":memory:"`` or ``duckdb`` connection: the embedded DuckDB store, for analysis.
+            A SQLAlchemy ``sessionmaker``, ``Session``, ``Engine`` or URL
+            (``"sqlite:///memori.db"``, ``"postgresql+psycopg://..."``), a DB-API connection
+            (``sqlite3``, psycopg) or a function returning one: Memori's own tables there,
+            which an app's Memori SDK recalls from (needs ``pip install 'memori_nb[memori]'``).
         backend: ``"memori"`` (default: the AA service, needs ``MEMORI_API_KEY``), ``"local"``
             (offline extractor, no key), or a backend object.
         api_key: the Memori API key; defaults to ``$MEMORI_API_KEY``. Never printed.
         base_url: the AA service URL; defaults to ``$MEMORI_API_URL_BASE``.
         http_client: an ``httpx.AsyncClient`` for the ``memori`` backend (tests inject one).
+        embedder: what embeds facts for Memori's tables (default: the bundled
+            all-MiniLM-L6-v2, :class:`memori_nb.embeddings.Embedder`).
 
     Example:
         >>> import asyncio
@@ -55,11 +61,11 @@ class Memori:
         1
     """
 
-    def __init__(self, conn: str | Path | duckdb.DuckDBPyConnection = DEFAULT_DB, *,
+    def __init__(self, conn: Any = DEFAULT_DB, *,
                  backend: str | AugmentationBackend = "memori", api_key: str | None = None,
-                 base_url: str | None = None,
-                 http_client: httpx.AsyncClient | None = None) -> None:
-        self.store = DuckDBStore(conn)
+                 base_url: str | None = None, http_client: httpx.AsyncClient | None = None,
+                 embedder: Any = None) -> None:
+        self.store = open_store(conn, embedder=embedder)
         self.config = MemoriConfig(self.store)
         self.backend = resolve_backend(backend, api_key=api_key, base_url=base_url,
                                        http_client=http_client)
@@ -78,8 +84,9 @@ class Memori:
         return self
 
     async def seed(self, seed_data: SeedData | Iterable[SeedData],
-                   seed_config: SeedConfig | None = None, on_progress: OnProgress | None = None,
-                   *, force: bool = False, progress: ProgressSink | None = None,
+                   seed_config: SeedConfig | None = None, batch_size: int | None = None,
+                   on_progress: OnProgress | None = None, *, force: bool = False,
+                   progress: ProgressSink | None = None,
                    keep_results: bool = True) -> SeedResult:
         """Extract facts from every conversation and store them.
 
@@ -87,6 +94,7 @@ class Memori:
             seed_data: a :class:`SeedData`, or a list or any iterable of them (one per
                 entity; an iterator is consumed lazily, for streamed sources).
             seed_config: limits, retries and concurrency (``SeedConfig()`` by default).
+            batch_size: requests in flight at once; overrides ``seed_config.batch_size``.
             on_progress: called as ``on_progress(processed, total, result)`` after each
                 conversation, in completion order.
             force: send again conversations the ledger says were already seeded.
@@ -116,6 +124,8 @@ class Memori:
             raise InvalidInputError(f"seed() takes SeedData (from SeedData.for_conversations) "
                                     f"or an iterable of them, got {type(seed_data).__name__}")
         self.backend_ready()
+        if batch_size is not None:
+            seed_config = replace(seed_config or SeedConfig(), batch_size=batch_size)
         if self.process_id:
             seeds = ([self._with_process(s) for s in seeds] if isinstance(seeds, list)
                      else map(self._with_process, seeds))
@@ -157,6 +167,35 @@ class Memori:
         """Deduplicated facts (all entities, or one) as a DataFrame."""
         return self.store.facts(entity_id)
 
+    def runs(self):
+        """Every run, newest first, with its totals and status, as a DataFrame."""
+        return self.store.runs()
+
     def sql(self, query: str, params: list[Any] | None = None):
-        """Query the store with SQL; returns a DataFrame."""
+        """Query the store with SQL; returns a DataFrame. Placeholders are the database's:
+        ``?`` for DuckDB and SQLite, ``%s`` for PostgreSQL."""
         return self.store.sql(query, params)
+
+    def recall(self, query: str, limit: int = 5, *, entity_id: str | None = None):
+        """The facts most relevant to ``query`` for an entity (the attributed one by
+        default), ranked as Memori's recall ranks them.
+
+        Args:
+            query: a question or phrase, e.g. ``"where does the user live?"``.
+            limit: how many facts to return.
+            entity_id: whose facts; defaults to ``attribution(entity_id=...)``.
+
+        Returns:
+            A list of dicts with ``id``, ``content``, ``score`` and ``date_last_time``, best
+            first (empty when the entity has no facts).
+
+        Raises:
+            ConfigurationError: no entity given or attributed, or the store cannot recall.
+        """
+        from .recall import recall_facts
+
+        entity = entity_id or self.entity_id
+        if not entity:
+            raise ConfigurationError("recall needs an entity: call m.attribution(entity_id=...) "
+                                     "or pass entity_id=")
+        return recall_facts(self.store, entity, query, limit=limit)

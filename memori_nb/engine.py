@@ -10,9 +10,6 @@ of the chunk before it. Results keep input order; progress reports completion or
 from __future__ import annotations
 
 import asyncio
-import gc
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as _wait_futures
 import random
 import time
 import uuid
@@ -27,21 +24,14 @@ from .errors import InvalidInputError, RateLimitedError, TransientError
 from .models import (Conversation, ConversationResult, Extraction, Message, SeedConfig,
                      SeedCounters, SeedData, SeedResult, Triple)
 from .retry import decide_retry
-from .store import DuckDBStore, ResultRecord
+from .stores.base import ResultRecord, Store
+from .stores.writer import BatchWriter
 from .validation import Invalid, check_conversations
 
 # Conversations validated and checked against the ledger together (one query per window).
 # Windows start small, so the first requests go out at once, and double up to the limit.
 FIRST_WINDOW = 64
 LEDGER_WINDOW = 2000
-# Finished results are written in batches of up to FLUSH_ROWS, or after FLUSH_SECONDS,
-# whichever comes first; at MAX_PENDING_WRITES workers pause to let the store catch up.
-FLUSH_ROWS = 10_000
-FLUSH_SECONDS = 0.2
-FLUSH_SECONDS_INLINE = 1.0
-MAX_PENDING_WRITES = 20_000
-# Allocations between young-generation collections during a run (Python's default is 700).
-GC_YOUNG_THRESHOLD = 50_000
 
 OnProgress = Callable[[int, "int | None", ConversationResult], Any]
 
@@ -88,89 +78,8 @@ class _RateGate:
             await self._sleep(remaining)
 
 
-class _Writer:
-    """Batches finished conversations and writes them to the store.
-
-    With a network backend the write runs on a worker thread, so requests keep flowing while
-    DuckDB works. With a CPU-only backend it runs on the loop itself: there is no I/O to
-    overlap, and a thread would only contend with the extraction for the GIL.
-    """
-
-    def __init__(self, store: DuckDBStore, run_id: str, *, in_thread: bool) -> None:
-        self._store, self._run_id, self._in_thread = store, run_id, in_thread
-        # Inline writes stall extraction, so they wait longer for a full batch.
-        self._flush_seconds = FLUSH_SECONDS if in_thread else FLUSH_SECONDS_INLINE
-        self._pending: list[ResultRecord] = []
-        self._wake = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._full = asyncio.Event()
-        self._closing = False
-        self._in_flight: tuple[list[ResultRecord], Future] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memori_nb-write")
-
-    def add(self, record: ResultRecord) -> None:
-        self._pending.append(record)
-        self._wake.set()
-        if len(self._pending) >= FLUSH_ROWS:
-            self._full.set()
-        if len(self._pending) >= MAX_PENDING_WRITES:
-            self._room.clear()
-
-    async def wait_for_room(self) -> None:
-        await self._room.wait()
-
-    async def run(self) -> None:
-        while True:
-            if not self._pending:
-                if self._closing:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            if not self._full.is_set():
-                # Every write has a fixed cost, so gather a batch for a short while first.
-                try:
-                    async with asyncio.timeout(self._flush_seconds):
-                        await self._full.wait()
-                except TimeoutError:
-                    pass
-            batch, self._pending = self._pending, []
-            self._full.clear()
-            self._room.set()
-            if self._in_thread:
-                # Kept so that a cancelled run can wait for the write it started.
-                future = self._executor.submit(self._store.write, self._run_id, batch)
-                self._in_flight = (batch, future)
-                await asyncio.shield(asyncio.wrap_future(future))
-                self._in_flight = None
-            else:
-                self._store.write(self._run_id, batch)
-                await asyncio.sleep(0)  # let workers refill the next batch
-
-    def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-        self._full.set()
-
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=True)
-
-    def flush_now(self) -> None:
-        """Write what is pending, synchronously (used when the run is cancelled)."""
-        if self._in_flight is not None:
-            started, future = self._in_flight
-            if future.cancel():  # never started: write its batch here
-                self._pending = started + self._pending
-            else:
-                _wait_futures([future])  # the thread is writing it: let it finish
-            self._in_flight = None
-        batch, self._pending = self._pending, []
-        self._store.write(self._run_id, batch)
-
-
 async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
-                   store: DuckDBStore, config: SeedConfig | None = None,
+                   store: Store, config: SeedConfig | None = None,
                    on_progress: OnProgress | None = None, progress: ProgressSink | None = None,
                    force: bool = False, sleep: Callable[[float], Any] = asyncio.sleep,
                    clock: Callable[[], float] = time.monotonic,
@@ -222,32 +131,30 @@ class _SeedRun:
         self.gate = _RateGate(clock, sleep)
         self.queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=config.batch_size * 4)
         self.requires_network = getattr(backend, "requires_network", True)
-        self.writer = _Writer(store, self.run_id, in_thread=self.requires_network)
+        # With a network backend the writer works on a thread, so requests keep flowing
+        # while the store writes; a CPU-only backend has no I/O to overlap, and a store
+        # bound to one thread (an in-memory sqlite3 connection) must be used inline.
+        self.store_threadsafe = getattr(store, "threadsafe", True)
+        self.writer = BatchWriter(store, self.run_id,
+                                  in_thread=self.requires_network and self.store_threadsafe)
+        self.max_id_length = getattr(store, "max_id_length", None)
+
+    async def _in_store(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Call a store method that may block: on a thread when the store allows it."""
+        if self.store_threadsafe:
+            return await asyncio.to_thread(function, *args)
+        return function(*args)
 
     async def execute(self) -> SeedResult:
-        # The input is often millions of long-lived objects (parsed JSON, DataFrames); left
-        # in the collected generations, every full collection during the run rescans them.
-        # A run also allocates millions of short-lived, acyclic objects (messages, results),
-        # so young collections are made rarer too. Both are restored when the run ends.
-        thresholds = gc.get_threshold()
-        gc.freeze()
-        gc.set_threshold(max(thresholds[0], GC_YOUNG_THRESHOLD), *thresholds[1:])
-        try:
-            return await self._execute()
-        finally:
-            gc.set_threshold(*thresholds)
-            gc.unfreeze()
-
-    async def _execute(self) -> SeedResult:
         started = self.clock()
-        await asyncio.to_thread(self.store.build)
+        await self._in_store(self.store.build)
         # Entities never seeded before need no ledger look-ups at all; None means "ask per
         # entity as the stream reaches it".
         self.entities_in_ledger = None
-        if await asyncio.to_thread(self.store.ledger_is_empty):
+        if await self._in_store(self.store.ledger_is_empty):
             self.entities_in_ledger = set()
         elif isinstance(self.seeds, (list, tuple)):
-            self.entities_in_ledger = await asyncio.to_thread(
+            self.entities_in_ledger = await self._in_store(
                 self.store.seeded_entities, {seed.entity_id for seed in self.seeds})
         self.store.start_run(self.run_id, backend=getattr(self.backend, "name", "custom"),
                              config=self.config, force=self.force)
@@ -285,7 +192,8 @@ class _SeedRun:
         return SeedResult(run_id=self.run_id, total=c.processed, successful=c.successful,
                           failed=c.failed, skipped=c.skipped, total_triples=c.triples,
                           duration_ms=duration_ms, results=tuple(self.results),
-                          stopped_reason=self.stop_reason)
+                          stopped_reason=self.stop_reason,
+                          chunked_conversations=c.chunked)
 
     # --- producer: validation, ledger, queue ----------------------------------------------
 
@@ -295,17 +203,18 @@ class _SeedRun:
             if not isinstance(seed, SeedData):
                 raise InvalidInputError(f"expected SeedData, got {type(seed).__name__}")
             if self.entities_in_ledger is None:
-                check_ledger = bool(await asyncio.to_thread(self.store.seeded_entities,
-                                                            {seed.entity_id}))
+                check_ledger = bool(await self._in_store(self.store.seeded_entities,
+                                                         {seed.entity_id}))
             else:
                 check_ledger = seed.entity_id in self.entities_in_ledger
+            too_long = _id_too_long(seed, self.max_id_length)
             base = position
             items = ((base + i, parsed) for i, parsed in check_conversations(seed))
             size = FIRST_WINDOW
             while window := list(islice(items, size)):
                 size = min(size * 2, LEDGER_WINDOW)
                 position += len(window)
-                jobs = await self._plan_window(seed, window, check_ledger)
+                jobs = await self._plan_window(seed, window, check_ledger, too_long)
                 for job in jobs:
                     if self.stop_reason:
                         self._record_skipped(job, f"not sent: the run stopped "
@@ -317,14 +226,15 @@ class _SeedRun:
             await self.queue.put(None)
 
     async def _plan_window(self, seed: SeedData, window: list[tuple[int, Any]],
-                           check_ledger: bool) -> list[_Job]:
+                           check_ledger: bool, too_long: str | None) -> list[_Job]:
         jobs = []
         for position, parsed in window:
             if self.keep_results:
                 self.results.append(None)
-            if isinstance(parsed, Invalid):
-                self._record(position, _failed(seed.entity_id, parsed.conversation_id,
-                                               parsed.reason), seed.process_id)
+            if isinstance(parsed, Invalid) or too_long:
+                cid = parsed.conversation_id if isinstance(parsed, Invalid) else parsed.id
+                self._record(position, _failed(seed.entity_id, cid, too_long or parsed.reason),
+                             seed.process_id)
                 continue
             plan = plan_conversation(parsed, self.config)
             if plan.over_limit and not self.config.chunk_large_conversations:
@@ -339,7 +249,7 @@ class _SeedRun:
         if self.force or not jobs or not check_ledger:
             return jobs
         keys = [(j.entity_id, j.conversation.id, j.content_hash) for j in jobs]
-        seeded = await asyncio.to_thread(self.store.already_seeded, keys)
+        seeded = await self._in_store(self.store.already_seeded, keys)
         for index in sorted(seeded):
             self._record_skipped(jobs[index], "already seeded with the same content in an "
                                               "earlier run (force=True sends it again)")
@@ -463,3 +373,14 @@ class _SeedRun:
 def _failed(entity_id: str, conversation_id: str, reason: str) -> ConversationResult:
     return ConversationResult(conversation_id=conversation_id, entity_id=entity_id,
                               status="failed", error=reason)
+
+
+def _id_too_long(seed: SeedData, limit: int | None) -> str | None:
+    """Why the store cannot hold this seed's entity or process id, or None."""
+    if limit is None:
+        return None
+    for kind, value in (("entity", seed.entity_id), ("process", seed.process_id)):
+        if value is not None and len(value) > limit:
+            return (f"{kind} id {value[:40]!r}... is {len(value):,} characters; this store "
+                    f"holds ids of at most {limit} (nothing was sent)")
+    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Literal
 
 from .errors import ConfigurationError, InvalidInputError
@@ -49,6 +50,12 @@ class Conversation:
         """
         framed = "".join(f"{m.role}\x00{len(m.content)}\x00{m.content}" for m in self.messages)
         return hashlib.sha256(framed.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class SeedType(Enum):
+    """What a :class:`SeedData` holds (as in the Memori seeding interface)."""
+
+    CONVERSATION = "conversation"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +103,16 @@ class SeedData:
         if isinstance(conversations, list):
             conversations = tuple(conversations)
         return cls(entity_id=entity_id, conversations=conversations, process_id=process_id)
+
+    @property
+    def seed_type(self) -> SeedType:
+        """Always :attr:`SeedType.CONVERSATION` (the only kind of seed data)."""
+        return SeedType.CONVERSATION
+
+    @property
+    def data(self) -> Sequence[Any] | Iterable[Any]:
+        """The conversations, as given (the Memori seeding interface's name for them)."""
+        return self.conversations
 
     @property
     def size(self) -> int | None:
@@ -213,12 +230,19 @@ class SeedResult:
     # Left out of the repr: a notebook echoing a million results would hang the kernel.
     results: tuple[ConversationResult, ...] = field(default=(), repr=False)
     stopped_reason: str | None = None
+    chunked_conversations: int = 0
+
+    @property
+    def conversations(self) -> tuple[ConversationResult, ...]:
+        """The per-conversation results, in input order (empty with ``keep_results=False``)."""
+        return self.results
 
     @property
     def success_rate(self) -> float:
-        """Share of the conversations sent in this run that succeeded (1.0 if none was sent)."""
+        """Percentage of the conversations sent in this run that succeeded, as in the Memori
+        seeding interface (100.0 when none was sent)."""
         attempted = self.successful + self.failed
-        return self.successful / attempted if attempted else 1.0
+        return 100.0 * self.successful / attempted if attempted else 100.0
 
     def to_frame(self):
         """One row per conversation as a pandas DataFrame (columns: ``RESULT_COLUMNS``)."""
@@ -250,10 +274,12 @@ class SeedCounters:
     skipped: int = 0
     retries: int = 0
     triples: int = 0
+    chunked: int = 0
 
     def count(self, result: ConversationResult) -> None:
         self.processed += 1
         self.triples += result.triples_count
+        self.chunked += result.chunks_processed > 1
         if result.status == "succeeded":
             self.successful += 1
         elif result.status == "failed":

@@ -21,7 +21,7 @@ from .client import Memori
 from .frames import from_dataframe
 from .models import SeedConfig, SeedData, SeedResult
 from .progress import TqdmProgress
-from .store import DEFAULT_DB, DuckDBStore
+from .stores import DEFAULT_DB, DuckDBStore
 
 T = TypeVar("T")
 

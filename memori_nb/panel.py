@@ -34,7 +34,7 @@ from .client import Memori
 from .errors import ConfigurationError
 from .frames import chunking_stats, from_dataframe, stats_totals
 from .models import ConversationResult, SeedConfig, SeedCounters, SeedData, SeedResult
-from .store import DEFAULT_DB
+from .stores import DEFAULT_DB
 
 __all__ = ["SeedPanel", "WidgetProgress", "seed_panel"]
 

@@ -10,7 +10,7 @@ import pytest
 from memori_nb import Memori, SeedConfig, SeedData
 from memori_nb.backends import MemoriBackend
 from memori_nb.engine import seed_all
-from memori_nb.store import DuckDBStore
+from memori_nb.stores import DuckDBStore
 from memori_nb.testing import (AugmentationServer, Fault, fail_first,
                                fail_when_content_contains, sequence)
 
@@ -279,7 +279,7 @@ def test_memori_seed_with_the_local_backend_stores_facts():
     calls = []
     result = asyncio.run(m.seed(data, on_progress=lambda *args: calls.append(args)))
     assert (result.total, result.successful, result.failed) == (2, 2, 0)
-    assert result.success_rate == 1.0 and result.total_triples >= 3
+    assert result.success_rate == 100.0 and result.total_triples >= 3
     assert [c[:2] for c in calls] == [(1, 2), (2, 2)]
     frame = result.to_frame()
     assert list(frame.conversation_id) == ["c1", "c2"] and frame.success.all()

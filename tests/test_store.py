@@ -5,7 +5,7 @@ import pytest
 
 from memori_nb.errors import StoreError
 from memori_nb.models import ConversationResult, Extraction, SeedConfig, Triple
-from memori_nb.store import DuckDBStore, ResultRecord
+from memori_nb.stores import DuckDBStore, ResultRecord
 
 TABLES = {"runs", "conversation_results", "seeded_conversations", "entities", "facts",
           "triples", "conversation_summaries", "process_attributes"}

@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
 
-from .errors import StoreError
-from .models import Conversation, ConversationResult, Extraction, SeedConfig, SeedCounters
+from ..errors import StoreError
+from ..models import SeedConfig, SeedCounters
+from .base import ResultRecord
 
 DEFAULT_DB = "memori.duckdb"
 
@@ -76,17 +77,6 @@ CREATE TABLE IF NOT EXISTS process_attributes (
 _NOW = "timezone('UTC', now())"
 
 
-@dataclass(frozen=True, slots=True)
-class ResultRecord:
-    """What the store writes for one finished conversation."""
-
-    result: ConversationResult
-    content_hash: str | None
-    process_id: str | None
-    extraction: Extraction | None
-    conversation: Conversation | None = None
-
-
 class DuckDBStore:
     """Memories and run ledger in DuckDB.
 
@@ -103,6 +93,9 @@ class DuckDBStore:
         >>> store.sql("select count(*) as n from facts").n[0]
         0
     """
+
+    max_id_length = None
+    threadsafe = True
 
     def __init__(self, conn: str | Path | duckdb.DuckDBPyConnection = DEFAULT_DB) -> None:
         if isinstance(conn, duckdb.DuckDBPyConnection):

@@ -1,0 +1,653 @@
+"""The Memori store: memories in Memori's own tables (SQLite or PostgreSQL), so an app's Memori
+SDK recalls what was seeded; memori_nb's ledger and run tables live beside them.
+
+A seeded conversation becomes what the SDK itself would have written: the entity (and
+process), a session and a conversation with its summary and messages, the facts with their
+embeddings and a mention per conversation, the knowledge-graph rows, and the process
+attributes. Where memori_nb differs, on purpose:
+
+- counts are the number of distinct conversations that stated a fact (or triple, or
+  attribute), recounted after every write, so re-running or forcing a conversation never
+  inflates them (the SDK adds one per insert);
+- a fact's ``date_last_time`` is when it was said at the source: the time of the last
+  message of the latest conversation that stated it, when the input had timestamps; the
+  seeding time otherwise;
+- a conversation seeded again (forced, or with changed content) replaces what its earlier
+  version contributed.
+
+memori_nb's own tables: ``memori_nb_runs``, ``memori_nb_conversation_results``,
+``memori_nb_seeded_conversations`` (the ledger, which also links each seeded conversation to
+its ``memori_conversation`` row), and ``memori_nb_triple_mentions`` /
+``memori_nb_attribute_mentions`` (which conversations stated a triple or an attribute).
+Every batch is written in one transaction: results, ledger and memories together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+
+from ..errors import StoreError
+from ..models import SeedConfig, SeedCounters
+from .base import ResultRecord
+from .connection import SqlConnection, open_sql_connection
+from .memori_schema import MAX_EXTERNAL_ID, MAX_NAME, SCHEMA_REVISION, memori_ddl
+
+# Keys per IN (...) list: well under SQLite's limit of bound parameters.
+IN_CHUNK = 300
+
+_OWN_TYPES = {
+    "sqlite": {"time": "TEXT", "int": "INTEGER", "float": "REAL", "bool": "INTEGER"},
+    "postgresql": {"time": "TIMESTAMP", "int": "BIGINT", "float": "DOUBLE PRECISION",
+                   "bool": "BOOLEAN"},
+}
+_OWN_TABLES = """
+CREATE TABLE IF NOT EXISTS memori_nb_runs (
+    run_id TEXT PRIMARY KEY, started_at {time}, finished_at {time}, status TEXT,
+    backend TEXT, force {bool}, config TEXT, total {int}, successful {int}, failed {int},
+    skipped {int}, retries {int}, total_triples {int}, duration_ms {float},
+    stopped_reason TEXT);
+CREATE TABLE IF NOT EXISTS memori_nb_conversation_results (
+    run_id TEXT, entity_id TEXT, process_id TEXT, conversation_id TEXT, content_hash TEXT,
+    status TEXT, error TEXT, chunks_processed {int}, triples_count {int},
+    duration_ms {float}, warnings TEXT, summary TEXT, finished_at {time});
+CREATE INDEX IF NOT EXISTS idx_memori_nb_conversation_results_run
+    ON memori_nb_conversation_results (run_id);
+CREATE TABLE IF NOT EXISTS memori_nb_seeded_conversations (
+    entity_id TEXT NOT NULL, conversation_id TEXT NOT NULL, content_hash TEXT NOT NULL,
+    run_id TEXT, seeded_at {time}, memori_conversation_id {int}, title TEXT,
+    message_count {int}, started_at {time}, ended_at {time}, said_at {time},
+    PRIMARY KEY (entity_id, conversation_id, content_hash));
+CREATE INDEX IF NOT EXISTS idx_memori_nb_seeded_conversations_memori
+    ON memori_nb_seeded_conversations (memori_conversation_id);
+CREATE TABLE IF NOT EXISTS memori_nb_triple_mentions (
+    knowledge_graph_id {int} NOT NULL, conversation_id {int} NOT NULL,
+    PRIMARY KEY (knowledge_graph_id, conversation_id));
+CREATE TABLE IF NOT EXISTS memori_nb_attribute_mentions (
+    attribute_id {int} NOT NULL, conversation_id {int} NOT NULL,
+    PRIMARY KEY (attribute_id, conversation_id));
+"""
+_TIME_COLUMNS = {"started_at", "finished_at", "seeded_at", "ended_at", "said_at", "first_seen",
+                 "last_seen", "first_message_at", "last_message_at", "first_seeded",
+                 "last_seeded"}
+
+
+def uniq(*terms: str) -> str:
+    """Memori's dedup key: SHA-256 of the joined terms, lower-cased, only ``a-z0-9`` kept."""
+    return hashlib.sha256(re.sub(r"[^a-z0-9]", "", "".join(terms).lower())
+                          .encode("utf-8")).hexdigest()
+
+
+class SqlStore:
+    """Memori's tables in SQLite or PostgreSQL, with memori_nb's ledger beside them.
+
+    Args:
+        conn: a SQLAlchemy URL, Engine, Session or sessionmaker, a DB-API connection (sqlite3,
+            psycopg) or a function returning one (see :mod:`memori_nb.stores.connection`).
+        embedder: what turns fact texts into 384-float vectors (default: the bundled
+            all-MiniLM-L6-v2, :class:`memori_nb.embeddings.Embedder`).
+
+    Raises:
+        ConfigurationError: ``conn`` is unusable, or the embedding model is not installed.
+        StoreError: the database cannot be reached or holds a Memori schema revision other
+            than the one memori_nb writes.
+    """
+
+    max_id_length = MAX_EXTERNAL_ID
+
+    def __init__(self, conn: Any, *, embedder: Any = None) -> None:
+        self._sql: SqlConnection = open_sql_connection(conn)
+        self.dialect = self._sql.dialect
+        self.threadsafe = self._sql.threadsafe
+        self._conn = self._sql.connection
+        self._embedder = embedder
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self._sql.description!r})"
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from ..embeddings import Embedder
+
+            self._embedder = Embedder()
+        return self._embedder
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _q(self, sql: str) -> str:
+        """Our SQL uses ``?``; psycopg wants ``%s``."""
+        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+
+    @contextmanager
+    def _transaction(self, *, write: bool = True) -> Iterator[Any]:
+        """A cursor in a transaction, committed at the end or rolled back on any failure."""
+        with self._lock:
+            cursor = self._conn.cursor()
+            try:
+                if write and self.dialect == "sqlite" and not self._conn.in_transaction:
+                    # IMMEDIATE: take the write lock now, not halfway through the batch.
+                    cursor.execute("BEGIN IMMEDIATE")
+                elif write and getattr(self._conn, "autocommit", False) is True:
+                    cursor.execute("BEGIN")  # a caller's psycopg connection in autocommit
+                yield cursor
+                self._conn.commit()
+            except BaseException:
+                try:
+                    self._conn.rollback()
+                except Exception:  # noqa: BLE001 - the first failure is the one to report
+                    pass
+                raise
+            finally:
+                cursor.close()
+
+    def _run(self, cursor: Any, sql: str, params: Sequence[Any] = ()) -> None:
+        cursor.execute(self._q(sql), tuple(params))
+
+    def _many(self, cursor: Any, sql: str, rows: list[tuple]) -> None:
+        if rows:
+            cursor.executemany(self._q(sql), rows)
+
+    def _rows(self, cursor: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        cursor.execute(self._q(sql), tuple(params))
+        return cursor.fetchall()
+
+    def _rows_in(self, cursor: Any, sql: str, keys: Sequence[Any], width: int = 1, *,
+                 fetch: bool = True) -> list[tuple]:
+        """Run ``sql`` (with one ``{keys}`` slot) over ``keys`` in chunks; all rows."""
+        out: list[tuple] = []
+        keys = list(keys)
+        for start in range(0, len(keys), IN_CHUNK):
+            chunk = keys[start:start + IN_CHUNK]
+            if width == 1:
+                slot, params = ", ".join("?" * len(chunk)), chunk
+            else:
+                row = "(" + ", ".join("?" * width) + ")"
+                slot = "VALUES " + ", ".join([row] * len(chunk))
+                params = [value for key in chunk for value in key]
+            if fetch:
+                out += self._rows(cursor, sql.format(keys=slot), params)
+            else:
+                self._run(cursor, sql.format(keys=slot), params)
+        return out
+
+    def _time(self, value: datetime | None) -> Any:
+        """A naive-UTC time as the dialect stores it (SQLite: text like ``datetime('now')``)."""
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%d %H:%M:%S") if self.dialect == "sqlite" else value
+
+    def _now(self) -> Any:
+        return self._time(datetime.now(timezone.utc))
+
+    # --- schema ---------------------------------------------------------------------------
+
+    def build(self) -> None:
+        """Create Memori's schema when it is missing and memori_nb's tables (idempotent).
+
+        Raises:
+            StoreError: the database holds a Memori schema revision memori_nb does not know.
+        """
+        with self._transaction() as cursor:
+            revision = self._schema_revision(cursor)
+            if revision is None:
+                for statement in memori_ddl(self.dialect):
+                    self._run(cursor, statement)
+                self._run(cursor, "DELETE FROM memori_schema_version")
+                self._run(cursor, "INSERT INTO memori_schema_version (num) VALUES (?)",
+                          [SCHEMA_REVISION])
+            elif revision != SCHEMA_REVISION:
+                raise StoreError(
+                    f"this database holds Memori's schema at revision {revision}; memori_nb "
+                    f"writes revision {SCHEMA_REVISION} (the Memori SDK 3.3 schema). Seed "
+                    f"into a database built by that SDK version, or a new one")
+            for statement in _OWN_TABLES.format(**_OWN_TYPES[self.dialect]).split(";"):
+                if statement.strip():
+                    self._run(cursor, statement)
+
+    def _schema_revision(self, cursor: Any) -> int | None:
+        if self.dialect == "sqlite":
+            exists = self._rows(cursor, "SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                        "AND name = 'memori_schema_version'")
+        else:
+            exists = self._rows(cursor, "SELECT 1 FROM information_schema.tables WHERE "
+                                        "table_schema = current_schema() "
+                                        "AND table_name = 'memori_schema_version'")
+        if not exists:
+            return None
+        rows = self._rows(cursor, "SELECT max(num) FROM memori_schema_version")
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    def close(self) -> None:
+        """Close the connection memori_nb opened (a caller's own connection stays open)."""
+        with self._lock:
+            if self._sql.close is not None:
+                self._sql.close()
+
+    # --- runs ---------------------------------------------------------------------------
+
+    def start_run(self, run_id: str, *, backend: str, config: SeedConfig, force: bool) -> None:
+        with self._transaction() as cursor:
+            self._run(cursor, "INSERT INTO memori_nb_runs (run_id, started_at, status, backend, "
+                              "force, config) VALUES (?, ?, 'running', ?, ?, ?)",
+                      [run_id, self._now(), backend, force, json.dumps(asdict(config))])
+
+    def finish_run(self, run_id: str, *, status: str, counters: SeedCounters,
+                   duration_ms: float, stopped_reason: str | None) -> None:
+        with self._transaction() as cursor:
+            self._run(cursor, "UPDATE memori_nb_runs SET finished_at = ?, status = ?, total = ?, "
+                              "successful = ?, failed = ?, skipped = ?, retries = ?, "
+                              "total_triples = ?, duration_ms = ?, stopped_reason = ? "
+                              "WHERE run_id = ?",
+                      [self._now(), status, counters.processed, counters.successful,
+                       counters.failed, counters.skipped, counters.retries, counters.triples,
+                       duration_ms, stopped_reason, run_id])
+
+    # --- ledger -------------------------------------------------------------------------
+
+    def ledger_is_empty(self) -> bool:
+        with self._transaction(write=False) as cursor:
+            return not self._rows(cursor, "SELECT 1 FROM memori_nb_seeded_conversations LIMIT 1")
+
+    def seeded_entities(self, entity_ids: set[str]) -> set[str]:
+        with self._transaction(write=False) as cursor:
+            rows = self._rows_in(cursor, "SELECT DISTINCT entity_id FROM "
+                                         "memori_nb_seeded_conversations WHERE entity_id IN "
+                                         "({keys})", sorted(entity_ids))
+        return {row[0] for row in rows}
+
+    def already_seeded(self, keys: list[tuple[str, str, str]]) -> set[int]:
+        with self._transaction(write=False) as cursor:
+            rows = self._rows_in(cursor, "SELECT entity_id, conversation_id, content_hash FROM "
+                                         "memori_nb_seeded_conversations WHERE (entity_id, "
+                                         "conversation_id, content_hash) IN ({keys})",
+                                 sorted(set(keys)), width=3)
+        seeded = set(rows)
+        return {i for i, key in enumerate(keys) if key in seeded}
+
+    # --- writes -------------------------------------------------------------------------
+
+    def write(self, run_id: str, records: list[ResultRecord]) -> None:
+        """Write finished conversations in one transaction: results, ledger, memories.
+
+        Raises:
+            StoreError: the database refused the write (nothing of this batch is kept).
+        """
+        if not records:
+            return
+        done = [r for r in records
+                if r.result.status == "succeeded" and r.extraction is not None]
+        try:
+            vectors = self._embed_new_facts(done)
+            with self._transaction() as cursor:
+                self._write_results(cursor, run_id, records)
+                if done:
+                    _BatchWrite(self, cursor, run_id, done, vectors).run()
+        except StoreError:
+            raise
+        except Exception as exc:
+            if _is_db_error(exc):
+                raise StoreError(f"could not write {len(records)} results to "
+                                 f"{self._sql.description}: {type(exc).__name__}: "
+                                 f"{exc}") from exc
+            raise
+
+    def _embed_new_facts(self, done: list[ResultRecord]) -> dict[str, bytes]:
+        """Vectors for the fact texts the database does not have yet, computed before the
+        transaction opens so it holds the write lock only for writing."""
+        wanted = {(r.result.entity_id, uniq(fact)): fact
+                  for r in done for fact in _facts_of(r)}
+        if not wanted:
+            return {}
+        with self._transaction(write=False) as cursor:
+            present = set(self._rows_in(
+                cursor, "SELECT e.external_id, f.uniq FROM memori_entity_fact f JOIN "
+                        "memori_entity e ON e.id = f.entity_id WHERE (e.external_id, f.uniq) "
+                        "IN ({keys})", list(wanted), width=2))
+        texts = sorted({fact for key, fact in wanted.items() if key not in present})
+        return dict(zip(texts, self.embedder.embed_bytes(texts))) if texts else {}
+
+    def _write_results(self, cursor: Any, run_id: str, records: list[ResultRecord]) -> None:
+        now = self._now()
+        self._many(cursor, "INSERT INTO memori_nb_conversation_results VALUES "
+                           "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   [(run_id, r.result.entity_id, r.process_id, r.result.conversation_id,
+                     r.content_hash, r.result.status, r.result.error,
+                     r.result.chunks_processed, r.result.triples_count, r.result.duration_ms,
+                     json.dumps(list(r.result.warnings)), r.result.summary, now)
+                    for r in records])
+
+    # --- queries ------------------------------------------------------------------------
+
+    def sql(self, query: str, params: list[Any] | None = None) -> pd.DataFrame:
+        """Run SQL against the database (with the driver's placeholders); a DataFrame."""
+        with self._transaction(write=False) as cursor:
+            if params:
+                cursor.execute(query, tuple(params))
+            else:
+                cursor.execute(query)
+            if cursor.description is None:
+                return pd.DataFrame()
+            columns = [d[0] for d in cursor.description]
+            frame = pd.DataFrame.from_records(cursor.fetchall(), columns=columns)
+        for column in columns:
+            if column in _TIME_COLUMNS:
+                frame[column] = pd.to_datetime(frame[column])
+        return frame
+
+    def _select(self, query: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        return self.sql(self._q(query), list(params))
+
+    def latest_run_id(self) -> str | None:
+        frame = self._select("SELECT run_id FROM memori_nb_runs ORDER BY started_at DESC "
+                             "LIMIT 1")
+        return None if frame.empty else frame.run_id[0]
+
+    def runs(self) -> pd.DataFrame:
+        """One row per run, newest first."""
+        return self._select("SELECT run_id, started_at, finished_at, status, backend, force, "
+                            "total, successful, failed, skipped, retries, total_triples, "
+                            "duration_ms, stopped_reason FROM memori_nb_runs "
+                            "ORDER BY started_at DESC")
+
+    def results(self, run_id: str | None = None) -> pd.DataFrame:
+        """Per-conversation results of one run (the latest by default)."""
+        frame = self._select("SELECT * FROM memori_nb_conversation_results WHERE run_id = ? "
+                             "ORDER BY finished_at, entity_id, conversation_id",
+                             [run_id or self.latest_run_id()])
+        frame["warnings"] = [json.loads(w) if w else [] for w in frame["warnings"]]
+        return frame
+
+    def failures(self, run_id: str | None = None) -> pd.DataFrame:
+        """The failed conversations of one run (the latest by default), with their errors."""
+        frame = self.results(run_id)
+        return frame[frame.status == "failed"].reset_index(drop=True)
+
+    def facts(self, entity_id: str | None = None) -> pd.DataFrame:
+        """Deduplicated facts, most mentioned first: ``mention_count`` is how many
+        conversations stated the fact, ``first_seen``/``last_seen`` when (source times)."""
+        where, params = ("WHERE e.external_id = ?", [entity_id]) if entity_id else ("", [])
+        return self._select(
+            f"SELECT e.external_id AS entity_id, f.content AS fact, "
+            f"f.num_times AS mention_count, (SELECT min(l.said_at) FROM "
+            f"memori_entity_fact_mention m JOIN memori_nb_seeded_conversations l ON "
+            f"l.memori_conversation_id = m.conversation_id WHERE m.fact_id = f.id) AS first_seen, "
+            f"f.date_last_time AS last_seen FROM memori_entity_fact f JOIN memori_entity e "
+            f"ON e.id = f.entity_id {where} ORDER BY e.external_id, f.num_times DESC, f.content",
+            params)
+
+    def triples(self, entity_id: str | None = None) -> pd.DataFrame:
+        """The knowledge graph: one row per (entity, subject, predicate, object)."""
+        where, params = ("WHERE e.external_id = ?", [entity_id]) if entity_id else ("", [])
+        return self._select(
+            f"SELECT e.external_id AS entity_id, s.name AS subject_name, "
+            f"s.type AS subject_type, p.content AS predicate, o.name AS object_name, "
+            f"o.type AS object_type, k.num_times AS mention_count, k.date_last_time AS last_seen "
+            f"FROM memori_knowledge_graph k JOIN memori_entity e ON e.id = k.entity_id "
+            f"JOIN memori_subject s ON s.id = k.subject_id JOIN memori_predicate p "
+            f"ON p.id = k.predicate_id JOIN memori_object o ON o.id = k.object_id {where} "
+            f"ORDER BY e.external_id, k.num_times DESC, p.content", params)
+
+    def entity_summaries(self) -> pd.DataFrame:
+        """One row per entity: conversations, facts, mentions, triples, source time span."""
+        return self._select(
+            "SELECT e.external_id AS entity_id, "
+            "(SELECT count(*) FROM memori_nb_seeded_conversations l WHERE l.entity_id = "
+            " e.external_id AND l.memori_conversation_id IS NOT NULL) AS conversations, "
+            "(SELECT count(*) FROM memori_entity_fact f WHERE f.entity_id = e.id) AS facts, "
+            "(SELECT coalesce(sum(num_times), 0) FROM memori_entity_fact f "
+            " WHERE f.entity_id = e.id) AS fact_mentions, "
+            "(SELECT count(*) FROM memori_knowledge_graph k WHERE k.entity_id = e.id) "
+            " AS triples, "
+            "(SELECT min(started_at) FROM memori_nb_seeded_conversations l "
+            " WHERE l.entity_id = e.external_id) AS first_message_at, "
+            "(SELECT max(ended_at) FROM memori_nb_seeded_conversations l "
+            " WHERE l.entity_id = e.external_id) AS last_message_at "
+            "FROM memori_entity e ORDER BY e.external_id")
+
+    def entity_facts(self, entity_id: str, limit: int = 1000) -> list[tuple[int, str, bytes, Any]]:
+        """(id, content, embedding bytes, date_last_time) of an entity's most recent facts,
+        as Memori's recall reads them (by ``date_last_time``, then ``num_times``)."""
+        with self._transaction(write=False) as cursor:
+            rows = self._rows(cursor, "SELECT f.id, f.content, f.content_embedding, "
+                                      "f.date_last_time FROM memori_entity_fact f JOIN "
+                                      "memori_entity e ON e.id = f.entity_id WHERE "
+                                      "e.external_id = ? ORDER BY f.date_last_time DESC, "
+                                      "f.num_times DESC, f.id DESC LIMIT ?",
+                              [entity_id, limit])
+        return [(row[0], row[1], bytes(row[2]), row[3]) for row in rows]
+
+
+class _BatchWrite:
+    """The rows of one batch of succeeded conversations, written through one cursor."""
+
+    def __init__(self, store: SqlStore, cursor: Any, run_id: str, done: list[ResultRecord],
+                 vectors: dict[str, bytes]) -> None:
+        self.store, self.cursor, self.run_id, self.done = store, cursor, run_id, done
+        self.vectors = vectors
+        self.now = store._now()
+
+    def run(self) -> None:
+        s = self.store
+        entities = self._ids_by_key("memori_entity", "external_id",
+                                    {r.result.entity_id for r in self.done})
+        processes = self._ids_by_key("memori_process", "external_id",
+                                     {r.process_id for r in self.done if r.process_id})
+        touched = self._forget_earlier_versions()
+        conversations = self._insert_conversations(entities, processes)
+        s._many(self.cursor, "INSERT INTO memori_nb_seeded_conversations VALUES "
+                             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            (r.result.entity_id, r.result.conversation_id, r.content_hash, self.run_id, self.now,
+             conversations[i], r.conversation.title if r.conversation else None,
+             len(r.conversation.messages) if r.conversation else None,
+             *self._span(r)) for i, r in enumerate(self.done)])
+        facts = self._link("memori_entity_fact", touched["facts"], [
+            (entities[r.result.entity_id], uniq(fact), fact, conversations[i])
+            for i, r in enumerate(self.done) for fact in _facts_of(r)])
+        graph = self._link_triples(entities, conversations, touched["graph"])
+        attributes = self._link("memori_process_attribute", touched["attributes"], [
+            (processes[r.process_id], uniq(a), a, conversations[i])
+            for i, r in enumerate(self.done) if r.process_id for a in r.extraction.attributes])
+        self._recount("memori_entity_fact", "memori_entity_fact_mention", "fact_id", facts)
+        self._recount("memori_knowledge_graph", "memori_nb_triple_mentions",
+                      "knowledge_graph_id", graph)
+        self._recount("memori_process_attribute", "memori_nb_attribute_mentions",
+                      "attribute_id", attributes)
+
+    def _span(self, record: ResultRecord) -> tuple[Any, Any, Any]:
+        """(first, last message time at the source, the time facts take: last or now)."""
+        said = [m.timestamp for m in record.conversation.messages
+                if m.timestamp is not None] if record.conversation else []
+        first, last = (min(said), max(said)) if said else (None, None)
+        t = self.store._time
+        return t(first), t(last), t(last) if last is not None else self.now
+
+    def _ids_by_key(self, table: str, column: str, keys: Iterable[str]) -> dict[str, int]:
+        """Insert missing rows keyed by ``column``; return every key's id."""
+        keys = sorted(keys)
+        if not keys:
+            return {}
+        s = self.store
+        s._many(self.cursor, f"INSERT INTO {table} (uuid, {column}) VALUES (?, ?) "
+                             f"ON CONFLICT ({column}) DO NOTHING",
+                [(str(uuid.uuid4()), key) for key in keys])
+        rows = s._rows_in(self.cursor, f"SELECT {column}, id FROM {table} WHERE {column} IN "
+                                       f"({{keys}})", keys)
+        return {key: pk for key, pk in rows}
+
+    def _forget_earlier_versions(self) -> dict[str, set[int]]:
+        """Remove what earlier seedings of these conversations wrote (a forced or changed
+        conversation replaces its old version); return the rows whose counts change."""
+        s, cursor = self.store, self.cursor
+        keys = sorted({(r.result.entity_id, r.result.conversation_id) for r in self.done})
+        old = [row[0] for row in s._rows_in(
+            cursor, "SELECT memori_conversation_id FROM memori_nb_seeded_conversations WHERE "
+                    "memori_conversation_id IS NOT NULL AND (entity_id, conversation_id) IN "
+                    "({keys})", keys, width=2)]
+        touched: dict[str, set[int]] = {"facts": set(), "graph": set(), "attributes": set()}
+        if old:
+            for kind, table, column in (
+                    ("facts", "memori_entity_fact_mention", "fact_id"),
+                    ("graph", "memori_nb_triple_mentions", "knowledge_graph_id"),
+                    ("attributes", "memori_nb_attribute_mentions", "attribute_id")):
+                touched[kind] = {row[0] for row in s._rows_in(
+                    cursor, f"SELECT {column} FROM {table} WHERE conversation_id IN ({{keys}})",
+                    old)}
+            sessions = [row[0] for row in s._rows_in(
+                cursor, "SELECT session_id FROM memori_conversation WHERE id IN ({keys})", old)]
+            # Children first: SQLite enforces no foreign keys unless asked to.
+            for table, column, ids in (
+                    ("memori_entity_fact_mention", "conversation_id", old),
+                    ("memori_nb_triple_mentions", "conversation_id", old),
+                    ("memori_nb_attribute_mentions", "conversation_id", old),
+                    ("memori_conversation_message", "conversation_id", old),
+                    ("memori_conversation", "id", old), ("memori_session", "id", sessions)):
+                s._rows_in(cursor, f"DELETE FROM {table} WHERE {column} IN ({{keys}})", ids,
+                           fetch=False)
+        s._rows_in(cursor, "DELETE FROM memori_nb_seeded_conversations WHERE "
+                           "(entity_id, conversation_id) IN ({keys})", keys, width=2, fetch=False)
+        return touched
+
+    def _insert_conversations(self, entities: dict[str, int],
+                              processes: dict[str, int]) -> list[int]:
+        """A session, conversation (with summary) and messages per record; conversation ids."""
+        s, cursor = self.store, self.cursor
+        session_uuids = [str(uuid.uuid4()) for _ in self.done]
+        s._many(cursor, "INSERT INTO memori_session (uuid, entity_id, process_id) "
+                        "VALUES (?, ?, ?)",
+                [(u, entities[r.result.entity_id], processes.get(r.process_id))
+                 for u, r in zip(session_uuids, self.done)])
+        sessions = dict(s._rows_in(cursor, "SELECT uuid, id FROM memori_session WHERE uuid IN "
+                                           "({keys})", session_uuids))
+        conversation_uuids = [str(uuid.uuid4()) for _ in self.done]
+        s._many(cursor, "INSERT INTO memori_conversation (uuid, session_id, summary) "
+                        "VALUES (?, ?, ?)",
+                [(u, sessions[su], r.extraction.summary)
+                 for u, su, r in zip(conversation_uuids, session_uuids, self.done)])
+        ids = dict(s._rows_in(cursor, "SELECT uuid, id FROM memori_conversation WHERE uuid IN "
+                                      "({keys})", conversation_uuids))
+        conversations = [ids[u] for u in conversation_uuids]
+        s._many(cursor, "INSERT INTO memori_conversation_message (uuid, conversation_id, role, "
+                        "type, content) VALUES (?, ?, ?, NULL, ?)",
+                [(str(uuid.uuid4()), conversations[i], m.role, m.content)
+                 for i, r in enumerate(self.done) if r.conversation is not None
+                 for m in r.conversation.messages])
+        return conversations
+
+    def _link(self, table: str, touched: set[int],
+              rows: list[tuple[int, str, str, int]]) -> set[int]:
+        """Insert missing facts or attributes (owner id, uniq, text), and a mention per
+        (row, conversation); return the ids whose counts must be recounted."""
+        if not rows:
+            return touched
+        s, cursor = self.store, self.cursor
+        owner = "entity_id" if table == "memori_entity_fact" else "process_id"
+        new = {(o, u): text for o, u, text, _ in rows}
+        if table == "memori_entity_fact":
+            s._many(cursor, "INSERT INTO memori_entity_fact (uuid, entity_id, content, "
+                            "content_embedding, num_times, date_last_time, uniq) "
+                            "VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT (entity_id, uniq) "
+                            "DO NOTHING",
+                    [(str(uuid.uuid4()), o, text, self.vectors[text], self.now, u)
+                     for (o, u), text in new.items() if text in self.vectors])
+        else:
+            s._many(cursor, "INSERT INTO memori_process_attribute (uuid, process_id, content, "
+                            "num_times, date_last_time, uniq) VALUES (?, ?, ?, 0, ?, ?) "
+                            "ON CONFLICT (process_id, uniq) DO NOTHING",
+                    [(str(uuid.uuid4()), o, text, self.now, u) for (o, u), text in new.items()])
+        ids = {(o, u): pk for o, u, pk in s._rows_in(
+            cursor, f"SELECT {owner}, uniq, id FROM {table} WHERE ({owner}, uniq) IN ({{keys}})",
+            list(new), width=2)}
+        mentions = sorted({(ids[(o, u)], c, o) for o, u, _, c in rows})
+        if table == "memori_entity_fact":
+            s._many(cursor, "INSERT INTO memori_entity_fact_mention (uuid, entity_id, fact_id, "
+                            "conversation_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(str(uuid.uuid4()), o, f, c) for f, c, o in mentions])
+        else:
+            s._many(cursor, "INSERT INTO memori_nb_attribute_mentions VALUES (?, ?) "
+                            "ON CONFLICT DO NOTHING", [(a, c) for a, c, _ in mentions])
+        return touched | {m[0] for m in mentions}
+
+    def _link_triples(self, entities: dict[str, int], conversations: list[int],
+                      touched: set[int]) -> set[int]:
+        s, cursor = self.store, self.cursor
+        parts: dict[str, dict[str, tuple]] = {"memori_subject": {}, "memori_predicate": {},
+                                              "memori_object": {}}
+        rows = []
+        for i, r in enumerate(self.done):
+            for t in r.extraction.triples:
+                subject = (t.subject_name[:MAX_NAME], t.subject_type[:MAX_NAME])
+                obj = (t.object_name[:MAX_NAME], t.object_type[:MAX_NAME])
+                keys = (uniq(*subject), uniq(t.predicate), uniq(*obj))
+                parts["memori_subject"][keys[0]] = subject
+                parts["memori_predicate"][keys[1]] = (t.predicate,)
+                parts["memori_object"][keys[2]] = obj
+                rows.append((entities[r.result.entity_id], *keys, conversations[i]))
+        if not rows:
+            return touched
+        ids: dict[str, dict[str, int]] = {}
+        for table, values in parts.items():
+            columns = "content" if table == "memori_predicate" else "name, type"
+            marks = "?" if table == "memori_predicate" else "?, ?"
+            s._many(cursor, f"INSERT INTO {table} (uuid, {columns}, uniq) VALUES (?, {marks}, ?) "
+                            f"ON CONFLICT (uniq) DO NOTHING",
+                    [(str(uuid.uuid4()), *value, key) for key, value in values.items()])
+            ids[table] = dict(s._rows_in(cursor, f"SELECT uniq, id FROM {table} WHERE uniq IN "
+                                                 f"({{keys}})", list(values)))
+        graph_keys = sorted({(e, ids["memori_subject"][su], ids["memori_predicate"][pu],
+                              ids["memori_object"][ou]) for e, su, pu, ou, _ in rows})
+        s._many(cursor, "INSERT INTO memori_knowledge_graph (uuid, entity_id, subject_id, "
+                        "predicate_id, object_id, num_times, date_last_time) "
+                        "VALUES (?, ?, ?, ?, ?, 0, ?) ON CONFLICT (entity_id, subject_id, "
+                        "predicate_id, object_id) DO NOTHING",
+                [(str(uuid.uuid4()), *key, self.now) for key in graph_keys])
+        graph = {tuple(row[:4]): row[4] for row in s._rows_in(
+            cursor, "SELECT entity_id, subject_id, predicate_id, object_id, id FROM "
+                    "memori_knowledge_graph WHERE (entity_id, subject_id, predicate_id, "
+                    "object_id) IN ({keys})", graph_keys, width=4)}
+        mentions = sorted({(graph[(e, ids["memori_subject"][su], ids["memori_predicate"][pu],
+                                   ids["memori_object"][ou])], c)
+                           for e, su, pu, ou, c in rows})
+        s._many(cursor, "INSERT INTO memori_nb_triple_mentions VALUES (?, ?) "
+                        "ON CONFLICT DO NOTHING", mentions)
+        return touched | {m[0] for m in mentions}
+
+    def _recount(self, table: str, mentions: str, column: str, ids: set[int]) -> None:
+        """Counts = distinct conversations that stated the row; last time = the latest of
+        their source times. Rows no conversation states any more are removed."""
+        if not ids:
+            return
+        s = self.store
+        s._rows_in(self.cursor, f"UPDATE {table} SET num_times = (SELECT count(*) FROM "
+                                f"{mentions} m WHERE m.{column} = {table}.id), date_last_time = "
+                                f"coalesce((SELECT max(l.said_at) FROM {mentions} m JOIN "
+                                f"memori_nb_seeded_conversations l ON l.memori_conversation_id "
+                                f"= m.conversation_id WHERE m.{column} = {table}.id), "
+                                f"date_last_time) WHERE id IN ({{keys}})", sorted(ids),
+                   fetch=False)
+        s._rows_in(self.cursor, f"DELETE FROM {table} WHERE num_times = 0 AND id IN ({{keys}})",
+                   sorted(ids), fetch=False)
+
+
+def _facts_of(record: ResultRecord) -> tuple[str, ...]:
+    return record.extraction.facts if record.extraction is not None else ()
+
+
+def _is_db_error(exc: BaseException) -> bool:
+    """A DB-API error from any driver (they share the name, not a base class)."""
+    return any(cls.__name__ in ("DatabaseError", "InterfaceError", "Error")
+               and cls.__module__.split(".")[0] in ("sqlite3", "psycopg", "psycopg2")
+               for cls in type(exc).__mro__)
