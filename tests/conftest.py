@@ -7,6 +7,8 @@ import pytest
 from helpers import API_KEY, FakeTime
 from memori_nb.testing import AugmentationServer
 
+pytest_plugins = ["memori_sdk"]
+
 
 @pytest.fixture
 def fake_time() -> FakeTime:

@@ -200,7 +200,12 @@ class SqlStore:
 
         Raises:
             StoreError: the database holds a Memori schema revision memori_nb does not know.
+            ConfigurationError: the embedding model is not installed (checked here, before
+                anything is sent, rather than when the first results are written).
         """
+        load = getattr(self.embedder, "load", None)
+        if load is not None:
+            load()
         with self._transaction() as cursor:
             revision = self._schema_revision(cursor)
             if revision is None:

@@ -1,0 +1,231 @@
+"""The Memori store: Memori's own tables in SQLite and a real PostgreSQL, through every kind
+of ``conn`` Memori accepts (and a plain sqlite3 connection, which Memori mishandles)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+pytest.importorskip("sqlalchemy")
+pytest.importorskip("onnxruntime")
+
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy.orm import sessionmaker  # noqa: E402
+
+from helpers import conversation  # noqa: E402
+from memori_nb import Memori, SeedData, StoreError  # noqa: E402
+from memori_nb.backends import LocalBackend  # noqa: E402
+from memori_nb.embeddings import Embedder, from_bytes  # noqa: E402
+from memori_nb.stores import SqlStore  # noqa: E402
+from memori_sdk import psycopg_conninfo  # noqa: E402
+
+SQLITE_KINDS = ["url", "engine", "sessionmaker", "session", "sqlite3", "sqlite3-memory",
+                "factory"]
+PG_KINDS = ["pg-url", "pg-sessionmaker", "psycopg", "psycopg-factory"]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder()
+
+
+class CountingLocal(LocalBackend):
+    """The offline extractor, counting what it is sent (a re-run must send nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+    async def augment(self, request):
+        self.sent.append(request.conversation_id)
+        return await super().augment(request)
+
+
+def make_conn(kind: str, tmp_path, pg_url_factory=None):
+    """What a user passes as conn, for each kind; and a SQLAlchemy URL to inspect with."""
+    if kind.startswith("p"):
+        url = pg_url_factory()
+        info = psycopg_conninfo(url)
+        import psycopg
+        return {"pg-url": lambda: url,
+                "pg-sessionmaker": lambda: sessionmaker(bind=sa.create_engine(url)),
+                "psycopg": lambda: psycopg.connect(info),
+                "psycopg-factory": lambda: (lambda: psycopg.connect(info))}[kind](), url
+    path = tmp_path / "memori.db"
+    url = f"sqlite:///{path}"
+    if kind == "sqlite3-memory":
+        return sqlite3.connect(":memory:"), None
+    return {"url": lambda: url, "engine": lambda: sa.create_engine(url),
+            "sessionmaker": lambda: sessionmaker(bind=sa.create_engine(url)),
+            "session": lambda: sessionmaker(bind=sa.create_engine(url))(),
+            "sqlite3": lambda: sqlite3.connect(path),
+            "factory": lambda: (lambda: sqlite3.connect(path))}[kind](), url
+
+
+@pytest.fixture(params=SQLITE_KINDS + PG_KINDS)
+def conn_kind(request, tmp_path):
+    if request.param.startswith("p"):
+        server = request.getfixturevalue("postgres_server")
+        names = []
+
+        def fresh() -> str:
+            names.append(server.create_database())
+            return server.url(names[-1])
+        request.addfinalizer(lambda: [server.drop_database(n) for n in names])
+        return request.param, make_conn(request.param, tmp_path, fresh)
+    return request.param, make_conn(request.param, tmp_path)
+
+
+def seed(m: Memori, conversations, entity="user-123", **kwargs):
+    return asyncio.run(m.seed(SeedData.for_conversations(entity_id=entity,
+                                                         conversations=conversations),
+                              **kwargs))
+
+
+LISBON = {"id": "conv-1", "messages": [
+    {"role": "user", "content": "I just bought a Tesla Model 3! I live in Lisbon.",
+     "timestamp": "2023-05-01T10:00:00Z"},
+    {"role": "assistant", "content": "Congratulations!", "timestamp": "2023-05-01T10:00:05Z"}]}
+SURF = {"id": "conv-2", "messages": [
+    {"role": "user", "content": "I live in Lisbon and I love surfing.",
+     "timestamp": "2024-02-03T08:00:00Z"}]}
+
+
+def test_every_kind_of_conn_seeds_memoris_tables(conn_kind, embedder):
+    kind, (conn, _url) = conn_kind
+    backend = CountingLocal()
+    m = Memori(conn=conn, backend=backend, embedder=embedder)
+    m.attribution(entity_id="user-123", process_id="support-bot")
+    m.config.storage.build()
+    result = seed(m, [LISBON, SURF])
+    assert (result.total, result.successful, result.failed) == (2, 2, 0)
+    assert result.success_rate == 100.0 and len(result.conversations) == 2
+
+    facts = m.facts("user-123").set_index("fact")
+    # A fact's count is the number of conversations that stated it.
+    assert facts.loc["user lives_in Lisbon", "mention_count"] == 2
+    assert facts.loc["user owns Tesla Model 3", "mention_count"] == 1
+    # Its times are when it was said at the source.
+    assert str(facts.loc["user owns Tesla Model 3", "last_seen"]) == "2023-05-01 10:00:05"
+    assert str(facts.loc["user lives_in Lisbon", "last_seen"]) == "2024-02-03 08:00:00"
+    assert str(facts.loc["user lives_in Lisbon", "first_seen"]) == "2023-05-01 10:00:05"
+
+    rows = m.sql("SELECT content, content_embedding FROM memori_entity_fact")
+    for content, blob in rows.itertuples(index=False):
+        vector = from_bytes(bytes(blob))
+        assert vector.shape == (384,) and abs(float((vector ** 2).sum()) - 1) < 1e-3
+    count = lambda table: int(m.sql(f"SELECT count(*) AS n FROM {table}").n[0])  # noqa: E731
+    assert count("memori_entity") == 1 and count("memori_process") == 1
+    assert count("memori_session") == 2 and count("memori_conversation") == 2
+    assert count("memori_conversation_message") == 3
+    assert count("memori_entity_fact_mention") == 4
+    assert count("memori_knowledge_graph") == 3
+    summaries = m.sql("SELECT summary FROM memori_conversation ORDER BY id").summary.tolist()
+    assert all(summaries) and "Lisbon" in summaries[0]
+    assert m.sql("SELECT num FROM memori_schema_version").num.tolist() == [2]
+    assert set(m.results().status) == {"succeeded"}
+
+    # Nothing is sent twice; forcing replaces, never inflates.
+    again = seed(m, [LISBON, SURF])
+    assert again.skipped == 2 and backend.sent == ["conv-1", "conv-2"]
+    forced = seed(m, [LISBON, SURF], force=True)
+    assert forced.successful == 2
+    assert m.facts("user-123").set_index("fact").mention_count.to_dict() == \
+        facts.mention_count.to_dict()
+    assert count("memori_conversation") == 2 and count("memori_conversation_message") == 3
+    assert count("memori_entity_fact_mention") == 4 and count("memori_session") == 2
+    assert int(m.sql("SELECT max(num_times) AS n FROM memori_knowledge_graph").n[0]) == 2
+    assert len(m.runs()) == 3
+    m.close()
+
+
+def test_a_conversation_seeded_again_with_new_content_replaces_the_old(tmp_path, embedder):
+    m = Memori(conn=f"sqlite:///{tmp_path / 'm.db'}", backend="local", embedder=embedder)
+    seed(m, [conversation("c1", "I live in Lisbon. I have a dog named Rex.")])
+    seed(m, [conversation("c1", "I live in Porto. I have a dog named Rex.")])
+    facts = m.facts("user-123")
+    assert sorted(facts.fact) == ["user has_dog Rex", "user lives_in Porto"]
+    assert facts.mention_count.tolist() == [1, 1]
+    assert int(m.sql("SELECT count(*) AS n FROM memori_conversation").n[0]) == 1
+    predicates = m.store.triples("user-123").predicate.tolist()
+    assert sorted(predicates) == ["has_dog", "lives_in"]
+
+
+def test_a_failed_write_keeps_nothing_of_its_batch_and_says_why(tmp_path, embedder):
+    path = tmp_path / "m.db"
+    m = Memori(conn=f"sqlite:///{path}", backend="local", embedder=embedder)
+    m.config.storage.build()
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON memori_nb_seeded_conversations "
+                   "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+    with pytest.raises(StoreError, match="disk says no"):
+        seed(m, [conversation("c1", "I live in Lisbon.")])
+    with sqlite3.connect(path) as db:
+        for table in ("memori_entity_fact", "memori_conversation", "memori_entity",
+                      "memori_nb_conversation_results"):
+            assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
+        db.execute("DROP TRIGGER refuse")
+    assert seed(m, [conversation("c1", "I live in Lisbon.")]).successful == 1
+
+
+def test_an_unknown_schema_revision_is_refused(tmp_path, embedder):
+    path = tmp_path / "m.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE memori_schema_version (num INTEGER NOT NULL PRIMARY KEY)")
+        db.execute("INSERT INTO memori_schema_version VALUES (7)")
+    m = Memori(conn=sqlite3.connect(path), backend="local", embedder=embedder)
+    with pytest.raises(StoreError, match="revision 7; memori_nb writes revision 2"):
+        m.config.storage.build()
+
+
+def test_ids_longer_than_memori_holds_fail_before_anything_is_sent(tmp_path, embedder):
+    backend = CountingLocal()
+    m = Memori(conn=f"sqlite:///{tmp_path / 'm.db'}", backend=backend, embedder=embedder)
+    result = seed(m, [conversation("c1", "I live in Lisbon.")], entity="x" * 101)
+    assert result.failed == 1 and backend.sent == []
+    assert "entity id" in result.conversations[0].error
+    assert "at most 100" in result.conversations[0].error
+
+
+def test_each_fact_text_is_embedded_once_per_run(tmp_path):
+    class Counting(Embedder):
+        texts: list[str] = []
+
+        def _compute(self, texts):
+            Counting.texts += texts
+            return super()._compute(texts)
+
+    m = Memori(conn=f"sqlite:///{tmp_path / 'm.db'}", backend="local", embedder=Counting())
+    conversations = [conversation(f"c{i}", "I live in Lisbon. I love jazz.") for i in range(30)]
+    asyncio.run(m.seed([SeedData.for_conversations(entity_id=e, conversations=conversations)
+                        for e in ("ann", "bob")], batch_size=3))
+    assert sorted(Counting.texts) == ["user likes jazz", "user lives_in Lisbon"]
+
+
+def test_recall_finds_the_attributed_entitys_facts(tmp_path, embedder):
+    m = Memori(conn=f"sqlite:///{tmp_path / 'm.db'}", backend="local", embedder=embedder)
+    m.attribution(entity_id="user-123")
+    seed(m, [LISBON, SURF, conversation("c3", "I have a dog named Rex. I work at Acme.")])
+    best = m.recall("where does the user live?", limit=2)
+    assert best[0]["content"] == "user lives_in Lisbon" and len(best) == 2
+    assert best[0]["score"] >= best[1]["score"]
+    assert m.recall("what pet does the user have?")[0]["content"] == "user has_dog Rex"
+    assert m.recall("anything", entity_id="nobody") == []
+
+
+def test_a_sqlite3_connection_is_used_as_a_connection_not_a_factory(tmp_path, embedder):
+    path = tmp_path / "m.db"
+    own = sqlite3.connect(path)
+    m = Memori(conn=own, backend="local", embedder=embedder)
+    assert seed(m, [LISBON]).successful == 1
+    m.close()
+    # The caller's connection still works and sees the rows.
+    assert own.execute("SELECT count(*) FROM memori_entity_fact").fetchone()[0] == 2
+
+
+def test_a_database_url_with_a_password_never_shows_it():
+    with pytest.raises(StoreError) as caught:
+        SqlStore("postgresql+psycopg://someone:s3cret-pass@127.0.0.1:1/nowhere")
+    assert "s3cret-pass" not in str(caught.value) and "***" in str(caught.value)
