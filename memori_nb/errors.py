@@ -9,7 +9,7 @@ all. Third-party errors (httpx, duckdb, json) are wrapped once, at the edge, wit
     ├── ConfigurationError          bad arguments or settings
     │   └── MissingApiKeyError      the memori backend has no MEMORI_API_KEY
     ├── InvalidInputError           input whose shape is unusable as a whole (file, frame, SeedData)
-    ├── StoreError                  the DuckDB store could not be opened or written
+    ├── StoreError                  the store (DuckDB, SQLite, PostgreSQL) could not be opened or written
     └── AugmentationError           one augmentation request failed (carries conversation id, status)
         ├── TransientError          5xx, timeout, dropped connection, malformed response: retried
         ├── RateLimitedError        429 "slow down", optionally with Retry-After: waited, retried
@@ -38,7 +38,7 @@ class InvalidInputError(MemoriNbError, ValueError):
 
 
 class StoreError(MemoriNbError):
-    """The DuckDB store could not be opened, built or written."""
+    """The store (DuckDB, SQLite, PostgreSQL) could not be opened, built or written."""
 
 
 class AugmentationError(MemoriNbError):

@@ -11,17 +11,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any, TypeVar
 
-import duckdb
 import pandas as pd
 
 from .client import Memori
 from .frames import from_dataframe
 from .models import SeedConfig, SeedData, SeedResult
 from .progress import TqdmProgress
-from .stores import DEFAULT_DB, DuckDBStore
+from .stores import DEFAULT_DB, Store, open_store
 
 T = TypeVar("T")
 
@@ -79,8 +77,7 @@ def run_sync(make_coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return outcome["result"]
 
 
-async def seed_dataframe_async(df: pd.DataFrame, *, db: str | Path | duckdb.DuckDBPyConnection
-                               = DEFAULT_DB, backend: Any = "memori",
+async def seed_dataframe_async(df: pd.DataFrame, *, db: Any = DEFAULT_DB, backend: Any = "memori",
                                seed_config: SeedConfig | None = None, batch_size: int | None = None,
                                force: bool = False, progress: bool = True,
                                api_key: str | None = None, base_url: str | None = None,
@@ -93,7 +90,7 @@ async def seed_dataframe_async(df: pd.DataFrame, *, db: str | Path | duckdb.Duck
                        api_key=api_key, base_url=base_url)
 
 
-def seed_dataframe(df: pd.DataFrame, *, db: str | Path | duckdb.DuckDBPyConnection = DEFAULT_DB,
+def seed_dataframe(df: pd.DataFrame, *, db: Any = DEFAULT_DB,
                    backend: Any = "memori", seed_config: SeedConfig | None = None,
                    batch_size: int | None = None, force: bool = False, progress: bool = True,
                    api_key: str | None = None, base_url: str | None = None,
@@ -108,8 +105,10 @@ def seed_dataframe(df: pd.DataFrame, *, db: str | Path | duckdb.DuckDBPyConnecti
     Args:
         df: long format (one row per message) or nested (one row per conversation with a
             ``messages`` list); see :func:`memori_nb.from_dataframe`.
-        db: DuckDB file path, ``":memory:"`` or an open connection. Results, facts and
-            triples are stored there for SQL.
+        db: DuckDB file path, ``":memory:"`` or an open connection (results, facts and
+            triples are stored there for SQL), or anything ``Memori(conn=...)`` takes for
+            Memori's own tables (a SQLAlchemy URL, Engine or sessionmaker, a DB-API
+            connection).
         backend: ``"memori"`` (needs ``MEMORI_API_KEY``), ``"local"`` (offline) or an object.
         seed_config: limits and retries; ``batch_size`` overrides its concurrency.
         force: send again conversations already seeded.
@@ -179,8 +178,8 @@ def _fields(config: SeedConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in config.__dataclass_fields__}
 
 
-def _open_store(db) -> DuckDBStore:
-    store = DuckDBStore(db)
+def _open_store(db) -> Store:
+    store = open_store(db)
     store.build()
     return store
 

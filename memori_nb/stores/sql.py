@@ -28,6 +28,7 @@ import hashlib
 import json
 import re
 import threading
+import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -83,9 +84,19 @@ _TIME_COLUMNS = {"started_at", "finished_at", "seeded_at", "ended_at", "said_at"
 
 
 def uniq(*terms: str) -> str:
-    """Memori's dedup key: SHA-256 of the joined terms, lower-cased, only ``a-z0-9`` kept."""
-    return hashlib.sha256(re.sub(r"[^a-z0-9]", "", "".join(terms).lower())
-                          .encode("utf-8")).hexdigest()
+    """Memori's dedup key: SHA-256 of the joined terms, lower-cased, only ``a-z0-9`` kept.
+
+    Memori's rule drops every other character, so "user likes 寿司" and "user likes 天ぷら"
+    would be one fact; for text beyond ASCII the key keeps every letter and digit instead
+    (the SDK would store such a fact again as a second row rather than lose it).
+    """
+    text = "".join(terms)
+    if text.isascii():
+        key = re.sub(r"[^a-z0-9]", "", text.lower())
+    else:
+        key = "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold()
+                      if ch.isalnum())
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class SqlStore:
@@ -594,8 +605,9 @@ class _BatchWrite:
         rows = []
         for i, r in enumerate(self.done):
             for t in r.extraction.triples:
-                subject = (t.subject_name[:MAX_NAME], t.subject_type[:MAX_NAME])
-                obj = (t.object_name[:MAX_NAME], t.object_type[:MAX_NAME])
+                # Types lower-cased, as the SDK stores them.
+                subject = (t.subject_name[:MAX_NAME], t.subject_type.lower()[:MAX_NAME])
+                obj = (t.object_name[:MAX_NAME], t.object_type.lower()[:MAX_NAME])
                 keys = (uniq(*subject), uniq(t.predicate), uniq(*obj))
                 parts["memori_subject"][keys[0]] = subject
                 parts["memori_predicate"][keys[1]] = (t.predicate,)

@@ -1,0 +1,47 @@
+"""A run changes the collector's young threshold only while it runs, and restores it exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+from helpers import conversation
+from memori_nb import Memori, SeedData
+from memori_nb._gc import RUN_YOUNG_THRESHOLD, fewer_young_collections
+
+
+def test_overlapping_runs_share_one_change_and_the_last_restores_it():
+    before = gc.get_threshold()
+    first, second = fewer_young_collections(), fewer_young_collections()
+    first.__enter__()
+    assert gc.get_threshold()[0] == max(before[0], RUN_YOUNG_THRESHOLD)
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert gc.get_threshold()[0] == max(before[0], RUN_YOUNG_THRESHOLD)
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before
+
+
+def test_a_threshold_set_by_the_user_during_a_run_is_kept():
+    before = gc.get_threshold()
+    try:
+        with fewer_young_collections():
+            gc.set_threshold(1234, 5, 6)
+        assert gc.get_threshold() == (1234, 5, 6)
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_concurrent_runs_in_one_loop_leave_the_collector_as_it_was():
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+
+    async def both():
+        m1 = Memori(conn=":memory:", backend="local")
+        m2 = Memori(conn=":memory:", backend="local")
+        data = SeedData.for_conversations(entity_id="u", conversations=[
+            conversation(f"c{i}", "I live in Lisbon.") for i in range(50)])
+        return await asyncio.gather(m1.seed(data), m2.seed(data))
+
+    results = asyncio.run(both())
+    assert [r.successful for r in results] == [50, 50]
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
