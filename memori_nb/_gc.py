@@ -46,8 +46,9 @@ def fewer_young_collections() -> Iterator[None]:
     with _runs_lock:
         if _runs_active == 0:
             _saved_thresholds = gc.get_threshold()
-            gc.set_threshold(max(_saved_thresholds[0], RUN_YOUNG_THRESHOLD),
-                             *_saved_thresholds[1:])
+            if _saved_thresholds[0] != 0:  # 0: automatic collection is off; leave it so
+                gc.set_threshold(max(_saved_thresholds[0], RUN_YOUNG_THRESHOLD),
+                                 *_saved_thresholds[1:])
         _runs_active += 1
     try:
         yield
@@ -55,7 +56,8 @@ def fewer_young_collections() -> Iterator[None]:
         with _runs_lock:
             _runs_active -= 1
             if _runs_active == 0 and _saved_thresholds is not None:
-                ours = (max(_saved_thresholds[0], RUN_YOUNG_THRESHOLD), *_saved_thresholds[1:])
+                ours = ((max(_saved_thresholds[0], RUN_YOUNG_THRESHOLD) if _saved_thresholds[0]
+                         else 0), *_saved_thresholds[1:])
                 if gc.get_threshold() == ours:
                     gc.set_threshold(*_saved_thresholds)
                 _saved_thresholds = None

@@ -21,6 +21,7 @@ from .models import DEFAULT_BATCH_SIZE, SeedConfig, SeedData, SeedResult
 from .progress import TqdmProgress
 from .sources import FORMATS, read_source
 from .stores import DEFAULT_DB
+from .stores.connection import hide_password
 from .validation import duplicate_reason, find_duplicate_ids
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None, *, stdout: IO[str] | None = None,
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted: every conversation that finished is saved in "
-              f"{args.db}; run the same command again to continue", file=err)
+              f"{hide_password(str(args.db))}; run the same command again to continue",
+              file=err)
         return EXIT_INTERRUPTED
 
 
@@ -181,7 +183,7 @@ def _seed(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str],
         # Results stay in DuckDB rather than in memory: files may hold millions.
         result = asyncio.run(memori.seed(seeds, seed_config=config, force=args.force,
                                          progress=progress, keep_results=False))
-        failures = memori.store.failures(result.run_id).head(MAX_LISTED)
+        failures = memori.store.failures(result.run_id, limit=MAX_LISTED)
     finally:
         memori.close()
     _report(args, result, failures, out, err)
@@ -194,7 +196,7 @@ def _report(args, result: SeedResult, failures, out: IO[str], err: IO[str]) -> N
     print(f"Seeded {result.total:,} conversations in {seconds:.1f} s: "
           f"{result.successful:,} succeeded, {result.failed:,} failed, "
           f"{result.skipped:,} skipped; {result.total_triples:,} triples. "
-          f"Database: {args.db} (run {result.run_id}).", file=human)
+          f"Database: {hide_password(str(args.db))} (run {result.run_id}).", file=human)
     if result.stopped_reason:
         print(f"The run stopped early: {result.stopped_reason}. Conversations not sent are "
               f"skipped; run the same command later to send them.", file=human)

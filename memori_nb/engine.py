@@ -188,6 +188,7 @@ class _SeedRun:
             if status == "interrupted":
                 self.writer.flush_now()  # waits for an in-flight write, then saves the rest
             self.writer.shutdown()
+            self._count_refused()
             duration_ms = (self.clock() - started) * 1000
             self.store.finish_run(self.run_id, status=status, counters=self.counters,
                                   duration_ms=duration_ms, stopped_reason=self.stop_reason)
@@ -370,6 +371,19 @@ class _SeedRun:
             self.on_progress(self.counters.processed, self.counters.total, result)
         if self.progress is not None:
             self.progress.update(self.counters, result)
+
+    def _count_refused(self) -> None:
+        """Finished conversations the store refused count as failed, as they are stored."""
+        refused = {}
+        for record, stored in self.writer.refused:
+            if record.result.status == "succeeded":
+                self.counters.successful -= 1
+                self.counters.failed += 1
+                self.counters.triples -= record.result.triples_count
+            refused[record.result.entity_id, record.result.conversation_id] = stored.result
+        if refused and self.keep_results:
+            self.results = [refused.get((r.entity_id, r.conversation_id), r)
+                            if r is not None else r for r in self.results]
 
     def _ms_since(self, started: float) -> float:
         return (self.clock() - started) * 1000

@@ -141,6 +141,17 @@ def test_every_kind_of_conn_seeds_memoris_tables(conn_kind, embedder):
     m.close()
 
 
+def test_failures_and_results_come_back_as_dataframes(tmp_path, embedder):
+    m = Memori(conn=f"sqlite:///{tmp_path / 'm.db'}", backend="local", embedder=embedder)
+    result = seed(m, [LISBON, {"id": "bad", "messages": [{"role": "bot", "content": "x"}]}])
+    assert (result.successful, result.failed) == (1, 1)
+    failures = m.failures()
+    assert failures.conversation_id.tolist() == ["bad"]
+    assert "role" in failures.error[0]
+    assert sorted(m.results().status) == ["failed", "succeeded"]
+    assert m.results().warnings.map(type).eq(list).all()
+
+
 def test_a_conversation_seeded_again_with_new_content_replaces_the_old(tmp_path, embedder):
     m = Memori(conn=f"sqlite:///{tmp_path / 'm.db'}", backend="local", embedder=embedder)
     seed(m, [conversation("c1", "I live in Lisbon. I have a dog named Rex.")])
@@ -153,21 +164,71 @@ def test_a_conversation_seeded_again_with_new_content_replaces_the_old(tmp_path,
     assert sorted(predicates) == ["has_dog", "lives_in"]
 
 
-def test_a_failed_write_keeps_nothing_of_its_batch_and_says_why(tmp_path, embedder):
+def test_a_conversation_the_store_refuses_fails_alone_and_is_sent_again_later(tmp_path,
+                                                                             embedder):
     path = tmp_path / "m.db"
     m = Memori(conn=f"sqlite:///{path}", backend="local", embedder=embedder)
     m.config.storage.build()
     with sqlite3.connect(path) as db:
         db.execute("CREATE TRIGGER refuse BEFORE INSERT ON memori_nb_seeded_conversations "
-                   "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
-    with pytest.raises(StoreError, match="disk says no"):
+                   "WHEN NEW.conversation_id = 'c2' BEGIN SELECT RAISE(ABORT, 'disk says no'); "
+                   "END")
+    conversations = [conversation(f"c{i}", f"I live in City{i}.") for i in range(1, 4)]
+    result = seed(m, conversations)
+    assert (result.successful, result.failed) == (2, 1)
+    refused = result.conversations[1]
+    assert refused.status == "failed" and "disk says no" in refused.error
+    assert m.failures().conversation_id.tolist() == ["c2"]
+    with sqlite3.connect(path) as db:
+        # Nothing of c2 is in Memori's tables; the others are whole.
+        assert db.execute("SELECT count(*) FROM memori_conversation").fetchone()[0] == 2
+        assert db.execute("SELECT count(*) FROM memori_entity_fact WHERE content LIKE "
+                          "'%City2%'").fetchone()[0] == 0
+        db.execute("DROP TRIGGER refuse")
+    again = seed(m, conversations)
+    assert (again.successful, again.skipped) == (1, 2)
+
+
+def test_a_store_that_refuses_everything_stops_the_run_and_says_why(tmp_path, embedder):
+    path = tmp_path / "m.db"
+    m = Memori(conn=f"sqlite:///{path}", backend="local", embedder=embedder)
+    m.config.storage.build()
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON memori_nb_conversation_results "
+                   "BEGIN SELECT RAISE(ABORT, 'read-only today'); END")
+    with pytest.raises(StoreError, match="read-only today"):
         seed(m, [conversation("c1", "I live in Lisbon.")])
     with sqlite3.connect(path) as db:
-        for table in ("memori_entity_fact", "memori_conversation", "memori_entity",
-                      "memori_nb_conversation_results"):
+        for table in ("memori_entity_fact", "memori_conversation", "memori_entity"):
             assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
-        db.execute("DROP TRIGGER refuse")
-    assert seed(m, [conversation("c1", "I live in Lisbon.")]).successful == 1
+
+
+def test_the_apps_own_counts_are_kept_and_its_rows_never_deleted(tmp_path, embedder):
+    path = tmp_path / "m.db"
+    m = Memori(conn=f"sqlite:///{path}", backend="local", embedder=embedder)
+    m.config.storage.build()
+    blob = embedder.embed_bytes(["user likes tea"])[0]
+    with sqlite3.connect(path) as db:  # as the SDK writes a fact it saw three times
+        db.execute("INSERT INTO memori_entity (uuid, external_id) VALUES ('e', 'user-123')")
+        db.execute("INSERT INTO memori_entity_fact (uuid, entity_id, content, "
+                   "content_embedding, num_times, date_last_time, uniq) VALUES "
+                   "('f', 1, 'user likes tea', ?, 3, datetime('now'), ?)",
+                   (blob, __import__("memori_nb.stores.sql", fromlist=["uniq"]).uniq(
+                       "user likes tea")))
+    seed(m, [conversation("c1", "I like tea.")])
+    assert m.facts().set_index("fact").mention_count["user likes tea"] == 4
+    seed(m, [conversation("c1", "I live in Oslo.")])  # c1 no longer says it
+    assert m.facts().set_index("fact").mention_count["user likes tea"] == 3
+
+
+def test_the_same_conversation_in_two_seed_data_of_one_entity_is_stored_once(tmp_path,
+                                                                            embedder):
+    m = Memori(conn=f"sqlite:///{tmp_path / 'm.db'}", backend="local", embedder=embedder)
+    data = [SeedData.for_conversations(entity_id="ann", conversations=[
+        conversation("c1", text)]) for text in ("I live in Lisbon.", "I live in Porto.")]
+    asyncio.run(m.seed(data))
+    assert int(m.sql("SELECT count(*) AS n FROM memori_conversation").n[0]) == 1
+    assert m.facts().mention_count.tolist() == [1]
 
 
 def test_an_unknown_schema_revision_is_refused(tmp_path, embedder):
@@ -260,7 +321,82 @@ def test_facts_beyond_ascii_keep_their_own_rows():
     from memori_nb.stores.sql import uniq
 
     assert uniq("user likes 寿司") != uniq("user likes 天ぷら")
-    assert uniq("User lives in Zürich") == uniq("user lives in zürich")
+    # Latin letters with accents keep Memori's own key (the SDK drops them): one row each.
+    import hashlib
+    assert uniq("User lives in Zürich") == hashlib.sha256(b"userlivesinzrich").hexdigest()
     # Plain ASCII keeps Memori's own key, so the SDK deduplicates with what was seeded.
     import hashlib
     assert uniq("User owns a Tesla!") == hashlib.sha256(b"userownsatesla").hexdigest()
+
+
+def test_a_psycopg_connection_in_autocommit_mode_still_commits(postgres_server, embedder):
+    import psycopg
+
+    name = postgres_server.create_database()
+    try:
+        info = psycopg_conninfo(postgres_server.url(name))
+        own = psycopg.connect(info, autocommit=True)
+        m = Memori(conn=own, backend="local", embedder=embedder)
+        assert seed(m, [LISBON]).successful == 1
+        with psycopg.connect(info) as other:  # another session sees it: it was committed
+            assert other.execute("SELECT count(*) FROM memori_entity_fact").fetchone()[0] == 2
+        # The server drops the connection (restart, idle timeout): memori_nb cannot reopen
+        # a caller's own connection, and says so plainly.
+        with psycopg.connect(info, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [own.info.backend_pid])
+        with pytest.raises(StoreError):
+            seed(m, [SURF])
+    finally:
+        postgres_server.drop_database(name)
+
+
+def test_a_dropped_connection_memori_nb_made_is_opened_again(postgres_server, embedder):
+    import psycopg
+
+    name = postgres_server.create_database()
+    try:
+        url = postgres_server.url(name)
+        m = Memori(conn=url, backend="local", embedder=embedder)
+        assert seed(m, [LISBON]).successful == 1
+        with psycopg.connect(psycopg_conninfo(url), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                          "datname = %s AND pid <> pg_backend_pid()", [name])
+        with pytest.raises(StoreError):
+            m.results()  # the first use finds the connection gone ...
+        assert seed(m, [SURF]).successful == 1  # ... and the next opens a new one
+        m.close()
+    finally:
+        postgres_server.drop_database(name)
+
+
+def test_runs_started_within_one_second_sort_right(tmp_path, embedder):
+    m = Memori(conn=f"sqlite:///{tmp_path / 'm.db'}", backend="local", embedder=embedder)
+    ids = [seed(m, [conversation(f"c{i}", "I live in Lisbon.")]).run_id for i in range(4)]
+    assert m.store.latest_run_id() == ids[-1]
+    assert m.runs().run_id.tolist() == ids[::-1]
+
+
+def test_a_revision_1_schema_is_brought_to_revision_2(tmp_path, embedder):
+    path = tmp_path / "m.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE memori_schema_version (num INTEGER NOT NULL PRIMARY KEY)")
+        db.execute("INSERT INTO memori_schema_version VALUES (1)")
+    m = Memori(conn=f"sqlite:///{path}", backend="local", embedder=embedder)
+    m.config.storage.build()
+    assert m.sql("SELECT num FROM memori_schema_version").num.tolist() == [2]
+
+
+def test_passwords_never_show_in_the_cli_or_reprs(tmp_path):
+    import io
+    from importlib.resources import files
+
+    from memori_nb.cli import main
+    from memori_nb.stores.connection import hide_password
+
+    assert hide_password("postgresql://bob:s3cret@h/db") == "postgresql://bob:***@h/db"
+    assert "s3cret" not in hide_password("postgresql://h/db?user=bob&password=s3cret")
+    sample = str(files("memori_nb") / "data" / "sample_conversations.json")
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["seed", sample, "--backend", "local", "--db",
+                 "postgresql+psycopg://bob:s3cret@127.0.0.1:1/nowhere"], stdout=out, stderr=err)
+    assert code == 2 and "s3cret" not in out.getvalue() + err.getvalue()

@@ -8,9 +8,10 @@ connection of its own and its own transactions, so a batch is written atomically
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import ConfigurationError, StoreError
@@ -33,6 +34,8 @@ class SqlConnection:
     description: str
     threadsafe: bool = True
     close: Callable[[], None] | None = None
+    # Opens a new connection like this one, when memori_nb can (not for a caller's own).
+    reopen: Callable[[], SqlConnection] | None = None
 
 
 def is_sql_conn(conn: Any) -> bool:
@@ -72,7 +75,8 @@ def open_sql_connection(conn: Any) -> SqlConnection:
         if callable(made) and not isinstance(made, sqlite3.Connection):
             raise ConfigurationError("conn returned another callable; pass a connection, "
                                      "a session or a function that returns one")
-        return open_sql_connection(made)
+        opened = open_sql_connection(made)
+        return replace(opened, reopen=lambda: open_sql_connection(conn))
     raise ConfigurationError(
         f"conn must be a DuckDB path or connection, a SQLAlchemy URL, Engine, Session or "
         f"sessionmaker, or a DB-API connection (or a function returning one); "
@@ -93,7 +97,7 @@ def _create_engine(url: str):
     try:
         return sqlalchemy.create_engine(url)
     except Exception as exc:  # noqa: BLE001 - bad URL, missing driver: one clear message
-        raise ConfigurationError(f"cannot use database URL {_hide_password(url)!r}: "
+        raise ConfigurationError(f"cannot use database URL {hide_password(url)!r}: "
                                  f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -112,9 +116,12 @@ def _from_sqlalchemy(conn: Any) -> SqlConnection:
 
 
 def _from_engine(engine: Any) -> SqlConnection:
+    if type(engine).__name__.startswith("Async"):
+        raise ConfigurationError("memori_nb writes through a synchronous SQLAlchemy engine; "
+                                 "pass create_engine(...) (or its URL), not an async engine")
     dialect = engine.dialect.name
     _check_dialect(dialect)
-    description = _hide_password(str(engine.url))
+    description = hide_password(str(engine.url))
     if dialect == "sqlite" and engine.url.database in (None, "", ":memory:"):
         raise ConfigurationError("an in-memory SQLite URL gives every connection its own "
                                  "empty database; use a file (sqlite:///memori.db) or pass "
@@ -127,7 +134,8 @@ def _from_engine(engine: Any) -> SqlConnection:
     connection = raw.driver_connection
     if dialect == "sqlite":
         connection.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_SECONDS * 1000)}")
-    return SqlConnection(connection, dialect, description, close=raw.close)
+    return SqlConnection(connection, dialect, description, close=raw.close,
+                         reopen=lambda: _from_engine(engine))
 
 
 def _from_sqlite3(conn: sqlite3.Connection) -> SqlConnection:
@@ -139,8 +147,13 @@ def _from_sqlite3(conn: sqlite3.Connection) -> SqlConnection:
     path = next((row[2] for row in rows if row[1] == "main"), "")
     if not path:
         return SqlConnection(conn, "sqlite", "sqlite3 in-memory connection", threadsafe=False)
+    return _sqlite_file(path)
+
+
+def _sqlite_file(path: str) -> SqlConnection:
     own = sqlite3.connect(path, timeout=SQLITE_BUSY_SECONDS, check_same_thread=False)
-    return SqlConnection(own, "sqlite", f"sqlite:///{path}", close=own.close)
+    return SqlConnection(own, "sqlite", f"sqlite:///{path}", close=own.close,
+                         reopen=lambda: _sqlite_file(path))
 
 
 def _driver_dialect(conn: Any) -> str:
@@ -158,8 +171,10 @@ def _check_dialect(dialect: str) -> None:
                                  f"this database is {dialect}")
 
 
-def _hide_password(url: str) -> str:
-    """The URL without its password (it may end up in reprs and errors)."""
+def hide_password(url: str) -> str:
+    """The URL without its password, in the user part or the query (``?password=``): it
+    ends up in reprs, errors and the CLI's summary."""
+    url = re.sub(r"([?&](?:ssl)?password=)[^&]*", r"\1***", url, flags=re.I)
     scheme, sep, rest = url.partition("://")
     credentials, at, host = rest.rpartition("@")
     if not sep or not at or ":" not in credentials:

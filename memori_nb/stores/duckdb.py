@@ -201,8 +201,11 @@ class DuckDBStore:
                         _query_frame(self.conn, statement, batch=frame)
                 self.conn.execute("COMMIT")
             except BaseException as exc:
-                self.conn.execute("ROLLBACK")
-                if isinstance(exc, duckdb.Error):
+                try:
+                    self.conn.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # no transaction left to roll back: the first failure is the one
+                if isinstance(exc, (duckdb.Error, UnicodeEncodeError)):
                     raise StoreError(f"could not write {len(records)} results: {exc}") from exc
                 raise
 
@@ -223,16 +226,19 @@ class DuckDBStore:
         """One row per run, newest first."""
         return self.sql("SELECT * EXCLUDE (config) FROM runs ORDER BY started_at DESC")
 
-    def results(self, run_id: str | None = None) -> pd.DataFrame:
+    def results(self, run_id: str | None = None, *, status: str | None = None,
+                limit: int | None = None) -> pd.DataFrame:
         """Per-conversation results of one run (the latest by default)."""
         run_id = run_id or self.latest_run_id()
-        return self.sql("SELECT * FROM conversation_results WHERE run_id = ? "
-                        "ORDER BY finished_at, entity_id, conversation_id", [run_id])
+        where = " AND status = ?" if status else ""
+        return self.sql(f"SELECT * FROM conversation_results WHERE run_id = ?{where} "
+                        f"ORDER BY finished_at, entity_id, conversation_id"
+                        + (f" LIMIT {int(limit)}" if limit is not None else ""),
+                        [run_id] + ([status] if status else []))
 
-    def failures(self, run_id: str | None = None) -> pd.DataFrame:
+    def failures(self, run_id: str | None = None, *, limit: int | None = None) -> pd.DataFrame:
         """The failed conversations of one run (the latest by default), with their errors."""
-        frame = self.results(run_id)
-        return frame[frame.status == "failed"].reset_index(drop=True)
+        return self.results(run_id, status="failed", limit=limit)
 
     def facts(self, entity_id: str | None = None) -> pd.DataFrame:
         """Deduplicated facts, most mentioned first; all entities unless one is given."""

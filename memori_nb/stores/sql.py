@@ -28,6 +28,7 @@ import hashlib
 import json
 import re
 import threading
+from collections import Counter
 import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -86,17 +87,23 @@ _TIME_COLUMNS = {"started_at", "finished_at", "seeded_at", "ended_at", "said_at"
 def uniq(*terms: str) -> str:
     """Memori's dedup key: SHA-256 of the joined terms, lower-cased, only ``a-z0-9`` kept.
 
-    Memori's rule drops every other character, so "user likes 寿司" and "user likes 天ぷら"
-    would be one fact; for text beyond ASCII the key keeps every letter and digit instead
-    (the SDK would store such a fact again as a second row rather than lose it).
+    That key drops every letter beyond ASCII, so "user likes 寿司" and "user likes 天ぷら"
+    would be one fact. For text with letters or digits of other scripts the key keeps every
+    letter and digit instead; Latin text with accents ("Zürich") keeps Memori's own key, so
+    the SDK and memori_nb deduplicate it alike.
     """
     text = "".join(terms)
-    if text.isascii():
+    if text.isascii() or all(ord(ch) < 128 or not ch.isalnum() or _is_latin(ch)
+                             for ch in text):
         key = re.sub(r"[^a-z0-9]", "", text.lower())
     else:
         key = "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold()
                       if ch.isalnum())
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _is_latin(ch: str) -> bool:
+    return unicodedata.name(ch, "").startswith("LATIN")
 
 
 class SqlStore:
@@ -115,6 +122,9 @@ class SqlStore:
     """
 
     max_id_length = MAX_EXTERNAL_ID
+    # Conversations per write transaction: SQLite locks the whole file while one is open,
+    # and the app's own reads wait (5 s by default) before they fail.
+    max_batch_rows = 500
 
     def __init__(self, conn: Any, *, embedder: Any = None) -> None:
         self._sql: SqlConnection = open_sql_connection(conn)
@@ -143,25 +153,48 @@ class SqlStore:
 
     @contextmanager
     def _transaction(self, *, write: bool = True) -> Iterator[Any]:
-        """A cursor in a transaction, committed at the end or rolled back on any failure."""
+        """A cursor in a transaction, committed at the end or rolled back on any failure.
+
+        Raises:
+            StoreError: the database refused (the driver's error is chained).
+        """
         with self._lock:
+            self._reopen_if_lost()
+            began = False
             cursor = self._conn.cursor()
             try:
                 if write and self.dialect == "sqlite" and not self._conn.in_transaction:
                     # IMMEDIATE: take the write lock now, not halfway through the batch.
                     cursor.execute("BEGIN IMMEDIATE")
+                    began = True
                 elif write and getattr(self._conn, "autocommit", False) is True:
-                    cursor.execute("BEGIN")  # a caller's psycopg connection in autocommit
+                    cursor.execute("BEGIN")  # a caller's connection in autocommit mode
+                    began = True
                 yield cursor
-                self._conn.commit()
-            except BaseException:
+                # Drivers in autocommit mode ignore commit(): end what we began ourselves.
+                cursor.execute("COMMIT") if began else self._conn.commit()
+            except BaseException as exc:
                 try:
-                    self._conn.rollback()
+                    cursor.execute("ROLLBACK") if began else self._conn.rollback()
                 except Exception:  # noqa: BLE001 - the first failure is the one to report
                     pass
+                if _is_db_error(exc) or isinstance(exc, UnicodeEncodeError):
+                    raise StoreError(f"{self._sql.description}: {_db_problem(exc)}") from exc
                 raise
             finally:
-                cursor.close()
+                try:
+                    cursor.close()
+                except Exception:  # noqa: BLE001 - a lost connection cannot close its cursor
+                    pass
+
+    def _reopen_if_lost(self) -> None:
+        """After the server dropped the connection (restart, idle timeout), open a new one
+        when memori_nb can (it made the connection, or has the factory)."""
+        conn = self._conn
+        lost = getattr(conn, "closed", False) or getattr(conn, "broken", False)
+        if lost and self._sql.reopen is not None:
+            self._sql = self._sql.reopen()
+            self._conn = self._sql.connection
 
     def _run(self, cursor: Any, sql: str, params: Sequence[Any] = ()) -> None:
         cursor.execute(self._q(sql), tuple(params))
@@ -193,16 +226,21 @@ class SqlStore:
                 self._run(cursor, sql.format(keys=slot), params)
         return out
 
-    def _time(self, value: datetime | None) -> Any:
-        """A naive-UTC time as the dialect stores it (SQLite: text like ``datetime('now')``)."""
+    def _time(self, value: datetime | None, *, precise: bool = False) -> Any:
+        """A time as the dialect stores it. SQLite: UTC text like ``datetime('now')`` (with
+        microseconds when ``precise``, for memori_nb's own tables, where runs must sort).
+        PostgreSQL: an aware datetime, which the server turns into the session's local time,
+        as the SDK's ``CURRENT_TIMESTAMP`` is."""
         if value is None:
             return None
-        if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
-        return value.strftime("%Y-%m-%d %H:%M:%S") if self.dialect == "sqlite" else value
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+        if self.dialect != "sqlite":
+            return value
+        utc = value.astimezone(timezone.utc)
+        return utc.strftime("%Y-%m-%d %H:%M:%S.%f" if precise else "%Y-%m-%d %H:%M:%S")
 
-    def _now(self) -> Any:
-        return self._time(datetime.now(timezone.utc))
+    def _now(self, *, precise: bool = False) -> Any:
+        return self._time(datetime.now(timezone.utc), precise=precise)
 
     # --- schema ---------------------------------------------------------------------------
 
@@ -219,7 +257,8 @@ class SqlStore:
             load()
         with self._transaction() as cursor:
             revision = self._schema_revision(cursor)
-            if revision is None:
+            if revision is None or revision == 1:  # missing, or one revision behind
+                # The statements are idempotent: what revision 1 has stays as it is.
                 for statement in memori_ddl(self.dialect):
                     self._run(cursor, statement)
                 self._run(cursor, "DELETE FROM memori_schema_version")
@@ -259,7 +298,8 @@ class SqlStore:
         with self._transaction() as cursor:
             self._run(cursor, "INSERT INTO memori_nb_runs (run_id, started_at, status, backend, "
                               "force, config) VALUES (?, ?, 'running', ?, ?, ?)",
-                      [run_id, self._now(), backend, force, json.dumps(asdict(config))])
+                      [run_id, self._now(precise=True), backend, force,
+                       json.dumps(asdict(config))])
 
     def finish_run(self, run_id: str, *, status: str, counters: SeedCounters,
                    duration_ms: float, stopped_reason: str | None) -> None:
@@ -268,7 +308,7 @@ class SqlStore:
                               "successful = ?, failed = ?, skipped = ?, retries = ?, "
                               "total_triples = ?, duration_ms = ?, stopped_reason = ? "
                               "WHERE run_id = ?",
-                      [self._now(), status, counters.processed, counters.successful,
+                      [self._now(precise=True), status, counters.processed, counters.successful,
                        counters.failed, counters.skipped, counters.retries, counters.triples,
                        duration_ms, stopped_reason, run_id])
 
@@ -306,20 +346,11 @@ class SqlStore:
             return
         done = [r for r in records
                 if r.result.status == "succeeded" and r.extraction is not None]
-        try:
-            vectors = self._embed_new_facts(done)
-            with self._transaction() as cursor:
-                self._write_results(cursor, run_id, records)
-                if done:
-                    _BatchWrite(self, cursor, run_id, done, vectors).run()
-        except StoreError:
-            raise
-        except Exception as exc:
-            if _is_db_error(exc):
-                raise StoreError(f"could not write {len(records)} results to "
-                                 f"{self._sql.description}: {type(exc).__name__}: "
-                                 f"{exc}") from exc
-            raise
+        vectors = self._embed_new_facts(done)
+        with self._transaction() as cursor:
+            self._write_results(cursor, run_id, records)
+            if done:
+                _BatchWrite(self, cursor, run_id, done, vectors).run()
 
     def _embed_new_facts(self, done: list[ResultRecord]) -> dict[str, bytes]:
         """Vectors for the fact texts the database does not have yet, computed before the
@@ -337,7 +368,7 @@ class SqlStore:
         return dict(zip(texts, self.embedder.embed_bytes(texts))) if texts else {}
 
     def _write_results(self, cursor: Any, run_id: str, records: list[ResultRecord]) -> None:
-        now = self._now()
+        now = self._now(precise=True)
         self._many(cursor, "INSERT INTO memori_nb_conversation_results VALUES "
                            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    [(run_id, r.result.entity_id, r.process_id, r.result.conversation_id,
@@ -379,18 +410,21 @@ class SqlStore:
                             "duration_ms, stopped_reason FROM memori_nb_runs "
                             "ORDER BY started_at DESC")
 
-    def results(self, run_id: str | None = None) -> pd.DataFrame:
+    def results(self, run_id: str | None = None, *, status: str | None = None,
+                limit: int | None = None) -> pd.DataFrame:
         """Per-conversation results of one run (the latest by default)."""
-        frame = self._select("SELECT * FROM memori_nb_conversation_results WHERE run_id = ? "
-                             "ORDER BY finished_at, entity_id, conversation_id",
-                             [run_id or self.latest_run_id()])
+        where = " AND status = ?" if status else ""
+        frame = self._select(
+            f"SELECT * FROM memori_nb_conversation_results WHERE run_id = ?{where} "
+            f"ORDER BY finished_at, entity_id, conversation_id"
+            + (f" LIMIT {int(limit)}" if limit is not None else ""),
+            [run_id or self.latest_run_id()] + ([status] if status else []))
         frame["warnings"] = [json.loads(w) if w else [] for w in frame["warnings"]]
         return frame
 
-    def failures(self, run_id: str | None = None) -> pd.DataFrame:
+    def failures(self, run_id: str | None = None, *, limit: int | None = None) -> pd.DataFrame:
         """The failed conversations of one run (the latest by default), with their errors."""
-        frame = self.results(run_id)
-        return frame[frame.status == "failed"].reset_index(drop=True)
+        return self.results(run_id, status="failed", limit=limit)
 
     def facts(self, entity_id: str | None = None) -> pd.DataFrame:
         """Deduplicated facts, most mentioned first: ``mention_count`` is how many
@@ -447,12 +481,31 @@ class SqlStore:
         return [(row[0], row[1], bytes(row[2]), row[3]) for row in rows]
 
 
+# A new fact, triple or attribute row is inserted with this time and a count of 0, then
+# takes its count and time from its mentions in the same transaction.
+_NEVER = datetime(1, 1, 1)
+# Per kind of memory: its table, the mentions table linking it to conversations, the column
+# there naming it.
+_MENTIONS = {"facts": ("memori_entity_fact", "memori_entity_fact_mention", "fact_id"),
+             "graph": ("memori_knowledge_graph", "memori_nb_triple_mentions",
+                       "knowledge_graph_id"),
+             "attributes": ("memori_process_attribute", "memori_nb_attribute_mentions",
+                            "attribute_id")}
+
+
 class _BatchWrite:
-    """The rows of one batch of succeeded conversations, written through one cursor."""
+    """The rows of one batch of succeeded conversations, written through one cursor.
+
+    Counts change by what memori_nb's own conversations add or take away, so rows the app's
+    SDK wrote keep the counts it gave them.
+    """
 
     def __init__(self, store: SqlStore, cursor: Any, run_id: str, done: list[ResultRecord],
                  vectors: dict[str, bytes]) -> None:
-        self.store, self.cursor, self.run_id, self.done = store, cursor, run_id, done
+        # A conversation given twice in one batch (two SeedData of one entity): the last wins.
+        latest = {(r.result.entity_id, r.result.conversation_id): r for r in done}
+        self.store, self.cursor, self.run_id = store, cursor, run_id
+        self.done = list(latest.values())
         self.vectors = vectors
         self.now = store._now()
 
@@ -462,31 +515,33 @@ class _BatchWrite:
                                     {r.result.entity_id for r in self.done})
         processes = self._ids_by_key("memori_process", "external_id",
                                      {r.process_id for r in self.done if r.process_id})
-        touched = self._forget_earlier_versions()
+        dropped = self._forget_earlier_versions()
         conversations = self._insert_conversations(entities, processes)
+        spans = [self._span(r) for r in self.done]
         s._many(self.cursor, "INSERT INTO memori_nb_seeded_conversations VALUES "
                              "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
             (r.result.entity_id, r.result.conversation_id, r.content_hash, self.run_id, self.now,
              conversations[i], r.conversation.title if r.conversation else None,
-             len(r.conversation.messages) if r.conversation else None,
-             *self._span(r)) for i, r in enumerate(self.done)])
-        facts = self._link("memori_entity_fact", touched["facts"], [
+             len(r.conversation.messages) if r.conversation else None, *spans[i])
+            for i, r in enumerate(self.done)])
+        said = {conversations[i]: spans[i][2] for i in range(len(self.done))}
+        self._count_in("facts", said, self._link("memori_entity_fact", [
             (entities[r.result.entity_id], uniq(fact), fact, conversations[i])
-            for i, r in enumerate(self.done) for fact in _facts_of(r)])
-        graph = self._link_triples(entities, conversations, touched["graph"])
-        attributes = self._link("memori_process_attribute", touched["attributes"], [
+            for i, r in enumerate(self.done) for fact in _facts_of(r)]))
+        self._count_in("graph", said, self._link_triples(entities, conversations))
+        self._count_in("attributes", said, self._link("memori_process_attribute", [
             (processes[r.process_id], uniq(a), a, conversations[i])
-            for i, r in enumerate(self.done) if r.process_id for a in r.extraction.attributes])
-        self._recount("memori_entity_fact", "memori_entity_fact_mention", "fact_id", facts)
-        self._recount("memori_knowledge_graph", "memori_nb_triple_mentions",
-                      "knowledge_graph_id", graph)
-        self._recount("memori_process_attribute", "memori_nb_attribute_mentions",
-                      "attribute_id", attributes)
+            for i, r in enumerate(self.done) if r.process_id for a in r.extraction.attributes]))
+        # What no conversation states any more goes (the SDK's own rows keep their counts).
+        for kind, ids in dropped.items():
+            s._rows_in(self.cursor, f"DELETE FROM {_MENTIONS[kind][0]} WHERE num_times <= 0 "
+                                    f"AND id IN ({{keys}})", sorted(ids), fetch=False)
 
     def _span(self, record: ResultRecord) -> tuple[Any, Any, Any]:
         """(first, last message time at the source, the time facts take: last or now)."""
-        said = [m.timestamp for m in record.conversation.messages
-                if m.timestamp is not None] if record.conversation else []
+        said = [_utc(m.timestamp) for m in record.conversation.messages] \
+            if record.conversation else []
+        said = [t for t in said if t is not None]
         first, last = (min(said), max(said)) if said else (None, None)
         t = self.store._time
         return t(first), t(last), t(last) if last is not None else self.now
@@ -506,22 +561,23 @@ class _BatchWrite:
 
     def _forget_earlier_versions(self) -> dict[str, set[int]]:
         """Remove what earlier seedings of these conversations wrote (a forced or changed
-        conversation replaces its old version); return the rows whose counts change."""
+        conversation replaces its old version), taking their mentions off the counts; return
+        the rows whose counts went down, per kind."""
         s, cursor = self.store, self.cursor
         keys = sorted({(r.result.entity_id, r.result.conversation_id) for r in self.done})
         old = [row[0] for row in s._rows_in(
             cursor, "SELECT memori_conversation_id FROM memori_nb_seeded_conversations WHERE "
                     "memori_conversation_id IS NOT NULL AND (entity_id, conversation_id) IN "
                     "({keys})", keys, width=2)]
-        touched: dict[str, set[int]] = {"facts": set(), "graph": set(), "attributes": set()}
+        dropped: dict[str, set[int]] = {kind: set() for kind in _MENTIONS}
         if old:
-            for kind, table, column in (
-                    ("facts", "memori_entity_fact_mention", "fact_id"),
-                    ("graph", "memori_nb_triple_mentions", "knowledge_graph_id"),
-                    ("attributes", "memori_nb_attribute_mentions", "attribute_id")):
-                touched[kind] = {row[0] for row in s._rows_in(
-                    cursor, f"SELECT {column} FROM {table} WHERE conversation_id IN ({{keys}})",
-                    old)}
+            for kind, (table, mentions, column) in _MENTIONS.items():
+                gone = Counter(row[0] for row in s._rows_in(
+                    cursor, f"SELECT {column} FROM {mentions} WHERE conversation_id IN "
+                            f"({{keys}})", old))
+                s._many(cursor, f"UPDATE {table} SET num_times = num_times - ? WHERE id = ?",
+                        [(n, pk) for pk, n in gone.items()])
+                dropped[kind] = set(gone)
             sessions = [row[0] for row in s._rows_in(
                 cursor, "SELECT session_id FROM memori_conversation WHERE id IN ({keys})", old)]
             # Children first: SQLite enforces no foreign keys unless asked to.
@@ -535,7 +591,7 @@ class _BatchWrite:
                            fetch=False)
         s._rows_in(cursor, "DELETE FROM memori_nb_seeded_conversations WHERE "
                            "(entity_id, conversation_id) IN ({keys})", keys, width=2, fetch=False)
-        return touched
+        return dropped
 
     def _insert_conversations(self, entities: dict[str, int],
                               processes: dict[str, int]) -> list[int]:
@@ -563,42 +619,42 @@ class _BatchWrite:
                  for m in r.conversation.messages])
         return conversations
 
-    def _link(self, table: str, touched: set[int],
-              rows: list[tuple[int, str, str, int]]) -> set[int]:
-        """Insert missing facts or attributes (owner id, uniq, text), and a mention per
-        (row, conversation); return the ids whose counts must be recounted."""
+    def _link(self, table: str, rows: list[tuple[int, str, str, int]]) -> set[tuple[int, int]]:
+        """Insert missing facts or attributes (owner id, uniq, text, conversation) and a
+        mention per (row, conversation); return those (row id, conversation) pairs."""
         if not rows:
-            return touched
+            return set()
         s, cursor = self.store, self.cursor
         owner = "entity_id" if table == "memori_entity_fact" else "process_id"
         new = {(o, u): text for o, u, text, _ in rows}
+        never = self.store._time(_NEVER)
         if table == "memori_entity_fact":
             s._many(cursor, "INSERT INTO memori_entity_fact (uuid, entity_id, content, "
                             "content_embedding, num_times, date_last_time, uniq) "
                             "VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT (entity_id, uniq) "
                             "DO NOTHING",
-                    [(str(uuid.uuid4()), o, text, self.vectors[text], self.now, u)
+                    [(str(uuid.uuid4()), o, text, self.vectors[text], never, u)
                      for (o, u), text in new.items() if text in self.vectors])
         else:
             s._many(cursor, "INSERT INTO memori_process_attribute (uuid, process_id, content, "
                             "num_times, date_last_time, uniq) VALUES (?, ?, ?, 0, ?, ?) "
                             "ON CONFLICT (process_id, uniq) DO NOTHING",
-                    [(str(uuid.uuid4()), o, text, self.now, u) for (o, u), text in new.items()])
+                    [(str(uuid.uuid4()), o, text, never, u) for (o, u), text in new.items()])
         ids = {(o, u): pk for o, u, pk in s._rows_in(
             cursor, f"SELECT {owner}, uniq, id FROM {table} WHERE ({owner}, uniq) IN ({{keys}})",
             list(new), width=2)}
-        mentions = sorted({(ids[(o, u)], c, o) for o, u, _, c in rows})
+        mentions = {(ids[(o, u)], c, o) for o, u, _, c in rows}
         if table == "memori_entity_fact":
             s._many(cursor, "INSERT INTO memori_entity_fact_mention (uuid, entity_id, fact_id, "
-                            "conversation_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [(str(uuid.uuid4()), o, f, c) for f, c, o in mentions])
+                            "conversation_id) VALUES (?, ?, ?, ?)",
+                    [(str(uuid.uuid4()), o, f, c) for f, c, o in sorted(mentions)])
         else:
-            s._many(cursor, "INSERT INTO memori_nb_attribute_mentions VALUES (?, ?) "
-                            "ON CONFLICT DO NOTHING", [(a, c) for a, c, _ in mentions])
-        return touched | {m[0] for m in mentions}
+            s._many(cursor, "INSERT INTO memori_nb_attribute_mentions VALUES (?, ?)",
+                    sorted({(a, c) for a, c, _ in mentions}))
+        return {(pk, c) for pk, c, _ in mentions}
 
-    def _link_triples(self, entities: dict[str, int], conversations: list[int],
-                      touched: set[int]) -> set[int]:
+    def _link_triples(self, entities: dict[str, int],
+                      conversations: list[int]) -> set[tuple[int, int]]:
         s, cursor = self.store, self.cursor
         parts: dict[str, dict[str, tuple]] = {"memori_subject": {}, "memori_predicate": {},
                                               "memori_object": {}}
@@ -614,7 +670,7 @@ class _BatchWrite:
                 parts["memori_object"][keys[2]] = obj
                 rows.append((entities[r.result.entity_id], *keys, conversations[i]))
         if not rows:
-            return touched
+            return set()
         ids: dict[str, dict[str, int]] = {}
         for table, values in parts.items():
             columns = "content" if table == "memori_predicate" else "name, type"
@@ -626,41 +682,59 @@ class _BatchWrite:
                                                  f"({{keys}})", list(values)))
         graph_keys = sorted({(e, ids["memori_subject"][su], ids["memori_predicate"][pu],
                               ids["memori_object"][ou]) for e, su, pu, ou, _ in rows})
+        never = self.store._time(_NEVER)
         s._many(cursor, "INSERT INTO memori_knowledge_graph (uuid, entity_id, subject_id, "
                         "predicate_id, object_id, num_times, date_last_time) "
                         "VALUES (?, ?, ?, ?, ?, 0, ?) ON CONFLICT (entity_id, subject_id, "
                         "predicate_id, object_id) DO NOTHING",
-                [(str(uuid.uuid4()), *key, self.now) for key in graph_keys])
+                [(str(uuid.uuid4()), *key, never) for key in graph_keys])
         graph = {tuple(row[:4]): row[4] for row in s._rows_in(
             cursor, "SELECT entity_id, subject_id, predicate_id, object_id, id FROM "
                     "memori_knowledge_graph WHERE (entity_id, subject_id, predicate_id, "
                     "object_id) IN ({keys})", graph_keys, width=4)}
-        mentions = sorted({(graph[(e, ids["memori_subject"][su], ids["memori_predicate"][pu],
-                                   ids["memori_object"][ou])], c)
-                           for e, su, pu, ou, c in rows})
-        s._many(cursor, "INSERT INTO memori_nb_triple_mentions VALUES (?, ?) "
-                        "ON CONFLICT DO NOTHING", mentions)
-        return touched | {m[0] for m in mentions}
+        mentions = {(graph[(e, ids["memori_subject"][su], ids["memori_predicate"][pu],
+                            ids["memori_object"][ou])], c) for e, su, pu, ou, c in rows}
+        s._many(cursor, "INSERT INTO memori_nb_triple_mentions VALUES (?, ?)", sorted(mentions))
+        return mentions
 
-    def _recount(self, table: str, mentions: str, column: str, ids: set[int]) -> None:
-        """Counts = distinct conversations that stated the row; last time = the latest of
-        their source times. Rows no conversation states any more are removed."""
-        if not ids:
+    def _count_in(self, kind: str, said: dict[int, Any], mentions: set[tuple[int, int]]) -> None:
+        """Add each new mention to its row's count; its time becomes the latest source time
+        of the conversations that stated it."""
+        if not mentions:
             return
-        s = self.store
-        s._rows_in(self.cursor, f"UPDATE {table} SET num_times = (SELECT count(*) FROM "
-                                f"{mentions} m WHERE m.{column} = {table}.id), date_last_time = "
-                                f"coalesce((SELECT max(l.said_at) FROM {mentions} m JOIN "
-                                f"memori_nb_seeded_conversations l ON l.memori_conversation_id "
-                                f"= m.conversation_id WHERE m.{column} = {table}.id), "
-                                f"date_last_time) WHERE id IN ({{keys}})", sorted(ids),
-                   fetch=False)
-        s._rows_in(self.cursor, f"DELETE FROM {table} WHERE num_times = 0 AND id IN ({{keys}})",
-                   sorted(ids), fetch=False)
+        added: Counter = Counter()
+        latest: dict[int, Any] = {}
+        for pk, conversation in mentions:
+            added[pk] += 1
+            when = said[conversation]
+            if pk not in latest or when > latest[pk]:
+                latest[pk] = when
+        table = _MENTIONS[kind][0]
+        self.store._many(self.cursor, f"UPDATE {table} SET num_times = num_times + ?, "
+                                      f"date_last_time = CASE WHEN date_last_time < ? THEN ? "
+                                      f"ELSE date_last_time END WHERE id = ?",
+                         [(n, latest[pk], latest[pk], pk) for pk, n in sorted(added.items())])
+
+
+def _utc(value: Any) -> datetime | None:
+    """A message time as aware UTC; None for anything that is not a datetime."""
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
 def _facts_of(record: ResultRecord) -> tuple[str, ...]:
     return record.extraction.facts if record.extraction is not None else ()
+
+
+def _db_problem(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeEncodeError):
+        return "text with characters no database can store (a lone surrogate)"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "thread" in text and "SQLite objects" in text:
+        return ("an in-memory sqlite3 connection can only be used from the thread that "
+                "made it; seed into a file (sqlite:///memori.db) instead")
+    return f"{type(exc).__name__}: {text}"
 
 
 def _is_db_error(exc: BaseException) -> bool:

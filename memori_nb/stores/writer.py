@@ -10,6 +10,9 @@ import asyncio
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as _wait_futures
 
+from dataclasses import replace
+
+from ..errors import StoreError
 from .base import ResultRecord, Store
 
 # Finished results are written in batches of up to FLUSH_ROWS, or after FLUSH_SECONDS,
@@ -30,6 +33,8 @@ class BatchWriter:
 
     def __init__(self, store: Store, run_id: str, *, in_thread: bool) -> None:
         self._store, self._run_id, self._in_thread = store, run_id, in_thread
+        # Finished conversations the store refused, as (record, the failed record stored).
+        self.refused: list[tuple[ResultRecord, ResultRecord]] = []
         # Inline writes stall extraction, so they wait longer for a full batch.
         self._flush_seconds = FLUSH_SECONDS if in_thread else FLUSH_SECONDS_INLINE
         self._pending: list[ResultRecord] = []
@@ -72,12 +77,12 @@ class BatchWriter:
             self._room.set()
             if self._in_thread:
                 # Kept so that a cancelled run can wait for the write it started.
-                future = self._executor.submit(self._store.write, self._run_id, batch)
+                future = self._executor.submit(self.write, batch)
                 self._in_flight = (batch, future)
                 await asyncio.shield(asyncio.wrap_future(future))
                 self._in_flight = None
             else:
-                self._store.write(self._run_id, batch)
+                self.write(batch)
                 await asyncio.sleep(0)  # let workers refill the next batch
 
     def close(self) -> None:
@@ -98,4 +103,34 @@ class BatchWriter:
                 _wait_futures([future])  # the thread is writing it: let it finish
             self._in_flight = None
         batch, self._pending = self._pending, []
-        self._store.write(self._run_id, batch)
+        self.write(batch)
+
+    def write(self, batch: list[ResultRecord]) -> None:
+        """Write a batch in transactions of at most the store's ``max_batch_rows``.
+
+        A transaction the store refuses is written again one conversation at a time, so one
+        bad record fails only itself: it is stored as failed, with the store's reason.
+
+        Raises:
+            StoreError: the store refuses even that (it cannot be written at all).
+        """
+        size = getattr(self._store, "max_batch_rows", None) or len(batch) or 1
+        for start in range(0, len(batch), size):
+            self._write_part(batch[start:start + size])
+
+    def _write_part(self, part: list[ResultRecord]) -> None:
+        try:
+            self._store.write(self._run_id, part)
+            return
+        except StoreError as exc:
+            if len(part) > 1:
+                for record in part:
+                    self._write_part([record])
+                return
+            failure = exc
+        record = part[0]
+        refused = ResultRecord(replace(record.result, status="failed", triples_count=0,
+                                       error=f"finished, but the store refused it: {failure}"),
+                               record.content_hash, record.process_id, None)
+        self._store.write(self._run_id, [refused])  # if even this fails, the store is down
+        self.refused.append((record, refused))
