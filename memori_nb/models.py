@@ -70,17 +70,31 @@ class SeedData:
     entity_id: str
     conversations: Sequence[Any] | Iterable[Any]
     process_id: str | None = None
+    # How the raw conversations are read (a validation.ReadOptions); None: decided from them.
+    options: Any = None
+    # What was repaired in the ids themselves, e.g. "entity id whitespace trimmed (' Jo ')".
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def for_conversations(cls, *, entity_id: str, conversations: Iterable[Any],
-                          process_id: str | None = None) -> SeedData:
+                          process_id: str | None = None, dayfirst: bool | None = None,
+                          timestamp_format: str | None = None,
+                          role_map: dict[str, str | None] | None = None,
+                          options: Any = None) -> SeedData:
         """Wrap one entity's conversations for :meth:`Memori.seed`.
 
         Args:
-            entity_id: who the conversations belong to (their facts are stored under it).
+            entity_id: who the conversations belong to (their facts are stored under it);
+                surrounding whitespace is dropped.
             conversations: ``[{"id": str, "messages": [{"role", "content"}, ...]}, ...]``;
                 a list, or any iterable to stream (then the total is unknown up front).
             process_id: optional id of the agent/process the conversations were held with.
+            dayfirst: how numeric dates such as ``03/04/2024`` are written: True for
+                day/month, False for month/day. Needed only when the values do not show it.
+            timestamp_format: a ``strptime`` format the timestamps follow, instead.
+            role_map: more role names, e.g. ``{"agent": "assistant", "note": None}`` (None
+                leaves such messages out).
+            options: a :class:`memori_nb.validation.ReadOptions` (what readers pass).
 
         Raises:
             InvalidInputError: entity_id is not a non-empty string, or conversations is not
@@ -102,7 +116,20 @@ class SeedData:
                 f"objects, got {type(conversations).__name__}")
         if isinstance(conversations, list):
             conversations = tuple(conversations)
-        return cls(entity_id=entity_id, conversations=conversations, process_id=process_id)
+        warnings = []
+        for kind, value in (("entity", entity_id), ("process", process_id)):
+            if value is not None and value != value.strip():
+                warnings.append(f"{kind} id whitespace trimmed ({value!r})")
+        if options is None and (dayfirst is not None or timestamp_format is not None
+                                or role_map):
+            from .timestamps import TimestampRule
+            from .validation import ReadOptions
+            options = ReadOptions(timestamps=TimestampRule(dayfirst=dayfirst,
+                                                           format=timestamp_format),
+                                  role_map=role_map)
+        return cls(entity_id=entity_id.strip(), conversations=conversations,
+                   process_id=process_id.strip() if process_id else None, options=options,
+                   warnings=tuple(warnings))
 
     @property
     def seed_type(self) -> SeedType:

@@ -1,20 +1,85 @@
-"""Turn raw conversation input into :class:`Conversation` objects, or say what is wrong.
+"""Turn raw conversations into :class:`Conversation` objects, or say what is wrong.
 
-Pure functions: no I/O. Every problem names the conversation (its id, or its position when
-it has no usable id) and the field.
+The one set of message rules every reader goes through (DataFrames, seed JSON, JSONL,
+Parquet/CSV, chat exports): readers only turn their records into raw conversations, each
+message with a location (``row 1532``, ``line 7``, ``messages[3]``), and this module judges
+them. Pure functions: no I/O.
+
+A raw conversation is a dict: ``id`` (required), ``messages`` (required: dicts with
+``role``, ``content``, optional ``timestamp`` and ``where``), and optionally ``title``,
+``created_at`` (the time of messages that have none), ``where`` and ``warnings`` (what the
+reader left out or repaired).
+
+The rules, leniently where the data is still right:
+
+- roles are matched without case or surrounding space; ``human`` is ``user``; ``ai``,
+  ``gpt``, ``bot``, ``model``, ``chatbot`` are ``assistant``; ``developer`` is ``system``;
+  ``tool`` and ``function`` messages are left out with a warning; ``role_map`` adds more;
+- an empty message (no content, or only whitespace) is left out with a warning; a
+  conversation with nothing left fails;
+- content may be a list of text parts (``[{"type": "text", "text": ...}]``): they are joined;
+- a timestamp that cannot be read is a warning, and the message keeps no time;
+- ids lose surrounding whitespace (a warning says so);
+- text that cannot be stored (lone surrogates, NUL) is made safe with a warning.
+
+Everything else fails the conversation with a reason naming it and the field. Warnings read
+``"<kind> (<detail>)"``, so they can be counted by kind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import datetime, timezone
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .models import ROLES, Conversation, Message, SeedData
+from .timestamps import TimestampEvidence, TimestampRule, read_timestamp
 
-_ROLES = frozenset(ROLES)
 _MAX_PROBLEMS_LISTED = 3
+_MAX_DETAILS_PER_KIND = 3
+
+#: Role names (lower-cased) and what they mean. ``None``: left out, with a warning.
+ROLE_ALIASES: dict[str, str | None] = {
+    "user": "user", "human": "user", "customer": "user",
+    "assistant": "assistant", "ai": "assistant", "gpt": "assistant", "bot": "assistant",
+    "model": "assistant", "chatbot": "assistant",
+    "system": "system", "developer": "system",
+    "tool": None, "function": None, "ipython": None,
+}
+_FAST_ROLES = frozenset(ROLES)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """How one source's records are read: its timestamp rule and extra role names.
+
+    ``role_map`` maps role names (any case) to ``user``, ``assistant``, ``system``, or to
+    None to leave such messages out.
+    """
+
+    timestamps: TimestampRule = TimestampRule()
+    role_map: Mapping[str, str | None] | None = None
+    roles: Mapping[str, str | None] = field(default_factory=lambda: ROLE_ALIASES)
+
+    def __post_init__(self) -> None:
+        if self.role_map:
+            merged = dict(ROLE_ALIASES)
+            for name, role in self.role_map.items():
+                if role is not None and role not in ROLES:
+                    from .errors import ConfigurationError
+                    raise ConfigurationError(f"role_map maps {name!r} to {role!r}; map roles to "
+                                             f"one of {', '.join(ROLES)}, or to None to leave "
+                                             f"them out")
+                merged[str(name).strip().lower()] = role
+            object.__setattr__(self, "roles", merged)
+
+
+DEFAULT_OPTIONS = ReadOptions()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,6 +91,15 @@ class Invalid:
     reason: str
 
 
+def safe_text(text: str) -> tuple[str, bool]:
+    """``text`` with what no store can hold (lone surrogates, NUL) replaced by U+FFFD;
+    and whether anything was replaced."""
+    if text.isascii() and "\x00" not in text:
+        return text, False
+    cleaned = _UNSTORABLE.sub("\ufffd", text)
+    return cleaned, cleaned != text
+
+
 def conversation_label(raw: Any, index: int) -> str:
     """The id to report a raw conversation under: its id if usable, else ``#<index>``."""
     if isinstance(raw, Conversation):
@@ -33,19 +107,22 @@ def conversation_label(raw: Any, index: int) -> str:
     if isinstance(raw, dict):
         cid = raw.get("id")
         if isinstance(cid, str) and cid.strip():
-            return cid
+            return safe_text(cid.strip())[0]
     return f"#{index}"
 
 
-def parse_conversation(raw: Any, index: int) -> Conversation | Invalid:
-    """Validate one raw conversation (a dict in the seed format, or a Conversation).
+def parse_conversation(raw: Any, index: int,
+                       options: ReadOptions = DEFAULT_OPTIONS) -> Conversation | Invalid:
+    """Validate one raw conversation (see the module docstring), or pass a Conversation on.
 
     Args:
-        raw: ``{"id": str, "messages": [{"role", "content", "timestamp"?}, ...], "title"?}``.
+        raw: ``{"id": str, "messages": [{"role", "content", "timestamp"?}, ...], ...}``.
         index: its position in the input, used to name it when it has no id.
+        options: the source's timestamp rule and role names.
 
     Returns:
-        A :class:`Conversation`, or an :class:`Invalid` whose reason names the field.
+        A :class:`Conversation` (its ``warnings`` say what was left out or repaired), or an
+        :class:`Invalid` whose reason names the conversation and the field.
 
     Example:
         >>> parse_conversation({"id": "c1", "messages": []}, 0).reason
@@ -59,48 +136,79 @@ def parse_conversation(raw: Any, index: int) -> Conversation | Invalid:
     if not isinstance(raw, dict):
         return _invalid(label, index, f"expected an object with 'id' and 'messages', "
                                       f"got {type(raw).__name__}")
+    where = f"{raw['where']}: " if raw.get("where") else ""
     cid = raw.get("id")
     if cid is None:
-        return _invalid(label, index, "missing 'id'")
+        return _invalid(label, index, f"{where}missing 'id'")
     if not isinstance(cid, str) or not cid.strip():
-        return _invalid(label, index, f"'id' must be a non-empty string, got {cid!r}")
+        return _invalid(label, index, f"{where}'id' must be a non-empty string, got {cid!r}")
+    warnings: list[str] = list(raw.get("warnings") or ())
+    if cid != cid.strip():
+        warnings.append(f"id whitespace trimmed ({cid!r})")
+    cid, changed = safe_text(cid.strip())
+    if changed:
+        warnings.append(f"unstorable characters replaced (id {label!r})")
     if "messages" not in raw:
-        return _invalid(label, index, "missing 'messages'")
+        return _invalid(label, index, f"{where}missing 'messages'")
     raw_messages = raw["messages"]
     if not isinstance(raw_messages, (list, tuple)):
-        return _invalid(label, index, f"'messages' must be a list, "
+        return _invalid(label, index, f"{where}'messages' must be a list, "
                                       f"got {type(raw_messages).__name__}")
     if not raw_messages:
-        return _invalid(label, index, "messages is empty")
-    messages, problems = parse_messages(raw_messages)
+        return _invalid(label, index, f"{where}messages is empty")
+    fallback_time = raw.get("created_at")
+    messages, problems = parse_messages(raw_messages, options, warnings,
+                                        fallback_time=fallback_time)
     if problems:
         more = len(problems) - _MAX_PROBLEMS_LISTED
         listed = "; ".join(problems[:_MAX_PROBLEMS_LISTED])
         return _invalid(label, index, listed + (f"; and {more} more" if more > 0 else ""))
+    if not messages:
+        return _invalid(label, index, f"nothing left to send: "
+                                      f"{summarize_warnings(warnings, details=False)}")
     title = raw.get("title")
-    return Conversation(id=cid, messages=messages, title=title if isinstance(title, str) else None)
+    if isinstance(title, str):
+        title, changed = safe_text(title)
+        if changed:
+            warnings.append(f"unstorable characters replaced (title of {label!r})")
+    else:
+        title = None
+    return Conversation(id=cid, messages=messages, title=title,
+                        warnings=tuple(group_warnings(warnings)))
 
 
-def parse_messages(raw_messages: Iterable[Any]) -> tuple[tuple[Message, ...], list[str]]:
-    """Validate raw messages; returns the messages and a list of problems (empty if none)."""
-    messages = []
-    problems = []
+def parse_messages(raw_messages: Iterable[Any], options: ReadOptions = DEFAULT_OPTIONS,
+                   warnings: list[str] | None = None, *, fallback_time: Any = None
+                   ) -> tuple[tuple[Message, ...], list[str]]:
+    """Validate raw messages: the messages kept, and the problems that fail them.
+
+    What is left out or repaired is appended to ``warnings``.
+    """
+    warnings = warnings if warnings is not None else []
+    rule = options.timestamps
+    fallback = None
+    if fallback_time is not None:
+        fallback = read_timestamp(fallback_time, rule)
+        if fallback is None:
+            warnings.append(f"unreadable timestamp left empty (created_at {_show(fallback_time)})")
+    messages: list[Message] = []
+    problems: list[str] = []
     for position, raw in enumerate(raw_messages):
-        # The common case first: a well-formed dict costs four lookups and one constructor.
+        # The common case first: a clean dict costs a few lookups and one constructor.
         if type(raw) is dict:
-            role = raw.get("role")
-            content = raw.get("content")
-            if type(role) is str and role in _ROLES and type(content) is str and content and not content.isspace():
-                timestamp = raw.get("timestamp")
-                if timestamp is not None:
-                    timestamp = parse_timestamp(timestamp)
-                    if timestamp is None:
-                        problems.append(f"messages[{position}].timestamp "
-                                        f"{raw['timestamp']!r} is not a date and time")
-                        continue
-                messages.append(Message(role=role, content=content, timestamp=timestamp))
+            role, content = raw.get("role"), raw.get("content")
+            stamp = raw.get("timestamp")
+            if (type(role) is str and role in _FAST_ROLES and type(content) is str
+                    and content.isascii() and content.strip() and "\x00" not in content
+                    and (stamp is None or type(stamp) is datetime)):
+                if stamp is not None and stamp.tzinfo is None:
+                    stamp = read_timestamp(stamp)
+                messages.append(Message(role=role, content=content,
+                                        timestamp=stamp if stamp is not None else fallback))
                 continue
-            problems.append(_message_problem(position, role, content, raw))
+            message = _parse_message(raw, position, options, warnings, problems, fallback)
+            if message is not None:
+                messages.append(message)
         elif isinstance(raw, Message):
             messages.append(raw)
         else:
@@ -109,45 +217,103 @@ def parse_messages(raw_messages: Iterable[Any]) -> tuple[tuple[Message, ...], li
     return tuple(messages), problems
 
 
-def parse_timestamp(value: Any) -> datetime | None:
-    """A timezone-aware UTC datetime from an ISO 8601 string, epoch seconds or a datetime.
-
-    Naive values are taken as UTC. Returns None when the value is not a date and time.
-
-    Example:
-        >>> parse_timestamp("2024-03-02T09:14:00Z").isoformat()
-        '2024-03-02T09:14:00+00:00'
-    """
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            return datetime.fromtimestamp(value, tz=timezone.utc)
-        except (OverflowError, OSError, ValueError):
-            return None
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            return None
-    else:
+def _parse_message(raw: dict, position: int, options: ReadOptions, warnings: list[str],
+                   problems: list[str], fallback: datetime | None) -> Message | None:
+    where = raw.get("where") or f"messages[{position}]"
+    role_value = raw.get("role")
+    if "role" not in raw or _missing(role_value):
+        problems.append(f"{where}: role is missing")
         return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    if not isinstance(role_value, str):
+        problems.append(f"{where}: role must be a string, got {type(role_value).__name__} "
+                        f"{_show(role_value)}")
+        return None
+    name = role_value.strip().lower()
+    if name not in options.roles:
+        known = ", ".join(sorted(n for n in options.roles if n not in ROLES))
+        problems.append(f"{where}: role {role_value!r} is not one of {', '.join(ROLES)} "
+                        f"(or {known}); map it with role_map={{{name!r}: 'user'}}")
+        return None
+    role = options.roles[name]
+    if role is None:
+        warnings.append(f"{name} message left out ({where})")
+        return None
+    content = raw.get("content")
+    if isinstance(content, (list, tuple)):
+        content = _join_parts(content)
+    if content is not None and not isinstance(content, str) and not _missing(content):
+        problems.append(f"{where}: content must be text, got {type(content).__name__} "
+                        f"{_show(content)}")
+        return None
+    if content is None or _missing(content) or not content.strip():
+        warnings.append(f"empty message left out ({where})")
+        return None
+    content, changed = safe_text(content)
+    if changed:
+        warnings.append(f"unstorable characters replaced ({where})")
+    timestamp = fallback
+    stamp = raw.get("timestamp")
+    if stamp is not None and not _missing(stamp):
+        timestamp = read_timestamp(stamp, options.timestamps)
+        if timestamp is None:
+            warnings.append(f"unreadable timestamp left empty ({where}: {_show(stamp)})")
+            timestamp = fallback
+    return Message(role=role, content=content, timestamp=timestamp)
 
 
-def _message_problem(position: int, role: Any, content: Any, raw: dict) -> str:
-    where = f"messages[{position}]"
-    if "role" not in raw:
-        return f"{where} is missing 'role'"
-    if not isinstance(role, str) or role not in _ROLES:
-        return f"{where}.role {role!r} is not one of {', '.join(ROLES)}"
-    if "content" not in raw:
-        return f"{where} is missing 'content'"
-    if not isinstance(content, str):
-        return f"{where}.content must be a string, got {type(content).__name__}"
-    return f"{where}.content is empty"
+def _join_parts(parts: list | tuple) -> str | None:
+    """Text of a list of content parts (strings, or dicts with ``text``); None if none."""
+    texts = [p if isinstance(p, str) else p.get("text") for p in parts
+             if isinstance(p, str) or (isinstance(p, dict) and isinstance(p.get("text"), str))]
+    return "\n".join(texts) if texts else None
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN, NaT or pandas' NA: a cell with no value."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return type(value).__name__ in ("NAType", "NaTType")
+
+
+def warning_kind(warning: str) -> str:
+    """The kind of a warning: its text before the parenthesised detail."""
+    return warning.split(" (", 1)[0]
+
+
+def group_warnings(warnings: list[str]) -> list[str]:
+    """Warnings with many of one kind folded: ``"empty message left out (3: row 1, ...)"``."""
+    by_kind: dict[str, list[str]] = {}
+    for warning in warnings:
+        kind, _, detail = warning.partition(" (")
+        by_kind.setdefault(kind, []).append(detail[:-1] if detail.endswith(")") else detail)
+    out = []
+    for kind, details in by_kind.items():
+        if len(details) == 1:
+            out.append(f"{kind} ({details[0]})" if details[0] else kind)
+            continue
+        shown = ", ".join(d for d in details[:_MAX_DETAILS_PER_KIND] if d)
+        more = ", ..." if len(details) > _MAX_DETAILS_PER_KIND else ""
+        out.append(f"{kind} ({len(details)}: {shown}{more})")
+    return out
+
+
+def count_warnings(warnings: Iterable[str]) -> Counter:
+    """How many warnings of each kind (a folded warning counts for its number)."""
+    counts: Counter = Counter()
+    for warning in warnings:
+        kind, _, detail = warning.partition(" (")
+        number = detail.split(":", 1)[0]
+        counts[kind] += int(number) if number.isdigit() and ":" in detail else 1
+    return counts
+
+
+def summarize_warnings(warnings: Iterable[str], *, details: bool = True) -> str:
+    """One line for a list of warnings: ``"2 empty message left out, 1 tool message ..."``."""
+    if details:
+        return "; ".join(group_warnings(list(warnings)))
+    return ", ".join(f"{n} {kind}" for kind, n in count_warnings(warnings).items())
 
 
 def find_duplicate_ids(raw_conversations: Iterable[Any]) -> dict[str, list[int]]:
@@ -157,7 +323,7 @@ def find_duplicate_ids(raw_conversations: Iterable[Any]) -> dict[str, list[int]]
         cid = raw.id if isinstance(raw, Conversation) else (
             raw.get("id") if isinstance(raw, dict) else None)
         if isinstance(cid, str) and cid.strip():
-            positions.setdefault(cid, []).append(i)
+            positions.setdefault(cid.strip(), []).append(i)
     return {cid: where for cid, where in positions.items() if len(where) > 1}
 
 
@@ -167,12 +333,33 @@ def duplicate_reason(conversation_id: str, positions: list[int]) -> str:
             f"conversations (positions {where}); ids must be unique per entity")
 
 
+def options_for(seed: SeedData) -> ReadOptions:
+    """The seed's read options; for SeedData built in code without them, the timestamp rule
+    is decided from its own conversations (they are all at hand)."""
+    if seed.options is not None:
+        return seed.options
+    if seed.size is None:
+        return DEFAULT_OPTIONS
+    evidence = TimestampEvidence()
+    for raw in seed.conversations:
+        if isinstance(raw, dict) and isinstance(raw.get("messages"), (list, tuple)):
+            evidence.add(raw.get("created_at"))
+            for message in raw["messages"]:
+                if isinstance(message, dict):
+                    evidence.add(message.get("timestamp"))
+    return ReadOptions(timestamps=evidence.rule(f"entity {seed.entity_id!r}"))
+
+
 def check_conversations(seed: SeedData) -> Iterator[tuple[int, Conversation | Invalid]]:
     """Parse each conversation of ``seed`` in order, yielding ``(index, Conversation | Invalid)``.
 
     Every use of a duplicate id is invalid: for a list, all uses, naming every position
     (found before anything is yielded); for a stream, each use after the first.
+
+    Raises:
+        AmbiguousTimestampsError: the seed's dates could be read day/month or month/day.
     """
+    options = options_for(seed)
     conversations = seed.conversations
     if seed.size is not None:
         duplicates = find_duplicate_ids(conversations)
@@ -180,7 +367,7 @@ def check_conversations(seed: SeedData) -> Iterator[tuple[int, Conversation | In
     else:
         duplicates, seen = {}, {}
     for index, raw in enumerate(conversations):
-        parsed = parse_conversation(raw, index)
+        parsed = parse_conversation(raw, index, options)
         if isinstance(parsed, Conversation):
             if parsed.id in duplicates:
                 parsed = Invalid(conversation_id=parsed.id, index=index,
@@ -198,3 +385,8 @@ def check_conversations(seed: SeedData) -> Iterator[tuple[int, Conversation | In
 def _invalid(label: str, index: int, problem: str) -> Invalid:
     return Invalid(conversation_id=label, index=index,
                    reason=f"conversation {label!r}: {problem}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

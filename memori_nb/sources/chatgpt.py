@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..models import Conversation, Message, SeedData
-from ..validation import Invalid, parse_timestamp
+from ..timestamps import read_timestamp as parse_timestamp
+from ..validation import Invalid
 from ._exports import label_record, left_out_warning, read_export
 
 _EXPECTED = "a JSON list of conversations with 'mapping' and 'current_node'"

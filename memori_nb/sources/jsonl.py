@@ -31,7 +31,8 @@ from typing import IO, Any
 
 from ..errors import InvalidInputError
 from ..models import ROLES, Conversation, Message, SeedData
-from ..validation import Invalid, parse_conversation, parse_timestamp
+from ..timestamps import read_timestamp as parse_timestamp
+from ..validation import Invalid, parse_conversation
 from ._runs import seed_runs
 
 _ROLES = frozenset(ROLES)
