@@ -17,7 +17,8 @@ Example:
 from ._version import __version__
 from .backends import LocalBackend, MemoriBackend
 from .client import Memori
-from .frames import chunking_stats, from_dataframe, plot_chunking_stats, stats_totals
+from .plots import plot_chunking_stats
+from .stats import chunking_stats, stats_totals
 from .errors import (AugmentationError, ConfigurationError, InvalidInputError,
                      MemoriNbError, MissingApiKeyError, StoreError)
 from .models import (Conversation, ConversationResult, Extraction, Message, SeedConfig,
@@ -26,7 +27,8 @@ from .notebook import (entity_summaries, facts, failures, results, runs, seed_da
                        seed_dataframe_async, triples)
 from .panel import SeedPanel, seed_panel
 from .progress import TqdmProgress
-from .sources import FORMATS, detect_format, load_seed_file, read_source
+from .sources import (FORMATS, detect_format, from_dataframe, load_seed_file, read_source,
+                      to_seeds)
 from .stores import DuckDBStore
 
 __all__ = [
@@ -67,5 +69,6 @@ __all__ = [
     "seed_dataframe_async",
     "seed_panel",
     "stats_totals",
+    "to_seeds",
     "triples",
 ]

@@ -8,11 +8,15 @@ either limit.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .models import Conversation, Message, SeedConfig, SeedData
-from .validation import Invalid, check_conversations
+from .validation import Invalid, check_conversations, count_warnings
+
+# Conversations named per kind of warning in a plan.
+MAX_WARNING_EXAMPLES = 3
 
 # Rough characters per token for English chat text; only used for estimates.
 CHARS_PER_TOKEN = 4
@@ -120,6 +124,7 @@ class PlanRow:
     largest_message: int = 0
     over_limit: bool = False
     error: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def plan_seeds(seeds: Iterable[SeedData], config: SeedConfig) -> Iterator[PlanRow]:
@@ -129,10 +134,12 @@ def plan_seeds(seeds: Iterable[SeedData], config: SeedConfig) -> Iterator[PlanRo
     would fail when seeded.
     """
     for seed in seeds:
-        for _, parsed in check_conversations(seed):
+        for index, parsed in check_conversations(seed):
+            # The entity's own warnings (its id trimmed) count once, on its first row.
+            seed_warnings = seed.warnings if index == 0 else ()
             if isinstance(parsed, Invalid):
                 yield PlanRow(entity_id=seed.entity_id, conversation_id=parsed.conversation_id,
-                              error=parsed.reason)
+                              error=parsed.reason, warnings=seed_warnings)
                 continue
             plan = plan_conversation(parsed, config)
             error = (oversize_reason(parsed, plan, config)
@@ -141,7 +148,7 @@ def plan_seeds(seeds: Iterable[SeedData], config: SeedConfig) -> Iterator[PlanRo
                           messages=plan.messages, characters=plan.characters,
                           estimated_tokens=plan.estimated_tokens, requests=plan.requests,
                           largest_message=plan.largest_message, over_limit=plan.over_limit,
-                          error=error)
+                          error=error, warnings=seed_warnings + parsed.warnings)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +164,9 @@ class PlanTotals:
     estimated_tokens: int
     requests: int
     over_limit: int
+    # Warnings by kind ("empty message left out": 12, ...), and a few examples of each.
+    warnings: dict[str, int] = field(default_factory=dict)
+    warning_examples: dict[str, list[str]] = field(default_factory=dict)
 
 
 def total_plan(rows: Iterable[PlanRow]) -> PlanTotals:
@@ -164,8 +174,16 @@ def total_plan(rows: Iterable[PlanRow]) -> PlanTotals:
     requests."""
     entities: set[str] = set()
     conversations = valid = messages = characters = tokens = requests = over = 0
+    warnings: Counter = Counter()
+    examples: dict[str, list[str]] = {}
     for row in rows:
         entities.add(row.entity_id)
+        if row.warnings:
+            for kind, n in count_warnings(row.warnings).items():
+                warnings[kind] += n
+                shown = examples.setdefault(kind, [])
+                if len(shown) < MAX_WARNING_EXAMPLES:
+                    shown.append(f"{row.entity_id} / {row.conversation_id}")
         conversations += 1
         over += row.over_limit
         if row.error is None:
@@ -176,4 +194,5 @@ def total_plan(rows: Iterable[PlanRow]) -> PlanTotals:
             requests += row.requests
     return PlanTotals(entities=len(entities), conversations=conversations, valid=valid,
                       invalid=conversations - valid, messages=messages, characters=characters,
-                      estimated_tokens=tokens, requests=requests, over_limit=over)
+                      estimated_tokens=tokens, requests=requests, over_limit=over,
+                      warnings=dict(warnings.most_common()), warning_examples=examples)

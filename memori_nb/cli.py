@@ -19,10 +19,10 @@ from .client import Memori
 from .errors import MemoriNbError
 from .models import DEFAULT_BATCH_SIZE, SeedConfig, SeedData, SeedResult
 from .progress import TqdmProgress
-from .sources import FORMATS, read_source
+from .sources import FORMATS, to_seeds
 from .stores import DEFAULT_DB
 from .stores.connection import hide_password
-from .validation import duplicate_reason, find_duplicate_ids
+from .validation import count_warnings, duplicate_reason, find_duplicate_ids
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_LISTED = 20
@@ -57,9 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     columns = seed.add_argument_group(
         "columns", "for JSONL/Parquet/CSV files in long format whose columns have other names")
     for name, default in (("entity", "entity_id"), ("conversation", "conversation_id"),
-                          ("role", "role"), ("content", "content"), ("timestamp", "timestamp")):
+                          ("role", "role"), ("content", "content"), ("timestamp", "timestamp"),
+                          ("messages", "messages")):
         columns.add_argument(f"--{name}-col", default=None, metavar="NAME",
                              help=f"the {name} column (default {default})")
+    reading = seed.add_argument_group("reading", "how the file's values are read")
+    order = reading.add_mutually_exclusive_group()
+    order.add_argument("--dayfirst", action="store_true", default=None,
+                       help="numeric dates are day/month/year (12.01.2024 is 12 January)")
+    order.add_argument("--monthfirst", action="store_false", dest="dayfirst", default=None,
+                       help="numeric dates are month/day/year (12/01/2024 is 1 December)")
+    reading.add_argument("--timestamp-format", default=None, metavar="FORMAT",
+                         help="a strptime format every timestamp follows, e.g. "
+                              "'%%d.%%m.%%Y, %%H:%%M:%%S'")
+    reading.add_argument("--role-map", type=_role_map, default=None, metavar="NAME=ROLE,...",
+                         help="more role names: e.g. agent=assistant,customer=user; "
+                              "ROLE 'skip' leaves such messages out")
     seed.add_argument("--dry-run", action="store_true",
                       help="validate and print the plan; send nothing")
     seed.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
@@ -96,10 +109,11 @@ def main(argv: list[str] | None = None, *, stdout: IO[str] | None = None,
         return EXIT_USAGE
     try:
         table_options = {f"{name}_col": getattr(args, f"{name}_col") for name in (
-            "entity", "conversation", "role", "content", "timestamp")
+            "entity", "conversation", "role", "content", "timestamp", "messages")
             if getattr(args, f"{name}_col") is not None}
-        seeds = read_source(args.file, format=args.format, entity_id=args.entity_id,
-                            **table_options)
+        seeds = to_seeds(args.file, format=args.format, entity_id=args.entity_id,
+                         dayfirst=args.dayfirst, timestamp_format=args.timestamp_format,
+                         role_map=args.role_map, **table_options)
         config = SeedConfig(batch_size=args.batch_size)
         if args.dry_run:
             return _dry_run(args, seeds, config, out)
@@ -122,6 +136,19 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _role_map(text: str) -> dict[str, str | None]:
+    mapping: dict[str, str | None] = {}
+    for pair in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, role = pair.partition("=")
+        if not sep or not name.strip() or role.strip() not in ("user", "assistant", "system",
+                                                                "skip"):
+            raise argparse.ArgumentTypeError(
+                f"expected NAME=ROLE pairs with ROLE one of user, assistant, system, skip; "
+                f"got {pair!r}")
+        mapping[name.strip()] = None if role.strip() == "skip" else role.strip()
+    return mapping
 
 
 def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str]) -> int:
@@ -164,7 +191,21 @@ def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str]) 
                f"{r.characters:,} characters -> {r.requests} requests"
                for r in oversized if not r.error], totals.over_limit)
         _list(out, "Invalid (would fail):", [_row_error(r) for r in invalid], totals.invalid)
+        _warnings_table(out, totals.warnings, totals.warning_examples)
     return EXIT_FAILURES if totals.invalid else EXIT_OK
+
+
+def _warnings_table(out: IO[str], counts: dict[str, int],
+                    examples: dict[str, list[str]]) -> None:
+    """What was left out or repaired, by kind, with a few conversations of each."""
+    if not counts:
+        return
+    print("Warnings (the conversations were kept; see the results' warnings column):",
+          file=out)
+    width = max(len(kind) for kind in counts)
+    for kind, n in counts.items():
+        shown = ", ".join(examples.get(kind, []))
+        print(f"  {kind:<{width}}  {n:>7,}  {shown}", file=out)
 
 
 def _seed(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str],
@@ -184,13 +225,14 @@ def _seed(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str],
         result = asyncio.run(memori.seed(seeds, seed_config=config, force=args.force,
                                          progress=progress, keep_results=False))
         failures = memori.store.failures(result.run_id, limit=MAX_LISTED)
+        warnings = memori.store.warnings(result.run_id)
     finally:
         memori.close()
-    _report(args, result, failures, out, err)
+    _report(args, result, failures, warnings, out, err)
     return EXIT_OK if result.failed == 0 and not result.stopped_reason else EXIT_FAILURES
 
 
-def _report(args, result: SeedResult, failures, out: IO[str], err: IO[str]) -> None:
+def _report(args, result: SeedResult, failures, warnings, out: IO[str], err: IO[str]) -> None:
     human = err if args.json else out
     seconds = result.duration_ms / 1000
     print(f"Seeded {result.total:,} conversations in {seconds:.1f} s: "
@@ -202,8 +244,23 @@ def _report(args, result: SeedResult, failures, out: IO[str], err: IO[str]) -> N
               f"skipped; run the same command later to send them.", file=human)
     _list(human, "Failed:", [f"{r.entity_id} / {r.conversation_id}: {r.error}"
                              for r in failures.itertuples()], result.failed)
+    counts, examples = count_run_warnings(warnings)
+    _warnings_table(human, counts, examples)
     if args.json:
-        print(json.dumps(result.summary_dict()), file=out)
+        print(json.dumps({**result.summary_dict(), "warnings": counts}), file=out)
+
+
+def count_run_warnings(warnings) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """Warnings of a run (a frame of entity_id, conversation_id, warning) by kind."""
+    counts: dict[str, int] = {}
+    examples: dict[str, list[str]] = {}
+    for row in warnings.itertuples(index=False):
+        for kind, n in count_warnings([row.warning]).items():
+            counts[kind] = counts.get(kind, 0) + n
+            shown = examples.setdefault(kind, [])
+            if len(shown) < 3:
+                shown.append(f"{row.entity_id} / {row.conversation_id}")
+    return dict(sorted(counts.items(), key=lambda item: -item[1])), examples
 
 
 def _row_error(row: PlanRow) -> str:

@@ -10,8 +10,10 @@ import httpx
 
 from .backends import AugmentationBackend, resolve_backend
 from .engine import OnProgress, ProgressSink, seed_all
-from .errors import ConfigurationError, InvalidInputError
+from .errors import ConfigurationError
 from .models import SeedConfig, SeedData, SeedResult
+from .sources import to_seeds
+from .validation import options_for
 from .stores import DEFAULT_DB, Store, open_store
 
 
@@ -92,7 +94,8 @@ class Memori:
 
         Args:
             seed_data: a :class:`SeedData`, or a list or any iterable of them (one per
-                entity; an iterator is consumed lazily, for streamed sources).
+                entity; an iterator is consumed lazily, for streamed sources); or a
+                DataFrame or file path, read as :func:`memori_nb.to_seeds` reads them.
             seed_config: limits, retries and concurrency (``SeedConfig()`` by default).
             batch_size: requests in flight at once; overrides ``seed_config.batch_size``.
             on_progress: called as ``on_progress(processed, total, result)`` after each
@@ -107,22 +110,15 @@ class Memori:
 
         Raises:
             MissingApiKeyError: the ``memori`` backend has no API key (nothing is sent).
+            AmbiguousTimestampsError: dates that could be day/month or month/day, and
+                nothing says which (pass ``dayfirst=`` to SeedData.for_conversations).
             InvalidInputError: ``seed_data`` is not SeedData.
         """
-        if isinstance(seed_data, SeedData):
-            seeds = [seed_data]
-        elif isinstance(seed_data, (list, tuple)):
-            seeds = list(seed_data)
-            for item in seeds:
-                if not isinstance(item, SeedData):
-                    raise InvalidInputError(f"seed() takes SeedData (from "
-                                            f"SeedData.for_conversations), got "
-                                            f"{type(item).__name__}")
-        elif isinstance(seed_data, Iterable) and not isinstance(seed_data, (str, bytes, dict)):
-            seeds = seed_data  # streamed: checked one by one as the engine reaches them
-        else:
-            raise InvalidInputError(f"seed() takes SeedData (from SeedData.for_conversations) "
-                                    f"or an iterable of them, got {type(seed_data).__name__}")
+        seeds = to_seeds(seed_data)
+        if isinstance(seeds, list):
+            # Dates that could be day/month or month/day stop here, before anything is sent.
+            seeds = [s if s.options is not None else replace(s, options=options_for(s))
+                     for s in seeds]
         self.backend_ready()
         if batch_size is not None:
             seed_config = replace(seed_config or SeedConfig(), batch_size=batch_size)

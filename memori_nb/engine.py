@@ -27,7 +27,7 @@ from .models import (Conversation, ConversationResult, Extraction, Message, Seed
 from .retry import decide_retry
 from .stores.base import ResultRecord, Store
 from .stores.writer import BatchWriter
-from .validation import Invalid, check_conversations
+from .validation import Invalid, check_conversations, safe_extraction
 
 # Conversations validated and checked against the ledger together (one query per window).
 # Windows start small, so the first requests go out at once, and double up to the limit.
@@ -311,6 +311,9 @@ class _SeedRun:
         triples = list(dict.fromkeys(triples))
         extraction = Extraction(triples=tuple(triples), facts=tuple(dict.fromkeys(facts)),
                                 summary=summary, attributes=tuple(dict.fromkeys(attributes)))
+        extraction, changed = safe_extraction(extraction)
+        if changed:
+            warnings += ("unstorable characters replaced (in the backend's answer)",)
         return ConversationResult(
             conversation_id=cid, entity_id=job.entity_id, status="succeeded",
             triples_count=len(triples), summary=summary, chunks_processed=done,

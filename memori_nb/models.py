@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -11,6 +12,8 @@ from typing import Any, Literal
 from .errors import ConfigurationError, InvalidInputError
 
 ROLES = ("user", "assistant", "system")
+# What no store can hold: a NUL, or half of a surrogate pair.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 DEFAULT_MAX_MESSAGES_PER_REQUEST = 4000
 DEFAULT_MAX_CHARS_PER_REQUEST = 800_000
@@ -120,6 +123,10 @@ class SeedData:
         for kind, value in (("entity", entity_id), ("process", process_id)):
             if value is not None and value != value.strip():
                 warnings.append(f"{kind} id whitespace trimmed ({value!r})")
+            if value is not None and UNSTORABLE.search(value):
+                warnings.append(f"unstorable characters replaced ({kind} id)")
+        entity_id = UNSTORABLE.sub("\ufffd", entity_id)
+        process_id = UNSTORABLE.sub("\ufffd", process_id) if process_id else None
         if options is None and (dayfirst is not None or timestamp_format is not None
                                 or role_map):
             from .timestamps import TimestampRule

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from .client import Memori
-from .frames import from_dataframe
+from .sources import to_seeds
 from .models import SeedConfig, SeedData, SeedResult
 from .progress import TqdmProgress
 from .stores import DEFAULT_DB, Store, open_store
@@ -83,7 +83,7 @@ async def seed_dataframe_async(df: pd.DataFrame, *, db: Any = DEFAULT_DB, backen
                                api_key: str | None = None, base_url: str | None = None,
                                **columns: Any) -> pd.DataFrame:
     """The async twin of :func:`seed_dataframe`: ``await seed_dataframe_async(df, ...)``."""
-    seeds = from_dataframe(df, **columns)
+    seeds = to_seeds(df, **columns)
     return await _seed(seeds, db=db, backend=backend, seed_config=seed_config,
                        batch_size=batch_size, force=force,
                        bar=_progress_bar(seeds) if progress else None,
@@ -132,7 +132,7 @@ def seed_dataframe(df: pd.DataFrame, *, db: Any = DEFAULT_DB,
         >>> seed_dataframe(frame, db=":memory:", backend="local", progress=False).status[0]
         'succeeded'
     """
-    seeds = from_dataframe(df, **columns)
+    seeds = to_seeds(df, **columns)
     bar = _progress_bar(seeds) if progress else None  # made here: widgets need this thread
     return run_sync(lambda: _seed(seeds, db=db, backend=backend, seed_config=seed_config,
                                   batch_size=batch_size, force=force, bar=bar,

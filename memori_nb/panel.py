@@ -32,7 +32,8 @@ import pandas as pd
 from .backends import BACKEND_NAMES
 from .client import Memori
 from .errors import ConfigurationError
-from .frames import chunking_stats, from_dataframe, stats_totals
+from .sources import to_seeds
+from .stats import chunking_stats, stats_totals
 from .models import ConversationResult, SeedConfig, SeedCounters, SeedData, SeedResult
 from .stores import DEFAULT_DB
 
@@ -172,12 +173,7 @@ class SeedPanel:
                  seed_config: SeedConfig | None = None, **from_dataframe_kwargs: Any) -> None:
         import ipywidgets as widgets
 
-        if isinstance(data, pd.DataFrame):
-            self.seeds = from_dataframe(data, **from_dataframe_kwargs)
-        elif isinstance(data, SeedData):
-            self.seeds = [data]
-        else:
-            self.seeds = list(data)
+        self.seeds = list(to_seeds(data, **from_dataframe_kwargs))
         # A fresh ":memory:" database per run would forget the ledger: keep one open.
         self._db = duckdb.connect(":memory:") if str(db) == ":memory:" else db
         self.api_key, self.base_url = api_key, base_url

@@ -32,6 +32,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Epoch numbers are told apart by size: from this magnitude on, the unit is smaller
 # (1e11 seconds is the year 5138; 1e11 milliseconds is 1973).
 _EPOCH_UNITS = ((1e17, 1e-9), (1e14, 1e-6), (1e11, 1e-3), (0.0, 1.0))
+_EPOCH_YEARS = (1970, 2200)
 _NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
 # A numeric date: day/month/year in either order, or year/month/day; then maybe a time.
 _NUMERIC_DATE = re.compile(
@@ -77,28 +78,29 @@ class TimestampEvidence:
     examples_month: tuple[str, ...] = ()
     examples_undecided: tuple[str, ...] = ()
 
-    def add(self, value: Any) -> None:
+    def add(self, value: Any, count: int = 1) -> None:
+        """Count ``value`` (seen ``count`` times) if it is a day/month numeric date."""
         if isinstance(value, str):
             match = _NUMERIC_DATE.match(value.strip())
             if match and len(match.group("a")) <= 2:
-                self._count(int(match.group("a")), int(match.group("b")), value)
+                self._count(int(match.group("a")), int(match.group("b")), value, count)
 
     def scan_text(self, text: str) -> None:
         """Count every day/month numeric date in ``text`` (a whole file, or a chunk of it)."""
         for match in _SCAN.finditer(text):
             self._count(int(match.group(1)), int(match.group(3)), match.group(0))
 
-    def _count(self, first: int, second: int, value: str) -> None:
+    def _count(self, first: int, second: int, value: str, count: int = 1) -> None:
         if first > 12 and second <= 12:
-            self.day_first += 1
+            self.day_first += count
             if len(self.examples_day) < _EXAMPLES:
                 self.examples_day += (value,)
         elif second > 12 and first <= 12:
-            self.month_first += 1
+            self.month_first += count
             if len(self.examples_month) < _EXAMPLES:
                 self.examples_month += (value,)
         elif first <= 12 and second <= 12 and first != second:
-            self.undecided += 1
+            self.undecided += count
             if len(self.examples_undecided) < _EXAMPLES:
                 self.examples_undecided += (value,)
 
@@ -168,9 +170,11 @@ def _from_epoch(number: float) -> datetime | None:
     for threshold, unit in _EPOCH_UNITS:
         if abs(number) >= threshold:
             try:
-                return _EPOCH + timedelta(seconds=number * unit)
+                moment = _EPOCH + timedelta(seconds=number * unit)
             except OverflowError:
                 return None
+            # Outside these years a number is not a chat message's time, whatever its unit.
+            return moment if _EPOCH_YEARS[0] <= moment.year <= _EPOCH_YEARS[1] else None
     return None
 
 

@@ -8,7 +8,10 @@ them. Pure functions: no I/O.
 A raw conversation is a dict: ``id`` (required), ``messages`` (required: dicts with
 ``role``, ``content``, optional ``timestamp`` and ``where``), and optionally ``title``,
 ``created_at`` (the time of messages that have none), ``where`` and ``warnings`` (what the
-reader left out or repaired).
+reader left out or repaired), and ``locate``: a function from a message's position to its
+location, for readers that would rather not write one per message. The shapes of common formats are read as well: ShareGPT's
+``conversations`` of ``{"from", "value"}``, and LangChain's ``{"type", "data": {"content"}}``
+messages.
 
 The rules, leniently where the data is still right:
 
@@ -28,15 +31,17 @@ Everything else fails the conversation with a reason naming it and the field. Wa
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
-from .models import ROLES, Conversation, Message, SeedData
+from .models import (ROLES, UNSTORABLE, Conversation, Extraction, Message, SeedData,
+                     Triple)
 from .timestamps import TimestampEvidence, TimestampRule, read_timestamp
 
 _MAX_PROBLEMS_LISTED = 3
@@ -51,7 +56,6 @@ ROLE_ALIASES: dict[str, str | None] = {
     "tool": None, "function": None, "ipython": None,
 }
 _FAST_ROLES = frozenset(ROLES)
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +100,27 @@ def safe_text(text: str) -> tuple[str, bool]:
     and whether anything was replaced."""
     if text.isascii() and "\x00" not in text:
         return text, False
-    cleaned = _UNSTORABLE.sub("\ufffd", text)
+    cleaned = UNSTORABLE.sub("\ufffd", text)
     return cleaned, cleaned != text
+
+
+def safe_extraction(extraction: Extraction) -> tuple[Extraction, bool]:
+    """A backend's answer with unstorable characters replaced in every text; and whether
+    any were (a model can answer with a lone surrogate or a NUL as well as a user can)."""
+    texts = [extraction.summary or "", *extraction.facts, *extraction.attributes,
+             *(part for t in extraction.triples for part in (
+                 t.subject_name, t.subject_type, t.predicate, t.object_name, t.object_type))]
+    if all(safe_text(text)[1] is False for text in texts):
+        return extraction, False
+    clean = lambda text: safe_text(text)[0]  # noqa: E731
+    return Extraction(
+        triples=tuple(Triple(subject_name=clean(t.subject_name),
+                             subject_type=clean(t.subject_type), predicate=clean(t.predicate),
+                             object_name=clean(t.object_name), object_type=clean(t.object_type))
+                      for t in extraction.triples),
+        facts=tuple(map(clean, extraction.facts)),
+        summary=clean(extraction.summary) if extraction.summary is not None else None,
+        attributes=tuple(map(clean, extraction.attributes))), True
 
 
 def conversation_label(raw: Any, index: int) -> str:
@@ -148,24 +171,24 @@ def parse_conversation(raw: Any, index: int,
     cid, changed = safe_text(cid.strip())
     if changed:
         warnings.append(f"unstorable characters replaced (id {label!r})")
-    if "messages" not in raw:
+    if "messages" not in raw and "conversations" not in raw:
         return _invalid(label, index, f"{where}missing 'messages'")
-    raw_messages = raw["messages"]
+    raw_messages = raw["messages"] if "messages" in raw else raw["conversations"]
     if not isinstance(raw_messages, (list, tuple)):
         return _invalid(label, index, f"{where}'messages' must be a list, "
                                       f"got {type(raw_messages).__name__}")
     if not raw_messages:
         return _invalid(label, index, f"{where}messages is empty")
-    fallback_time = raw.get("created_at")
     messages, problems = parse_messages(raw_messages, options, warnings,
-                                        fallback_time=fallback_time)
+                                        fallback_time=raw.get("created_at"),
+                                        locate=raw.get("locate"))
     if problems:
         more = len(problems) - _MAX_PROBLEMS_LISTED
         listed = "; ".join(problems[:_MAX_PROBLEMS_LISTED])
         return _invalid(label, index, listed + (f"; and {more} more" if more > 0 else ""))
     if not messages:
-        return _invalid(label, index, f"nothing left to send: "
-                                      f"{summarize_warnings(warnings, details=False)}")
+        return _invalid(label, index, f"nothing left to send "
+                                      f"({summarize_warnings(warnings, details=False)})")
     title = raw.get("title")
     if isinstance(title, str):
         title, changed = safe_text(title)
@@ -178,7 +201,8 @@ def parse_conversation(raw: Any, index: int,
 
 
 def parse_messages(raw_messages: Iterable[Any], options: ReadOptions = DEFAULT_OPTIONS,
-                   warnings: list[str] | None = None, *, fallback_time: Any = None
+                   warnings: list[str] | None = None, *, fallback_time: Any = None,
+                   locate: Callable[[int], str] | None = None
                    ) -> tuple[tuple[Message, ...], list[str]]:
     """Validate raw messages: the messages kept, and the problems that fail them.
 
@@ -197,29 +221,33 @@ def parse_messages(raw_messages: Iterable[Any], options: ReadOptions = DEFAULT_O
         # The common case first: a clean dict costs a few lookups and one constructor.
         if type(raw) is dict:
             role, content = raw.get("role"), raw.get("content")
-            stamp = raw.get("timestamp")
             if (type(role) is str and role in _FAST_ROLES and type(content) is str
-                    and content.isascii() and content.strip() and "\x00" not in content
-                    and (stamp is None or type(stamp) is datetime)):
-                if stamp is not None and stamp.tzinfo is None:
-                    stamp = read_timestamp(stamp)
-                messages.append(Message(role=role, content=content,
-                                        timestamp=stamp if stamp is not None else fallback))
-                continue
-            message = _parse_message(raw, position, options, warnings, problems, fallback)
+                    and content.strip() and ("\x00" not in content if content.isascii()
+                                             else UNSTORABLE.search(content) is None)):
+                stamp = raw.get("timestamp")
+                if stamp is None:
+                    stamp = fallback
+                elif type(stamp) is not datetime or stamp.tzinfo is not timezone.utc:
+                    stamp = read_timestamp(stamp, rule)  # None: the slow path warns
+                if stamp is not None or raw.get("timestamp") is None:
+                    messages.append(Message(role=role, content=content, timestamp=stamp))
+                    continue
+            where = raw.get("where") or (locate(position) if locate else f"messages[{position}]")
+            message = _parse_message(raw, where, options, warnings, problems, fallback)
             if message is not None:
                 messages.append(message)
         elif isinstance(raw, Message):
             messages.append(raw)
         else:
-            problems.append(f"messages[{position}] must be an object with 'role' and "
+            where = locate(position) if locate else f"messages[{position}]"
+            problems.append(f"{where} must be an object with 'role' and "
                             f"'content', got {type(raw).__name__}")
     return tuple(messages), problems
 
 
-def _parse_message(raw: dict, position: int, options: ReadOptions, warnings: list[str],
+def _parse_message(raw: dict, where: str, options: ReadOptions, warnings: list[str],
                    problems: list[str], fallback: datetime | None) -> Message | None:
-    where = raw.get("where") or f"messages[{position}]"
+    raw = _standard_shape(raw)
     role_value = raw.get("role")
     if "role" not in raw or _missing(role_value):
         problems.append(f"{where}: role is missing")
@@ -230,9 +258,9 @@ def _parse_message(raw: dict, position: int, options: ReadOptions, warnings: lis
         return None
     name = role_value.strip().lower()
     if name not in options.roles:
-        known = ", ".join(sorted(n for n in options.roles if n not in ROLES))
         problems.append(f"{where}: role {role_value!r} is not one of {', '.join(ROLES)} "
-                        f"(or {known}); map it with role_map={{{name!r}: 'user'}}")
+                        f"(nor an alias such as human, ai, bot, tool); map it with "
+                        f"role_map={{{name!r}: 'user'}}")
         return None
     role = options.roles[name]
     if role is None:
@@ -259,6 +287,27 @@ def _parse_message(raw: dict, position: int, options: ReadOptions, warnings: lis
             warnings.append(f"unreadable timestamp left empty ({where}: {_show(stamp)})")
             timestamp = fallback
     return Message(role=role, content=content, timestamp=timestamp)
+
+
+def _standard_shape(raw: dict) -> dict:
+    """A message of another common shape as ``{"role", "content", ...}``: ShareGPT's
+    ``{"from", "value"}``, LangChain's ``{"type", "data": {"content"}}``."""
+    if "role" in raw:
+        return raw
+    if "from" in raw:
+        return {**raw, "role": raw["from"], "content": raw.get("value", raw.get("content"))}
+    data = raw.get("data")
+    if "type" in raw and isinstance(data, dict):
+        return {**raw, "role": raw["type"], "content": data.get("content")}
+    return raw
+
+
+def derived_id(messages: Any) -> str:
+    """A stable id for a conversation that has none (OpenAI fine-tuning files, datasets):
+    from its roles and texts, so the same conversation gets the same id on every run."""
+    digest = hashlib.sha256(json.dumps(messages, sort_keys=True, default=str,
+                                       ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    return f"sha256:{digest.hexdigest()[:16]}"
 
 
 def _join_parts(parts: list | tuple) -> str | None:
@@ -313,7 +362,7 @@ def summarize_warnings(warnings: Iterable[str], *, details: bool = True) -> str:
     """One line for a list of warnings: ``"2 empty message left out, 1 tool message ..."``."""
     if details:
         return "; ".join(group_warnings(list(warnings)))
-    return ", ".join(f"{n} {kind}" for kind, n in count_warnings(warnings).items())
+    return ", ".join(f"{kind}: {n}" for kind, n in count_warnings(warnings).items())
 
 
 def find_duplicate_ids(raw_conversations: Iterable[Any]) -> dict[str, list[int]]:
@@ -388,5 +437,8 @@ def _invalid(label: str, index: int, problem: str) -> Invalid:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # JSON can nest deeper than repr can go
+        return f"<{type(value).__name__} nested too deeply to show>"
     return text if len(text) <= 60 else text[:57] + "..."

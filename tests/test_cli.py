@@ -71,10 +71,10 @@ def test_seed_with_local_backend_writes_duckdb_and_reruns_skip(tmp_path):
 
 def test_some_failures_exit_1_and_are_listed(tmp_path):
     path = write_seed(tmp_path, [conversation("ok", "I live in Paris."),
-                                 {"id": "bad", "messages": [{"role": "bot", "content": "x"}]}])
+                                 {"id": "bad", "messages": [{"role": "robot", "content": "x"}]}])
     code, out, _ = run("seed", path, "--backend", "local", "--db", str(tmp_path / "db"))
     assert code == 1
-    assert "1 succeeded, 1 failed" in out and "role 'bot'" in out
+    assert "1 succeeded, 1 failed" in out and "role 'robot'" in out
 
 
 def test_duplicates_are_reported_before_sending(tmp_path):
@@ -94,8 +94,8 @@ def test_memori_backend_without_key_stops_before_sending(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("content, message", [
     (None, "no such file"),
-    ("{not json", "not valid JSON (line 1"),
-    ("[1, 2]", "entry 0: expected an object"),
+    ("{not json", "cannot tell its format (it is not JSON"),
+    ("[1, 2]", "cannot tell its format (it is a list of int)"),
     ('{"entity_id": "u"}', "missing 'conversations'"),
     ('{"entity_id": "u", "conversations": {}}', "'conversations' must be a list"),
 ])
@@ -168,3 +168,50 @@ def test_jsonl_and_csv_files_with_format_and_column_flags(tmp_path):
                          "speaker", "--content-col", "text", "--json")
     assert code == 0, err
     assert json.loads(out)["successful"] == 1
+
+
+def write_csv(tmp_path, rows, name="chats.csv"):
+    path = tmp_path / name
+    lines = ["entity_id,conversation_id,role,content,timestamp"]
+    lines += [",".join(f'"{v}"' for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_a_day_first_csv_is_read_day_first_and_its_warnings_are_shown(tmp_path):
+    path = write_csv(tmp_path, [
+        ("u1", "c1", "User", "I live in Oslo.", "12.01.2024, 13:42:02"),
+        ("u1", "c1", "assistant", "", "12.01.2024, 13:43:00"),
+        ("u1", "c1", "tool", "{}", "12.01.2024, 13:43:30"),
+        ("u1", "c2", "human", "I have a dog named Rex.", "29.12.2023, 22:42:04")])
+    db = str(tmp_path / "m.duckdb")
+    code, out, _ = run("seed", path, "--backend", "local", "--db", db, "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["successful"] == 2
+    assert summary["warnings"] == {"empty message left out": 1, "tool message left out": 1}
+    said = duckdb.connect(db).execute(
+        "SELECT said_at FROM messages WHERE conversation_id = 'c1' ORDER BY position"
+    ).fetchall()
+    assert str(said[0][0]) == "2024-01-12 13:42:02"
+    code, out, _ = run("seed", path, "--dry-run")
+    assert "empty message left out" in out and "u1 / c1" in out
+
+
+def test_an_ambiguous_csv_asks_and_dayfirst_answers(tmp_path):
+    path = write_csv(tmp_path, [("u1", "c1", "user", "I live in Oslo.", "03/04/2024 10:00")])
+    code, out, err = run("seed", path, "--backend", "local", "--db", str(tmp_path / "d"))
+    assert code == 2 and "could be day/month or month/day" in err and "--dayfirst" in err
+    code, out, _ = run("seed", path, "--backend", "local", "--db", str(tmp_path / "d"),
+                       "--monthfirst", "--json")
+    assert code == 0 and json.loads(out)["successful"] == 1
+
+
+def test_role_map_on_the_command_line(tmp_path):
+    path = write_seed(tmp_path, [{"id": "c1", "messages": [
+        {"role": "agent", "content": "Hello"}, {"role": "customer", "content": "I live in Rome."},
+        {"role": "note", "content": "internal"}]}])
+    code, out, err = run("seed", path, "--backend", "local", "--db", str(tmp_path / "d"),
+                         "--json", "--role-map", "agent=assistant,note=skip")
+    assert code == 0, err
+    assert json.loads(out)["warnings"] == {"note message left out": 1}

@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 from memori_nb import InvalidInputError, SeedData
+from memori_nb.errors import ConfigurationError
 from memori_nb.sources import FORMATS, detect, detect_format, read_source
 
 SEED = {"entity_id": "u1", "conversations": [
@@ -23,6 +24,14 @@ CHATGPT = [{"title": "t", "id": "g1", "current_node": "b", "mapping": {
 CLAUDE = [{"uuid": "k1", "name": "n", "created_at": "2024-01-01T00:00:00Z", "chat_messages": [
     {"sender": "human", "text": "Hello from Claude", "created_at": "2024-01-01T00:00:00Z",
      "content": [{"type": "text", "text": "Hello from Claude"}]}]}]
+SHAREGPT = [{"id": "s1", "conversations": [{"from": "human", "value": "Hello from ShareGPT"},
+                                           {"from": "gpt", "value": "Hi!"}]}]
+LC_MESSAGES = [{"type": "human", "data": {"content": "Hello from LangChain", "type": "human",
+                                          "additional_kwargs": {}}},
+               {"type": "ai", "data": {"content": "Hi!", "type": "ai", "tool_calls": []}}]
+OPENAI_LINE = {"messages": [{"role": "system", "content": "Be kind."},
+                            {"role": "user", "content": "Hi"},
+                            {"role": "assistant", "content": "Hello"}]}
 
 
 def write_json(path: Path, document) -> Path:
@@ -49,7 +58,8 @@ def contents(seeds) -> list[tuple[str, list[str]]]:
 # --- detect_format --------------------------------------------------------------------------
 
 def test_formats_are_listed():
-    assert FORMATS == ("seed", "jsonl", "parquet", "csv", "chatgpt", "claude")
+    assert FORMATS == ("seed", "jsonl", "parquet", "csv", "chatgpt", "claude", "sharegpt",
+                       "langchain")
 
 
 @pytest.mark.parametrize("name", ["a.jsonl", "a.ndjson", "A.JSONL"])
@@ -72,7 +82,11 @@ def test_parquet_without_its_extension_by_its_magic_bytes(tmp_path):
 
 @pytest.mark.parametrize("document, fmt", [
     (SEED, "seed"), ([SEED, SEED], "seed"), ({"conversations": [], "entity_id": "u"}, "seed"),
-    (CHATGPT, "chatgpt"), (CLAUDE, "claude")])
+    (CHATGPT, "chatgpt"), (CLAUDE, "claude"), (SHAREGPT, "sharegpt"),
+    (LC_MESSAGES, "langchain"), ({"session-1": LC_MESSAGES}, "langchain"),
+    ([LC_MESSAGES, LC_MESSAGES], "langchain"), ([{"id": "x", "messages": LC_MESSAGES}],
+                                                "langchain"),
+    (OPENAI_LINE, "jsonl")])
 def test_json_by_structure(tmp_path, document, fmt):
     assert detect_format(write_json(tmp_path / "data.json", document)) == fmt
 
@@ -85,12 +99,39 @@ def test_a_big_json_file_is_told_from_its_start(tmp_path, monkeypatch):
     assert detect_format(write_json(tmp_path / "seed.json", big)) == "seed"
     assert detect_format(write_json(tmp_path / "gpt.json", CHATGPT * 5)) == "chatgpt"
     assert detect_format(write_json(tmp_path / "claude.json", CLAUDE * 5)) == "claude"
+    assert detect_format(write_json(tmp_path / "share.json", SHAREGPT * 5)) == "sharegpt"
+    assert detect_format(write_json(tmp_path / "lc.json", LC_MESSAGES * 5)) == "langchain"
+    assert detect_format(write_json(tmp_path / "lc2.json", {"s": LC_MESSAGES * 5})) \
+        == "langchain"
 
 
 def test_json_lines_in_a_json_file(tmp_path):
     path = tmp_path / "chats.json"
     path.write_text("\n".join(json.dumps(c) for c in SEED["conversations"] * 2) + "\n")
     assert detect_format(path) == "jsonl"
+
+
+@pytest.mark.parametrize("line", [
+    OPENAI_LINE,  # OpenAI fine-tuning: no id
+    {**OPENAI_LINE, "source": "ultrachat", "prompt_id": "p1"},  # a Hugging Face row
+    {"entity_id": "u", "id": "c1", **OPENAI_LINE},
+    SHAREGPT[0],  # ShareGPT as JSON Lines
+])
+@pytest.mark.parametrize("name", ["train.json", "train.txt", "train.jsonl"])
+def test_messages_lines_are_json_lines(tmp_path, line, name):
+    path = tmp_path / name
+    path.write_text(json.dumps(line) + "\n" + json.dumps(line) + "\n")
+    assert detect_format(path) == "jsonl"
+    path.write_text(json.dumps(line) + "\n")  # a single line
+    assert detect_format(path) == "jsonl"
+
+
+def test_parquet_with_a_messages_column_is_parquet(tmp_path):
+    path = tmp_path / "train.parquet"
+    duckdb.connect().execute(f"COPY (SELECT [{{'role': 'user', 'content': 'hi'}}] AS messages) "
+                             f"TO '{path}' (FORMAT parquet)")
+    assert detect_format(path) == "parquet"
+    assert detect_format(path.rename(tmp_path / "train-00000-of-00001")) == "parquet"
 
 
 @pytest.mark.parametrize("kind, document", [("chatgpt", CHATGPT), ("claude", CLAUDE)])
@@ -108,28 +149,72 @@ def test_a_folder_of_split_chatgpt_files(tmp_path):
     assert detect_format(tmp_path) == "chatgpt"
 
 
-@pytest.mark.parametrize("content", ['{"hello": "world"}', "[]", "[1, 2]", "not json", ""])
-def test_unknown_content_lists_the_formats_and_suggests_format(tmp_path, content):
-    path = tmp_path / "mystery.txt"
+@pytest.mark.parametrize("content, problem", [
+    ('{"hello": "world"}', "it is an object with keys hello"), ("[]", "it is an empty list"),
+    ("[1, 2]", "it is a list of int"), ("not json", "it is not JSON"), ("", "it is empty"),
+    ('[{"title": "x", "messages": [{"role": "user", "content": "hi"}]}]',
+     "it is a list of objects with keys title, messages"),
+])
+@pytest.mark.parametrize("name", ["mystery.txt", "mystery.json"])
+def test_a_foreign_file_is_never_taken_for_a_seed_file(tmp_path, name, content, problem):
+    path = tmp_path / name
     path.write_text(content)
-    with pytest.raises(InvalidInputError) as caught:
-        detect_format(path)
-    message = str(caught.value)
-    assert "mystery.txt: cannot tell its format" in message
-    assert "--format" in message and ", ".join(FORMATS) in message
+    for attempt in (lambda: detect_format(path), lambda: read_source(path, entity_id="me")):
+        with pytest.raises(InvalidInputError) as caught:
+            attempt()
+        message = str(caught.value)
+        assert f"{name}: cannot tell its format ({problem}" in message
+        assert "--format" in message and ", ".join(FORMATS) in message
+        assert "names its own entities" not in message
 
 
 @pytest.mark.parametrize("content, problem", [
     ('{"hello": "world"}', "missing 'entity_id'"), ("[]", "the list of entities is empty"),
     ("[1, 2]", "entry 0: expected an object"), ("not json", "not valid JSON (line 1"),
 ])
-def test_an_unknown_json_file_is_read_as_a_seed_file_that_says_what_is_wrong(
-        tmp_path, content, problem):
+def test_a_file_read_as_a_seed_file_on_request_says_what_is_wrong(tmp_path, content, problem):
     path = tmp_path / "mystery.json"
     path.write_text(content)
-    assert detect_format(path) == "seed"
     with pytest.raises(InvalidInputError, match=re.escape(problem)):
-        read_source(path)
+        read_source(path, format="seed")
+
+
+def broken(document) -> str:
+    """A file cut off in the middle, as an interrupted download leaves it."""
+    text = json.dumps(document, indent=2)
+    return text[: len(text) * 2 // 3]
+
+
+@pytest.mark.parametrize("document, fmt, reader_error", [
+    (CHATGPT, "chatgpt", "not valid JSON"), (CLAUDE, "claude", "not valid JSON"),
+    (SHAREGPT, "sharegpt", "not valid JSON"), (LC_MESSAGES, "langchain", "not valid JSON"),
+    (SEED, "seed", "not valid JSON"),
+])
+@pytest.mark.parametrize("big", [False, True])
+def test_a_broken_file_gets_the_error_of_the_format_it_looks_like(
+        tmp_path, monkeypatch, document, fmt, reader_error, big):
+    if big:
+        monkeypatch.setattr(detect, "PEEK_BYTES", 200)
+    path = tmp_path / "conversations.json"
+    path.write_text(broken(document * 3 if isinstance(document, list) else document))
+    assert detect_format(path) == fmt
+    with pytest.raises(InvalidInputError) as caught:
+        read_source(path, entity_id=None if fmt == "seed" else "me")
+    assert reader_error in str(caught.value)
+    assert "names its own entities" not in str(caught.value)
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_a_chatgpt_export_with_bad_records_first_is_still_a_chatgpt_export(
+        tmp_path, monkeypatch, big):
+    if big:
+        monkeypatch.setattr(detect, "PEEK_BYTES", 1024)
+    bad = [{"title": f"bad {i}", "id": f"b{i}"} for i in range(25)]
+    path = write_json(tmp_path / "conversations.json", bad + CHATGPT)
+    assert detect_format(path) == "chatgpt"
+    with pytest.raises(InvalidInputError, match="not a ChatGPT export: it is a list of "
+                                                "objects with keys title, id"):
+        read_source(path, entity_id="me")  # never "a seed file names its own entities"
 
 
 def test_a_zip_without_conversations_and_a_missing_file(tmp_path):
@@ -155,15 +240,22 @@ def test_read_source_reads_every_format(tmp_path):
     assert contents(read_source(seed)) == [("u1", ["c1"])]
     assert contents(read_source(gpt, entity_id="me")) == [("me", ["g1"])]
     assert contents(read_source(claude, entity_id="me")) == [("me", ["k1"])]
+    sharegpt = write_json(tmp_path / "share.json", SHAREGPT)
+    langchain = write_json(tmp_path / "session-7.json", LC_MESSAGES)
+    assert contents(read_source(sharegpt, entity_id="me")) == [("me", ["s1"])]
+    assert contents(read_source(langchain, entity_id="me")) == [("me", ["session-7"])]
     assert contents(read_source(jsonl, entity_id="me")) == [("me", ["j1"])]
     assert contents(read_source(parquet)) == [("u1", ["c1"])]
     assert contents(read_source(csv)) == [("u1", ["c1"])]
 
 
-@pytest.mark.parametrize("document, name", [(CHATGPT, "ChatGPT"), (CLAUDE, "Claude")])
+@pytest.mark.parametrize("document, name", [(CHATGPT, "ChatGPT export"),
+                                            (CLAUDE, "Claude export"),
+                                            (SHAREGPT, "ShareGPT file"),
+                                            (LC_MESSAGES, "LangChain message file")])
 def test_exports_need_an_entity_id(tmp_path, document, name):
     path = write_json(tmp_path / "conversations.json", document)
-    with pytest.raises(InvalidInputError, match=f"{name} exports carry no user id: pass "
+    with pytest.raises(InvalidInputError, match=f"{name}s carry no user id: pass "
                                                 f"--entity-id \\(entity_id=...\\)"):
         read_source(path)
 
@@ -177,7 +269,10 @@ def test_a_seed_file_refuses_an_entity_id(tmp_path):
     (CHATGPT, "seed", "not a seed file: it looks like a ChatGPT export"),
     (CLAUDE, "chatgpt", "not a ChatGPT export: it looks like a Claude export"),
     (SEED, "claude", "not a Claude export: it looks like a seed file"),
-    (SEED, "jsonl", "not JSON Lines"),
+    (CLAUDE, "jsonl", "not JSON Lines"),
+    (CLAUDE, "sharegpt", "not a ShareGPT file: it looks like a Claude export"),
+    (SHAREGPT, "langchain", "not a LangChain message file: it looks like a ShareGPT file"),
+    (LC_MESSAGES, "seed", "not a seed file: it looks like a LangChain message file"),
 ])
 def test_a_file_that_does_not_match_the_format_asked_for(tmp_path, document, fmt, problem):
     path = write_json(tmp_path / "data.json", document)
@@ -204,3 +299,35 @@ def test_column_names_go_to_tables_only(tmp_path):
                                 content_col="text")) == [("u", ["c1"])]
     with pytest.raises(InvalidInputError, match="content_col: options for Parquet and CSV"):
         read_source(write_json(tmp_path / "seed.json", SEED), content_col="text")
+
+
+# --- read_source passes the reading options on ---------------------------------------------
+
+READING = {"dayfirst": True, "timestamp_format": None, "role_map": {"agent": "assistant"}}
+
+
+@pytest.mark.parametrize("fmt, target", [
+    ("jsonl", "read_jsonl"), ("parquet", "read_table"), ("csv", "read_table"),
+    ("seed", "load_seed_file")])
+def test_read_source_passes_reading_options_to_every_reader(tmp_path, monkeypatch, fmt,
+                                                             target):
+    calls = []
+    monkeypatch.setattr(detect, target, lambda path, **kwargs: calls.append(kwargs) or [])
+    read_source(write_json(tmp_path / "data.json", SEED), format=fmt, **READING)
+    assert calls and all(calls[0][key] == value for key, value in READING.items())
+
+
+@pytest.mark.parametrize("fmt, document", [
+    ("chatgpt", CHATGPT), ("claude", CLAUDE), ("sharegpt", SHAREGPT), ("langchain",
+                                                                       LC_MESSAGES)])
+def test_read_source_passes_reading_options_to_the_json_readers(tmp_path, fmt, document):
+    [seed] = read_source(write_json(tmp_path / "data.json", document), entity_id="me",
+                         **READING)
+    assert seed.options.timestamps.dayfirst is True
+    assert seed.options.roles["agent"] == "assistant"
+
+
+def test_a_bad_role_map_is_refused_up_front(tmp_path):
+    with pytest.raises(ConfigurationError, match="role_map maps 'x' to 'robot'"):
+        read_source(write_json(tmp_path / "c.json", CLAUDE), entity_id="me",
+                    role_map={"x": "robot"})

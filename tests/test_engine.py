@@ -172,13 +172,13 @@ def test_oversized_conversation_fails_with_its_size_when_chunking_is_off(server)
 def test_invalid_conversations_fail_and_valid_ones_go_on(server):
     conversations = [conversation("ok", "I live in Paris."), {"id": "empty", "messages": []},
                      {"messages": [{"role": "user", "content": "hi"}]},
-                     {"id": "bot", "messages": [{"role": "bot", "content": "hi"}]}]
+                     {"id": "bot", "messages": [{"role": "robot", "content": "hi"}]}]
     result, _ = run_seed(server, conversations)
     statuses = {r.conversation_id: (r.status, r.error) for r in result.results}
     assert statuses["ok"][0] == "succeeded"
     assert "messages is empty" in statuses["empty"][1]
     assert "missing 'id'" in statuses["#2"][1]
-    assert "role 'bot'" in statuses["bot"][1]
+    assert "role 'robot'" in statuses["bot"][1]
     assert server.request_count == 1
 
 

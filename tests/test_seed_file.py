@@ -1,6 +1,7 @@
 """The seed JSON file: one entity or a list of them; every problem is one line naming the file."""
 
 import json
+from datetime import datetime, timezone
 from importlib.resources import files
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from memori_nb.errors import InvalidInputError
 from memori_nb.models import SeedData
 from memori_nb.sources.seed_file import load_seed_file
+from memori_nb.timestamps import AmbiguousTimestampsError
 from memori_nb.validation import Invalid, check_conversations, parse_conversation
 
 CONVERSATION = {"id": "c1", "messages": [{"role": "user", "content": "I live in Lisbon."}]}
@@ -97,3 +99,52 @@ def test_the_shipped_sample_is_valid():
             parsed = parse_conversation(raw, index)
             assert not isinstance(parsed, Invalid), parsed.reason
         assert all(not isinstance(p, Invalid) for _, p in check_conversations(seed))
+
+
+def conversations(seed):
+    return [parsed for _, parsed in check_conversations(seed)]
+
+
+def timed(cid, *stamps):
+    return {"id": cid, "messages": [{"role": "user", "content": f"m{i}", "timestamp": s}
+                                    for i, s in enumerate(stamps)]}
+
+
+def test_day_first_is_decided_once_for_the_whole_file(tmp_path):
+    """Entity u2's dates alone could be either way; u1's prove the file writes day first."""
+    path = write(tmp_path, [{"entity_id": "u1", "conversations": [timed("c1", "13.01.2024")]},
+                            {"entity_id": "u2", "conversations": [timed("c2", "12.01.2024")]}])
+    _, u2 = load_seed_file(path)
+    [c2] = conversations(u2)
+    assert c2.messages[0].timestamp == datetime(2024, 1, 12, tzinfo=timezone.utc)
+
+
+def test_a_file_whose_dates_could_be_either_asks(tmp_path):
+    path = write(tmp_path, {"entity_id": "u1", "conversations": [
+        timed("c1", "12.01.2024", "11.01.2024")]})
+    with pytest.raises(AmbiguousTimestampsError, match="dayfirst") as caught:
+        load_seed_file(path)
+    assert str(caught.value).startswith(str(path))
+    [seed] = load_seed_file(path, dayfirst=False)
+    [c1] = conversations(seed)
+    assert c1.messages[0].timestamp == datetime(2024, 12, 1, tzinfo=timezone.utc)
+    [seed] = load_seed_file(path, timestamp_format="%d.%m.%Y")
+    assert conversations(seed)[0].messages[1].timestamp.month == 1
+
+
+def test_role_map_and_trimmed_entity_ids(tmp_path):
+    path = write(tmp_path, {"entity_id": " u1 ", "conversations": [{"id": "c1", "messages": [
+        {"role": "agent", "content": "Hello"}, {"role": "User", "content": "Hi"}]}]})
+    [seed] = load_seed_file(path, role_map={"agent": "assistant"})
+    assert (seed.entity_id, seed.warnings) == ("u1", ("entity id whitespace trimmed (' u1 ')",))
+    [c1] = conversations(seed)
+    assert [m.role for m in c1.messages] == ["assistant", "user"]
+
+
+def test_json_nested_too_deeply_is_one_clear_error(tmp_path):
+    path = write(tmp_path, '{"entity_id": "u1", "conversations": ' + "[" * 100_000
+                 + "]" * 100_000 + "}")
+    with pytest.raises(InvalidInputError) as caught:
+        load_seed_file(path)
+    assert str(caught.value) == f"{path}: JSON nested too deeply to read"
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__

@@ -12,7 +12,8 @@ import pytest
 
 from memori_nb import Conversation, InvalidInputError, Memori
 from memori_nb.sources import read_chatgpt_export, read_source
-from memori_nb.validation import Invalid
+from memori_nb.sources.chatgpt import parse_chatgpt_conversation
+from memori_nb.validation import Invalid, check_conversations, count_warnings
 
 REAL_EXPORT = (Path(__file__).resolve().parents[2] / "shared" / "data" / "exports" / "chatgpt"
                / "conversations.json")
@@ -90,10 +91,11 @@ def write_json(path: Path, document) -> Path:
     return path
 
 
-def read_all(path, entity_id="me"):
-    seed = read_chatgpt_export(path, entity_id=entity_id)
+def read_all(path, entity_id="me", **options):
+    """The export's conversations as the engine sees them: raw records, validated."""
+    seed = read_chatgpt_export(path, entity_id=entity_id, **options)
     assert seed.entity_id == "me" and seed.size is None  # streamed
-    return list(seed.conversations)
+    return [parsed for _, parsed in check_conversations(seed)]
 
 
 def test_only_the_current_branch_is_read(tmp_path):
@@ -103,7 +105,40 @@ def test_only_the_current_branch_is_read(tmp_path):
     assert [(m.role, m.content) for m in conv.messages] == [
         ("user", "What is 2+2?"), ("assistant", "Four."),
         ("user", "And 4+4?"), ("assistant", "Eight.")]
-    assert conv.warnings == ("left out 1 message: 1 hidden system",)
+    assert conv.warnings == ("hidden system message left out (node sys)",)
+
+
+def test_records_become_raw_conversations_with_locations():
+    raw = parse_chatgpt_conversation(branched(), 0, where="conversations.json: record 0")
+    assert raw["id"] == "branchy" and raw["title"] == "A chat"
+    assert raw["where"] == "conversations.json: record 0"
+    assert [m["where"] for m in raw["messages"]] == ["node u1", "node a1-new", "node u2-new",
+                                                     "node a2-new"]
+    assert raw["messages"][0] == {"role": "user", "content": "What is 2+2?",
+                                  "timestamp": T0 + 1, "where": "node u1"}
+    assert raw["warnings"] == ["hidden system message left out (node sys)"]
+
+
+def test_other_author_roles_are_judged_by_validation_and_role_map(tmp_path):
+    record = conversation("c", [node("root", None, ["u"]),
+                                node("u", "root", ["x"], "user", ["hi"]),
+                                node("x", "u", [], "critic", ["meh"])], current="x")
+    path = write_json(tmp_path / "conversations.json", [record])
+    [failed] = read_all(path)
+    assert isinstance(failed, Invalid) and "node x: role 'critic' is not one of" in failed.reason
+    [conv] = read_all(path, role_map={"critic": None})
+    assert [m.content for m in conv.messages] == ["hi"]
+    assert conv.warnings == ("critic message left out (node x)",)
+
+
+def test_ids_and_titles_are_cleaned_by_validation(tmp_path):
+    record = branched()
+    record["id"], record["title"] = " spaced ", "bad \ud800 title"
+    path = tmp_path / "conversations.json"
+    path.write_text(json.dumps([record]))  # the lone surrogate as a \ud800 escape
+    [conv] = read_all(path)
+    assert conv.id == "spaced" and conv.title == "bad \ufffd title"
+    assert "id whitespace trimmed (' spaced ')" in conv.warnings
 
 
 def test_create_time_is_kept_as_utc_datetimes_in_order(tmp_path):
@@ -122,9 +157,11 @@ def test_hidden_tool_code_and_empty_messages_are_left_out_and_counted(tmp_path):
         ("user", "What about this one?")]
     assert conv.title == "Plotting ✨"
     assert conv.warnings == (
-        "left out 7 messages: 2 hidden system, 1 code, 1 tool, 1 tether_browsing_display, "
-        "1 tool call, 1 empty",
-        "left out 1 non-text part: 1 image_asset_pointer")
+        "hidden system message left out (2: node sys, node ctx)",
+        "code message left out (node code)", "tool message left out (node out)",
+        "tether_browsing_display message left out (node browse)",
+        "tool call left out (node call)", "image_asset_pointer part left out (node u2)",
+        "empty message left out (node empty)")
 
 
 def test_missing_create_time_gives_no_timestamp(tmp_path):
@@ -141,8 +178,10 @@ def test_a_conversation_with_no_text_left_is_invalid_and_says_why(tmp_path):
         node("t", "sys", [], "tool", ["output"])], current="t")
     [item] = read_all(write_json(tmp_path / "conversations.json", [record]))
     assert isinstance(item, Invalid) and item.conversation_id == "silent"
-    assert item.reason.startswith("conversation 'silent': no user or assistant text left "
-                                  "after leaving out 2 hidden/tool/empty messages")
+    assert item.reason.startswith("conversation 'silent': conversations.json: record 0: "
+                                  "nothing left to send: ")
+    assert "hidden system message left out" in item.reason
+    assert "tool message left out" in item.reason
 
 
 @pytest.mark.parametrize("breakage, problem", [
@@ -169,7 +208,7 @@ def test_a_record_without_an_id_or_not_an_object_is_named_by_position(tmp_path):
     items = read_all(write_json(tmp_path / "conversations.json", [no_id, "junk", branched()]))
     assert [i.conversation_id for i in items[:2]] == ["#0", "#1"]
     assert items[2].id == "branchy"
-    assert "missing 'id'" in items[0].reason
+    assert "record 0: missing 'id' (or 'conversation_id')" in items[0].reason
     assert "expected a conversation object, got str" in items[1].reason
 
 
@@ -257,7 +296,8 @@ def test_seeding_an_export_keeps_the_warnings(tmp_path):
     m = Memori(conn=":memory:", backend="local")
     result = asyncio.run(m.seed(read_source(path, entity_id="me")))
     assert result.successful == 2
-    assert result.results[0].warnings[0].startswith("left out 7 messages")
+    assert result.results[0].warnings[0] == "hidden system message left out (2: node sys, " \
+                                            "node ctx)"
 
 
 # --- the genuine export beside the project ------------------------------------------------
@@ -279,7 +319,9 @@ def test_real_export_keeps_the_visible_conversation(real_export):
     assert conv.messages[0].content.startswith("given two random independent variables x,y "
                                                "in U(0,1), what is the average distance")
     assert conv.messages[1].content.startswith("To find the average distance")
-    assert conv.warnings == ("left out 24 messages: 11 code, 11 tool, 2 hidden system",)
+    assert count_warnings(conv.warnings) == {"code message left out": 11,
+                                             "tool message left out": 11,
+                                             "hidden system message left out": 2}
 
 
 def test_real_export_has_increasing_timestamps_and_no_code(real_export):

@@ -11,7 +11,7 @@ import pytest
 
 from memori_nb import Conversation, InvalidInputError
 from memori_nb.sources import read_claude_export
-from memori_nb.validation import Invalid
+from memori_nb.validation import Invalid, check_conversations
 
 
 def message(sender, created_at, *blocks, text=None, **extra):
@@ -46,10 +46,11 @@ def write(path: Path, document) -> Path:
     return path
 
 
-def read_all(path):
-    seed = read_claude_export(path, entity_id="me")
+def read_all(path, **options):
+    """The export's conversations as the engine sees them: raw records, validated."""
+    seed = read_claude_export(path, entity_id="me", **options)
     assert seed.entity_id == "me"
-    return list(seed.conversations)
+    return [parsed for _, parsed in check_conversations(seed)]
 
 
 def test_text_blocks_only_and_human_is_user(tmp_path):
@@ -65,8 +66,9 @@ def test_text_blocks_only_and_human_is_user(tmp_path):
     assert [(m.role, m.content) for m in conv.messages] == [
         ("user", "Find me a ramen place 🍜"), ("assistant", "Try Ichiran — it is 400 m away.")]
     assert not any("Let me search" in m.content for m in conv.messages)
-    assert conv.warnings == ("left out 3 content blocks: 1 thinking, 1 tool_use, "
-                             "1 tool_result",)
+    assert conv.warnings == ("thinking block left out (chat_messages[1])",
+                             "tool_use block left out (chat_messages[1])",
+                             "tool_result block left out (chat_messages[1])")
 
 
 def test_several_text_blocks_are_joined_with_newlines(tmp_path):
@@ -109,23 +111,54 @@ def test_without_created_at_the_file_order_is_kept_and_said(tmp_path):
                                                                                   undated])]))
     assert [m.content for m in conv.messages] == ["asked first", "answered second"]
     assert conv.messages[1].timestamp is None
-    assert "kept the file's message order: 1 of 2 messages have no usable created_at" \
-        in conv.warnings
+    assert "file order kept (1 of 2 messages have no usable created_at)" in conv.warnings
 
 
-def test_empty_messages_unknown_senders_and_attachments_are_counted(tmp_path):
+def test_empty_and_malformed_messages_are_left_out_with_warnings(tmp_path):
     record = conversation("c1", [
-        message("human", "2024-05-01T10:00:00Z", ("text", "See the file"),
-                attachments=[{"file_name": "notes.txt", "extracted_content": "secret"}]),
+        message("human", "2024-05-01T10:00:00Z", ("text", "Hi")),
         message("assistant", "2024-05-01T10:00:01Z", ("thinking", "hmm")),
-        message("system", "2024-05-01T10:00:02Z", ("text", "?")),
         "not a message",
+        message("assistant", "2024-05-01T10:00:03Z", ("text", "Hello")),
     ])
     [conv] = read_all(write(tmp_path / "conversations.json", [record]))
-    assert [m.content for m in conv.messages] == ["See the file"]
-    assert conv.warnings == ("left out 3 messages: 1 empty, 1 system sender, 1 malformed",
-                             "left out 1 content block: 1 thinking",
-                             "left out 1 attached file")
+    assert [m.content for m in conv.messages] == ["Hi", "Hello"]
+    assert conv.warnings == ("thinking block left out (chat_messages[1])",
+                             "malformed message left out (chat_messages[2])",
+                             "empty message left out (chat_messages[1])")
+
+
+def test_attachment_text_is_kept_in_its_message_and_files_without_text_are_named(tmp_path):
+    record = conversation("c1", [
+        message("human", "2024-05-01T10:00:00Z", ("text", "Summarise the paper"),
+                attachments=[{"file_name": "paper.pdf", "file_type": "pdf",
+                              "extracted_content": "Abstract: cats sleep a lot."}],
+                files=[{"file_name": "paper.pdf"}, {"file_name": "photo.png"}]),
+        message("human", "2024-05-01T10:00:01Z", text="",
+                attachments=[{"file_name": "notes.txt", "extracted_content": "Buy milk"},
+                             {"file_name": "empty.txt", "extracted_content": ""}]),
+    ])
+    [conv] = read_all(write(tmp_path / "conversations.json", [record]))
+    assert [m.content for m in conv.messages] == [
+        "Summarise the paper\n\n[attachment paper.pdf]\nAbstract: cats sleep a lot.",
+        "[attachment notes.txt]\nBuy milk"]
+    assert conv.warnings == ("attachment text kept (2: paper.pdf, notes.txt)",
+                             "attachment left out (2: photo.png, empty.txt)")
+
+
+def test_senders_follow_the_validation_rules_and_role_map(tmp_path):
+    record = conversation("c1", [
+        message("system", "2024-05-01T10:00:00Z", ("text", "Be brief.")),
+        message("Human", "2024-05-01T10:00:01Z", ("text", "Hi")),
+        message("narrator", "2024-05-01T10:00:02Z", ("text", "(a pause)")),
+    ])
+    path = write(tmp_path / "conversations.json", [record])
+    [failed] = read_all(path)
+    assert isinstance(failed, Invalid)
+    assert "chat_messages[2]: role 'narrator' is not one of" in failed.reason
+    [conv] = read_all(path, role_map={"narrator": None})
+    assert [m.role for m in conv.messages] == ["system", "user"]
+    assert conv.warnings == ("narrator message left out (chat_messages[2])",)
 
 
 def test_unicode_survives(tmp_path):
@@ -137,13 +170,14 @@ def test_unicode_survives(tmp_path):
 
 
 @pytest.mark.parametrize("record, label, problem", [
-    ({"name": "x", "chat_messages": []}, "#0", "missing 'uuid'"),
+    ({"name": "x", "chat_messages": []}, "#0", "record 0: missing 'uuid'"),
     ({"uuid": "c9", "name": "x"}, "c9", "missing 'chat_messages'"),
     ({"uuid": "c9", "chat_messages": {}}, "c9", "'chat_messages' must be a list"),
-    ({"uuid": "c9", "chat_messages": []}, "c9", "chat_messages is empty"),
+    ({"uuid": "c9", "chat_messages": []}, "c9", "messages is empty"),
     ({"uuid": "c9", "chat_messages": [message("assistant", "2024-05-01T10:00:00Z",
                                               ("thinking", "..."))]},
-     "c9", "no user or assistant text left after leaving out 1 thinking/tool/empty messages"),
+     "c9", "nothing left to send"),
+    ({"uuid": "c9", "chat_messages": ["junk"]}, "c9", "nothing left to send"),
     (["a list"], "#0", "expected a conversation object, got list"),
 ])
 def test_unusable_records_are_invalid_and_the_rest_goes_on(tmp_path, record, label, problem):

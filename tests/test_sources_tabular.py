@@ -1,9 +1,12 @@
-"""Parquet and CSV in long format, through DuckDB: order, renames, problems, timestamps."""
+"""Parquet and CSV through DuckDB: long format (order, renames, problems, timestamps decided
+once per column) and one conversation per row (a messages list column)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,8 +15,10 @@ import duckdb
 import pytest
 
 from memori_nb import Conversation, InvalidInputError, Memori
-from memori_nb.sources import read_table
-from memori_nb.validation import Invalid
+from memori_nb.models import SeedData
+from memori_nb.sources import read_jsonl, read_table
+from memori_nb.timestamps import AmbiguousTimestampsError
+from memori_nb.validation import Invalid, check_conversations
 
 UTC = timezone.utc
 
@@ -45,8 +50,10 @@ def messages_file(tmp_path: Path, fmt: str, rows: str = ROWS, columns: str = COL
 
 
 def read(path, **kwargs):
-    """[(entity, [Conversation | Invalid])], reading each SeedData before the next."""
-    return [(seed.entity_id, list(seed.conversations)) for seed in read_table(path, **kwargs)]
+    """[(entity, [Conversation | Invalid])] as validation judges them, reading each SeedData
+    before the next."""
+    return [(seed.entity_id, [parsed for _, parsed in check_conversations(seed)])
+            for seed in read_table(path, **kwargs)]
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
@@ -130,7 +137,7 @@ def test_rows_with_no_entity_need_entity_id(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_null_content_and_bad_roles_make_that_conversation_invalid(tmp_path, fmt):
+def test_unknown_and_missing_roles_fail_the_conversation_naming_rows(tmp_path, fmt):
     rows = """('u', 'good', 'user', 'fine', 1), ('u', 'bad', 'user', NULL, 2),
               ('u', 'bad', 'robot', 'beep', 3), ('u', 'bad', 'assistant', '  ', 4),
               ('u', 'bad', 'user', 'ok', 5), ('u', 'bad', NULL, 'x', 6),
@@ -141,11 +148,41 @@ def test_null_content_and_bad_roles_make_that_conversation_invalid(tmp_path, fmt
     good, bad, orphan, last = items
     assert isinstance(good, Conversation) and isinstance(last, Conversation)
     assert isinstance(bad, Invalid) and bad.conversation_id == "bad"
-    assert bad.reason == ("conversation 'bad': row 2: content is empty; row 3: role 'robot' "
-                          "is not one of user, assistant, system; row 4: content is empty; "
-                          "and 1 more")
+    assert bad.reason.startswith("conversation 'bad': row 3: role 'robot' is not one of "
+                                 "user, assistant, system")
+    assert bad.reason.endswith("; row 6: role is missing")
     assert orphan.conversation_id == "row 7"
     assert orphan.reason == "1 row with no conversation id (row 7)"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_empty_messages_and_role_aliases_are_lenient(tmp_path, fmt):
+    rows = """('u', 'c1', 'User', 'hi', 1), ('u', 'c1', 'ai', 'hello', 2),
+              ('u', 'c1', 'human', NULL, 3), ('u', 'c1', 'tool', '{}', 4),
+              ('u', 'c1', 'assistant', '  ', 5), ('u', 'c2', 'user', '', 6)"""
+    path = messages_file(tmp_path, fmt, rows=rows, select="* EXCLUDE (n)",
+                         columns="entity_id, conversation_id, role, content, n")
+    [(_, [c1, c2])] = read(path)
+    assert [(m.role, m.content) for m in c1.messages] == [("user", "hi"),
+                                                          ("assistant", "hello")]
+    assert c1.warnings == ("empty message left out (2: row 3, row 5)",
+                           "tool message left out (row 4)")
+    assert isinstance(c2, Invalid)
+    assert c2.reason.startswith("conversation 'c2': nothing left to send")
+
+
+def test_ids_lose_surrounding_whitespace(tmp_path):
+    rows = """(' Jason ', ' c1 ', 'user', 'hi', 1), ('Jason', 'c2', 'user', 'ho', 2),
+              ('   ', 'c3', 'user', 'blank entity', 3)"""
+    path = messages_file(tmp_path, "csv", rows=rows, select="* EXCLUDE (n)",
+                         columns="entity_id, conversation_id, role, content, n")
+    seeds = read_table(path, entity_id="dflt")
+    jason = next(seeds)
+    assert (jason.entity_id, jason.warnings) == ("Jason", (
+        "entity id whitespace trimmed (' Jason ')",))
+    c1, c2 = [c for _, c in check_conversations(jason)]  # one run once trimmed
+    assert (c1.id, c1.warnings, c2.id) == ("c1", ("id whitespace trimmed (' c1 ')",), "c2")
+    assert next(seeds).entity_id == "dflt"  # an entity of only spaces is no entity
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -155,6 +192,11 @@ def test_null_content_and_bad_roles_make_that_conversation_invalid(tmp_path, fmt
     ("'1709287200'", datetime(2024, 3, 1, 10, tzinfo=UTC)),
     ("1709287200", datetime(2024, 3, 1, 10, tzinfo=UTC)),
     ("1709287200.5", datetime(2024, 3, 1, 10, 0, 0, 500000, tzinfo=UTC)),
+    ("'1709287200000'", datetime(2024, 3, 1, 10, tzinfo=UTC)),
+    ("1709287200000", datetime(2024, 3, 1, 10, tzinfo=UTC)),
+    ("'Fri, 01 Mar 2024 11:00:00 +0100'", datetime(2024, 3, 1, 10, tzinfo=UTC)),
+    ("'01.03.2024, 10:00:00'", None),
+    ("'13.03.2024, 10:00:00'", datetime(2024, 3, 13, 10, tzinfo=UTC)),
     ("TIMESTAMPTZ '2024-03-01 11:00:00+01'", datetime(2024, 3, 1, 10, tzinfo=UTC)),
     ("TIMESTAMP '2024-03-01 10:00:00.123456'", datetime(2024, 3, 1, 10, 0, 0, 123456,
                                                          tzinfo=UTC)),
@@ -164,17 +206,69 @@ def test_null_content_and_bad_roles_make_that_conversation_invalid(tmp_path, fmt
 def test_timestamps_become_utc_datetimes(tmp_path, fmt, value, expected):
     path = copy_to(tmp_path / f"t.{fmt}", f"SELECT 'c1' AS conversation_id, 'user' AS role, "
                                           f"'hi' AS content, {value} AS timestamp", fmt)
+    if expected is None:  # a lone date that could be either way: asked for
+        with pytest.raises(AmbiguousTimestampsError):
+            read_table(path, entity_id="u")
+        return
     [(_, [conv])] = read(path, entity_id="u")
     assert conv.messages[0].timestamp == expected
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_an_unreadable_timestamp_makes_the_conversation_invalid(tmp_path, fmt):
+def test_an_unreadable_timestamp_is_a_warning(tmp_path, fmt):
     path = copy_to(tmp_path / f"t.{fmt}", "SELECT 'c1' AS conversation_id, 'user' AS role, "
                                           "'hi' AS content, 'last tuesday' AS timestamp", fmt)
-    [(_, [bad])] = read(path, entity_id="u")
-    assert bad.reason == "conversation 'c1': row 1: timestamp 'last tuesday' is not a date " \
-                         "and time"
+    [(_, [conv])] = read(path, entity_id="u")
+    assert conv.messages[0].timestamp is None
+    assert conv.warnings == ("unreadable timestamp left empty (row 1: 'last tuesday')",)
+
+
+def test_a_date_python_cannot_hold_is_a_warning(tmp_path):
+    path = copy_to(tmp_path / "t.parquet", "SELECT 'c1' AS conversation_id, 'user' AS role, "
+                   "'hi' AS content, TIMESTAMP 'infinity' AS timestamp", "parquet")
+    [(_, [conv])] = read(path, entity_id="u")
+    assert conv.messages[0].timestamp is None
+    assert conv.warnings == ("unreadable timestamp left empty (row 1: 'infinity')",)
+
+
+# The issue's case: day-first chat times. Read month first, c1's first message (12 January)
+# would move to 1 December, after the second.
+DAY_FIRST = """('c1', 'user', 'first', '12.01.2024, 13:42:02', 1),
+               ('c1', 'assistant', 'second', '02.02.2024, 09:00:00', 2),
+               ('c2', 'user', 'other', '13.01.2024, 08:00:00', 3)"""
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_column_that_proves_day_first_is_read_day_first_in_order(tmp_path, fmt):
+    path = messages_file(tmp_path, fmt, rows=DAY_FIRST, select="* EXCLUDE (n)",
+                         columns="conversation_id, role, content, timestamp, n")
+    [(_, [c1, c2])] = read(path, entity_id="u")
+    assert [(m.content, m.timestamp) for m in c1.messages] == [
+        ("first", datetime(2024, 1, 12, 13, 42, 2, tzinfo=UTC)),
+        ("second", datetime(2024, 2, 2, 9, tzinfo=UTC))]
+    assert c2.messages[0].timestamp == datetime(2024, 1, 13, 8, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_column_whose_dates_could_be_either_asks(tmp_path, fmt):
+    rows = DAY_FIRST.replace("13.01.2024", "11.01.2024")
+    path = messages_file(tmp_path, fmt, rows=rows, select="* EXCLUDE (n)",
+                         columns="conversation_id, role, content, timestamp, n")
+    with pytest.raises(AmbiguousTimestampsError, match="2 dates could be day/month") as e:
+        read_table(path, entity_id="u")
+    assert "dayfirst=True" in str(e.value) and str(path) in str(e.value)
+    [(_, [c1, _c2])] = read(path, entity_id="u", dayfirst=False)  # as the user says
+    assert [m.content for m in c1.messages] == ["second", "first"]  # 1 Feb, then 1 Dec
+    [(_, [c1, _c2])] = read(path, entity_id="u", timestamp_format="%d.%m.%Y, %H:%M:%S")
+    assert c1.messages[0].timestamp == datetime(2024, 1, 12, 13, 42, 2, tzinfo=UTC)
+
+
+def test_a_column_with_dates_written_both_ways_asks(tmp_path):
+    rows = DAY_FIRST.replace("02.02.2024", "02.13.2024")
+    path = messages_file(tmp_path, "csv", rows=rows, select="* EXCLUDE (n)",
+                         columns="conversation_id, role, content, timestamp, n")
+    with pytest.raises(AmbiguousTimestampsError, match="both day first"):
+        read_table(path, entity_id="u")
 
 
 def test_ids_in_csv_stay_text(tmp_path):
@@ -247,3 +341,106 @@ def test_a_stream_dropped_unread_removes_its_spill_folder(tmp_path, monkeypatch)
     del seeds
     gc.collect()
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+# --- one conversation per row: a messages list column (Hugging Face chat datasets) ----------
+
+def test_a_messages_column_is_one_conversation_per_row(tmp_path):
+    path = copy_to(tmp_path / "chat.parquet", """
+        SELECT * FROM (VALUES
+            ('alice', 'c1', 'Tea', [{'role': 'system', 'content': 'Be brief.'},
+                                    {'role': 'user', 'content': 'I like green tea.'},
+                                    {'role': 'assistant', 'content': 'Noted.'}]),
+            ('alice', NULL, NULL, [{'role': 'user', 'content': 'Hi'},
+                                   {'role': 'tool', 'content': '{}'}]),
+            ('bob', 'b1', NULL, [{'role': 'robot', 'content': 'beep'}])
+        ) t(entity_id, conversation_id, title, messages)""", "parquet")
+    [(alice, [c1, anonymous]), (bob, [b1])] = read(path)
+    assert (alice, c1.id, c1.title) == ("alice", "c1", "Tea")
+    assert [m.role for m in c1.messages] == ["system", "user", "assistant"]
+    assert anonymous.id.startswith("sha256:")
+    assert anonymous.warnings == ("tool message left out (row 2 messages[1])",)
+    assert bob == "bob" and b1.reason.startswith("conversation 'b1': row 3 messages[0]: "
+                                                 "role 'robot'")
+    assert read(path)[0][1][1].id == anonymous.id  # the same id on every read
+
+
+def test_a_dataset_row_without_id_gets_the_id_a_fine_tuning_line_gets(tmp_path):
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    jsonl = tmp_path / "train.jsonl"
+    jsonl.write_text(json.dumps({"messages": messages}) + "\n")
+    [from_jsonl] = [c for _, c in check_conversations(next(read_jsonl(jsonl, entity_id="u")))]
+    parquet = copy_to(tmp_path / "train.parquet", "SELECT [{'role': 'user', 'content': 'Hi'}, "
+                      "{'role': 'assistant', 'content': 'Hello'}] AS messages", "parquet")
+    [(_, [from_parquet])] = read(parquet, entity_id="u")
+    assert from_parquet.id == from_jsonl.id
+
+
+def test_sharegpt_conversations_column_and_day_first_message_times(tmp_path):
+    path = copy_to(tmp_path / "share.parquet", """
+        SELECT 'x1' AS id, [{'from': 'human', 'value': 'Hi', 'timestamp': '12.01.2024 10:00'},
+                            {'from': 'gpt', 'value': 'Hello', 'timestamp': '13.01.2024 10:00'}]
+               AS conversations""", "parquet")
+    [(_, [x1])] = read(path, entity_id="u")
+    assert [(m.role, m.content, m.timestamp) for m in x1.messages] == [
+        ("user", "Hi", datetime(2024, 1, 12, 10, tzinfo=UTC)),
+        ("assistant", "Hello", datetime(2024, 1, 13, 10, tzinfo=UTC))]
+
+
+def test_a_messages_column_of_json_text_in_a_csv(tmp_path):
+    path = tmp_path / "chat.csv"
+    text = json.dumps([{"role": "user", "content": "Hi"}])
+    path.write_text('id,messages\nc1,"' + text.replace('"', '""') + '"\nc2,"[[["\n')
+    [(_, [c1, c2])] = read(path, entity_id="u")
+    assert c1.messages[0].content == "Hi"
+    assert c2.reason.startswith("row 2: messages: not valid JSON")
+
+
+# --- the same conversation through every reader: the same verdict ----------------------------
+
+ODD = [("User", "I live in Porto.", "13.01.2024 10:00"), ("ai", "  ", None),
+       ("tool", "{}", None), ("assistant", "Nice!", "yesterday")]
+BAD = [("user", "hi", None), ("robot", "beep", None)]
+
+
+def through_every_reader(tmp_path, cid, rows):
+    """The conversation read from CSV, Parquet, both JSONL layouts and a seed file."""
+    messages = [{"role": r, "content": c, **({"timestamp": t} if t else {})}
+                for r, c, t in rows]
+    duck = duckdb.connect()
+    duck.execute("CREATE TABLE t (conversation_id VARCHAR, role VARCHAR, content VARCHAR, "
+                 "timestamp VARCHAR)")
+    duck.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", [(cid, *row) for row in rows])
+    out = {}
+    for fmt in ("csv", "parquet"):
+        path = tmp_path / f"{cid}.{fmt}"
+        duck.execute(f"COPY t TO '{path}' " + ("(HEADER)" if fmt == "csv" else
+                                                  "(FORMAT parquet)"))
+        [(_, [out[fmt]])] = read(path, entity_id="u")
+    lines = tmp_path / f"{cid}-conversations.jsonl"
+    lines.write_text(json.dumps({"id": cid, "messages": messages}) + "\n")
+    per_message = tmp_path / f"{cid}-messages.jsonl"
+    per_message.write_text("".join(json.dumps({"conversation_id": cid, **m}) + "\n"
+                                   for m in messages))
+    for name, path in (("jsonl", lines), ("message lines", per_message)):
+        [out[name]] = [c for _, c in check_conversations(next(read_jsonl(path, entity_id="u")))]
+    seed = SeedData.for_conversations(entity_id="u", conversations=[
+        {"id": cid, "messages": messages}])
+    [(_, out["seed"])] = list(check_conversations(seed))
+    return out
+
+
+def without_locations(text):
+    return re.sub(r"(row|line) \d+( messages\[\d+\])?|messages\[\d+\]", "<where>", text)
+
+
+def test_every_reader_gives_the_same_verdict_and_wording(tmp_path):
+    odd = through_every_reader(tmp_path, "odd", ODD)
+    assert all(isinstance(c, Conversation) for c in odd.values()), odd
+    assert {c.messages for c in odd.values()} == {odd["csv"].messages}
+    assert {tuple(without_locations(w) for w in c.warnings) for c in odd.values()} == {(
+        "empty message left out (<where>)", "tool message left out (<where>)",
+        "unreadable timestamp left empty (<where>: 'yesterday')")}
+    bad = through_every_reader(tmp_path, "bad", BAD)
+    assert all(isinstance(c, Invalid) for c in bad.values()), bad
+    assert len({without_locations(c.reason) for c in bad.values()}) == 1

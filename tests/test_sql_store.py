@@ -143,7 +143,7 @@ def test_every_kind_of_conn_seeds_memoris_tables(conn_kind, embedder):
 
 def test_failures_and_results_come_back_as_dataframes(tmp_path, embedder):
     m = Memori(conn=f"sqlite:///{tmp_path / 'm.db'}", backend="local", embedder=embedder)
-    result = seed(m, [LISBON, {"id": "bad", "messages": [{"role": "bot", "content": "x"}]}])
+    result = seed(m, [LISBON, {"id": "bad", "messages": [{"role": "robot", "content": "x"}]}])
     assert (result.successful, result.failed) == (1, 1)
     failures = m.failures()
     assert failures.conversation_id.tolist() == ["bad"]

@@ -32,13 +32,14 @@ def test_a_well_formed_conversation_parses():
     ({"id": "c1", "messages": "hello"}, "c1", "'messages'"),
     ({"id": "c1", "messages": {"role": "user"}}, "c1", "'messages'"),
     ({"id": "c1", "messages": []}, "c1", "messages is empty"),
-    ({"id": "c1", "messages": [{"role": "bot", "content": "hi"}]}, "c1", "messages[0].role"),
-    ({"id": "c1", "messages": [{"content": "hi"}]}, "c1", "messages[0] is missing 'role'"),
+    ({"id": "c1", "messages": [{"role": "robot", "content": "hi"}]}, "c1",
+     "messages[0]: role 'robot'"),
+    ({"id": "c1", "messages": [{"content": "hi"}]}, "c1", "messages[0]: role is missing"),
     ({"id": "c1", "messages": ok("fine") + [{"role": "user", "content": 42}]}, "c1",
-     "messages[1].content"),
-    ({"id": "c1", "messages": [{"role": "user"}]}, "c1", "messages[0] is missing 'content'"),
-    ({"id": "c1", "messages": ok("")}, "c1", "messages[0].content is empty"),
-    ({"id": "c1", "messages": ok(" \n\t ")}, "c1", "messages[0].content is empty"),
+     "messages[1]: content must be text"),
+    ({"id": "c1", "messages": [{"role": "user"}]}, "c1", "nothing left to send"),
+    ({"id": "c1", "messages": ok("")}, "c1", "nothing left to send"),
+    ({"id": "c1", "messages": ok(" \n\t ")}, "c1", "nothing left to send"),
     ({"id": "c1", "messages": ["hello"]}, "c1", "messages[0]"),
     (["not", "a", "dict"], "#4", "'id' and 'messages'"),
     ("conversation", "#4", "'id' and 'messages'"),
@@ -53,29 +54,100 @@ def test_a_bad_conversation_is_named_with_its_field(raw, label, field):
     assert field in parsed.reason
 
 
-def test_unknown_role_lists_the_allowed_roles():
-    reason = parse_conversation({"id": "c1", "messages": ok("hi", role="bot")}, 0).reason
-    assert "'bot'" in reason
+def test_unknown_role_lists_the_allowed_roles_and_how_to_map_it():
+    reason = parse_conversation({"id": "c1", "messages": ok("hi", role="robot")}, 0).reason
+    assert "'robot'" in reason and "role_map={'robot': 'user'}" in reason
     assert all(role in reason for role in ("user", "assistant", "system"))
+
+
+@pytest.mark.parametrize(("role", "expected"), [
+    ("User", "user"), (" HUMAN ", "user"), ("ai", "assistant"), ("gpt", "assistant"),
+    ("bot", "assistant"), ("model", "assistant"), ("Assistant", "assistant"),
+    ("developer", "system")])
+def test_roles_are_matched_without_case_and_common_aliases_mapped(role, expected):
+    parsed = parse_conversation({"id": "c1", "messages": ok("hi", role=role)}, 0)
+    assert [m.role for m in parsed.messages] == [expected]
+
+
+def test_tool_messages_and_empty_messages_are_left_out_with_warnings():
+    parsed = parse_conversation({"id": "c1", "messages": [
+        {"role": "user", "content": "I live in Oslo."}, {"role": "tool", "content": "{}"},
+        {"role": "function", "content": "{}"}, {"role": "assistant", "content": "  "},
+        {"role": "assistant", "content": None}, {"role": "assistant", "content": "Nice!"}]}, 0)
+    assert [m.content for m in parsed.messages] == ["I live in Oslo.", "Nice!"]
+    assert parsed.warnings == ("tool message left out (messages[1])",
+                               "function message left out (messages[2])",
+                               "empty message left out (2: messages[3], messages[4])")
+
+
+def test_role_map_adds_names_and_can_leave_messages_out():
+    from memori_nb.validation import ReadOptions
+
+    options = ReadOptions(role_map={"Agent": "assistant", "note": None})
+    parsed = parse_conversation({"id": "c1", "messages": ok("hi", role="agent")
+                                 + ok("internal", role="NOTE")}, 0, options)
+    assert [m.role for m in parsed.messages] == ["assistant"]
+    with pytest.raises(ConfigurationError, match="role_map maps 'x' to 'boss'"):
+        ReadOptions(role_map={"x": "boss"})
+
+
+def test_an_unreadable_timestamp_is_a_warning_and_the_time_is_left_empty():
+    parsed = parse_conversation({"id": "c1", "messages": [
+        {"role": "user", "content": "hi", "timestamp": "yesterday-ish"}]}, 0)
+    assert parsed.messages[0].timestamp is None
+    assert parsed.warnings == ("unreadable timestamp left empty (messages[0]: "
+                               "'yesterday-ish')",)
+
+
+def test_ids_lose_surrounding_whitespace_and_say_so():
+    parsed = parse_conversation({"id": " c7 ", "messages": ok("hi")}, 0)
+    assert parsed.id == "c7" and parsed.warnings == ("id whitespace trimmed (' c7 ')",)
+    data = SeedData.for_conversations(entity_id=" Jason ", conversations=[])
+    assert data.entity_id == "Jason"
+    assert data.warnings == ("entity id whitespace trimmed (' Jason ')",)
+
+
+def test_text_that_cannot_be_stored_is_made_safe_with_a_warning():
+    parsed = parse_conversation({"id": "c\ud800", "title": "t\x00", "messages": [
+        {"role": "user", "content": "I live in Oslo \udc80 now.\x00"}]}, 0)
+    assert parsed.id == "c\ufffd" and parsed.title == "t\ufffd"
+    assert parsed.messages[0].content == "I live in Oslo \ufffd now.\ufffd"
+    parsed.messages[0].content.encode("utf-8")  # storable now
+    assert {w.split(" (")[0] for w in parsed.warnings} == {"unstorable characters replaced"}
 
 
 def test_non_string_content_names_its_type():
     reason = parse_conversation({"id": "c1", "messages": [{"role": "user", "content": 3}]},
                                 0).reason
-    assert "must be a string" in reason and "int" in reason
+    assert "must be text" in reason and "int" in reason
+
+
+def test_content_parts_are_joined():
+    parsed = parse_conversation({"id": "c1", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "Hello"}, {"type": "image_url", "image_url": {}},
+        "there"]}]}, 0)
+    assert parsed.messages[0].content == "Hello\nthere"
+
+
+def test_sharegpt_and_langchain_shapes_are_read():
+    parsed = parse_conversation({"id": "s1", "conversations": [
+        {"from": "human", "value": "I have a dog."}, {"from": "gpt", "value": "Nice."},
+        {"type": "human", "data": {"content": "His name is Rex."}}]}, 0)
+    assert [(m.role, m.content) for m in parsed.messages] == [
+        ("user", "I have a dog."), ("assistant", "Nice."), ("user", "His name is Rex.")]
 
 
 def test_up_to_three_problems_are_listed_then_the_rest_counted():
-    messages = [{"role": "bot", "content": "x"}] * 5 + ok("fine") + ok("")
+    messages = [{"role": "robot", "content": "x"}] * 5 + ok("fine") + ok("")
     reason = parse_conversation({"id": "c1", "messages": messages}, 0).reason
     assert "messages[0]" in reason and "messages[1]" in reason and "messages[2]" in reason
     assert "messages[3]" not in reason and "messages[6]" not in reason
-    assert reason.endswith("; and 3 more")
+    assert reason.endswith("; and 2 more")
 
 
 def test_exactly_three_problems_have_no_and_more():
-    reason = parse_conversation({"id": "c1", "messages": ok("", "", "")}, 0).reason
-    assert reason.count("is empty") == 3
+    reason = parse_conversation({"id": "c1", "messages": ok("a", role="robot") * 3}, 0).reason
+    assert reason.count("role 'robot'") == 3
     assert "more" not in reason
 
 

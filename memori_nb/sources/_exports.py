@@ -1,6 +1,7 @@
-"""Shared plumbing for the chat-export readers (ChatGPT, Claude): finding the JSON files of an
-export (a file, a folder of split files, or the export's zip), loading them one at a time,
-telling what kind of document a file holds, and wording what was left out.
+"""Shared plumbing for the readers of whole-JSON chat files (ChatGPT and Claude exports,
+ShareGPT and LangChain files): finding the JSON files of an export (a file, a folder of split
+files, or the export's zip), loading them one at a time, telling what kind of document a
+file holds, and streaming its records as raw conversations for :mod:`memori_nb.validation`.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import zipfile
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -17,12 +17,18 @@ from typing import Any
 from .._gc import paused_gc
 from ..errors import InvalidInputError
 from ..models import SeedData
+from ..timestamps import TimestampEvidence
+from ..validation import Invalid, ReadOptions, summarize_warnings
 
 # The conversation files of an export: conversations.json, or conversations-000.json ... when
 # an export is split.
 _CONVERSATION_FILE = re.compile(r"^conversations(?:[-_.][^/]*)?\.json$", re.IGNORECASE)
 
-EXPORT_NAMES = {"chatgpt": "ChatGPT export", "claude": "Claude export", "seed": "seed file"}
+EXPORT_NAMES = {"chatgpt": "ChatGPT export", "claude": "Claude export", "seed": "seed file",
+                "sharegpt": "ShareGPT file", "langchain": "LangChain message file"}
+
+#: ``records(document, file)``: the records of one parsed file, each with where it is.
+Records = Callable[[Any, str], Iterator[tuple[Any, str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +37,11 @@ class ExportFile:
 
     name: str
     load: Callable[[], Any]
+
+    @property
+    def short(self) -> str:
+        """The file's own name (a zip member's without the zip), for locations."""
+        return PurePosixPath(self.name.replace("\\", "/")).name
 
 
 def require_entity_id(entity_id: Any, what: str) -> str:
@@ -43,33 +54,52 @@ def require_entity_id(entity_id: Any, what: str) -> str:
     return entity_id
 
 
+def read_options(source: str, *, dayfirst: bool | None = None,
+                 timestamp_format: str | None = None,
+                 role_map: dict[str, str | None] | None = None) -> ReadOptions:
+    """Read options for a file whose times need no day/month rule of their own (epoch
+    numbers, ISO text, or none): the user's rule and role names, passed on."""
+    rule = TimestampEvidence().rule(source, dayfirst=dayfirst, format=timestamp_format)
+    return ReadOptions(timestamps=rule, role_map=role_map)
+
+
 def read_export(path: str | Path, *, entity_id: Any, kind: str, expected: str,
-                parse: Callable[..., Any]) -> SeedData:
-    """One SeedData whose conversations stream from an export's files, one file loaded at a
-    time; ``parse(record, index, where=...)`` turns each record into a Conversation or
-    Invalid."""
+                parse: Callable[..., Any], options: ReadOptions,
+                records: Records | None = None) -> SeedData:
+    """One SeedData whose raw conversations stream from an export's files, one file loaded
+    at a time; ``parse(record, index, where=..., options=...)`` turns each record into a
+    raw conversation dict or an :class:`Invalid`. ``records`` splits a parsed file into
+    records (default: the items of a JSON list)."""
     entity_id = require_entity_id(entity_id, f"{EXPORT_NAMES[kind]}s")
     files = export_files(path, kind=kind)
     first = files[0].load()
     check_document(first, kind=kind, name=files[0].name, expected=expected)
-    return SeedData(entity_id=entity_id,
-                    conversations=_stream(files, first, kind, expected, parse))
+    stream = _stream(files, first, kind, expected, parse, options, records or list_records)
+    return SeedData.for_conversations(entity_id=entity_id, conversations=stream,
+                                      options=options)
 
 
 def _stream(files: list[ExportFile], first: Any, kind: str, expected: str,
-            parse: Callable[..., Any]) -> Iterator[Any]:
+            parse: Callable[..., Any], options: ReadOptions,
+            records: Records) -> Iterator[Any]:
     index = 0
     document = first
     for number, file in enumerate(files):
         if number:
             document = file.load()
             check_document(document, kind=kind, name=file.name, expected=expected)
-        where = f" (in {file.name})" if len(files) > 1 else ""
-        for position in range(len(document)):
-            record, document[position] = document[position], None  # free it once converted
-            yield parse(record, index, where=where)
+        for record, where in records(document, file.short):
+            yield parse(record, index, where=where, options=options)
             index += 1
         document = None
+
+
+def list_records(document: list, file: str) -> Iterator[tuple[Any, str]]:
+    """The items of a JSON list, each freed once handed out (``"conversations.json: record
+    7"``)."""
+    for position in range(len(document)):
+        record, document[position] = document[position], None
+        yield record, f"{file}: record {position}"
 
 
 def export_files(path: str | Path, *, kind: str) -> list[ExportFile]:
@@ -148,13 +178,33 @@ def _parse(data: bytes, name: str) -> Any:
                                 f"{exc.colno}: {exc.msg})") from exc
 
 
-def document_kind(document: Any) -> str | None:
-    """``"chatgpt"``, ``"claude"`` or ``"seed"`` for a parsed JSON document, else None.
+def is_langchain_message(item: Any) -> bool:
+    """A LangChain ``messages_to_dict`` message: ``{"type": str, "data": {...}}``."""
+    return (isinstance(item, dict) and isinstance(item.get("type"), str)
+            and isinstance(item.get("data"), dict))
 
-    An empty list is a valid (empty) export of either kind and gives ``"empty"``.
+
+def _holds_langchain_messages(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and is_langchain_message(value[0])
+
+
+def is_sharegpt_record(item: dict) -> bool:
+    """A ShareGPT record: ``conversations`` of ``{"from", "value"}`` turns."""
+    turns = item.get("conversations")
+    return (isinstance(turns, list) and bool(turns) and isinstance(turns[0], dict)
+            and ("from" in turns[0] or "value" in turns[0]))
+
+
+def document_kind(document: Any) -> str | None:
+    """The kind of a parsed JSON document, one of :data:`EXPORT_NAMES`, else None.
+
+    An empty list is a valid (empty) file of any list kind and gives ``"empty"``.
     """
     if isinstance(document, dict):
-        return "seed" if "conversations" in document else None
+        if "conversations" in document and not is_sharegpt_record(document):
+            return "seed"
+        first = next(iter(document.values()), None)
+        return "langchain" if _holds_langchain_messages(first) else None
     if not isinstance(document, list):
         return None
     if not document:
@@ -167,6 +217,12 @@ def document_kind(document: Any) -> str | None:
                 return "claude"
             if "entity_id" in item and "conversations" in item:
                 return "seed"
+            if is_sharegpt_record(item):
+                return "sharegpt"
+            if is_langchain_message(item) or _holds_langchain_messages(item.get("messages")):
+                return "langchain"
+        elif _holds_langchain_messages(item):
+            return "langchain"
     return None
 
 
@@ -190,20 +246,12 @@ def describe_document(document: Any) -> str:
 
 
 def check_document(document: Any, *, kind: str, name: str, expected: str) -> None:
-    """Raise one clear InvalidInputError unless ``document`` is an export of ``kind``."""
+    """Raise one clear InvalidInputError unless ``document`` is a file of ``kind``."""
     found = document_kind(document)
     if found == kind or found == "empty":
         return
     raise InvalidInputError(f"{name}: not a {EXPORT_NAMES[kind]}: "
                             f"{describe_document(document)}; expected {expected}")
-
-
-def left_out_warning(counts: Counter, noun: str = "message") -> str:
-    """``"left out 5 messages: 2 hidden system, 2 tool, 1 code"`` (largest counts first)."""
-    total = sum(counts.values())
-    plural = noun if total == 1 else f"{noun}s"
-    parts = ", ".join(f"{n} {what}" for what, n in counts.most_common())
-    return f"left out {total} {plural}: {parts}"
 
 
 def label_record(record: Any, index: int, keys: tuple[str, ...]) -> str:
@@ -214,3 +262,18 @@ def label_record(record: Any, index: int, keys: tuple[str, ...]) -> str:
             if isinstance(value, str) and value.strip():
                 return value
     return f"#{index}"
+
+
+def record_invalid(label: str, index: int, where: str, problem: str) -> Invalid:
+    """A record unusable as a whole, named as validation names conversations."""
+    label = label.strip()
+    where = f"{where}: " if where else ""
+    return Invalid(conversation_id=label, index=index,
+                   reason=f"conversation {label!r}: {where}{problem}")
+
+
+def nothing_left(label: str, index: int, where: str, warnings: list[str]) -> Invalid:
+    """A record whose every message the reader left out (validation would only see an
+    empty list): the reason says what was left out."""
+    return record_invalid(label, index, where, f"nothing left to send: "
+                                               f"{summarize_warnings(warnings, details=False)}")

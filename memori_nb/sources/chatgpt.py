@@ -5,26 +5,27 @@ Each conversation in an export is a tree (``mapping``: node id -> ``{message, pa
 children}``): editing a message or regenerating an answer starts a new branch. The branch the
 user last saw ends at ``current_node``; only that branch is read, from the root down. Of its
 messages, the user's and the assistant's visible text is kept; hidden system context, tool
-calls and tool output, code the assistant ran, browsing displays and empty messages are left
-out, and ``Conversation.warnings`` counts what was left out.
+calls and tool output, code the assistant ran, browsing displays and non-text parts (images)
+are left out, each with a warning naming the node (``"tool message left out (node 3f2a)"``).
+Roles, empty messages and times are then judged by :mod:`memori_nb.validation`.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..models import Conversation, Message, SeedData
-from ..timestamps import read_timestamp as parse_timestamp
-from ..validation import Invalid
-from ._exports import label_record, left_out_warning, read_export
+from ..models import SeedData
+from ..validation import DEFAULT_OPTIONS, Invalid, ReadOptions
+from ._exports import label_record, nothing_left, read_export, read_options, record_invalid
 
 _EXPECTED = "a JSON list of conversations with 'mapping' and 'current_node'"
 _TEXT_TYPES = frozenset({"text", "multimodal_text"})
 
 
-def read_chatgpt_export(path: str | Path, *, entity_id: str) -> SeedData:
+def read_chatgpt_export(path: str | Path, *, entity_id: str, dayfirst: bool | None = None,
+                        timestamp_format: str | None = None,
+                        role_map: dict[str, str | None] | None = None) -> SeedData:
     """Read a ChatGPT data export as one entity's conversations, streamed.
 
     Args:
@@ -32,12 +33,14 @@ def read_chatgpt_export(path: str | Path, *, entity_id: str) -> SeedData:
             in name order); or the export's ``.zip`` (its ``conversations*.json`` members are
             read from the zip, nothing is extracted to disk).
         entity_id: whose conversations these are (an export carries no usable user id).
+        dayfirst, timestamp_format, role_map: passed on to validation (an export's times
+            are epoch numbers, so they rarely matter); see :class:`ReadOptions`.
 
     Returns:
-        A :class:`SeedData` whose ``conversations`` is an iterator: one file is parsed at a
-        time, and each conversation is converted only when the seeding engine reaches it.
-        Items are :class:`Conversation` (``warnings`` says what was left out) or, for a record
-        that cannot be used, :class:`Invalid` (it fails on its own; the rest goes on).
+        A :class:`SeedData` whose ``conversations`` is an iterator of raw conversations
+        (see :mod:`memori_nb.validation`), validated when seeded: one file is parsed at a
+        time, each record converted only when the seeding engine reaches it. A record that
+        cannot be used at all is an :class:`Invalid` (it fails on its own; the rest goes on).
 
     Raises:
         InvalidInputError: no entity_id; the file is missing, not JSON, or not a ChatGPT
@@ -45,6 +48,7 @@ def read_chatgpt_export(path: str | Path, *, entity_id: str) -> SeedData:
 
     Example:
         >>> import json, tempfile, pathlib
+        >>> from memori_nb.validation import parse_conversation
         >>> folder = pathlib.Path(tempfile.mkdtemp())
         >>> _ = (folder / "conversations.json").write_text(json.dumps([{
         ...     "id": "c1", "title": "Hi", "current_node": "b", "mapping": {
@@ -53,75 +57,66 @@ def read_chatgpt_export(path: str | Path, *, entity_id: str) -> SeedData:
         ...             "author": {"role": "user"}, "create_time": 1700000000.0,
         ...             "content": {"content_type": "text", "parts": ["Hello!"]}}}}}]))
         >>> seed = read_chatgpt_export(folder / "conversations.json", entity_id="me")
-        >>> [m.content for m in next(iter(seed.conversations)).messages]
+        >>> raw = next(iter(seed.conversations))
+        >>> [m.content for m in parse_conversation(raw, 0, seed.options).messages]
         ['Hello!']
     """
+    options = read_options(f"{path}", dayfirst=dayfirst, timestamp_format=timestamp_format,
+                           role_map=role_map)
     return read_export(path, entity_id=entity_id, kind="chatgpt", expected=_EXPECTED,
-                       parse=parse_chatgpt_conversation)
+                       parse=parse_chatgpt_conversation, options=options)
 
 
-def parse_chatgpt_conversation(record: Any, index: int, *,
-                               where: str = "") -> Conversation | Invalid:
-    """Convert one conversation of a ChatGPT export (a parsed JSON object).
+def parse_chatgpt_conversation(record: Any, index: int, *, where: str = "",
+                               options: ReadOptions = DEFAULT_OPTIONS) -> dict | Invalid:
+    """One conversation of a ChatGPT export (a parsed JSON object) as a raw conversation.
 
-    Follows the branch ending at ``current_node``; see the module docstring for what is kept.
+    Follows the branch ending at ``current_node``; see the module docstring for what is
+    kept. Hand the result to :func:`memori_nb.validation.parse_conversation`.
 
     Args:
         record: one item of the export's list.
         index: its position, used to name it when it has no id.
-        where: appended to problems (e.g. which split file it came from).
+        where: where the record is (``"conversations.json: record 7"``).
+        options: unused (times are epoch numbers); taken so all readers look alike.
 
     Returns:
-        A :class:`Conversation`, or :class:`Invalid` naming the record and the problem.
+        ``{"id", "title", "messages": [{"role", "content", "timestamp", "where": "node
+        ..."}], "where", "warnings"}``, or :class:`Invalid` when the record as a whole
+        cannot be used (no id, no mapping, a broken branch, nothing left).
     """
     label = label_record(record, index, ("id", "conversation_id"))
-
-    def invalid(problem: str) -> Invalid:
-        return Invalid(conversation_id=label, index=index,
-                       reason=f"conversation {label!r}{where}: {problem}")
-
     if not isinstance(record, dict):
-        return invalid(f"expected a conversation object, got {type(record).__name__}")
+        return record_invalid(label, index, where, f"expected a conversation object, "
+                                                   f"got {type(record).__name__}")
     if label.startswith("#"):
-        return invalid("missing 'id' (or 'conversation_id')")
+        return record_invalid(label, index, where, "missing 'id' (or 'conversation_id')")
     mapping = record.get("mapping")
     if not isinstance(mapping, dict):
-        return invalid("missing 'mapping'" if mapping is None else
-                       f"'mapping' must be an object, got {type(mapping).__name__}")
+        return record_invalid(label, index, where, "missing 'mapping'" if mapping is None
+                              else f"'mapping' must be an object, got {type(mapping).__name__}")
     branch = _current_branch(mapping, record.get("current_node"))
     if isinstance(branch, str):
-        return invalid(branch)
+        return record_invalid(label, index, where, branch)
 
-    messages: list[Message] = []
-    left_out: Counter = Counter()
-    parts_left_out: Counter = Counter()
-    for node in branch:
+    messages: list[dict] = []
+    warnings: list[str] = []
+    for node_id, node in branch:
         message = node.get("message")
         if message is None:
             continue  # the tree's root and other structural nodes carry no message
-        kept = _keep(message, parts_left_out)
-        if isinstance(kept, str):
-            left_out[kept] += 1
-        else:
+        kept = _message(message, f"node {node_id}", warnings)
+        if kept is not None:
             messages.append(kept)
     if not messages:
-        dropped = sum(left_out.values())
-        detail = f" ({', '.join(f'{n} {w}' for w, n in left_out.most_common())})" if dropped else ""
-        return invalid(f"no user or assistant text left after leaving out {dropped} "
-                       f"hidden/tool/empty messages{detail}")
-    warnings = []
-    if left_out:
-        warnings.append(left_out_warning(left_out))
-    if parts_left_out:
-        warnings.append(left_out_warning(parts_left_out, "non-text part"))
+        return nothing_left(label, index, where, warnings)
     title = record.get("title")
-    return Conversation(id=label, messages=tuple(messages),
-                        title=title if isinstance(title, str) and title else None,
-                        warnings=tuple(warnings))
+    return {"id": label, "title": title or None, "messages": messages, "where": where,
+            "warnings": warnings}
 
 
-def _current_branch(mapping: dict, current: Any) -> list[dict] | str:
-    """The nodes from the root to ``current``, or a problem."""
+def _current_branch(mapping: dict, current: Any) -> list[tuple[str, dict]] | str:
+    """The ``(node id, node)`` pairs from the root to ``current``, or a problem."""
     if current is None:
         return "missing 'current_node'"
     if not isinstance(current, str) or current not in mapping:
@@ -138,41 +133,43 @@ def _current_branch(mapping: dict, current: Any) -> list[dict] | str:
         if not isinstance(node, dict):
             return f"node {node_id!r} is not an object"
         seen.add(node_id)
-        branch.append(node)
+        branch.append((node_id, node))
         node_id, child = node.get("parent"), node_id
     branch.reverse()
     return branch
 
 
-def _keep(message: Any, parts_left_out: Counter) -> Message | str:
-    """The message to keep, or why it is left out (the category counted in warnings)."""
+def _message(message: Any, where: str, warnings: list[str]) -> dict | None:
+    """The raw message to keep, or None with a warning saying why it is left out."""
     if not isinstance(message, dict):
-        return "malformed"
+        warnings.append(f"malformed message left out ({where})")
+        return None
     author = message.get("author")
     role = author.get("role") if isinstance(author, dict) else None
     metadata = message.get("metadata")
-    if isinstance(metadata, dict) and metadata.get("is_visually_hidden_from_conversation"):
-        return "hidden system"
-    if role == "system":
-        return "hidden system"
+    hidden = isinstance(metadata, dict) and metadata.get("is_visually_hidden_from_conversation")
+    if hidden or role == "system":
+        # System context and custom instructions: never shown in the chat.
+        warnings.append(f"hidden system message left out ({where})")
+        return None
     if role == "tool":
-        return "tool"
-    if role not in ("user", "assistant"):
-        return f"{role} role" if isinstance(role, str) else "no author"
+        warnings.append(f"tool message left out ({where})")
+        return None
     content = message.get("content")
     content_type = content.get("content_type") if isinstance(content, dict) else None
     if content_type not in _TEXT_TYPES:
-        return content_type if isinstance(content_type, str) else "no content"
-    recipient = message.get("recipient", "all")
-    if recipient not in (None, "all"):
-        return "tool call"  # text addressed to a plugin or tool, not to the user
-    text = _text_of(content.get("parts"), parts_left_out)
-    if not text.strip():
-        return "empty"
-    return Message(role=role, content=text, timestamp=parse_timestamp(message.get("create_time")))
+        kind = content_type if isinstance(content_type, str) else "contentless"
+        warnings.append(f"{kind} message left out ({where})")  # code, browsing displays ...
+        return None
+    if message.get("recipient", "all") not in (None, "all"):
+        # Text addressed to a plugin or tool (a search query ...), not to the user.
+        warnings.append(f"tool call left out ({where})")
+        return None
+    return {"role": role, "content": _text_of(content.get("parts"), where, warnings),
+            "timestamp": message.get("create_time"), "where": where}
 
 
-def _text_of(parts: Any, parts_left_out: Counter) -> str:
+def _text_of(parts: Any, where: str, warnings: list[str]) -> str:
     if not isinstance(parts, list):
         return ""
     texts = []
@@ -184,5 +181,6 @@ def _text_of(parts: Any, parts_left_out: Counter) -> str:
             texts.append(part["text"])  # what was said in a voice conversation
         else:
             kind = part.get("content_type") if isinstance(part, dict) else None
-            parts_left_out[kind if isinstance(kind, str) else type(part).__name__] += 1
+            kind = kind if isinstance(kind, str) else type(part).__name__
+            warnings.append(f"{kind} part left out ({where})")
     return "\n".join(texts)

@@ -2,14 +2,20 @@
 
 Formats (``FORMATS``):
 
-========  ===============================================================================
-seed      the seed JSON file ``{"entity_id", "process_id"?, "conversations": [...]}``
-jsonl     JSON Lines: a conversation or a message per line (see :mod:`.jsonl`)
-parquet   long format, one row per message (see :mod:`.tabular`)
-csv       long format, one row per message, with a header row
-chatgpt   a ChatGPT data export: ``conversations.json``, split files or the ``.zip``
-claude    a Claude.ai data export: ``conversations.json`` or the ``.zip``
-========  ===============================================================================
+=========  ==============================================================================
+seed       the seed JSON file ``{"entity_id", "process_id"?, "conversations": [...]}``
+jsonl      JSON Lines: a conversation or a message per line (see :mod:`.jsonl`), OpenAI
+           fine-tuning files and Hugging Face rows with a ``messages`` column
+parquet    one row per message, or a ``messages`` column (see :mod:`.tabular`)
+csv        long format, one row per message, with a header row
+chatgpt    a ChatGPT data export: ``conversations.json``, split files or the ``.zip``
+claude     a Claude.ai data export: ``conversations.json`` or the ``.zip``
+sharegpt   ``[{"id", "conversations": [{"from", "value"}]}]`` (see :mod:`.formats`)
+langchain  LangChain ``messages_to_dict`` messages (see :mod:`.formats`)
+=========  ==============================================================================
+
+A file is never taken for a seed file just because nothing else fits: a broken or foreign
+file gets the error of the format it looks like, or "cannot tell its format".
 """
 
 from __future__ import annotations
@@ -24,21 +30,33 @@ from typing import Any
 from ..errors import InvalidInputError
 from ..models import SeedData
 from ._exports import (EXPORT_NAMES, _CONVERSATION_FILE, describe_document, document_kind,
-                       zip_conversation_members)
+                       is_sharegpt_record, zip_conversation_members)
 from .chatgpt import read_chatgpt_export
 from .claude import read_claude_export
+from .formats import read_langchain, read_sharegpt
 from .jsonl import read_jsonl
 from .seed_file import load_seed_file
 from .tabular import read_table, table_format
 
-FORMATS = ("seed", "jsonl", "parquet", "csv", "chatgpt", "claude")
+FORMATS = ("seed", "jsonl", "parquet", "csv", "chatgpt", "claude", "sharegpt", "langchain")
 # How much of a JSON file is read to tell its kind; a smaller file is parsed whole.
 PEEK_BYTES = 1 << 20
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonlines")
-# The first of these keys in a JSON file tells its kind (outside strings: not after a \).
-_MARKERS = re.compile(rb'(?<!\\)"(mapping|chat_messages|entity_id|conversations)"\s*:')
-_MARKER_KIND = {b"mapping": "chatgpt", b"chat_messages": "claude", b"entity_id": "seed",
-                b"conversations": "seed"}
+_READERS = {"chatgpt": read_chatgpt_export, "claude": read_claude_export,
+            "sharegpt": read_sharegpt, "langchain": read_langchain}
+# Keys that tell a JSON file's kind when it cannot be parsed (too big, or broken): the
+# earliest found wins. A key is a quoted name followed by ':' (inside a string it would be
+# written \"name\").
+_KEY = rb'(?<!\\)"%s"\s*:'
+_MARKERS = (
+    ("chatgpt", re.compile(_KEY % rb"mapping")),
+    ("claude", re.compile(_KEY % rb"chat_messages")),
+    ("seed", re.compile(_KEY % rb"entity_id")),
+    ("sharegpt", re.compile(_KEY % rb"conversations" + rb'\s*\[\s*\{\s*"(?:from|value)"\s*:')),
+    ("langchain", re.compile(_KEY % rb"type" + rb'\s*"\w+"\s*,\s*"data"\s*:\s*\{')),
+)
+# Alone, 'conversations' is taken for a seed file missing its entity_id (its loader says so).
+_WEAK_SEED = re.compile(_KEY % rb"conversations")
 _HINT = f"pass format=... (--format), one of {', '.join(FORMATS)}"
 
 
@@ -48,8 +66,11 @@ def detect_format(path: str | Path) -> str:
     By extension (``.jsonl``/``.ndjson``, ``.parquet``, ``.csv``), and for ``.json``, ``.zip``
     and folders by looking at the structure: an object (or list of objects) with
     ``entity_id`` and ``conversations`` is a seed file, a list of objects with ``mapping`` a
-    ChatGPT export, with ``chat_messages`` a Claude export. Only the start of a big JSON
-    file is read.
+    ChatGPT export, with ``chat_messages`` a Claude export, with ``conversations`` of
+    ``{"from", "value"}`` turns ShareGPT, and LangChain ``{"type", "data"}`` messages a
+    LangChain file; JSON objects one per line are JSON Lines. A file that cannot be parsed
+    (too big to read whole, or broken) is told by the first of those keys in it, so it gets
+    the error of the format it looks like.
 
     Raises:
         InvalidInputError: no such file, or its format cannot be told (the message lists
@@ -89,34 +110,40 @@ def detect_format(path: str | Path) -> str:
     with open(path, "rb") as handle:
         start = handle.read(4)
     if start == b"PAR1":
-        return "parquet"
-    # A .json file of no known kind is read as a seed file: its loader then says exactly
-    # what is wrong (not JSON at line N, missing 'conversations' ...).
-    kind = _json_kind(_peek_file(path), str(path), strict=not name.endswith(".json"))
-    return kind or "seed"
+        return "parquet"  # Parquet without its extension (a messages column too)
+    return _json_kind(_peek_file(path), str(path))
 
 
 def read_source(path: str | Path, *, format: str | None = None, entity_id: str | None = None,
+                dayfirst: bool | None = None, timestamp_format: str | None = None,
+                role_map: dict[str, str | None] | None = None,
                 **table_options: Any) -> Iterable[SeedData]:
     """Read any supported conversation file as a stream of :class:`SeedData`.
 
     Args:
         path: the file (or export folder / zip).
         format: one of :data:`FORMATS`; detected with :func:`detect_format` by default.
-        entity_id: whose conversations they are. Needed for ChatGPT and Claude exports;
-            for JSONL, Parquet and CSV it is the entity of records that name none; a seed
-            file names its own entities, so it is refused there.
+        entity_id: whose conversations they are. Needed for ChatGPT and Claude exports,
+            ShareGPT and LangChain files; for JSONL, Parquet and CSV it is the entity of
+            records that name none; a seed file names its own entities, so it is refused
+            there.
+        dayfirst: how numeric dates such as ``03/04/2024`` are written (True: day first),
+            when the file's values do not show it.
+        timestamp_format: a ``strptime`` format the file's timestamps follow, instead.
+        role_map: more role names, e.g. ``{"agent": "assistant", "note": None}``.
         table_options: for Parquet/CSV, column names (``conversation_col=``, ``role_col=``,
             ``content_col=``, ``timestamp_col=``, ``entity_col=``) and ``batch_rows=``;
             see :func:`read_table`.
 
     Returns:
-        SeedData (a list for a seed file, else an iterator), to hand to ``await m.seed(..., keep_results=False)``; large
-        files are streamed (see each reader).
+        SeedData (a list for a seed file, else an iterator), to hand to
+        ``await m.seed(..., keep_results=False)``; large files are streamed (see each
+        reader). Conversations are validated when seeded, under the file's timestamp rule.
 
     Raises:
         InvalidInputError: the format is unknown or cannot be told, the file does not match
-            the format asked for, an export has no ``entity_id``, or the reader refuses it.
+            the format asked for, an entity_id is missing (or given for a seed file), or the
+            reader refuses it (e.g. dates that could be day/month or month/day).
 
     Example:
         >>> import asyncio, json, tempfile, pathlib
@@ -134,14 +161,13 @@ def read_source(path: str | Path, *, format: str | None = None, entity_id: str |
     if table_options and fmt not in ("parquet", "csv"):
         raise InvalidInputError(f"{', '.join(sorted(table_options))}: options for Parquet and "
                                 f"CSV files, but {path} is read as {fmt}")
+    reading = dict(dayfirst=dayfirst, timestamp_format=timestamp_format, role_map=role_map)
     if fmt in ("parquet", "csv"):
-        return read_table(path, format=fmt, entity_id=entity_id, **table_options)
+        return read_table(path, format=fmt, entity_id=entity_id, **reading, **table_options)
     if fmt == "jsonl":
-        return read_jsonl(path, entity_id=entity_id)
-    if fmt == "chatgpt":
-        return iter([read_chatgpt_export(path, entity_id=entity_id)])
-    if fmt == "claude":
-        return iter([read_claude_export(path, entity_id=entity_id)])
+        return read_jsonl(path, entity_id=entity_id, **reading)
+    if fmt in _READERS:
+        return iter([_READERS[fmt](path, entity_id=entity_id, **reading)])
     # seed
     if format is not None and Path(path).is_file() and not zipfile.is_zipfile(path):
         found = _json_kind(_peek_file(Path(path)), str(path), strict=False)
@@ -151,8 +177,8 @@ def read_source(path: str | Path, *, format: str | None = None, entity_id: str |
     if entity_id is not None:
         raise InvalidInputError(f"{path}: a seed file names its own entities (entity_id in "
                                 f"the file); entity_id=... (--entity-id) is for exports, "
-                                f"JSONL, Parquet and CSV")
-    return load_seed_file(path)  # a list: its size is known, so progress shows a total
+                                f"ShareGPT, LangChain, JSONL, Parquet and CSV")
+    return load_seed_file(path, **reading)  # a list: its size is known, so progress shows a total
 
 
 def _describe_kind(kind: str) -> str:
@@ -182,34 +208,47 @@ def _export_kind(peeked: tuple[bytes, bool], name: str) -> str:
 
 
 def _json_kind(peeked: tuple[bytes, bool], name: str, *, strict: bool = True) -> str | None:
-    """The kind of a JSON (or JSON Lines) file from its start; None if unknown and not strict.
-    """
+    """The kind of a JSON (or JSON Lines) file from its start (the whole file when small);
+    None if unknown and not strict."""
     head, whole = peeked
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    problem = "it is empty" if not text else None
-    if whole and text:
-        try:
-            document = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            if _first_line_is_object(text):
-                return "jsonl"
-            problem = f"it is not JSON ({exc})"
+    kind, problem = None, "it is empty"
+    if text:
+        if whole:
+            kind, problem = _parsed_kind(text)
         else:
-            kind = document_kind(document)
-            if kind in ("chatgpt", "claude", "seed"):
-                return kind
-            problem = describe_document(document)
-    elif text:
-        if _first_line_is_object(text) and b"\n" in text.strip():
-            return "jsonl"
-        marker = _MARKERS.search(text)
-        if marker and text[:1] in (b"[", b"{"):
-            return _MARKER_KIND[marker.group(1)]
-        problem = "none of 'mapping', 'chat_messages', 'entity_id' or 'conversations' in " \
-                  f"its first {PEEK_BYTES:,} bytes"
-    if not strict:
-        return None
+            problem = f"none of its keys tells a format in its first {PEEK_BYTES:,} bytes"
+        if kind is None and _first_line_is_object(text):
+            kind = "jsonl"
+        if kind is None and text[:1] in (b"[", b"{"):
+            kind = _marker_kind(text)  # too big to parse, broken, or foreign
+    if kind is not None or not strict:
+        return kind
     raise InvalidInputError(f"{name}: cannot tell its format ({problem}); {_HINT}")
+
+
+def _parsed_kind(text: bytes) -> tuple[str | None, str]:
+    """The kind of a whole JSON document, or None and what it looks like."""
+    try:
+        document = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, f"it is not JSON ({exc})"
+    kind = document_kind(document)
+    if kind in EXPORT_NAMES:
+        return kind, ""
+    if isinstance(document, dict) and b"\n" not in text.strip() and (
+            "messages" in document or "conversation_id" in document
+            or is_sharegpt_record(document)):
+        return "jsonl", ""  # one line of JSON Lines
+    return None, describe_document(document)
+
+
+def _marker_kind(text: bytes) -> str | None:
+    found = [(match.start(), kind) for kind, marker in _MARKERS
+             if (match := marker.search(text))]
+    if found:
+        return min(found)[1]
+    return "seed" if _WEAK_SEED.search(text) else None
 
 
 def _first_line_is_object(text: bytes) -> bool:

@@ -240,6 +240,13 @@ class DuckDBStore:
         """The failed conversations of one run (the latest by default), with their errors."""
         return self.results(run_id, status="failed", limit=limit)
 
+    def warnings(self, run_id: str | None = None) -> pd.DataFrame:
+        """One row per warning of a run (the latest by default): entity_id, conversation_id,
+        warning (what was left out or repaired)."""
+        return self.sql("SELECT entity_id, conversation_id, unnest(warnings) AS warning "
+                        "FROM conversation_results WHERE run_id = ? AND len(warnings) > 0",
+                        [run_id or self.latest_run_id()])
+
     def facts(self, entity_id: str | None = None) -> pd.DataFrame:
         """Deduplicated facts, most mentioned first; all entities unless one is given."""
         where, params = _entity_filter(entity_id)

@@ -426,6 +426,15 @@ class SqlStore:
         """The failed conversations of one run (the latest by default), with their errors."""
         return self.results(run_id, status="failed", limit=limit)
 
+    def warnings(self, run_id: str | None = None) -> pd.DataFrame:
+        """One row per warning of a run (the latest by default): entity_id, conversation_id,
+        warning (what was left out or repaired)."""
+        frame = self._select("SELECT entity_id, conversation_id, warnings FROM "
+                             "memori_nb_conversation_results WHERE run_id = ? AND "
+                             "warnings <> '[]'", [run_id or self.latest_run_id()])
+        rows = [(e, c, w) for e, c, ws in frame.itertuples(index=False) for w in json.loads(ws)]
+        return pd.DataFrame(rows, columns=["entity_id", "conversation_id", "warning"])
+
     def facts(self, entity_id: str | None = None) -> pd.DataFrame:
         """Deduplicated facts, most mentioned first: ``mention_count`` is how many
         conversations stated the fact, ``first_seen``/``last_seen`` when (source times)."""

@@ -11,13 +11,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import memori_nb.frames
+import dataclasses
+
+import memori_nb.plots
+import memori_nb.sources.dataframe
+import memori_nb.stats
 from memori_nb.chunking import plan_seeds, total_plan
 from memori_nb.errors import InvalidInputError
-from memori_nb.frames import (STATS_COLUMNS, TOTALS_COLUMNS, chunking_stats, from_dataframe,
-                              plot_chunking_stats, stats_totals)
 from memori_nb.models import Conversation, Message, SeedConfig, SeedData
+from memori_nb.plots import plot_chunking_stats
+from memori_nb.sources.dataframe import from_dataframe as read_frame
+from memori_nb.stats import STATS_COLUMNS, TOTALS_COLUMNS, chunking_stats, stats_totals
 from memori_nb.validation import Invalid, check_conversations
+
+
+def from_dataframe(df, **kwargs):
+    """The reader's SeedData with each raw conversation judged, as a run judges them."""
+    return [dataclasses.replace(seed, conversations=[c for _, c in check_conversations(seed)])
+            for seed in read_frame(df, **kwargs)]
 
 UTC = timezone.utc
 
@@ -230,13 +241,10 @@ def test_nested_frame_problems_name_the_row_and_the_message():
     assert isinstance(ok, Conversation)
     assert empty.reason == "conversation 'empty': row 11: messages is empty"
     assert (missing.conversation_id, missing.index) == ("#2", 2)
-    assert missing.reason == "conversation '#2': row 12: id is missing (NaN)"
-    assert text.reason == ("conversation 'text': row 13: messages must be a list of messages, "
-                           "got str")
-    assert bad.reason == (
-        "conversation 'bad': row 14: messages[0]: role 'bot' is not one of user, assistant, "
-        "system, content is empty; row 14: messages[1] must be an object with 'role' and "
-        "'content', got int; row 14: messages[2]: timestamp 'soon' is not a date and time")
+    assert missing.reason == "conversation '#2': row 12: missing 'id'"
+    assert text.reason == "conversation 'text': row 13: 'messages' must be a list, got str"
+    assert bad.reason == ("conversation 'bad': row 14: messages[1] must be an object with "
+                          "'role' and 'content', got int")
 
 
 def test_nested_duplicate_ids_fail_in_validation():
@@ -324,15 +332,18 @@ def test_bad_rows_fail_their_own_conversation_naming_the_row():
     assert list(got) == ["ok1", "c7", "c8", "c9", "c10", "ok2", "#6", "c11"]
     assert isinstance(got["ok1"], Conversation) and isinstance(got["ok2"], Conversation)
     assert contents(got["ok2"]) == ["also fine"]
-    assert got["c7"].reason == ("conversation 'c7': row 1527: content is missing (NaN); "
-                                "row 1532: content is blank (only whitespace)")
-    assert got["c7"].index == 1
-    assert got["c8"].reason == "conversation 'c8': row 1528: role is missing (NaN)"
-    assert got["c9"].reason == ("conversation 'c9': row 1529: role 'bot' is not one of user, "
-                                "assistant, system")
-    assert got["c10"].reason == ("conversation 'c10': row 1530: timestamp 'next tuesday-ish' "
-                                 "is not a date and time")
-    assert got["#6"].reason == "conversation '#6': row 1533: conversation_id is missing (NaN)"
+    # Empty messages are left out with a warning naming their rows; the rest goes on.
+    assert contents(got["c7"]) == ["hello"]
+    assert got["c7"].warnings == ("empty message left out (2: row 1527, row 1532)",)
+    assert got["c8"].reason == "conversation 'c8': row 1528: role is missing"
+    assert got["c8"].index == 2
+    # "bot" is a common name for the assistant.
+    assert [m.role for m in got["c9"].messages] == ["assistant"]
+    # A time that cannot be read is left empty, with a warning: not a failure.
+    assert got["c10"].messages[0].timestamp is None
+    assert got["c10"].warnings == (
+        "unreadable timestamp left empty (row 1530: 'next tuesday-ish')",)
+    assert got["#6"].reason == "conversation '#6': row 1533: missing 'id'"
     # A blank timestamp is a missing one, not a bad one.
     assert isinstance(got["c11"], Conversation)
     assert got["c11"].messages[0].timestamp is None
@@ -346,7 +357,7 @@ def test_non_string_values_are_named_with_their_type():
     c1, c2, c3 = seed.conversations
     assert isinstance(c1, Conversation)
     assert c2.reason == "conversation 'c2': row 1: role must be a string, got int 5"
-    assert c3.reason == "conversation 'c3': row 2: content must be a string, got int 42"
+    assert c3.reason == "conversation 'c3': row 2: content must be text, got int 42"
 
 
 def test_rows_are_named_by_their_index_labels():
@@ -356,17 +367,21 @@ def test_rows_are_named_by_their_index_labels():
                       index=pd.MultiIndex.from_tuples([(np.int64(1), "a"), (2, "b")]))
     [seed] = from_dataframe(df, entity_id="u1")
     assert seed.conversations[1].reason == (
-        "conversation 'c2': row (2, 'b'): content is missing (NaN), timestamp 1e+20 is not a "
-        "date and time")
+        "conversation 'c2': nothing left to send (empty message left out: 1)")
+    df["content"] = ["fine", "also fine"]
+    [seed] = from_dataframe(df, entity_id="u1")
+    assert seed.conversations[1].warnings == (
+        "unreadable timestamp left empty (row (2, 'b'): 1e+20)",)
 
 
 def test_many_bad_rows_are_summarised():
-    df = pd.DataFrame({"conversation_id": ["c1"] * 6, "role": ["user"] * 6,
-                       "content": [None] * 6})
+    df = pd.DataFrame({"conversation_id": ["c1"] * 6, "role": ["robot"] * 6,
+                       "content": ["x"] * 6})
     [seed] = from_dataframe(df, entity_id="u1")
-    assert seed.conversations[0].reason == (
-        "conversation 'c1': row 0: content is missing (None); row 1: content is missing "
-        "(None); row 2: content is missing (None); and 3 more")
+    reason = seed.conversations[0].reason
+    assert reason.startswith("conversation 'c1': row 0: role 'robot' is not one of user, "
+                             "assistant, system")
+    assert reason.count("row ") == 3 and reason.endswith("; and 3 more")
 
 
 def test_validation_passes_the_failures_through_unchanged():
@@ -408,7 +423,8 @@ def test_chunking_stats_counts_by_hand():
     assert rows.loc[("bo", "c1"), ["characters", "estimated_tokens", "requests"]].tolist() == [
         42, 11, 2]
     failed = rows.loc[("ana", "c3")]
-    assert failed["error"] == "conversation 'c3': row 7: content is missing (NaN)"
+    assert failed["error"] == ("conversation 'c3': nothing left to send (empty message left "
+                               "out: 1)")
     assert (failed["messages"], failed["requests"], failed["over_limit"]) == (0, 0, False)
     assert stats["error"].isna().tolist() == [True, True, False, True, True]
     assert stats["requests"].dtype == np.int64 and stats["over_limit"].dtype == bool
@@ -525,14 +541,15 @@ def test_plot_without_matplotlib_says_how_to_install_it(monkeypatch):
 
 
 def test_docstring_examples_run():
-    failures, tried = doctest.testmod(memori_nb.frames, optionflags=doctest.ELLIPSIS)
-    assert tried > 0 and failures == 0
+    for module in (memori_nb.sources.dataframe, memori_nb.stats, memori_nb.plots):
+        failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert failures == 0, module
 
 
 def test_frames_imports_no_network_or_widget_library():
-    tree = ast.parse(Path(memori_nb.frames.__file__).read_text())
     imported = set()
-    for node in ast.walk(tree):
+    for node in (node for module in (memori_nb.sources.dataframe, memori_nb.stats)
+                 for node in ast.walk(ast.parse(Path(module.__file__).read_text()))):
         if isinstance(node, ast.Import):
             imported.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0:

@@ -1,0 +1,185 @@
+"""Chunking statistics: how each conversation will be sent, before anything is sent.
+
+:func:`chunking_stats` sizes every conversation (messages, characters, estimated tokens,
+requests after chunking, whether it is over a limit, why it is invalid); :func:`stats_totals`
+adds it up. Both use :func:`memori_nb.chunking.plan_seeds`, the code the dry run reports.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._gc import paused_gc
+from .chunking import PlanRow, plan_seeds
+from .errors import ConfigurationError, InvalidInputError
+from .models import SeedConfig, SeedData
+from .sources.dataframe import from_dataframe
+
+__all__ = ["STATS_COLUMNS", "TOTALS_COLUMNS", "chunking_stats", "stats_totals"]
+
+#: Columns of :func:`chunking_stats`, one row per conversation (the fields of ``PlanRow``).
+STATS_COLUMNS = ("entity_id", "conversation_id", "messages", "characters", "estimated_tokens",
+                 "requests", "largest_message", "over_limit", "error")
+#: Columns of :func:`stats_totals` after the grouping column(s).
+TOTALS_COLUMNS = ("conversations", "valid", "invalid", "messages", "characters",
+                  "estimated_tokens", "requests", "over_limit")
+_MAX_COLUMNS_LISTED = 20
+
+
+def chunking_stats(data: pd.DataFrame | SeedData | Sequence[SeedData],
+                   config: SeedConfig | None = None, **from_dataframe_kwargs: Any
+                   ) -> pd.DataFrame:
+    """How each conversation will be sent: sizes and request counts, before sending anything.
+
+    Args:
+        data: a DataFrame (read with :func:`from_dataframe`), a :class:`SeedData`, or a list
+            of them.
+        config: the limits to plan with (``SeedConfig()`` when None).
+        **from_dataframe_kwargs: keywords for :func:`from_dataframe` (``entity_id=``,
+            ``conversation_col=`` ...), when ``data`` is a DataFrame.
+
+    Returns:
+        One row per conversation, in input order, with the columns ``STATS_COLUMNS``:
+        ``entity_id``, ``conversation_id``, ``messages``, ``characters``,
+        ``estimated_tokens`` (characters / 4, rounded up), ``requests``,
+        ``largest_message`` (characters), ``over_limit`` (does not fit in one request) and
+        ``error`` (None when the conversation is valid; then the counts are 0).
+
+    Raises:
+        InvalidInputError: ``data`` is none of the above, or the frame is unusable.
+
+    Example:
+        >>> import pandas as pd
+        >>> from memori_nb import SeedConfig
+        >>> df = pd.DataFrame({"conversation_id": ["c1", "c1", "c1"],
+        ...                    "role": ["user", "assistant", "user"],
+        ...                    "content": ["12345678", "1234", "12"]})
+        >>> stats = chunking_stats(df, SeedConfig(max_messages_per_request=2), entity_id="u1")
+        >>> stats.loc[0, ["messages", "characters", "estimated_tokens", "requests"]].tolist()
+        [3, 14, 4, 2]
+    """
+    if isinstance(data, pd.DataFrame):
+        seeds = from_dataframe(data, **from_dataframe_kwargs)
+    else:
+        if from_dataframe_kwargs:
+            raise InvalidInputError(
+                f"{', '.join(sorted(from_dataframe_kwargs))}: these keywords are for a "
+                f"DataFrame, but data is a {type(data).__name__}")
+        if isinstance(data, SeedData):
+            seeds = [data]
+        elif (isinstance(data, (list, tuple))
+              and all(isinstance(seed, SeedData) for seed in data)):
+            seeds = list(data)
+        else:
+            raise InvalidInputError(f"chunking_stats takes a DataFrame, a SeedData or a list "
+                                    f"of SeedData, got {type(data).__name__}")
+    if config is None:
+        config = SeedConfig()
+    elif not isinstance(config, SeedConfig):
+        raise ConfigurationError(f"config must be a SeedConfig, got {type(config).__name__}")
+    with paused_gc():  # the plan rows are acyclic; collections would rescan every message
+        rows = list(plan_seeds(seeds, config))
+    return _plan_frame(rows)
+
+
+def stats_totals(stats: pd.DataFrame, by: str | list[str] | None = "entity_id"
+                 ) -> pd.DataFrame:
+    """Add up :func:`chunking_stats`: per entity (or any column), or one overall row.
+
+    Counts follow :func:`memori_nb.chunking.total_plan`: ``messages``, ``characters``,
+    ``estimated_tokens`` and ``requests`` count valid conversations only (what a run would
+    send); ``over_limit`` counts every conversation flagged over a limit.
+
+    Args:
+        stats: a frame from :func:`chunking_stats`.
+        by: the column(s) to group by, in order of first appearance (``"entity_id"``), or
+            None for one row over everything (which then starts with ``entities``).
+
+    Returns:
+        A DataFrame with the grouping column(s) (or ``entities``), then ``TOTALS_COLUMNS``:
+        ``conversations``, ``valid``, ``invalid``, ``messages``, ``characters``,
+        ``estimated_tokens``, ``requests``, ``over_limit``.
+
+    Raises:
+        InvalidInputError: ``stats`` is not a frame with the columns of chunking_stats.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"entity_id": ["a", "a", "b"],
+        ...                    "conversation_id": ["c1", "c2", "c1"],
+        ...                    "role": ["user"] * 3, "content": ["hello", "hi", "hey there"]})
+        >>> stats_totals(chunking_stats(df))[["entity_id", "conversations", "characters"]]
+          entity_id  conversations  characters
+        0         a              2           7
+        1         b              1           9
+        >>> int(stats_totals(chunking_stats(df), by=None)["requests"].iloc[0])
+        3
+    """
+    _check_stats(stats)
+    valid = stats["error"].isna().to_numpy()
+    work = pd.DataFrame({
+        "conversations": np.ones(len(stats), dtype=np.int64),
+        "valid": valid.astype(np.int64),
+        "invalid": (~valid).astype(np.int64),
+        **{name: np.where(valid, stats[name].to_numpy(dtype=np.int64), 0)
+           for name in ("messages", "characters", "estimated_tokens", "requests")},
+        "over_limit": stats["over_limit"].to_numpy(dtype=bool).astype(np.int64),
+    }, index=stats.index)
+    if by is None:
+        totals = work.sum().to_frame().T.astype(np.int64)
+        totals.insert(0, "entities", int(stats["entity_id"].nunique()))
+        return totals
+    keys = [by] if isinstance(by, str) else list(by)
+    missing = [key for key in keys if key not in stats.columns]
+    if missing:
+        raise InvalidInputError(f"stats has no column {', '.join(map(repr, missing))} to "
+                                f"group by (columns: {_list_columns(stats.columns)})")
+    clashing = [key for key in keys if key in TOTALS_COLUMNS]
+    if clashing:
+        raise InvalidInputError(f"cannot group by {', '.join(map(repr, clashing))}: the totals "
+                                f"have a column of that name; group a copy with the column "
+                                f"renamed")
+    for key in keys:
+        work[key] = stats[key]
+    totals = work.groupby(keys, sort=False, dropna=False)[list(TOTALS_COLUMNS)].sum()
+    return totals.reset_index()
+
+
+def _plan_frame(rows: list[PlanRow]) -> pd.DataFrame:
+    columns = list(zip(*map(operator.attrgetter(*STATS_COLUMNS), rows))) if rows else \
+        [()] * len(STATS_COLUMNS)
+    data = dict(zip(STATS_COLUMNS, columns))
+    return pd.DataFrame({
+        "entity_id": pd.Series(data["entity_id"], dtype="str"),
+        "conversation_id": pd.Series(data["conversation_id"], dtype="str"),
+        **{name: np.asarray(data[name], dtype=np.int64)
+           for name in ("messages", "characters", "estimated_tokens", "requests",
+                        "largest_message")},
+        "over_limit": np.asarray(data["over_limit"], dtype=bool),
+        # object, so a valid conversation's error is None (a str column would say NaN)
+        "error": pd.Series(data["error"], dtype=object),
+    }, columns=list(STATS_COLUMNS))
+
+
+def _check_stats(stats: Any) -> None:
+    if not isinstance(stats, pd.DataFrame):
+        raise InvalidInputError(f"expected the DataFrame from chunking_stats, got "
+                                f"{type(stats).__name__}")
+    missing = [name for name in STATS_COLUMNS if name not in stats.columns]
+    if missing:
+        raise InvalidInputError(f"not a frame from chunking_stats: no column "
+                                f"{', '.join(map(repr, missing))} (columns: "
+                                f"{_list_columns(stats.columns)})")
+
+
+
+
+def _list_columns(columns: pd.Index) -> str:
+    names = [str(column) for column in columns]
+    shown = ", ".join(names[:_MAX_COLUMNS_LISTED])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > _MAX_COLUMNS_LISTED else "")
