@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from memori_nb.frames import chunking_stats, from_dataframe, stats_totals
+from memori_nb import chunking_stats, from_dataframe, stats_totals
 
 SENTENCES = ("I just moved to Lisbon and I am looking for a climbing gym.",
              "My daughter Ana starts school in September.",
@@ -57,7 +57,7 @@ def main() -> None:
     started, cpu = time.perf_counter(), time.process_time()
     seeds = from_dataframe(frame)
     load, load_cpu = time.perf_counter() - started, time.process_time() - cpu
-    loaded = sum(len(c.messages) for seed in seeds for c in seed.conversations)
+    loaded = sum(len(c["messages"]) for seed in seeds for c in seed.conversations)
     assert loaded == n, (loaded, n)
     print(f"from_dataframe: {load:.2f} s ({load_cpu:.2f} s CPU), {n / load:,.0f} messages/s "
           f"({len(seeds):,} entities, {sum(s.size for s in seeds):,} conversations)")
