@@ -27,7 +27,7 @@ from .models import (Conversation, ConversationResult, Extraction, Message, Seed
 from .retry import decide_retry
 from .stores.base import ResultRecord, Store
 from .stores.writer import BatchWriter
-from .validation import Invalid, check_conversations, safe_extraction
+from .validation import Invalid, check_conversations, safe_extraction, safe_result
 
 # Conversations validated and checked against the ledger together (one query per window).
 # Windows start small, so the first requests go out at once, and double up to the limit.
@@ -316,7 +316,7 @@ class _SeedRun:
             warnings += ("unstorable characters replaced (in the backend's answer)",)
         return ConversationResult(
             conversation_id=cid, entity_id=job.entity_id, status="succeeded",
-            triples_count=len(triples), summary=summary, chunks_processed=done,
+            triples_count=len(triples), summary=extraction.summary, chunks_processed=done,
             duration_ms=self._ms_since(started), warnings=warnings), extraction
 
     async def _send(self, request: AugmentationRequest) -> Extraction:
@@ -365,6 +365,7 @@ class _SeedRun:
     def _record(self, position: int, result: ConversationResult, process_id: str | None,
                 content_hash: str | None = None, extraction: Extraction | None = None,
                 conversation: Conversation | None = None) -> None:
+        result = safe_result(result)  # the last guard: nothing unstorable reaches the store
         if self.keep_results:
             self.results[position] = result
         self.counters.count(result)

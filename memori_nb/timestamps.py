@@ -30,8 +30,9 @@ from .errors import InvalidInputError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Epoch numbers are told apart by size: from this magnitude on, the unit is smaller
-# (1e11 seconds is the year 5138; 1e11 milliseconds is 1973).
-_EPOCH_UNITS = ((1e17, 1e-9), (1e14, 1e-6), (1e11, 1e-3), (0.0, 1.0))
+# (1e11 seconds is the year 5138; 1e11 milliseconds is 1973). Below 1e8 (1973 in seconds)
+# a number is not taken for a time: "20240112", "2024" or an Excel serial 45303.5 are not.
+_EPOCH_UNITS = ((1e17, 1e-9), (1e14, 1e-6), (1e11, 1e-3), (1e8, 1.0))
 _EPOCH_YEARS = (1970, 2200)
 _NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
 # A numeric date: day/month/year in either order, or year/month/day; then maybe a time.
@@ -44,6 +45,12 @@ _TIME = re.compile(
 # Two-digit years: below this, 20xx; otherwise 19xx.
 _TWO_DIGIT_PIVOT = 70
 _EXAMPLES = 3
+_WEEKDAY = re.compile(r"^(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?,?\s+", re.I)
+# Strict RFC 2822 only: email.utils ignores AM/PM and zones it does not know.
+_RFC_2822 = re.compile(r"(?:[A-Z][a-z]{2},\s*)?\d{1,2}\s+[A-Z][a-z]{2}\s+\d{4}\s+"
+                       r"\d{2}:\d{2}(?::\d{2})?\s+(?:[+-]\d{4}|GMT|UT|UTC|Z)")
+# "GMT+1" / "UTC-05:00" as an offset: dateutil reads a sign after GMT the POSIX way (inverted).
+_GMT_OFFSET = re.compile(r"(?:GMT|UTC)\s*([+-])(\d{1,2})(?::?(\d{2}))?\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +88,14 @@ class TimestampEvidence:
     def add(self, value: Any, count: int = 1) -> None:
         """Count ``value`` (seen ``count`` times) if it is a day/month numeric date."""
         if isinstance(value, str):
-            match = _NUMERIC_DATE.match(value.strip())
+            match = _NUMERIC_DATE.match(_WEEKDAY.sub("", value.strip(), count=1))
             if match and len(match.group("a")) <= 2:
-                self._count(int(match.group("a")), int(match.group("b")), value, count)
+                first = int(match.group("a"))
+                if len(match.group("c")) == 2 and first > 12:
+                    # "24/01/12": day first, or a two-digit year first: it proves nothing.
+                    self._count(1, 2, value, count)
+                else:
+                    self._count(first, int(match.group("b")), value, count)
 
     def scan_text(self, text: str) -> None:
         """Count every day/month numeric date in ``text`` (a whole file, or a chunk of it)."""
@@ -144,6 +156,8 @@ def read_timestamp(value: Any, rule: TimestampRule = TimestampRule()) -> datetim
         >>> read_timestamp("12.01.2024, 13:42:02", TimestampRule(dayfirst=True)).isoformat()
         '2024-01-12T13:42:02+00:00'
     """
+    if type(value).__module__ == "numpy":  # numpy scalars, e.g. from DataFrame.iterrows()
+        value = _from_numpy(value)
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, date):
@@ -159,9 +173,23 @@ def read_timestamp(value: Any, rule: TimestampRule = TimestampRule()) -> datetim
         if to_pydatetime is None:
             return None
         moment = to_pydatetime()
+    if moment != moment or not isinstance(moment, datetime):  # NaT
+        return None
     if moment.tzinfo is None:
         return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except (OverflowError, ValueError):  # at the very ends of the calendar
+        return None
+
+
+def _from_numpy(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (datetime64 as a pandas Timestamp)."""
+    if type(value).__name__ == "datetime64":
+        import pandas as pd
+
+        return pd.Timestamp(value) if value == value else None
+    return value.item()
 
 
 def _from_epoch(number: float) -> datetime | None:
@@ -171,7 +199,7 @@ def _from_epoch(number: float) -> datetime | None:
         if abs(number) >= threshold:
             try:
                 moment = _EPOCH + timedelta(seconds=number * unit)
-            except OverflowError:
+            except (OverflowError, ValueError):
                 return None
             # Outside these years a number is not a chat message's time, whatever its unit.
             return moment if _EPOCH_YEARS[0] <= moment.year <= _EPOCH_YEARS[1] else None
@@ -187,20 +215,27 @@ def _from_text(text: str, rule: TimestampRule) -> datetime | None:
         except ValueError:
             return None
     if _NUMBER.fullmatch(text):
-        return _from_epoch(float(text))
+        try:
+            moment = _from_epoch(float(text))
+        except OverflowError:
+            return None
+        if moment is not None:
+            return moment
     try:
         return datetime.fromisoformat(text)
     except ValueError:
         pass
-    match = _NUMERIC_DATE.fullmatch(text)
+    # A weekday in front ("Fri, 12.01.2024 13:42") must not take the date past the rule.
+    match = _NUMERIC_DATE.fullmatch(_WEEKDAY.sub("", text, count=1))
     if match:
         return _from_numeric(match, rule)
-    if "," in text[:5] or text[:3].isalpha():
+    if _RFC_2822.fullmatch(text):
         try:
-            return parsedate_to_datetime(text)  # RFC 2822
+            return parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
             pass
-    return _from_words(text)
+    return _from_words(_GMT_OFFSET.sub(
+        lambda m: f"{m.group(1)}{int(m.group(2)):02d}:{m.group(3) or '00'}", text))
 
 
 def _from_numeric(match: re.Match, rule: TimestampRule) -> datetime | None:

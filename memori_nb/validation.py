@@ -36,7 +36,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -121,6 +121,20 @@ def safe_extraction(extraction: Extraction) -> tuple[Extraction, bool]:
         facts=tuple(map(clean, extraction.facts)),
         summary=clean(extraction.summary) if extraction.summary is not None else None,
         attributes=tuple(map(clean, extraction.attributes))), True
+
+
+def safe_result(result: Any) -> Any:
+    """A ConversationResult with every text made storable (ids, error, summary and
+    warnings can all carry text from the input or a backend)."""
+    texts = [result.conversation_id, result.entity_id, result.error or "",
+             result.summary or "", *result.warnings]
+    if not safe_text("\n".join(texts))[1]:
+        return result
+    clean = lambda text: safe_text(text)[0] if text is not None else None  # noqa: E731
+    return replace(result, conversation_id=clean(result.conversation_id),
+                   entity_id=clean(result.entity_id), error=clean(result.error),
+                   summary=clean(result.summary),
+                   warnings=tuple(clean(w) for w in result.warnings))
 
 
 def conversation_label(raw: Any, index: int) -> str:
@@ -217,11 +231,14 @@ def parse_messages(raw_messages: Iterable[Any], options: ReadOptions = DEFAULT_O
             warnings.append(f"unreadable timestamp left empty (created_at {_show(fallback_time)})")
     messages: list[Message] = []
     problems: list[str] = []
+    # Roles taken as they are (a role_map may remap even "system").
+    fast_roles = _FAST_ROLES if options.role_map is None else frozenset(
+        role for role in ROLES if options.roles.get(role) == role)
     for position, raw in enumerate(raw_messages):
         # The common case first: a clean dict costs a few lookups and one constructor.
         if type(raw) is dict:
             role, content = raw.get("role"), raw.get("content")
-            if (type(role) is str and role in _FAST_ROLES and type(content) is str
+            if (type(role) is str and role in fast_roles and type(content) is str
                     and content.strip() and ("\x00" not in content if content.isascii()
                                              else UNSTORABLE.search(content) is None)):
                 stamp = raw.get("timestamp")
@@ -304,7 +321,11 @@ def _standard_shape(raw: dict) -> dict:
 
 def derived_id(messages: Any) -> str:
     """A stable id for a conversation that has none (OpenAI fine-tuning files, datasets):
-    from its roles and texts, so the same conversation gets the same id on every run."""
+    from its messages (null fields left out, so a JSONL line, a Parquet struct and a
+    DataFrame cell of one conversation get one id), the same on every run."""
+    if isinstance(messages, (list, tuple)):
+        messages = [{k: v for k, v in m.items() if v is not None} if isinstance(m, dict)
+                    else m for m in messages]
     digest = hashlib.sha256(json.dumps(messages, sort_keys=True, default=str,
                                        ensure_ascii=False).encode("utf-8", "surrogatepass"))
     return f"sha256:{digest.hexdigest()[:16]}"

@@ -49,24 +49,27 @@ def by_id(seed):
 # --- long format ---------------------------------------------------------------------------
 
 
-def test_long_frame_messages_are_ordered_by_timestamp_stably_with_missing_ones_last():
+def test_long_frame_messages_are_ordered_by_timestamp_stably():
     df = pd.DataFrame({
         "entity_id": "u1",
-        "conversation_id": ["c1"] * 6,
-        "role": ["user", "assistant", "user", "assistant", "user", "assistant"],
-        "content": ["third", "first", "no time A", "second (tie, row 3)", "no time B",
-                    "second (tie, row 5)"],
-        "timestamp": ["2024-05-01T10:02:00Z", "2024-05-01T10:00:00Z", None,
-                      "2024-05-01T10:01:00Z", np.nan, "2024-05-01T12:01:00+02:00"],
+        "conversation_id": ["c1"] * 4 + ["c2"] * 3,
+        "role": ["user", "assistant", "assistant", "user", "user", "assistant", "user"],
+        "content": ["third", "first", "second (tie, row 2)", "second (tie, row 3)",
+                    "c2 a", "c2 b (no time)", "c2 c"],
+        "timestamp": ["2024-05-01T10:02:00Z", "2024-05-01T10:00:00Z", "2024-05-01T10:01:00Z",
+                      "2024-05-01T12:01:00+02:00", "2024-05-01T10:05:00Z", None,
+                      "2024-05-01T10:00:00Z"],
     })
     [seed] = from_dataframe(df)
-    [conversation] = seed.conversations
-    assert contents(conversation) == ["first", "second (tie, row 3)", "second (tie, row 5)",
-                                      "third", "no time A", "no time B"]
-    stamps = [m.timestamp for m in conversation.messages]
-    assert stamps[:4] == [datetime(2024, 5, 1, 10, m, tzinfo=UTC) for m in (0, 1, 1, 2)]
-    assert all(s.tzinfo is UTC for s in stamps[:4])
-    assert stamps[4:] == [None, None]
+    c1, c2 = seed.conversations
+    assert contents(c1) == ["first", "second (tie, row 2)", "second (tie, row 3)", "third"]
+    stamps = [m.timestamp for m in c1.messages]
+    assert stamps == [datetime(2024, 5, 1, 10, m, tzinfo=UTC) for m in (0, 1, 1, 2)]
+    assert all(s.tzinfo is UTC for s in stamps)
+    # A message of unknown time: moving it to either end would be a guess, so the
+    # conversation keeps its rows' order.
+    assert contents(c2) == ["c2 a", "c2 b (no time)", "c2 c"]
+    assert c2.messages[1].timestamp is None
 
 
 def test_long_frame_without_timestamps_keeps_row_order_within_each_conversation():

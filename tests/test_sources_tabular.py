@@ -73,15 +73,18 @@ def test_a_grouped_file_streams_in_file_order_with_each_conversation_in_time_ord
                                                                                      fmt):
     rows = """('u', 'c1', 'assistant', 'second', TIMESTAMP '2024-01-01 10:00:02', 1),
               ('u', 'c1', 'user', 'first', TIMESTAMP '2024-01-01 10:00:01', 2),
-              ('u', 'c1', 'user', 'undated', NULL, 3),
               ('u', 'c1', 'assistant', 'third', TIMESTAMP '2024-01-01 10:00:03', 4),
               ('u', 'c1', 'user', 'same time as third', TIMESTAMP '2024-01-01 10:00:03', 5),
-              ('u', 'b2', 'user', 'other', NULL, 6),
+              ('u', 'b2', 'user', 'b2 later', TIMESTAMP '2024-01-01 10:00:09', 6),
+              ('u', 'b2', 'user', 'undated', NULL, 6),
+              ('u', 'b2', 'user', 'b2 earlier', TIMESTAMP '2024-01-01 10:00:01', 6),
               ('v', 'a3', 'user', 'last entity', NULL, 7)"""
     path = messages_file(tmp_path, fmt, rows=rows, select="* EXCLUDE (n)")
     [(_, [c1, b2]), (v, [a3])] = read(path)
     assert [m.content for m in c1.messages] == ["first", "second", "third",
-                                                "same time as third", "undated"]
+                                                "same time as third"]
+    # A message of unknown time: the conversation keeps file order (no guess).
+    assert [m.content for m in b2.messages] == ["b2 later", "undated", "b2 earlier"]
     assert (b2.id, v, a3.id) == ("b2", "v", "a3")
 
 

@@ -110,3 +110,39 @@ def test_seed_data_built_in_code_is_judged_on_its_own_dates():
     data = SeedData.for_conversations(entity_id="u", dayfirst=True, conversations=data.data)
     [(_, conversation)] = list(check_conversations(data))
     assert conversation.messages[0].timestamp.month == 4
+
+
+@pytest.mark.parametrize(("value", "rule", "expected"), [
+    ("Jan 12, 2024, 1:42 PM", TimestampRule(), datetime(2024, 1, 12, 13, 42)),
+    ("Mar 3, 2024 12:15 AM", TimestampRule(), datetime(2024, 3, 3, 0, 15)),
+    ("January 12, 2024 13:42 +05:30", TimestampRule(), datetime(2024, 1, 12, 8, 12)),
+    ("12 Jan 2024 13:42 GMT-5", TimestampRule(), datetime(2024, 1, 12, 18, 42)),
+    ("Fri, 12.01.2024 13:42", DAY_FIRST, datetime(2024, 1, 12, 13, 42)),
+    ("20240112", TimestampRule(), datetime(2024, 1, 12)),
+])
+def test_forms_that_once_read_wrong_read_right(value, rule, expected):
+    assert read_timestamp(value, rule) == expected.replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize("value", ["45303.57", "12", "2024", pd.NaT,
+                                   "0001-01-01T00:00:00+01:00", "1" + "0" * 400])
+def test_numbers_too_small_and_times_off_the_calendar_are_not_times(value):
+    assert read_timestamp(value) is None
+
+
+def test_numpy_scalars_are_read():
+    import numpy as np
+
+    assert read_timestamp(np.int64(1709370840)) == datetime(2024, 3, 2, 9, 14, tzinfo=UTC)
+    assert read_timestamp(np.datetime64("2024-03-02T09:14")) == datetime(2024, 3, 2, 9, 14,
+                                                                         tzinfo=UTC)
+
+
+def test_a_two_digit_year_first_proves_nothing_and_a_weekday_does_not_hide_a_date():
+    evidence = TimestampEvidence()
+    evidence.add("24/01/12 10:00")
+    with pytest.raises(AmbiguousTimestampsError):
+        evidence.rule("x")
+    evidence = TimestampEvidence()
+    evidence.add("Mon, 29.01.2024 08:00")
+    assert evidence.rule("x") == DAY_FIRST

@@ -176,6 +176,10 @@ def _parse(data: bytes, name: str) -> Any:
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{name}: not valid JSON (line {exc.lineno}, column "
                                 f"{exc.colno}: {exc.msg})") from exc
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise InvalidInputError(f"{name}: not readable JSON ({exc})") from None
+    except RecursionError:  # its traceback would be thousands of lines: none kept
+        raise InvalidInputError(f"{name}: JSON nested too deeply to read") from None
 
 
 def is_langchain_message(item: Any) -> bool:

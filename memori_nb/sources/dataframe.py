@@ -164,7 +164,12 @@ def _long(df, entity_id, entity_col, conversation_col, role_col, content_col, ti
         _check_unique_column(df, "timestamp_col", timestamp_col)
         stamps, sort_key, options = _read_column(df[timestamp_col], timestamp_col, rule,
                                                  role_map)
-        order = np.lexsort((sort_key, group))  # stable: ties and unread times keep row order
+        # A conversation with a message of unknown time keeps its rows' order: moving that
+        # message to either end would be a guess.
+        undated = np.bincount(group[sort_key == np.iinfo(np.int64).max],
+                              minlength=int(group.max()) + 1) > 0
+        sort_key = np.where(undated[group], np.arange(len(group)), sort_key)
+        order = np.lexsort((sort_key, group))  # stable: equal times keep row order
     else:
         order = np.argsort(group, kind="stable")
     sorted_group = group[order]
@@ -259,7 +264,7 @@ def _read_column(values: pd.Series, name: str, rule: dict, role_map):
         options = _options(rule, role_map, None)
     else:
         raw = values.to_numpy(dtype=object)
-        texts = pd.unique(np.asarray([v for v in raw.tolist() if isinstance(v, str)],
+        texts = pd.unique(np.asarray([v for v in raw.tolist() if isinstance(v, str)] or [""],
                                      dtype=object))
         evidence = TimestampEvidence()
         for text in texts.tolist():
@@ -292,14 +297,17 @@ def _read_values(raw: np.ndarray, rule) -> pd.Series:
         parsed[text] = bulk
     left = parsed.isna() & series.notna()
     if left.any():
-        uniques = pd.unique(series[left].to_numpy(dtype=object))
-        read = {}
-        for value in uniques.tolist():
+        read: dict[Any, Any] = {}  # each distinct value read once
+
+        def one(value: Any) -> Any:
             try:
-                read[value] = read_timestamp(value, rule)
-            except TypeError:
-                read[value] = None
-        parsed[left] = pd.to_datetime(series[left].map(lambda v: read.get(v)), utc=True)
+                if value not in read:
+                    read[value] = read_timestamp(value, rule)
+                return read[value]
+            except TypeError:  # unhashable (a dict or list in the column): not a time
+                return None
+
+        parsed[left] = pd.to_datetime(series[left].map(one), utc=True)
     return parsed
 
 

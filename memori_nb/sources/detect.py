@@ -231,8 +231,10 @@ def _parsed_kind(text: bytes) -> tuple[str | None, str]:
     """The kind of a whole JSON document, or None and what it looks like."""
     try:
         document = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         return None, f"it is not JSON ({exc})"
+    except RecursionError:
+        return None, "it is JSON nested too deeply to read"
     kind = document_kind(document)
     if kind in EXPORT_NAMES:
         return kind, ""
@@ -257,5 +259,5 @@ def _first_line_is_object(text: bytes) -> bool:
         return False
     try:
         return isinstance(json.loads(first), dict)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return False

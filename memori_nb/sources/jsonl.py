@@ -279,6 +279,8 @@ def decode_json(line: bytes | str) -> tuple[Any, str | None]:
         return None, f"not valid JSON ({exc.msg} at column {exc.colno})"
     except UnicodeDecodeError as exc:
         return None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        return None, f"not readable JSON ({exc})"
     except RecursionError:
         return None, _TOO_DEEP
 
@@ -286,15 +288,6 @@ def decode_json(line: bytes | str) -> tuple[Any, str | None]:
 def _line_failure(number: int, problem: str, index: int) -> Invalid:
     return Invalid(conversation_id=f"line {number}", index=index,
                    reason=f"line {number}: {problem}")
-
-
-def _without_nulls(messages: Any) -> Any:
-    """Messages without null fields: what :func:`derived_id` is computed from, so a
-    conversation gets the same id from JSONL and from a Parquet struct column."""
-    if not isinstance(messages, list):
-        return messages
-    return [{k: v for k, v in m.items() if v is not None} if isinstance(m, dict) else m
-            for m in messages]
 
 
 def raw_conversation(record: dict, where: str, rule: TimestampRule | None = None) -> dict | str:
@@ -306,7 +299,7 @@ def raw_conversation(record: dict, where: str, rule: TimestampRule | None = None
     cid = record.get("id")
     if cid is None:
         try:
-            cid = derived_id(_without_nulls(messages))
+            cid = derived_id(messages)
         except RecursionError:
             return _TOO_DEEP
     elif type(cid) is int:

@@ -54,6 +54,8 @@ def load_seed_file(path: str | Path, *, dayfirst: bool | None = None,
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{path}: not valid JSON (line {exc.lineno}, column "
                                 f"{exc.colno}: {exc.msg})") from exc
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise InvalidInputError(f"{path}: not readable JSON ({exc})") from None
     except RecursionError:  # its traceback would be thousands of lines: none kept
         raise InvalidInputError(f"{path}: JSON nested too deeply to read") from None
     return parse_seed_document(document, source=str(path), dayfirst=dayfirst,

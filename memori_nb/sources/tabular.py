@@ -243,7 +243,7 @@ def _expressions(path: Path, columns: dict[str, str], *, entity_id: str | None,
         if columns[timestamp_col] == "VARCHAR":
             texts.append(_ident(timestamp_col))
     return {"e": _text_column(entity_col, columns),
-            "c": f"CAST({_ident(conversation_col)} AS VARCHAR)",
+            "c": _id_sql(conversation_col, columns),
             "role": f"CAST({_ident(role_col)} AS VARCHAR)",
             "content": f"CAST({_ident(content_col)} AS VARCHAR)",
             "ts": ts, "raw": raw}, texts
@@ -273,7 +273,18 @@ def _row_expressions(path: Path, columns: dict[str, str], *, entity_id: str | No
 
 
 def _text_column(name: str, columns: dict[str, str]) -> str:
-    return f"CAST({_ident(name)} AS VARCHAR)" if name in columns else "CAST(NULL AS VARCHAR)"
+    return _id_sql(name, columns) if name in columns else "CAST(NULL AS VARCHAR)"
+
+
+def _id_sql(name: str, columns: dict[str, str]) -> str:
+    """An id column as text, as every reader reads ids: a whole number without ".0" (a
+    DOUBLE 17.0 is the id "17"). Whitespace is trimmed later, by validation, with a warning."""
+    col = _ident(name)
+    if columns.get(name) in ("DOUBLE", "FLOAT", "DECIMAL") or str(
+            columns.get(name, "")).startswith("DECIMAL"):
+        return (f"CASE WHEN {col} = trunc({col}) THEN CAST(CAST({col} AS BIGINT) AS VARCHAR) "
+                f"ELSE CAST({col} AS VARCHAR) END")
+    return f"CAST({col} AS VARCHAR)"
 
 
 def _evidence(conn: Any, source: str, path: Path, texts: list[str]) -> TimestampEvidence:
@@ -467,7 +478,9 @@ def _finish(cid: str | None, messages: list[dict], moments: list[datetime | None
         return Invalid(conversation_id=f"row {first_row}", index=index, reason=(
             f"{len(rows)} row{'s' if many else ''} with no conversation id "
             f"(row{'s' if many else ''} {listed})"))
-    if unordered:  # by time; stable, so ties keep file order; undated messages go last
+    # By time, stable (ties keep file order); a conversation with a message of unknown time
+    # keeps file order, as moving that message to either end would be a guess.
+    if unordered and all(moment is not None for moment in moments):
         order = sorted(range(len(messages)), key=lambda i: (
             moments[i] is None, moments[i].timestamp() if moments[i] is not None else 0.0))
         messages = [messages[i] for i in order]
