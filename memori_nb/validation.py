@@ -52,8 +52,11 @@ ROLE_ALIASES: dict[str, str | None] = {
     "user": "user", "human": "user", "customer": "user",
     "assistant": "assistant", "ai": "assistant", "gpt": "assistant", "bot": "assistant",
     "model": "assistant", "chatbot": "assistant",
+    # ShareGPT's other assistants, and its function-calling turns.
+    "chatgpt": "assistant", "bing": "assistant", "bard": "assistant",
     "system": "system", "developer": "system",
-    "tool": None, "function": None, "ipython": None,
+    "tool": None, "function": None, "ipython": None, "function_call": None,
+    "observation": None,
 }
 _FAST_ROLES = frozenset(ROLES)
 

@@ -44,9 +44,6 @@ _SHAREGPT_EXPECTED = ("a JSON list of records with 'conversations' of "
                       "{'from', 'value'} turns")
 _LANGCHAIN_EXPECTED = ("LangChain messages {'type', 'data': {'content'}}: a list of them, "
                        "an object of session id -> list, or a list of {'id', 'messages'}")
-# ShareGPT's own speaker names, beyond validation's aliases; the user's role_map wins.
-_SHAREGPT_ROLES = {"chatgpt": "assistant", "bing": "assistant", "bard": "assistant",
-                   "function_call": None, "observation": None}
 _CHUNK = "MessageChunk"  # streamed messages: "AIMessageChunk" is an "ai" message
 
 
@@ -79,7 +76,7 @@ def read_sharegpt(path: str | Path, *, entity_id: str, dayfirst: bool | None = N
         [('user', 'Hi'), ('assistant', 'Hello!')]
     """
     options = read_options(f"{path}", dayfirst=dayfirst, timestamp_format=timestamp_format,
-                           role_map={**_SHAREGPT_ROLES, **(role_map or {})})
+                           role_map=role_map)
     return read_export(path, entity_id=entity_id, kind="sharegpt",
                        expected=_SHAREGPT_EXPECTED, parse=parse_sharegpt_record,
                        options=options)
