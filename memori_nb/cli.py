@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Iterable, Iterator
-from typing import IO
+from typing import IO, Any
 
 from .backends import BACKEND_NAMES
 from .chunking import PlanRow, plan_seeds, total_plan
@@ -128,6 +129,40 @@ def main(argv: list[str] | None = None, *, stdout: IO[str] | None = None,
         return EXIT_INTERRUPTED
 
 
+def run_until_signal(coroutine: Any) -> Any:
+    """Run ``coroutine`` to the end; Ctrl-C or SIGTERM (``docker stop``, a CI time-out)
+    stops it cleanly: the run is cancelled once, saves what finished, and
+    KeyboardInterrupt is raised. Further signals while it saves are ignored, so a second
+    Ctrl-C cannot cut the saving short."""
+    async def main() -> Any:
+        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+        received: list[str] = []
+
+        def stop(name: str) -> None:
+            if not received:
+                received.append(name)
+                task.cancel()
+
+        watched = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop, sig.name)
+                watched.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread, or no such signal here: the default applies
+        try:
+            return await coroutine
+        except asyncio.CancelledError:
+            if received:
+                raise KeyboardInterrupt(received[0]) from None
+            raise
+        finally:
+            for sig in watched:
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(main())
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -222,7 +257,7 @@ def _seed(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str],
                   duplicates)
         progress = TqdmProgress("seeding", file=err, notebook=False)
         # Results stay in DuckDB rather than in memory: files may hold millions.
-        result = asyncio.run(memori.seed(seeds, seed_config=config, force=args.force,
+        result = run_until_signal(memori.seed(seeds, seed_config=config, force=args.force,
                                          progress=progress, keep_results=False))
         failures = memori.store.failures(result.run_id, limit=MAX_LISTED)
         warnings = memori.store.warnings(result.run_id)

@@ -10,22 +10,22 @@ of the chunk before it. Results keep input order; progress reports completion or
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from itertools import islice
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ._gc import fewer_young_collections
 from .backends.base import AugmentationBackend, AugmentationRequest
 from .chunking import oversize_reason, plan_conversation, split_messages
-from .errors import InvalidInputError, RateLimitedError, TransientError
+from .errors import InvalidInputError, RateLimitedError, StoreError, TransientError
 from .models import (Conversation, ConversationResult, Extraction, Message, SeedConfig,
                      SeedCounters, SeedData, SeedResult, Triple)
-from .retry import decide_retry
-from .stores.base import ResultRecord, Store
+from .retry import RetryState
+from .stores.base import PartialRecord, ResultRecord, Store
 from .stores.writer import BatchWriter
 from .validation import Invalid, check_conversations, safe_extraction, safe_result
 
@@ -55,6 +55,8 @@ class _Job:
     conversation: Conversation
     content_hash: str
     chunks: list[tuple[Message, ...]]
+    # What an earlier run got from this conversation's first chunks (a PartialRecord).
+    resume: Any = None
 
 
 class _RunStopped(Exception):
@@ -139,6 +141,8 @@ class _SeedRun:
         self.writer = BatchWriter(store, self.run_id,
                                   in_thread=self.requires_network and self.store_threadsafe)
         self.max_id_length = getattr(store, "max_id_length", None)
+        # Digests of (entity, conversation id, content hash) queued in this run.
+        self.queued: set[bytes] = set()
 
     async def _in_store(self, function: Callable[..., Any], *args: Any) -> Any:
         """Call a store method that may block: on a thread when the store allows it."""
@@ -155,12 +159,15 @@ class _SeedRun:
         await self._in_store(self.store.build)
         # Entities never seeded before need no ledger look-ups at all; None means "ask per
         # entity as the stream reaches it".
-        self.entities_in_ledger = None
+        # Whether each entity has anything in the ledger: an entity never seeded needs no
+        # look-ups at all. Asked up front for a list, as the stream reaches it otherwise.
+        self.entities_in_ledger: dict[str, bool] = {}
         if await self._in_store(self.store.ledger_is_empty):
-            self.entities_in_ledger = set()
+            self.entities_in_ledger = _AllFalse()
         elif isinstance(self.seeds, (list, tuple)):
-            self.entities_in_ledger = await self._in_store(
-                self.store.seeded_entities, {seed.entity_id for seed in self.seeds})
+            entities = {seed.entity_id for seed in self.seeds}
+            found = await self._in_store(self.store.seeded_entities, entities)
+            self.entities_in_ledger = {entity: entity in found for entity in entities}
         self.store.start_run(self.run_id, backend=getattr(self.backend, "name", "custom"),
                              config=self.config, force=self.force)
         if self.progress:
@@ -170,6 +177,7 @@ class _SeedRun:
         writer = asyncio.create_task(self.writer.run())
         everything = asyncio.gather(*tasks)
         status = "interrupted"
+        store_failure: StoreError | None = None
         try:
             done, _ = await asyncio.wait([everything, writer],
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -179,6 +187,11 @@ class _SeedRun:
             self.writer.close()
             await writer
             status = "stopped" if self.stop_reason else "completed"
+        except StoreError as exc:
+            # The store cannot be written: stop sending at once (finally cancels the
+            # workers); what it had written stays, and nothing more is tried on it.
+            store_failure, status = exc, "failed"
+            raise
         finally:
             for task in [*tasks, writer]:
                 task.cancel()
@@ -190,8 +203,14 @@ class _SeedRun:
             self.writer.shutdown()
             self._count_refused()
             duration_ms = (self.clock() - started) * 1000
-            self.store.finish_run(self.run_id, status=status, counters=self.counters,
-                                  duration_ms=duration_ms, stopped_reason=self.stop_reason)
+            try:
+                self.store.finish_run(self.run_id, status=status, counters=self.counters,
+                                      duration_ms=duration_ms,
+                                      stopped_reason=self.stop_reason or (
+                                          str(store_failure) if store_failure else None))
+            except StoreError:
+                if store_failure is None:
+                    raise  # a store that failed already said why; this would only repeat it
             if self.progress:
                 self.progress.close(self.counters)
         c = self.counters
@@ -204,42 +223,54 @@ class _SeedRun:
     # --- producer: validation, ledger, queue ----------------------------------------------
 
     async def _produce(self) -> None:
+        """Validate, plan and queue every conversation, in windows that may span several
+        SeedData: one ledger look-up per window however the input is split into entities
+        (an interleaved JSONL file gives one SeedData per line)."""
         position = 0
+        window: list[_Pending] = []
+        size = FIRST_WINDOW
         for seed in self.seeds:
             if not isinstance(seed, SeedData):
                 raise InvalidInputError(f"expected SeedData, got {type(seed).__name__}")
-            if self.entities_in_ledger is None:
-                check_ledger = bool(await self._in_store(self.store.seeded_entities,
-                                                         {seed.entity_id}))
-            else:
-                check_ledger = seed.entity_id in self.entities_in_ledger
+            check_ledger = await self._entity_in_ledger(seed.entity_id)
             too_long = _id_too_long(seed, self.max_id_length)
-            base = position
-            items = ((base + i, parsed) for i, parsed in check_conversations(seed))
-            size = FIRST_WINDOW
-            while window := list(islice(items, size)):
-                size = min(size * 2, LEDGER_WINDOW)
-                position += len(window)
-                jobs = await self._plan_window(seed, window, check_ledger, too_long)
-                for job in jobs:
-                    if self.stop_reason:
-                        self._record_skipped(job, f"not sent: the run stopped "
-                                                  f"({self.stop_reason})")
-                    else:
-                        await self.queue.put(job)
-                await self.writer.wait_for_room()
+            for _, parsed in check_conversations(seed):
+                window.append(_Pending(seed, position, parsed, check_ledger, too_long))
+                position += 1
+                if len(window) >= size:
+                    await self._dispatch(window)
+                    window, size = [], min(size * 2, LEDGER_WINDOW)
+        if window:
+            await self._dispatch(window)
         for _ in range(self.config.batch_size):
             await self.queue.put(None)
 
-    async def _plan_window(self, seed: SeedData, window: list[tuple[int, Any]],
-                           check_ledger: bool, too_long: str | None) -> list[_Job]:
-        jobs = []
-        for position, parsed in window:
+    async def _entity_in_ledger(self, entity_id: str) -> bool:
+        """Whether the ledger has any conversation of this entity (asked once per entity)."""
+        known = self.entities_in_ledger.get(entity_id)
+        if known is None:
+            found = await self._in_store(self.store.seeded_entities, {entity_id})
+            known = self.entities_in_ledger[entity_id] = bool(found)
+        return known
+
+    async def _dispatch(self, window: list[_Pending]) -> None:
+        for job in await self._plan_window(window):
+            if self.stop_reason:
+                self._record_skipped(job, f"not sent: the run stopped ({self.stop_reason})")
+            else:
+                await self.queue.put(job)
+        await self.writer.wait_for_room()
+
+    async def _plan_window(self, window: list[_Pending]) -> list[_Job]:
+        jobs, ledger_checked = [], []
+        for item in window:
+            seed, position, parsed = item.seed, item.position, item.parsed
             if self.keep_results:
                 self.results.append(None)
-            if isinstance(parsed, Invalid) or too_long:
+            if isinstance(parsed, Invalid) or item.too_long:
                 cid = parsed.conversation_id if isinstance(parsed, Invalid) else parsed.id
-                self._record(position, _failed(seed.entity_id, cid, too_long or parsed.reason),
+                self._record(position, _failed(seed.entity_id, cid,
+                                               item.too_long or parsed.reason),
                              seed.process_id)
                 continue
             plan = plan_conversation(parsed, self.config)
@@ -250,16 +281,41 @@ class _SeedRun:
                 continue
             chunks = split_messages(parsed.messages, self.config) if plan.over_limit else [
                 parsed.messages]
-            jobs.append(_Job(position, seed.entity_id, seed.process_id, parsed,
-                             parsed.content_hash(), chunks))
-        if self.force or not jobs or not check_ledger:
+            job = _Job(position, seed.entity_id, seed.process_id, parsed,
+                       parsed.content_hash(), chunks)
+            # The same conversation (entity, id, content) twice in one input is sent once.
+            key = _run_key(job)
+            if key in self.queued:
+                self._record_skipped(job, "already in this run: the input holds this "
+                                          "conversation twice (same id and content)")
+                continue
+            self.queued.add(key)
+            jobs.append(job)
+            ledger_checked.append(item.check_ledger)
+        jobs = await self._with_partials(jobs)
+        if self.force or not any(ledger_checked):
             return jobs
-        keys = [(j.entity_id, j.conversation.id, j.content_hash) for j in jobs]
+        keys = [(j.entity_id, j.conversation.id, j.content_hash)
+                for j, check in zip(jobs, ledger_checked) if check]
+        asked = [j for j, check in zip(jobs, ledger_checked) if check]
         seeded = await self._in_store(self.store.already_seeded, keys)
+        skipped = {id(asked[index]) for index in seeded}
         for index in sorted(seeded):
-            self._record_skipped(jobs[index], "already seeded with the same content in an "
-                                              "earlier run (force=True sends it again)")
-        return [job for index, job in enumerate(jobs) if index not in seeded]
+            self._record_skipped(asked[index], "already seeded with the same content in an "
+                                               "earlier run (force=True sends it again)")
+        return [job for job in jobs if id(job) not in skipped]
+
+    async def _with_partials(self, jobs: list[_Job]) -> list[_Job]:
+        """Chunked conversations an earlier run stopped in the middle of resume there."""
+        # Asked whatever the ledger holds: a stopped conversation is not in the ledger.
+        keys = [(j.entity_id, j.conversation.id, j.content_hash)
+                for j in jobs if len(j.chunks) > 1]
+        partials = await self._in_store(self.store.partials, keys) if keys else {}
+        if not partials or self.force:
+            return jobs
+        return [replace(j, resume=found) if (found := partials.get(
+            (j.entity_id, j.conversation.id, j.content_hash))) is not None
+            and found.chunk_count == len(j.chunks) else j for j in jobs]
 
     # --- workers ----------------------------------------------------------------------------
 
@@ -280,12 +336,19 @@ class _SeedRun:
         facts: list[str] = []
         attributes: list[str] = []
         summary = None
-        done = 0
+        done = first = 0
         warnings = job.conversation.warnings
         if count > 1:
             warnings += (f"split into {count} requests to stay within the limits",)
+        if job.resume is not None:  # an earlier run paid for the first chunks: go on after
+            done = first = job.resume.chunks_done
+            summary = job.resume.summary
+            triples.extend(job.resume.extraction.triples)
+            facts.extend(job.resume.extraction.facts)
+            attributes.extend(job.resume.extraction.attributes)
+            warnings += (f"resumed after chunk {first} of {count} (sent in an earlier run)",)
         try:
-            for index, chunk in enumerate(job.chunks):
+            for index, chunk in enumerate(job.chunks[first:], start=first):
                 extraction = await self._send(AugmentationRequest(
                     entity_id=job.entity_id, conversation_id=cid, messages=chunk,
                     process_id=job.process_id, summary=summary, chunk_index=index,
@@ -295,18 +358,29 @@ class _SeedRun:
                 facts.extend(extraction.facts)
                 attributes.extend(extraction.attributes)
                 summary = extraction.summary or summary
-        except _RunStopped as stop:
+        except (_RunStopped, _GaveUp) as stop:
+            if done > first:  # keep what the paid chunks returned; the next run goes on
+                await self._in_store(self.store.save_partial, self.run_id, PartialRecord(
+                    entity_id=job.entity_id, process_id=job.process_id, conversation_id=cid,
+                    content_hash=job.content_hash, chunks_done=done, chunk_count=count,
+                    summary=summary, extraction=Extraction(
+                        triples=tuple(dict.fromkeys(triples)),
+                        facts=tuple(dict.fromkeys(facts)), summary=summary,
+                        attributes=tuple(dict.fromkeys(attributes)))))
             partly = f" after {done} of {count} chunks" if done else ""
+            if isinstance(stop, _GaveUp):
+                kept = (f"; the {done} chunks done are kept and the next run sends the rest"
+                        if done else "")
+                return ConversationResult(
+                    conversation_id=cid, entity_id=job.entity_id, status="failed",
+                    error=f"conversation {cid!r}: {stop}{partly}{kept}", chunks_processed=done,
+                    duration_ms=self._ms_since(started), warnings=warnings), None
             return ConversationResult(
                 conversation_id=cid, entity_id=job.entity_id, status="skipped",
-                error=f"not finished{partly}: the run stopped ({stop}); run again to send it",
+                error=f"not finished{partly}: the run stopped ({stop}); run again to send "
+                      f"{'the rest' if done else 'it'}",
                 chunks_processed=done, duration_ms=self._ms_since(started),
                 warnings=warnings), None
-        except _GaveUp as failure:
-            return ConversationResult(
-                conversation_id=cid, entity_id=job.entity_id, status="failed",
-                error=f"conversation {cid!r}: {failure}", chunks_processed=done,
-                duration_ms=self._ms_since(started), warnings=warnings), None
         # Chunks of one conversation often restate a fact: keep each triple and fact once.
         triples = list(dict.fromkeys(triples))
         extraction = Extraction(triples=tuple(triples), facts=tuple(dict.fromkeys(facts)),
@@ -320,23 +394,24 @@ class _SeedRun:
             duration_ms=self._ms_since(started), warnings=warnings), extraction
 
     async def _send(self, request: AugmentationRequest) -> Extraction:
-        attempt = 0
+        # Each kind of failure has its own budget: a 429 waited out is not a transient retry.
+        retries = RetryState(clock=self.clock)
         while True:
             await self.gate.wait()
             if self.stop_reason:
                 raise _RunStopped(self.stop_reason)
             try:
                 return await self._augment(request)
-            except Exception as exc:  # noqa: BLE001 - every failure goes through decide_retry
-                attempt += 1
-                decision = decide_retry(exc, attempt, max_retries=self.config.max_retries,
-                                        retry_delay=self.config.retry_delay,
-                                        jitter=self.jitter())
+            except Exception as exc:  # noqa: BLE001 - every failure goes through the retry rules
+                decision = retries.decide(exc, max_retries=self.config.max_retries,
+                                          retry_delay=self.config.retry_delay,
+                                          jitter=self.jitter())
                 if decision.action == "stop_run":
                     self.stop_reason = self.stop_reason or decision.reason
                     raise _RunStopped(decision.reason) from exc
                 if decision.action == "give_up":
-                    tries = f" (after {attempt} attempts)" if attempt > 1 else ""
+                    tries = (f" (after {retries.attempts} attempts)" if retries.attempts > 1
+                             else "")
                     raise _GaveUp(decision.reason + tries) from exc
                 self.counters.retries += 1
                 if isinstance(exc, RateLimitedError):
@@ -396,6 +471,31 @@ class _SeedRun:
 def _failed(entity_id: str, conversation_id: str, reason: str) -> ConversationResult:
     return ConversationResult(conversation_id=conversation_id, entity_id=entity_id,
                               status="failed", error=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A conversation read and judged, waiting for its window's ledger look-up."""
+
+    seed: SeedData
+    position: int
+    parsed: Any
+    check_ledger: bool
+    too_long: str | None
+
+
+class _AllFalse(dict):
+    """No entity is in an empty ledger."""
+
+    def get(self, key: Any, default: Any = None) -> bool:
+        return False
+
+
+def _run_key(job: _Job) -> bytes:
+    """16 bytes that tell one conversation of a run from another (a million take ~100 MB
+    less than the tuples would)."""
+    text = f"{job.entity_id}\x00{job.conversation.id}\x00{job.content_hash}"
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def _id_too_long(seed: SeedData, limit: int | None) -> str | None:

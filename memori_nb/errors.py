@@ -11,11 +11,14 @@ all. Third-party errors (httpx, duckdb, json) are wrapped once, at the edge, wit
     ├── InvalidInputError           input whose shape is unusable as a whole (file, frame, SeedData)
     ├── StoreError                  the store (DuckDB, SQLite, PostgreSQL) could not be opened or written
     └── AugmentationError           one augmentation request failed (carries conversation id, status)
-        ├── TransientError          5xx, timeout, dropped connection, malformed response: retried
+        ├── TransientError          5xx, timeout, dropped connection, malformed 200: retried
         ├── RateLimitedError        429 "slow down", optionally with Retry-After: waited, retried
         ├── QuotaExceededError      429 "quota exhausted": the run stops, the rest is skipped
+        ├── ServiceUnreachableError refused, DNS, TLS, connect timeout: the run stops soon
+        ├── EndpointError           404, 405 or a redirect (wrong base URL): the run stops at once
         ├── PayloadRejectedError    422: the server refused this payload; never retried
-        └── RequestFailedError      any other 4xx (401, 403, 404 ...): never retried
+        └── RequestFailedError      any other 4xx (401, 403 ...), an answer over the size cap:
+                                    never retried (401/403 stop the run)
 """
 
 from __future__ import annotations
@@ -77,9 +80,23 @@ class QuotaExceededError(AugmentationError):
     """The account's quota is exhausted (429): nothing more can be sent in this run."""
 
 
+class ServiceUnreachableError(AugmentationError):
+    """The service could not be reached at all (refused, DNS, TLS, proxy, connect timeout).
+
+    Every other request would fail the same way, so the run stops after a quick retry or two.
+    """
+
+
+class EndpointError(AugmentationError):
+    """The base URL answers, but not as the augmentation endpoint (404, 405 or a redirect).
+
+    The message names the URL and the setting to check; the run stops at once.
+    """
+
+
 class PayloadRejectedError(AugmentationError):
     """The server rejected the payload (422). Retrying the same payload cannot help."""
 
 
 class RequestFailedError(AugmentationError):
-    """Any other client error (401, 403, 404 ...). Not retried."""
+    """Any other client error (401, 403 ...), or an answer over the size cap. Not retried."""

@@ -161,7 +161,8 @@ class SeedConfig:
     Args:
         max_messages_per_request: most messages in one augmentation request (4000).
         max_chars_per_request: most characters of content in one request (800,000).
-        max_retries: retries after the first attempt for transient failures and 429s (3).
+        max_retries: retries after the first attempt for transient failures (3); a 429 is
+            waited out, for up to ``retry.RATE_LIMIT_BUDGET_SECONDS`` (600 s).
         retry_delay: first backoff in seconds; doubles on each retry, plus jitter (1.0).
         chunk_large_conversations: split oversized conversations into several requests (True);
             when False an oversized conversation fails with its size.

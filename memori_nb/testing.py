@@ -2,9 +2,11 @@
 
 Use it in tests, benchmarks and offline notebooks where the real service is out of reach: it
 answers ``POST /v1/sdk/augmentation`` like the cloud does (see DESIGN.md section 2), and can
-inject latency and faults (429, 5xx, 422, dropped connections, malformed JSON) on demand. It
+inject latency and faults (429, 5xx, 422, 404, redirects, dropped connections, malformed
+JSON, answers of the wrong shape, endless bodies, request headers echoed back) on demand. It
 records every request it receives, so a test can check what a client sent and how many
-requests it had in flight at once.
+requests it had in flight at once. :func:`refusing_url` gives an address where nothing
+listens, for clients that must cope with a service they cannot reach.
 
 Example:
     >>> import httpx
@@ -32,11 +34,13 @@ import hmac
 import json
 import math
 import random
+import re
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
@@ -50,6 +54,7 @@ __all__ = [
     "fail_first",
     "fail_when_content_contains",
     "lognormal_latency",
+    "refusing_url",
     "response_from_extraction",
     "sequence",
 ]
@@ -58,6 +63,7 @@ AUGMENTATION_PATH = "/v1/sdk/augmentation"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_STOP_TIMEOUT = 1.0
 MALFORMED_BODY = b'{"entity": {"triples": [{"subject": '
+ENDLESS_CHUNK = b"x" * 65536
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +79,11 @@ class Fault:
     - ``Fault.reject("too long")`` — 422, the payload is refused.
     - ``Fault.drop()`` — the connection is closed without any response.
     - ``Fault.malformed()`` — 200 with a body that is not valid JSON.
+    - ``Fault.answer({"entity": {}})`` — 200 with any JSON body (wrong shapes, say).
+    - ``Fault.echo(422, "bad {authorization}")`` — a body in which ``{header-name}`` is
+      replaced by that request header, as servers that echo the request do.
+    - ``Fault.endless()`` — 200 whose body never ends (until the client hangs up).
+    - ``Fault.redirect("https://elsewhere/")`` — a 3xx with a ``Location`` header.
     - ``Fault.delay(2.0)`` — wait 2 s more, then answer normally.
 
     Example:
@@ -80,11 +91,12 @@ class Fault:
         {'Retry-After': '0.5'}
     """
 
-    kind: str  # "status", "drop", "malformed" or "delay"
+    kind: str  # "status", "echo", "drop", "malformed", "endless" or "delay"
     code: int | None = None
     body: Any = None
     retry_after: float | None = None
     seconds: float = 0.0
+    location: str | None = None
 
     @classmethod
     def status(cls, code: int, body: Any = None, retry_after: float | None = None) -> Fault:
@@ -138,15 +150,57 @@ class Fault:
         return cls(kind="malformed", code=200)
 
     @classmethod
+    def answer(cls, body: Any) -> Fault:
+        """Answer 200 with ``body`` as JSON, whatever its shape.
+
+        Example:
+            >>> Fault.answer({"entity": {"facts": "hello"}}).code
+            200
+        """
+        return cls(kind="status", code=200, body=body)
+
+    @classmethod
+    def echo(cls, code: int, body: Any) -> Fault:
+        """Answer ``code`` with ``body`` after putting request headers into its strings.
+
+        ``{authorization}`` (any lower-case header name in braces) in any string of
+        ``body`` becomes that header's value. A string ``body`` is sent as plain text, any
+        other value as JSON; with ``code`` 200 it can be a protocol answer.
+
+        Example:
+            >>> Fault.echo(422, {"detail": "bad header {authorization}"}).kind
+            'echo'
+        """
+        return cls(kind="echo", code=code, body=body)
+
+    @classmethod
+    def endless(cls) -> Fault:
+        """Answer 200 with a chunked body that goes on until the client hangs up."""
+        return cls(kind="endless", code=200)
+
+    @classmethod
+    def redirect(cls, location: str, code: int = 307) -> Fault:
+        """Answer ``code`` (a 3xx) with ``Location: location``, as a wrong base URL does.
+
+        Example:
+            >>> Fault.redirect("https://example.test/").headers()
+            {'Location': 'https://example.test/'}
+        """
+        return cls(kind="status", code=code, body={"detail": "Moved"}, location=location)
+
+    @classmethod
     def delay(cls, seconds: float) -> Fault:
         """Wait ``seconds`` on top of the server's latency, then answer normally."""
         return cls(kind="delay", seconds=float(seconds))
 
     def headers(self) -> dict[str, str]:
-        """Extra response headers this fault sends (``Retry-After`` when set)."""
-        if self.retry_after is None:
-            return {}
-        return {"Retry-After": format(float(self.retry_after), "g")}
+        """Extra response headers this fault sends (``Retry-After``, ``Location``)."""
+        headers = {}
+        if self.retry_after is not None:
+            headers["Retry-After"] = format(float(self.retry_after), "g")
+        if self.location is not None:
+            headers["Location"] = self.location
+        return headers
 
 
 FaultRule = Callable[[int, dict], Fault | None]
@@ -199,6 +253,39 @@ def sequence(*rules: FaultRule | None) -> FaultRule:
                 return fault
         return None
     return rule
+
+
+@contextmanager
+def refusing_url(host: str = DEFAULT_HOST) -> Iterator[str]:
+    """A base URL on loopback where nothing listens: every connection is refused at once.
+
+    The port stays bound (but not listening) while the ``with`` block runs, so nothing
+    else can take it meanwhile.
+
+    Example:
+        >>> import httpx
+        >>> with refusing_url() as url:
+        ...     try:
+        ...         httpx.post(url + "/v1/sdk/augmentation", json={})
+        ...     except httpx.ConnectError:
+        ...         print("refused")
+        refused
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        yield f"http://{host}:{sock.getsockname()[1]}"
+
+
+def _fill_headers(value: Any, headers: dict[str, str]) -> Any:
+    """``value`` with ``{header-name}`` in its strings replaced by the request's headers."""
+    if isinstance(value, str):
+        return re.sub(r"\{([a-z0-9-]+)\}",
+                      lambda m: headers.get(m.group(1), m.group(0)), value)
+    if isinstance(value, dict):
+        return {k: _fill_headers(v, headers) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill_headers(v, headers) for v in value]
+    return value
 
 
 def lognormal_latency(median: float, sigma: float, seed: int | None = None
@@ -353,16 +440,28 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def send(self, code: int, payload: Any, headers: dict[str, str] | None = None,
-             raw: bytes | None = None) -> None:
+             raw: bytes | None = None, content_type: str = "application/json") -> None:
         data = raw if raw is not None else json.dumps(payload).encode()
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+    def send_endless(self, stopping: threading.Event) -> None:
+        """A 200 whose chunked body goes on until the client hangs up or the server stops."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.close_connection = True
+        chunk = b"%x\r\n%s\r\n" % (len(ENDLESS_CHUNK), ENDLESS_CHUNK)
+        self.wfile.write(b'5\r\n{"a":\r\n')
+        while not stopping.is_set():
+            self.wfile.write(chunk)  # OSError once the client hangs up: the handler ends
 
 
 class AugmentationServer:
@@ -607,6 +706,16 @@ class AugmentationServer:
             return
         if fault is not None and fault.kind == "status":
             handler.send(fault.code, fault.body, fault.headers())
+            return
+        if fault is not None and fault.kind == "echo":
+            filled = _fill_headers(fault.body, headers)
+            if isinstance(filled, str):
+                handler.send(fault.code, None, raw=filled.encode(), content_type="text/plain")
+            else:
+                handler.send(fault.code, filled)
+            return
+        if fault is not None and fault.kind == "endless":
+            handler.send_endless(self._stopping)
             return
         handler.send(200, answer)
 

@@ -135,7 +135,7 @@ def test_quota_exhausted_stops_the_run_and_skips_the_rest(fake_time):
     assert set(runs.status) == {"stopped", "completed"}
 
 
-def test_429s_that_outlast_the_retries_stop_the_run(fake_time):
+def test_429s_that_outlast_the_rate_limit_budget_stop_the_run(fake_time):
     with AugmentationServer(api_key=API_KEY,
                             faults=lambda n, b: Fault.rate_limited(None)) as server:
         result, _ = run_seed(server, many(3), fake_time=fake_time,

@@ -8,9 +8,10 @@ import httpx
 import pytest
 
 from memori_nb.backends.base import AugmentationBackend, AugmentationRequest
-from memori_nb.backends.memori import MemoriBackend
-from memori_nb.errors import (AugmentationError, MissingApiKeyError, PayloadRejectedError,
-                              QuotaExceededError, RateLimitedError, RequestFailedError,
+from memori_nb.backends.memori import KeyRedactor, MemoriBackend
+from memori_nb.errors import (AugmentationError, ConfigurationError, EndpointError,
+                              MissingApiKeyError, PayloadRejectedError, QuotaExceededError,
+                              RateLimitedError, RequestFailedError, ServiceUnreachableError,
                               TransientError)
 from memori_nb.models import Extraction, Message, Triple
 from memori_nb.retry import decide_retry
@@ -98,7 +99,7 @@ def test_no_process_and_no_summary_are_null():
 
     def handler(http_request):
         seen.append(json.loads(http_request.content))
-        return httpx.Response(200, json={"entity": {}})
+        return httpx.Response(200, json={"entity": {"triples": [], "facts": []}})
 
     assert augment(handler, request) == Extraction()
     assert seen[0]["meta"]["attribution"]["process"] == {"id": None}
@@ -134,7 +135,11 @@ def test_facts_come_from_the_triples_when_the_response_has_none():
     (httpx.Response(408), TransientError, 408),
     (httpx.Response(401, json={"detail": "invalid api key"}), RequestFailedError, 401),
     (httpx.Response(403), RequestFailedError, 403),
-    (httpx.Response(404, text="not found"), RequestFailedError, 404),
+    (httpx.Response(400, text="bad request"), RequestFailedError, 400),
+    (httpx.Response(404, text="not found"), EndpointError, 404),
+    (httpx.Response(405), EndpointError, 405),
+    (httpx.Response(301, headers={"Location": "https://elsewhere.test/"}), EndpointError, 301),
+    (httpx.Response(307, headers={"Location": "/v2/"}), EndpointError, 307),
 ])
 def test_status_codes_map_to_errors(response, error_type, status):
     error = augment(lambda request: response)
@@ -162,23 +167,72 @@ def test_payload_rejected_shows_the_server_detail():
     assert "field required" in str(error) and "conversation" in str(error)
 
 
+TRIPLE = {"subject": {"name": "user", "type": "person"}, "predicate": "owns",
+          "object": {"name": "a bike", "type": "product"}}
+
+
+def with_triple(**changes):
+    return {"entity": {"triples": [{**TRIPLE, **changes}]}}
+
+
+@pytest.mark.parametrize(("body", "where"), [
+    ({"conversation": {"summary": "no entity"}}, "entity is missing"),
+    (["entity"], "the answer is a list"),
+    ({"entity": None}, "entity is null"),
+    ({"entity": {}}, "neither 'triples' nor 'facts'"),
+    ({"entity": {"facts": None, "triples": None}}, "neither 'triples' nor 'facts'"),
+    ({"entity": {"facts": "hello"}}, "entity.facts is a str"),
+    ({"entity": {"triples": {"subject": "user"}}}, "entity.triples is a dict"),
+    ({"entity": {"facts": ["ok", None]}}, "entity.facts[1] is null"),
+    ({"entity": {"facts": ["ok", ["nested"]]}}, "entity.facts[1] is a list"),
+    ({"entity": {"facts": [""]}}, "entity.facts[0] is empty"),
+    ({"entity": {"triples": ["user owns a bike"]}}, "entity.triples[0] is a str"),
+    ({"entity": {"triples": [{"predicate": "owns"}]}}, "entity.triples[0].subject is missing"),
+    (with_triple(subject={"name": None, "type": "person"}), "subject.name is null"),
+    (with_triple(object={"type": "product"}), "object.name is null"),
+    (with_triple(object={"name": " ", "type": "product"}), "object.name is empty"),
+    (with_triple(subject="user"), "entity.triples[0].subject is a str"),
+    (with_triple(subject={"name": "user", "type": ["person"]}), "subject.type is a list"),
+    (with_triple(predicate=None), "entity.triples[0].predicate is null"),
+    ({"entity": {"facts": []}, "conversation": {"summary": 5}}, "conversation.summary is a int"),
+    ({"entity": {"facts": []}, "conversation": "hi"}, "conversation is a str"),
+    ({"entity": {"facts": []}, "process": {"attributes": "chatty"}}, "process.attributes"),
+    ({"entity": {"facts": []}, "process": {"attributes": [{}]}}, "process.attributes[0]"),
+])
+def test_a_200_of_the_wrong_shape_is_malformed_never_a_success(body, where):
+    error = augment(respond(json=body))
+    assert type(error) is TransientError
+    assert error.status_code == 200 and "malformed response" in str(error)
+    assert where in str(error)
+
+
 @pytest.mark.parametrize("response", [
     httpx.Response(200, text="<html>gateway hiccup</html>"),
     httpx.Response(200, text=""),
-    httpx.Response(200, json={"conversation": {"summary": "no entity"}}),
-    httpx.Response(200, json=["entity"]),
-    httpx.Response(200, json={"entity": None}),
-    httpx.Response(200, json={"entity": {"triples": [{"predicate": "owns"}]}}),
+    httpx.Response(200, content=b"[" * 100_000 + b"]" * 100_000),
 ])
-def test_a_malformed_success_is_transient_never_empty(response):
+def test_a_200_that_is_not_json_is_malformed(response):
     error = augment(lambda request: response)
-    assert type(error) is TransientError
-    assert error.status_code == 200 and "malformed response" in str(error)
+    assert type(error) is TransientError and "malformed response body (not JSON)" in str(error)
 
 
-@pytest.mark.parametrize("exc", [httpx.ConnectError("connection refused"),
-                                 httpx.ReadTimeout("timed out"),
-                                 httpx.ConnectTimeout("timed out"),
+@pytest.mark.parametrize(("body", "expected"), [
+    ({"entity": {"facts": []}}, Extraction()),
+    ({"entity": {"triples": []}, "conversation": None, "process": None}, Extraction()),
+    ({"entity": {"facts": None, "triples": []}, "conversation": {"summary": None}},
+     Extraction()),
+    ({"entity": {"facts": ["Born in 1990"]}, "conversation": {"summary": ""}},
+     Extraction(facts=("Born in 1990",), summary="")),
+    (with_triple(object={"name": 42}),  # a number is a name: an age, a year
+     Extraction(triples=(Triple(subject_name="user", subject_type="person", predicate="owns",
+                                object_name="42", object_type="unknown"),),
+                facts=("user owns 42",))),
+])
+def test_the_documented_shapes_are_accepted(body, expected):
+    assert augment(respond(json=body)) == expected
+
+
+@pytest.mark.parametrize("exc", [httpx.ReadTimeout("timed out"),
                                  httpx.RemoteProtocolError("peer closed connection")])
 def test_transport_failures_are_transient(exc):
     def handler(request):
@@ -188,6 +242,28 @@ def test_transport_failures_are_transient(exc):
     assert type(error) is TransientError
     assert error.conversation_id == "conv-1" and error.status_code is None
     assert isinstance(error.__cause__, type(exc))
+
+
+@pytest.mark.parametrize("exc", [httpx.ConnectError("[Errno -2] Name or service not known"),
+                                 httpx.ConnectTimeout("timed out"),
+                                 httpx.ProxyError("proxy refused")])
+def test_a_service_that_cannot_be_reached_names_the_url(exc):
+    def handler(request):
+        raise exc
+
+    error = augment(handler, base_url="https://aa.example.test")
+    assert type(error) is ServiceUnreachableError
+    assert "https://aa.example.test/v1/sdk/augmentation" in str(error)
+    assert "MEMORI_API_URL_BASE" in str(error) and str(exc) in str(error)
+
+
+@pytest.mark.parametrize("base_url", ["api.memorilabs.ai", "ftp://aa.test", "http://",
+                                      "http://[::1"])
+def test_a_base_url_that_is_not_http_is_refused_before_sending(base_url):
+    calls = []
+    with pytest.raises(ConfigurationError, match="MEMORI_API_URL_BASE"):
+        augment(lambda request: calls.append(request), base_url=base_url)
+    assert calls == []
 
 
 def test_a_corrupt_compressed_body_is_transient():
@@ -288,3 +364,65 @@ def test_a_server_echoing_the_key_does_not_leak_it_into_errors():
     with pytest.raises(PayloadRejectedError) as info:
         asyncio.run(go())
     assert "sk-echo-secret" not in str(info.value) and "***" in str(info.value)
+
+
+def key_parts(text: str, key: str = KEY, size: int = 8) -> set[str]:
+    """Every part of ``key`` of ``size`` characters that occurs in ``text``."""
+    return {key[i:i + size] for i in range(len(key) - size + 1)} & {
+        text[i:i + size] for i in range(len(text) - size + 1)}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (f"Bearer {KEY}", "Bearer ***"),
+    (f"key={KEY}&user=bob", "key=***&user=bob"),
+    (f"token{KEY}.", "***."),  # glued to other text: the whole token goes
+    (f"cut at the end: {KEY[:8]}", "cut at the end: ***"),
+    (f"{KEY[-8:]} is the end of it", "*** is the end of it"),
+    (f"middle {KEY[5:15]} part", "middle *** part"),
+    (f"short {KEY[:7]} part", f"short {KEY[:7]} part"),  # under 8 characters: not a secret
+    ("nothing to hide here, sk-test", "nothing to hide here, sk-test"),
+])
+def test_the_redactor_hides_the_key_and_any_part_of_8_or_more(text, expected):
+    assert KeyRedactor(KEY)(text) == expected
+
+
+def test_the_redactor_copes_with_regex_characters_in_the_key():
+    key = "a.b+c]d^e-f\\g[h(1)*?$|"
+    redact = KeyRedactor(key)
+    assert redact(f"x {key} y {key[3:12]} z") == "x *** y *** z"
+    assert redact("a.b+c and more") == "a.b+c and more"
+
+
+def test_a_short_key_hides_only_itself_and_never_garbles_words():
+    redact = KeyRedactor("abc")
+    assert redact("abc abcdef cabbage xabc, abc.") == "*** abcdef cabbage xabc, ***."
+    assert KeyRedactor("")("abc") == KeyRedactor(None)("abc") == "abc"
+
+
+@pytest.mark.parametrize("pad", range(280, 305))
+def test_a_key_echoed_at_the_cut_never_shows_even_in_part(pad):
+    echo = lambda request: httpx.Response(  # noqa: E731
+        422, json={"detail": "p" * pad + " " + request.headers["authorization"] + " end"})
+    error = augment(echo)
+    assert type(error) is PayloadRejectedError
+    assert not key_parts(str(error)) and not key_parts(repr(error))
+    assert str(error).startswith("HTTP 422: ppp")
+
+
+def test_a_key_echoed_in_a_200_answer_is_hidden_and_the_rest_kept():
+    def handler(request):
+        auth = request.headers["authorization"]
+        return httpx.Response(200, json={
+            "entity": {"triples": [{"subject": {"name": f"user {KEY[:12]}", "type": auth},
+                                    "predicate": f"sent_{KEY}",
+                                    "object": {"name": "header " + auth, "type": "text"}}],
+                       "facts": [f"The header was {auth}", "The user likes tea"]},
+            "conversation": {"summary": f"User pasted {KEY[-10:]} by mistake"},
+            "process": {"attributes": [auth]}})
+
+    extraction = augment(handler)
+    assert not key_parts(repr(extraction))
+    assert extraction.facts == ("The header was Bearer ***", "The user likes tea")
+    assert extraction.summary == "User pasted *** by mistake"
+    assert extraction.triples[0].subject_name == "user ***"
+    assert extraction.triples[0].predicate == "sent_***"

@@ -338,3 +338,77 @@ def test_real_export_is_detected_and_seeds(real_export):
     m = Memori(conn=":memory:", backend="local")
     result = asyncio.run(m.seed(read_source(real_export, entity_id="me")))
     assert result.total == 1 and result.successful == 1
+
+
+# --- bounded input --------------------------------------------------------------------------
+
+
+def bomb(archive: Path, megabytes: int) -> None:
+    """A valid export that expands about 1000-fold: a conversation padded with spaces."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("conversations.json",
+                    json.dumps([branched()])[:-1] + " " * (megabytes << 20) + "]")
+
+
+def test_a_zip_bomb_member_is_refused_before_it_is_read(tmp_path):
+    import tracemalloc
+
+    archive = tmp_path / "export.zip"
+    bomb(archive, 80)
+    assert archive.stat().st_size < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidInputError) as caught:
+            read_source(archive, entity_id="me")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(caught.value)
+    assert message.startswith(f"{archive}!conversations.json: expands to ")
+    assert "over 200 times its compressed " in message
+    assert "zip bomb" in message and "\n" not in message
+    assert peak < 8 << 20  # nothing of the member was decompressed into memory
+
+
+def test_a_member_over_the_size_cap_is_refused(tmp_path, monkeypatch):
+    from memori_nb.sources import _exports
+
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("conversations.json", json.dumps([branched(), with_tools()]))
+    assert [c.id for c in read_all(archive)] == ["branchy", "tools"]
+    monkeypatch.setattr(_exports, "MAX_MEMBER_BYTES", 1000)
+    with pytest.raises(InvalidInputError, match=r"conversations\.json: expands to [\d,]+ bytes, "
+                                                r"over the 1,000 bytes a zip member may hold"):
+        read_all(archive)
+
+
+def test_a_member_whose_header_understates_its_size_is_never_read_past_it(tmp_path):
+    archive = tmp_path / "export.zip"
+    bomb(archive, 80)
+    data = bytearray(archive.read_bytes())
+    # Uncompressed size: at offset 22 of the local header, 24 of the central directory entry.
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = data.index(signature) + offset
+        data[at:at + 4] = (1000).to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+    with pytest.raises(InvalidInputError, match=r"export\.zip!conversations\.json: cannot read "
+                                                r"the zip member \(Bad CRC-32"):
+        read_chatgpt_export(archive, entity_id="me")
+
+
+@pytest.mark.parametrize("zipped", [False, True], ids=["file", "zip"])
+def test_an_export_nested_too_deeply_is_one_clear_error(tmp_path, zipped):
+    deep = "[" * 100_000 + "]" * 100_000
+    path = tmp_path / "conversations.json"
+    if zipped:
+        path = tmp_path / "export.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("conversations.json", deep)
+    else:
+        path.write_text(deep)
+    with pytest.raises(InvalidInputError) as caught:
+        read_chatgpt_export(path, entity_id="me")
+    name = f"{path}!conversations.json" if zipped else str(path)
+    assert str(caught.value) == f"{name}: JSON nested too deeply to read"
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__

@@ -217,3 +217,24 @@ def test_an_entity_id_is_required(tmp_path):
     path = write(tmp_path / "conversations.json", [])
     with pytest.raises(InvalidInputError, match="Claude exports carry no user id"):
         read_claude_export(path, entity_id=None)
+
+
+def test_a_zip_bomb_export_is_refused_with_the_members_name(tmp_path):
+    archive = tmp_path / "data-2024.zip"
+    first = json.dumps([conversation("c1", [message("human", "2024-05-01T10:00:00Z",
+                                                    ("text", "hi"))])])
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("users.json", "[]")
+        zf.writestr("conversations.json", first[:-1] + " " * (80 << 20) + "]")
+    with pytest.raises(InvalidInputError, match=r"data-2024\.zip!conversations\.json: expands "
+                                                r"to [\d,]+ bytes, over 200 times its "
+                                                r"compressed [\d,]+ bytes \(a zip bomb\?\)"):
+        read_claude_export(archive, entity_id="me")
+
+
+def test_an_export_nested_too_deeply_is_one_clear_error(tmp_path):
+    path = tmp_path / "conversations.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InvalidInputError) as caught:
+        read_claude_export(path, entity_id="me")
+    assert str(caught.value) == f"{path}: JSON nested too deeply to read"

@@ -1,10 +1,16 @@
 """The DuckDB store: schema, one-transaction batch writes, the ledger and result queries."""
 
+import asyncio
+import subprocess
+import sys
+
 import duckdb
 import pytest
 
+from memori_nb import Memori, SeedData
 from memori_nb.errors import StoreError
-from memori_nb.models import ConversationResult, Extraction, SeedConfig, Triple
+from memori_nb.models import (Conversation, ConversationResult, Extraction, Message,
+                              SeedConfig, Triple)
 from memori_nb.stores import DuckDBStore, ResultRecord
 
 TABLES = {"runs", "conversation_results", "seeded_conversations", "entities", "facts",
@@ -210,3 +216,115 @@ def test_a_failed_write_says_what_went_wrong():
     store.build()
     with pytest.raises(StoreError, match="triples"):
         store.write("r1", break_triples(store))
+
+
+# --- a conversation seeded again replaces what it contributed -------------------------------
+
+
+def with_messages(record: ResultRecord, *texts: str) -> ResultRecord:
+    messages = tuple(Message(role=("user", "assistant")[i % 2], content=text)
+                     for i, text in enumerate(texts))
+    conversation = Conversation(id=record.result.conversation_id, messages=messages)
+    return ResultRecord(record.result, record.content_hash, record.process_id,
+                        record.extraction, conversation)
+
+
+def contents(store) -> dict:
+    """Everything a conversation contributes, without run ids and times."""
+    query = {
+        "facts": "SELECT entity_id, fact, mention_count FROM facts",
+        "fact_mentions": "SELECT * FROM fact_mentions",
+        "triples": "SELECT entity_id, conversation_id, object_name FROM triples",
+        "messages": "SELECT conversation_id, content_hash, position, content FROM messages",
+        "summaries": "SELECT conversation_id, summary FROM conversation_summaries",
+        "conversations": "SELECT conversation_id, content_hash, message_count "
+                         "FROM conversations",
+        "ledger": "SELECT entity_id, conversation_id, content_hash FROM seeded_conversations",
+        "attributes": "SELECT process_id, attribute, mention_count FROM process_attributes"}
+    return {name: sorted(map(tuple, store.sql(sql).values.tolist()))
+            for name, sql in query.items()}
+
+
+@pytest.mark.parametrize("content_hash", ["hash-c1", "edited"], ids=["forced", "changed"])
+def test_a_conversation_written_again_replaces_what_it_contributed(store, content_hash):
+    store.write("r1", [
+        with_messages(ok("c1", facts=["user likes tea", "user lives in Lisbon"],
+                         triples=[triple("tea")], summary="first", attributes=["helpful"],
+                         process_id="agent"), "I like tea.", "Noted.", "I live in Lisbon."),
+        with_messages(ok("c2", facts=["user likes tea"], triples=[triple("tea")],
+                         attributes=["helpful"], process_id="agent"), "Tea again.")])
+    store.write("r2", [with_messages(
+        ok("c1", facts=["user likes tea", "user lives in Porto"], triples=[triple("jazz")],
+           attributes=["brief"], process_id="agent", content_hash=content_hash),
+        "I like tea.", "I moved to Porto.")])
+    after = contents(store)
+    assert after["facts"] == [("u1", "user likes tea", 2), ("u1", "user lives in Porto", 1)]
+    assert after["triples"] == [("u1", "c1", "jazz"), ("u1", "c2", "tea")]
+    assert after["messages"] == [("c1", content_hash, 0, "I like tea."),
+                                 ("c1", content_hash, 1, "I moved to Porto."),
+                                 ("c2", "hash-c2", 0, "Tea again.")]
+    assert after["summaries"] == []  # the new version has none: the old one is gone
+    assert after["conversations"] == [("c1", content_hash, 2), ("c2", "hash-c2", 1)]
+    assert after["ledger"] == [("u1", "c1", content_hash), ("u1", "c2", "hash-c2")]
+    assert after["attributes"] == [("agent", "brief", 1), ("agent", "helpful", 1)]
+    assert store.sql("SELECT run_id FROM seeded_conversations WHERE conversation_id = 'c1'"
+                     ).run_id.tolist() == ["r2"]
+
+
+def test_a_conversation_twice_in_one_batch_counts_once(store):
+    first = ok("c1", facts=["user likes tea"], triples=[triple("tea")], content_hash="v1")
+    last = ok("c1", facts=["user likes tea", "user likes jazz"], triples=[triple("jazz")],
+              content_hash="v2")
+    store.write("r1", [first, last])
+    after = contents(store)
+    assert after["facts"] == [("u1", "user likes jazz", 1), ("u1", "user likes tea", 1)]
+    assert after["triples"] == [("u1", "c1", "jazz")]
+    assert after["ledger"] == [("u1", "c1", "v2")]
+    assert store.sql("SELECT count(*) AS n FROM conversation_results").n[0] == 2
+
+
+def test_forcing_a_run_again_leaves_every_row_and_count_as_after_one_run():
+    lisbon = {"id": "conv-1", "messages": [
+        {"role": "user", "content": "I just bought a Tesla Model 3! I live in Lisbon.",
+         "timestamp": "2023-05-01T10:00:00Z"},
+        {"role": "assistant", "content": "Congratulations!",
+         "timestamp": "2023-05-01T10:00:05Z"}]}
+    surf = {"id": "conv-2", "messages": [
+        {"role": "user", "content": "I live in Lisbon and I love surfing."}]}
+    m = Memori(conn=":memory:", backend="local")
+    m.attribution(entity_id="u1", process_id="bot")
+
+    def seed(conversations, **kwargs):
+        return asyncio.run(m.seed(SeedData.for_conversations(
+            entity_id="u1", process_id="bot", conversations=conversations), **kwargs))
+
+    seed([lisbon, surf])
+    once = contents(m.store)
+    assert ("u1", "user lives_in Lisbon", 2) in once["facts"]
+    for _ in range(2):
+        assert seed([lisbon, surf], force=True).successful == 2
+        assert contents(m.store) == once
+    assert seed([lisbon], force=True).successful == 1
+    assert contents(m.store) == once
+    m.close()
+
+
+def test_a_file_locked_by_another_process_names_it_and_says_what_to_do(tmp_path):
+    path = tmp_path / "memori.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('open', flush=True); time.sleep(60)", str(path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(StoreError) as caught:
+            DuckDBStore(path)
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"is in use by process {holder.pid} (python" in message
+    assert "m.close()" in message and "another file" in message
+    assert str(path) in message
+    DuckDBStore(path).close()  # free once the other process is gone

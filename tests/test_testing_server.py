@@ -16,6 +16,7 @@ from memori_nb.testing import (
     fail_first,
     fail_when_content_contains,
     lognormal_latency,
+    refusing_url,
     sequence,
 )
 
@@ -295,3 +296,63 @@ def test_extract_errors_become_500(client):
 def test_module_imports_without_local_backend():
     module = importlib.import_module("memori_nb.testing")
     assert module.AugmentationServer is AugmentationServer
+
+
+def test_echo_puts_request_headers_into_an_error_body(client):
+    fault = Fault.echo(422, {"detail": ["bad header {authorization}", "{x-missing} stays"]})
+    with AugmentationServer(api_key="secret-key", extract=fake_extract,
+                            faults=lambda n, body: fault) as server:
+        response = client.post(server.endpoint, json=payload("hi"),
+                               headers={"Authorization": "Bearer secret-key"})
+    assert response.status_code == 422
+    assert response.json() == {"detail": ["bad header Bearer secret-key", "{x-missing} stays"]}
+
+
+def test_echo_as_plain_text_and_inside_a_200_answer(client):
+    text = Fault.echo(500, "upstream said: {authorization}")
+    answer = Fault.echo(200, {"entity": {"facts": ["key {authorization}"], "triples": []}})
+    with AugmentationServer(extract=fake_extract,
+                            faults=sequence(fail_first(1, text), fail_first(2, answer))) as server:
+        first = client.post(server.endpoint, json=payload("hi"), headers={"Authorization": "k1"})
+        second = client.post(server.endpoint, json=payload("hi"), headers={"Authorization": "k2"})
+    assert (first.status_code, first.text) == (500, "upstream said: k1")
+    assert first.headers["content-type"] == "text/plain"
+    assert second.json()["entity"]["facts"] == ["key k2"]
+
+
+def test_answer_sends_any_shape_with_200(client):
+    with AugmentationServer(extract=fake_extract,
+                            faults=fail_first(1, Fault.answer({"entity": {}}))) as server:
+        response = client.post(server.endpoint, json=payload("hi"))
+    assert (response.status_code, response.json()) == (200, {"entity": {}})
+
+
+def test_redirect_sends_a_location(client):
+    with AugmentationServer(extract=fake_extract,
+                            faults=fail_first(1, Fault.redirect("https://x.test/v2"))) as server:
+        response = client.post(server.endpoint, json=payload("hi"))
+    assert response.status_code == 307 and response.headers["location"] == "https://x.test/v2"
+
+
+def test_endless_body_goes_on_until_the_client_hangs_up():
+    with AugmentationServer(extract=fake_extract, faults=fail_first(1, Fault.endless())) as server:
+        with httpx.Client(timeout=5.0) as http:
+            with http.stream("POST", server.endpoint, json=payload("hi")) as response:
+                assert response.status_code == 200 and "content-length" not in response.headers
+                read = 0
+                for chunk in response.iter_bytes():
+                    read += len(chunk)
+                    if read > 8 * 1024 * 1024:
+                        break
+            assert http.post(server.endpoint, json=payload("hi")).status_code == 200
+        wait_until(lambda: server.in_flight == 0)
+    assert read > 8 * 1024 * 1024
+
+
+def test_refusing_url_refuses_connections_at_once():
+    with refusing_url() as url:
+        assert url.startswith("http://127.0.0.1:")
+        started = time.monotonic()
+        with pytest.raises(httpx.ConnectError):
+            httpx.post(url + "/v1/sdk/augmentation", json=payload("hi"))
+        assert time.monotonic() - started < 1.0

@@ -15,7 +15,13 @@ BACKEND_NAMES = ("memori", "local")
 def resolve_backend(backend: str | AugmentationBackend, *, api_key: str | None = None,
                     base_url: str | None = None,
                     http_client: httpx.AsyncClient | None = None) -> AugmentationBackend:
-    """Return a backend object for a name (``"memori"``, ``"local"``) or pass one through."""
+    """Return a backend object for a name (``"memori"``, ``"local"``) or pass one through.
+
+    ``http_client`` is used as given: an httpx client belongs to one event loop, so a caller
+    who passes one and seeds from several ``asyncio.run`` calls must pass a client per loop.
+    Without it the ``memori`` backend makes its own, anew in each loop. For other settings
+    (``max_response_bytes``, ``timeout``) pass a :class:`MemoriBackend` object.
+    """
     if isinstance(backend, str):
         if backend == "memori":
             return MemoriBackend(api_key=api_key, base_url=base_url, client=http_client)

@@ -29,6 +29,10 @@ class AugmentationBackend(Protocol):
     :class:`~memori_nb.errors.AugmentationError` subclass; the engine decides on retries from
     the subclass. ``requires_network`` tells the engine and the CLI whether anything leaves
     the machine (and so whether quota is at stake).
+
+    One backend object may serve several event loops one after another (each ``asyncio.run``
+    of a seed): anything bound to a loop, such as an HTTP client, is made again when the
+    running loop changed.
     """
 
     name: str

@@ -1,25 +1,41 @@
-"""The ``memori`` backend: Memori's Advanced Augmentation (AA) service over httpx."""
+"""The ``memori`` backend: Memori's Advanced Augmentation (AA) service over httpx.
+
+What leaves this module is safe to show and store: errors name the URL and what to check,
+answers are checked against the protocol before they count as a success, bodies are read
+up to a cap, and the API key is hidden, whole or in part, in every message and answer.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
+import re
 from typing import Any
 
 import httpx
 
 from .._version import __version__
-from ..errors import (AugmentationError, ConfigurationError, MissingApiKeyError, PayloadRejectedError, QuotaExceededError,
-                      RateLimitedError, RequestFailedError, TransientError)
-from ..models import DEFAULT_REQUEST_TIMEOUT, Extraction, Triple
+from ..errors import (AugmentationError, ConfigurationError, EndpointError, MissingApiKeyError,
+                      PayloadRejectedError, QuotaExceededError, RateLimitedError,
+                      RequestFailedError, ServiceUnreachableError, TransientError)
+from ..models import Extraction, Triple
 from .base import AugmentationRequest
 
 DEFAULT_BASE_URL = "https://api.memorilabs.ai"
 API_KEY_ENV = "MEMORI_API_KEY"
 BASE_URL_ENV = "MEMORI_API_URL_BASE"
 AUGMENTATION_PATH = "/v1/sdk/augmentation"
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+# A TCP connect that takes longer is a host that cannot be reached, not a slow answer.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+# Of an error answer only the start is read: enough for any detail, never a flood.
+ERROR_BODY_BYTES = 64 * 1024
+# Parts of the key this long or longer are hidden wherever they appear.
+MIN_SECRET_PART = 8
 _DETAIL_LIMIT = 300
+_HIDDEN = "***"
 
 
 def sha256_hex(value: str) -> str:
@@ -31,16 +47,25 @@ class MemoriBackend:
 
     Args:
         api_key: defaults to ``$MEMORI_API_KEY``. Sent only in the Authorization header;
-            never shown in reprs, logs or errors.
+            hidden, whole or in part, in reprs, errors and stored answers.
         base_url: defaults to ``$MEMORI_API_URL_BASE`` or ``https://api.memorilabs.ai``.
-        client: an ``httpx.AsyncClient`` to use (tests pass one with a MockTransport);
-            by default one is created on first use and closed by :meth:`aclose`.
-        timeout: seconds per request when the backend creates its own client.
+        client: an ``httpx.AsyncClient`` to use (tests pass one with a MockTransport). An
+            httpx client belongs to the event loop it first connects in: a caller who
+            passes one and seeds from several ``asyncio.run`` calls must pass a client per
+            loop. By default the backend makes its own, a new one whenever the running
+            loop changed, and closes it in :meth:`aclose`.
+        timeout: seconds to connect when the backend makes its own client (answers are
+            bounded by the engine's ``request_timeout``).
+        max_response_bytes: a larger answer fails its request without being read whole.
 
     Entity and process ids leave the machine only as SHA-256 hex digests.
 
     Raises:
         MissingApiKeyError: from :meth:`check_ready` / :meth:`augment` when there is no key.
+
+    Example:
+        >>> MemoriBackend(api_key="sk-example-key", base_url="http://127.0.0.1:8000")
+        MemoriBackend(base_url='http://127.0.0.1:8000', api_key=set)
     """
 
     name = "memori"
@@ -48,19 +73,37 @@ class MemoriBackend:
 
     def __init__(self, *, api_key: str | None = None, base_url: str | None = None,
                  client: httpx.AsyncClient | None = None,
-                 timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+        if not (isinstance(max_response_bytes, int) and max_response_bytes > 0):
+            raise ConfigurationError(f"max_response_bytes must be a positive integer, got "
+                                     f"{max_response_bytes!r}")
         self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        self._redact = KeyRedactor(self._api_key)
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         self._client = client
+        self._client_loop: asyncio.AbstractEventLoop | None = None
         self._owns_client = client is None
         self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "missing"
         return f"MemoriBackend(base_url={self.base_url!r}, api_key={key})"
 
+    @property
+    def endpoint(self) -> str:
+        """The full URL requests go to."""
+        return self.base_url + AUGMENTATION_PATH
+
     def check_ready(self) -> None:
-        """Raise :class:`MissingApiKeyError` unless an API key is configured."""
+        """Raise unless an API key and an http(s) base URL are configured.
+
+        Raises:
+            MissingApiKeyError: no key.
+            ConfigurationError: a key with spaces or non-ASCII characters, or a base URL
+                that is not ``http(s)://host...``.
+        """
         if self._api_key and (self._api_key != self._api_key.strip()
                               or not self._api_key.isascii()
                               or not self._api_key.isprintable()):
@@ -71,42 +114,156 @@ class MemoriBackend:
             raise MissingApiKeyError(
                 f"the 'memori' backend needs an API key: set {API_KEY_ENV} (or pass api_key=), "
                 f"or use the offline backend (backend='local', or --backend local)")
+        try:
+            url = httpx.URL(self.base_url)
+        except (httpx.InvalidURL, TypeError):
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise ConfigurationError(
+                f"the augmentation base URL {self.base_url!r} (from {BASE_URL_ENV} or "
+                f"base_url=) is not an http(s) address such as {DEFAULT_BASE_URL}")
 
     async def augment(self, request: AugmentationRequest) -> Extraction:
-        """Send one request; map the HTTP outcome to an Extraction or an AugmentationError."""
+        """Send one request; map the HTTP outcome to an Extraction or an AugmentationError.
+
+        Raises:
+            AugmentationError: a subclass saying how to react (see :mod:`memori_nb.errors`);
+                its message never holds the API key.
+        """
         self.check_ready()
-        if self._client is None:
-            self._client = default_client(self.timeout)
-        cid = request.conversation_id
         try:
-            response = await self._client.post(
-                self.base_url + AUGMENTATION_PATH, json=build_payload(request),
-                headers={"Authorization": f"Bearer {self._api_key}"})
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"request timed out ({type(exc).__name__})",
-                                 conversation_id=cid) from exc
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            raise TransientError(f"connection failed: {type(exc).__name__}: {exc}",
-                                 conversation_id=cid) from exc
-        except httpx.HTTPError as exc:
-            raise RequestFailedError(f"request failed: {type(exc).__name__}: {exc}",
-                                     conversation_id=cid) from exc
-        try:
-            return parse_response(response, cid)
+            return await self._augment(request)
         except AugmentationError as exc:
-            # A server may echo the request back in its error; the key must not travel on.
-            if self._api_key in exc.message:
-                exc.message = exc.message.replace(self._api_key, "***")
-                exc.args = (exc.message,)
+            # The last guard: whatever went into a message, the key does not travel on.
+            exc.message = self._redact(exc.message)
+            exc.args = (exc.message,)
             raise
 
+    async def _augment(self, request: AugmentationRequest) -> Extraction:
+        cid = request.conversation_id
+        context = {"conversation_id": cid}
+        try:
+            # follow_redirects=False even on a caller's client: a redirect means a wrong base
+            # URL, and following it would send the key and a billed request elsewhere.
+            async with self._http_client().stream(
+                    "POST", self.endpoint, json=build_payload(request),
+                    headers={"Authorization": f"Bearer {self._api_key}"},
+                    follow_redirects=False) as response:
+                context["status_code"] = status = response.status_code
+                if status == 200:
+                    data, complete = await read_body(response, self.max_response_bytes)
+                    if not complete:
+                        raise RequestFailedError(
+                            f"the answer is larger than max_response_bytes="
+                            f"{self.max_response_bytes:,}; it was not kept (raise the limit "
+                            f"if the service really sends answers this large)", **context)
+                    return parse_extraction(data, self._redact, context)
+                data, complete = await read_body(response, ERROR_BODY_BYTES)
+                raise self._error_for(response, data, complete, context)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:
+            raise ServiceUnreachableError(
+                f"cannot reach the augmentation service at {self.endpoint} "
+                f"({type(exc).__name__}: {exc}); check {BASE_URL_ENV} (or base_url=), that "
+                f"the service is up, and the network or proxy", **context) from exc
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"request timed out ({type(exc).__name__})",
+                                 **context) from exc
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            raise TransientError(f"connection failed: {type(exc).__name__}: {exc}",
+                                 **context) from exc
+        except httpx.HTTPError as exc:
+            raise RequestFailedError(f"request failed: {type(exc).__name__}: {exc}",
+                                     **context) from exc
+
+    def _error_for(self, response: httpx.Response, data: bytes, complete: bool,
+                   context: dict) -> AugmentationError:
+        """The error for a non-200 answer (its body read up to ERROR_BODY_BYTES)."""
+        status = response.status_code
+        detail = _detail(data, complete, self._redact)
+        if 300 <= status < 400 or status in (404, 405):
+            where = response.headers.get("location")
+            what = (f"redirects to {self._redact(where)}" if where
+                    else f"answers {status} {response.reason_phrase}")
+            return EndpointError(
+                f"{self.endpoint} {what}: the base URL looks wrong; check {BASE_URL_ENV} (or "
+                f"base_url=), e.g. {DEFAULT_BASE_URL}", **context)
+        if status == 429:
+            if "quota" in detail.lower():
+                return QuotaExceededError(detail or "quota exceeded", **context)
+            return RateLimitedError(detail or "rate limited",
+                                    retry_after=_retry_after(response), **context)
+        if status == 422:
+            return PayloadRejectedError(detail or "payload rejected", **context)
+        if status >= 500 or status == 408:
+            return TransientError(detail or "server error", **context)
+        return RequestFailedError(detail or response.reason_phrase, **context)
+
+    def _http_client(self) -> httpx.AsyncClient:
+        if not self._owns_client:
+            return self._client
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            # A client's pooled connections belong to the loop that opened them: one left
+            # from an earlier asyncio.run would send on a closed loop. It cannot be closed
+            # from here either; dropping it lets its sockets go with it.
+            self._client, self._client_loop = default_client(self.timeout), loop
+        return self._client
+
     async def aclose(self) -> None:
-        if self._client is not None and self._owns_client:
-            await self._client.aclose()
-            self._client = None
+        """Close the client the backend made (a caller's client is the caller's to close)."""
+        if not self._owns_client or self._client is None:
+            return
+        client, loop = self._client, self._client_loop
+        self._client = self._client_loop = None
+        if loop is asyncio.get_running_loop():  # a client of a closed loop cannot be closed
+            await client.aclose()
 
 
-def default_client(timeout: float = DEFAULT_REQUEST_TIMEOUT) -> httpx.AsyncClient:
+class KeyRedactor:
+    """Hides an API key in text, whole or in part.
+
+    Every token holding the key or a part of it of ``MIN_SECRET_PART`` (8) characters or
+    more becomes ``***``. A token is a run of ASCII letters, digits and the key's own
+    characters, so a key glued to other text or cut at either end (as by a length limit) is
+    still found, and the words around it stay readable. A key shorter than 8 characters
+    hides only tokens equal to it: parts that short occur in ordinary words.
+
+    Example:
+        >>> redact = KeyRedactor("sk-live-0123456789")
+        >>> redact("bad header: Bearer sk-live-0123456789 (or sk-live-01234 cut)")
+        'bad header: Bearer *** (or *** cut)'
+        >>> KeyRedactor("abc")("abc and abcdef")
+        '*** and abcdef'
+    """
+
+    def __init__(self, key: str | None) -> None:
+        self._key = key or ""
+        extra = "".join(sorted({re.escape(c) for c in self._key if not c.isalnum()}))
+        self._tokens = re.compile(f"[0-9A-Za-z{extra}]+")
+        size = MIN_SECRET_PART
+        self._parts = {self._key[i:i + size] for i in range(len(self._key) - size + 1)}
+
+    def __call__(self, text: str) -> str:
+        if not self._key or not text:
+            return text
+        if self._parts:
+            if not any(part in text for part in self._parts):
+                return text  # the common case, at the speed of str.find
+        elif self._key not in text:
+            return text
+        return self._tokens.sub(self._hide, text)
+
+    def _hide(self, match: re.Match) -> str:
+        token = match.group()
+        if not self._parts:
+            return _HIDDEN if token == self._key else token
+        size = MIN_SECRET_PART
+        if any(token[i:i + size] in self._parts for i in range(len(token) - size + 1)):
+            return _HIDDEN
+        return token
+
+
+def default_client(timeout: float = DEFAULT_CONNECT_TIMEOUT) -> httpx.AsyncClient:
     """The HTTP client the backend makes for itself (create it inside the loop that uses it).
 
     No keep-alive cap: httpx keeps 20 connections by default, and a window of 50 requests
@@ -137,58 +294,134 @@ def build_payload(request: AugmentationRequest) -> dict[str, Any]:
     }
 
 
-def parse_response(response: httpx.Response, conversation_id: str) -> Extraction:
-    """Map a response to an Extraction, or raise the matching AugmentationError."""
-    status = response.status_code
-    context = {"conversation_id": conversation_id, "status_code": status}
-    if status == 200:
-        return _parse_extraction(response, context)
-    detail = _detail(response)
-    if status == 429:
-        if "quota" in detail.lower():
-            raise QuotaExceededError(detail or "quota exceeded", **context)
-        raise RateLimitedError(detail or "rate limited",
-                               retry_after=_retry_after(response), **context)
-    if status == 422:
-        raise PayloadRejectedError(detail or "payload rejected", **context)
-    if status >= 500 or status == 408:
-        raise TransientError(detail or "server error", **context)
-    raise RequestFailedError(detail or response.reason_phrase, **context)
+async def read_body(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """Read a streamed body up to ``limit`` bytes (decoded): ``(data, complete)``.
+
+    Reading stops at the limit, so an endless or huge body never sits in memory whole; a
+    ``Content-Length`` over the limit is refused before reading anything.
+    """
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return b"", False
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) > limit:
+            return bytes(data[:limit]), False
+    return bytes(data), True
 
 
-def _parse_extraction(response: httpx.Response, context: dict) -> Extraction:
-    # A 200 that is not the documented shape is a failure, never an empty success.
+class _Malformed(Exception):
+    """A 200 whose body does not follow the protocol (the message says where)."""
+
+
+def parse_extraction(data: bytes, redact=lambda text: text, context: dict | None = None
+                     ) -> Extraction:
+    """Check a 200 body against the protocol and turn it into an Extraction.
+
+    The documented shape (DESIGN.md section 2): a JSON object whose ``entity`` is an object
+    with ``triples`` and/or ``facts`` as lists (at least one of them; both may be empty);
+    each triple has ``subject`` and ``object`` objects with a non-empty string ``name`` and
+    an optional string ``type``, and a non-empty string ``predicate``; facts are strings;
+    ``conversation.summary`` is a string or null; ``process.attributes`` a list of strings.
+    ``conversation`` and ``process`` may be missing. Anything else is malformed: a
+    :class:`TransientError` (retried, then failed), never an empty success. Every string is
+    passed through ``redact``.
+
+    Example:
+        >>> parse_extraction(b'{"entity": {"facts": ["likes tea"]}}').facts
+        ('likes tea',)
+    """
     try:
-        body = response.json()
-        entity = body["entity"]
-        triples = tuple(
-            Triple(subject_name=str(t["subject"]["name"]),
-                   subject_type=str(t["subject"].get("type") or "unknown"),
-                   predicate=str(t["predicate"]),
-                   object_name=str(t["object"]["name"]),
-                   object_type=str(t["object"].get("type") or "unknown"))
-            for t in entity.get("triples") or ())
-        facts = tuple(str(f) for f in entity.get("facts") or ()) or tuple(
-            t.fact for t in triples)
-        summary = (body.get("conversation") or {}).get("summary")
-        attributes = tuple(str(a) for a in (body.get("process") or {}).get("attributes") or ())
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise TransientError(f"malformed response body ({type(exc).__name__}: {exc})",
-                             **context) from exc
-    return Extraction(triples=triples, facts=facts, summary=summary, attributes=attributes)
+        body = json.loads(data)
+        return _extraction(body, redact)
+    except (ValueError, RecursionError, _Malformed) as exc:
+        problem = "not JSON" if isinstance(exc, (ValueError, RecursionError)) else str(exc)
+        raise TransientError(f"malformed response body ({problem})",
+                             **(context or {})) from exc
 
 
-def _detail(response: httpx.Response) -> str:
+def _extraction(body: Any, redact) -> Extraction:
+    if not isinstance(body, dict):
+        raise _Malformed(f"the answer is a {type(body).__name__}, not an object")
+    entity = _field(body, "entity", dict, "")
+    triples = _field(entity, "triples", list, "entity", optional=True)
+    facts = _field(entity, "facts", list, "entity", optional=True)
+    if triples is None and facts is None:
+        raise _Malformed("entity has neither 'triples' nor 'facts'")
+    parsed = tuple(_triple(t, i, redact) for i, t in enumerate(triples or ()))
+    fact_texts = tuple(redact(_text(f, f"entity.facts[{i}]")) for i, f in enumerate(facts or ()))
+    conversation = _field(body, "conversation", dict, "", optional=True) or {}
+    summary = _field(conversation, "summary", str, "conversation", optional=True)
+    process = _field(body, "process", dict, "", optional=True) or {}
+    attributes = _field(process, "attributes", list, "process", optional=True) or ()
+    return Extraction(
+        triples=parsed, facts=fact_texts or tuple(t.fact for t in parsed),
+        summary=redact(summary) if summary is not None else None,
+        attributes=tuple(redact(_text(a, f"process.attributes[{i}]"))
+                         for i, a in enumerate(attributes)))
+
+
+def _triple(value: Any, index: int, redact) -> Triple:
+    where = f"entity.triples[{index}]"
+    if not isinstance(value, dict):
+        raise _Malformed(f"{where} is a {type(value).__name__}, not an object")
+    ends = {}
+    for end in ("subject", "object"):
+        node = _field(value, end, dict, where)
+        name = _text(node.get("name"), f"{where}.{end}.name")
+        kind = _field(node, "type", str, f"{where}.{end}", optional=True) or "unknown"
+        ends[end] = (redact(name), redact(kind))
+    predicate = _text(value.get("predicate"), f"{where}.predicate")
+    return Triple(subject_name=ends["subject"][0], subject_type=ends["subject"][1],
+                  predicate=redact(predicate), object_name=ends["object"][0],
+                  object_type=ends["object"][1])
+
+
+def _field(container: Any, key: str, kind: type, where: str, *, optional: bool = False) -> Any:
+    """``container[key]`` checked to be a ``kind`` (missing or null allowed if optional)."""
+    value = container.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind):
+        got = "missing" if key not in container else (
+            "null" if value is None else f"a {type(value).__name__}")
+        path = f"{where}.{key}" if where else key
+        raise _Malformed(f"{path} is {got}, not {_KIND_NAMES[kind]}")
+    return value
+
+
+_KIND_NAMES = {dict: "an object", list: "a list", str: "a string"}
+
+
+def _text(value: Any, where: str) -> str:
+    """A non-empty string; numbers become strings (an age, a year)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str) or not value.strip():
+        got = "empty" if isinstance(value, str) else (
+            "null" if value is None else f"a {type(value).__name__}")
+        raise _Malformed(f"{where} is {got}, not a non-empty string")
+    return value
+
+
+def _detail(data: bytes, complete: bool, redact) -> str:
+    """The server's own words from an error body: redacted first, then cut."""
+    text = data.decode("utf-8", errors="replace")
+    if not complete:
+        # Reading stopped mid-body: drop the token it cut, whatever it was part of.
+        text = re.sub(r"\S+\Z", "", text)
+    detail = text
     try:
-        body = response.json()
-    except ValueError:
-        return response.text[:_DETAIL_LIMIT]
+        body = json.loads(text) if complete else None
+    except (ValueError, RecursionError):
+        body = None
     if isinstance(body, dict):
-        for key in ("detail", "message", "error"):
-            if body.get(key):
-                value = body[key]
-                return (value if isinstance(value, str) else json.dumps(value))[:_DETAIL_LIMIT]
-    return json.dumps(body)[:_DETAIL_LIMIT]
+        value = next((body[k] for k in ("detail", "message", "error") if body.get(k)), body)
+        detail = value if isinstance(value, str) else json.dumps(value)
+    elif body is not None:
+        detail = json.dumps(body)
+    return redact(detail)[:_DETAIL_LIMIT]
 
 
 def _retry_after(response: httpx.Response) -> float | None:

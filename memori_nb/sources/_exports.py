@@ -24,6 +24,13 @@ from ..validation import Invalid, ReadOptions, summarize_warnings
 # an export is split.
 _CONVERSATION_FILE = re.compile(r"^conversations(?:[-_.][^/]*)?\.json$", re.IGNORECASE)
 
+# A zip member is read whole into memory before it is parsed: refuse what would not fit.
+# Members above MAX_MEMBER_BYTES, or above RATIO_FLOOR that expand more than MAX_RATIO-fold
+# (a zip bomb: a real ChatGPT export compresses about 10-fold), are refused unread.
+MAX_MEMBER_BYTES = 2 << 30
+MAX_RATIO = 200
+RATIO_FLOOR = 64 << 20
+
 EXPORT_NAMES = {"chatgpt": "ChatGPT export", "claude": "Claude export", "seed": "seed file",
                 "sharegpt": "ShareGPT file", "langchain": "LangChain message file"}
 
@@ -157,14 +164,40 @@ def _file_loader(path: Path) -> Callable[[], Any]:
 
 def _zip_loader(path: Path, member: str) -> Callable[[], Any]:
     def load() -> Any:
+        name = f"{path}!{member}"
         try:
-            with zipfile.ZipFile(path) as archive, archive.open(member) as handle:
-                data = handle.read()
+            with zipfile.ZipFile(path) as archive:
+                info = archive.getinfo(member)
+                limit = member_limit(info.compress_size)
+                if info.file_size > limit:
+                    raise InvalidInputError(_too_big(name, info.file_size, info.compress_size))
+                with archive.open(info) as handle:
+                    # The declared size may lie: never read more than the limit.
+                    data = handle.read(limit + 1)
         except (OSError, zipfile.BadZipFile, KeyError) as exc:
-            raise InvalidInputError(f"{path}!{member}: cannot read the zip member "
-                                    f"({exc})") from exc
-        return _parse(data, f"{path}!{member}")
+            raise InvalidInputError(f"{name}: cannot read the zip member ({exc})") from exc
+        if len(data) > limit:
+            raise InvalidInputError(_too_big(name, len(data), info.compress_size, more=True))
+        return _parse(data, name)
     return load
+
+
+def member_limit(compressed: int) -> int:
+    """The most bytes a zip member of ``compressed`` bytes may expand to."""
+    return min(MAX_MEMBER_BYTES, max(RATIO_FLOOR, compressed * MAX_RATIO))
+
+
+def _too_big(name: str, size: int, compressed: int, *, more: bool = False) -> str:
+    at_least = "more than " if more else ""
+    why = (f"over the {_bytes(MAX_MEMBER_BYTES)} a zip member may hold"
+           if size > MAX_MEMBER_BYTES else
+           f"over {MAX_RATIO} times its compressed {_bytes(compressed)} (a zip bomb?)")
+    return (f"{name}: expands to {at_least}{_bytes(size)}, {why}: refused; if it is genuine, "
+            f"extract it and pass the .json file")
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n:,} bytes"
 
 
 def _parse(data: bytes, name: str) -> Any:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ..models import Conversation, ConversationResult, Extraction, SeedConfig, SeedCounters
+from ..models import (Conversation, ConversationResult, Extraction, SeedConfig, SeedCounters,
+                      Triple)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +23,88 @@ class ResultRecord:
     conversation: Conversation | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PartialRecord:
+    """A chunked conversation that a run stopped in the middle of: what its finished chunks
+    returned (merged), so the next run sends only the chunks after ``chunks_done``, carrying
+    ``summary``. Keyed by (entity_id, conversation_id, content_hash): other content starts
+    over."""
+
+    entity_id: str
+    process_id: str | None
+    conversation_id: str
+    content_hash: str
+    chunks_done: int
+    chunk_count: int
+    summary: str | None
+    extraction: Extraction
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.entity_id, self.conversation_id, self.content_hash)
+
+
+_TRIPLE_FIELDS = ("subject_name", "subject_type", "predicate", "object_name", "object_type")
+
+
+def extraction_to_json(extraction: Extraction) -> str:
+    """An Extraction as JSON text (triples as lists), as the stores keep partial results."""
+    return json.dumps({"triples": [[getattr(t, f) for f in _TRIPLE_FIELDS]
+                                   for t in extraction.triples],
+                       "facts": list(extraction.facts), "summary": extraction.summary,
+                       "attributes": list(extraction.attributes)})
+
+
+def extraction_from_json(text: str) -> Extraction:
+    """The Extraction :func:`extraction_to_json` wrote."""
+    data = json.loads(text)
+    triples = tuple(Triple(**dict(zip(_TRIPLE_FIELDS, t))) for t in data["triples"])
+    return Extraction(triples=triples, facts=tuple(data["facts"]), summary=data["summary"],
+                      attributes=tuple(data["attributes"]))
+
+
+# Runs this process started and has not finished: a run row naming this very process
+# (a restarted container reuses pid and hostname) is only alive if it is one of these.
+_OWN_RUNS: set[str] = set()
+
+
+def this_process() -> tuple[str, int]:
+    """(hostname, pid), as recorded with a run so a crashed run can be told later."""
+    return socket.gethostname(), os.getpid()
+
+
+def claim_run(run_id: str) -> tuple[str, int]:
+    """The (hostname, pid) to record with a run this process starts, which it now owns."""
+    _OWN_RUNS.add(run_id)
+    return this_process()
+
+
+def release_run(run_id: str) -> None:
+    """The run is finished: this process no longer owns it."""
+    _OWN_RUNS.discard(run_id)
+
+
+def run_is_orphaned(run_id: str, host: str | None, pid: int | None) -> bool:
+    """True for a ``running`` run whose process is gone: same host, and the pid is dead
+    (or is this process, which did not start it). Another host's runs cannot be checked."""
+    here, me = this_process()
+    if host != here or pid is None or os.name == "nt":  # Windows' os.kill(pid, 0) kills
+        return False
+    if pid == me:
+        return run_id not in _OWN_RUNS
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # exists but is another user's (PermissionError)
+    return False
+
+
+def orphaned_reason(host: str, pid: int) -> str:
+    return f"process {pid} on {host} ended before the run finished (killed or crashed)"
+
+
 @runtime_checkable
 class Store(Protocol):
     """Where a run's results, its ledger and the memories go.
@@ -27,6 +113,11 @@ class Store(Protocol):
     the event loop (through a thread where they may block), and ``write`` from the batching
     writer. ``write`` must store a batch in one transaction: results, ledger rows and
     memories together, so a crash never leaves one without the other.
+
+    ``start_run`` records this process (host, pid); ``build`` marks ``running`` runs whose
+    process on this host is gone as ``unfinished``. ``save_partial`` keeps what the finished
+    chunks of a stopped conversation returned; ``write`` drops it once the conversation
+    succeeds.
 
     ``max_id_length`` is the longest entity or process id the store can hold (None: no limit);
     ``threadsafe`` says whether the store may be used from a worker thread.
@@ -50,6 +141,12 @@ class Store(Protocol):
                    duration_ms: float, stopped_reason: str | None) -> None: ...
 
     def write(self, run_id: str, records: list[ResultRecord]) -> None: ...
+
+    # Chunk-level progress of conversations a run stopped in the middle of.
+    def save_partial(self, run_id: str, record: PartialRecord) -> None: ...
+
+    def partials(self, keys: list[tuple[str, str, str]]
+                 ) -> dict[tuple[str, str, str], PartialRecord]: ...
 
     def close(self) -> None: ...
 

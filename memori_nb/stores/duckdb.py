@@ -2,17 +2,23 @@
 
 Tables (all created by :meth:`DuckDBStore.build`, idempotently):
 
-- ``runs``: one row per seeding run (backend, config, status, totals).
+- ``runs``: one row per seeding run (backend, config, status, totals, and the ``host`` and
+  ``pid`` of the process running it: a run whose process died shows as ``unfinished``).
 - ``conversation_results``: one row per conversation per run (status, error, chunks, triples,
   timings): the run ledger.
 - ``seeded_conversations``: the no-double-billing ledger, one row per (entity, conversation id,
   content hash) that succeeded. A later run skips what is here unless forced.
 - ``conversations`` (title, source timestamps of the first and last message, the content hash
-  seeded last) and ``messages`` (each message with the time it was said at the source; a forced
-  re-seed appends another copy under its own run id). Source times are UTC.
-- ``entities``, ``facts`` (deduplicated per entity, with ``mention_count``, ``first_seen``,
-  ``last_seen``), ``triples`` (one row per extracted triple, with its conversation),
-  ``conversation_summaries``, ``process_attributes``: the memory model.
+  seeded last) and ``messages`` (each message with the time it was said at the source). Source
+  times are UTC.
+- ``entities``, ``facts`` (deduplicated per entity, with ``mention_count``: how many
+  conversations stated it, ``first_seen``, ``last_seen``), ``triples`` (one row per extracted
+  triple, with its conversation), ``conversation_summaries``, ``process_attributes`` (counted
+  like facts): the memory model. ``fact_mentions`` and ``attribute_mentions`` say which
+  conversation stated what, so that a conversation seeded again (forced, or with changed
+  content) replaces what its earlier version contributed: rows and counts are as after one run.
+- ``partial_conversations``: what the finished chunks of a conversation returned when a run
+  stopped in the middle of it (quota), so the next run sends only the rest.
 
 All writes of a batch happen in one transaction, with DataFrame appends rather than one INSERT
 per row. A lock serialises use of the connection, because the engine writes from a worker
@@ -22,6 +28,7 @@ thread while the event loop keeps running.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -32,7 +39,9 @@ import pandas as pd
 
 from ..errors import StoreError
 from ..models import SeedConfig, SeedCounters
-from .base import ResultRecord
+from .base import (PartialRecord, ResultRecord, claim_run, extraction_from_json,
+                   extraction_to_json, orphaned_reason, release_run, run_is_orphaned,
+                   this_process)
 
 DEFAULT_DB = "memori.duckdb"
 
@@ -42,6 +51,8 @@ CREATE TABLE IF NOT EXISTS runs (
     backend VARCHAR, force BOOLEAN, config JSON, total BIGINT, successful BIGINT,
     failed BIGINT, skipped BIGINT, retries BIGINT, total_triples BIGINT, duration_ms DOUBLE,
     stopped_reason VARCHAR);
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS host VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS pid BIGINT;
 CREATE TABLE IF NOT EXISTS conversation_results (
     run_id VARCHAR, entity_id VARCHAR, process_id VARCHAR, conversation_id VARCHAR,
     content_hash VARCHAR, status VARCHAR, error VARCHAR, chunks_processed INTEGER,
@@ -72,6 +83,15 @@ CREATE TABLE IF NOT EXISTS conversation_summaries (
 CREATE TABLE IF NOT EXISTS process_attributes (
     process_id VARCHAR, attribute VARCHAR, mention_count BIGINT, last_seen TIMESTAMP,
     PRIMARY KEY (process_id, attribute));
+CREATE TABLE IF NOT EXISTS fact_mentions (
+    entity_id VARCHAR, conversation_id VARCHAR, fact VARCHAR);
+CREATE TABLE IF NOT EXISTS attribute_mentions (
+    process_id VARCHAR, attribute VARCHAR, entity_id VARCHAR, conversation_id VARCHAR);
+CREATE TABLE IF NOT EXISTS partial_conversations (
+    entity_id VARCHAR, conversation_id VARCHAR, content_hash VARCHAR, process_id VARCHAR,
+    run_id VARCHAR, chunks_done INTEGER, chunk_count INTEGER, summary VARCHAR,
+    extraction JSON, updated_at TIMESTAMP,
+    PRIMARY KEY (entity_id, conversation_id, content_hash));
 """
 
 _NOW = "timezone('UTC', now())"
@@ -85,7 +105,8 @@ class DuckDBStore:
             ``duckdb`` connection (which is then left open by :meth:`close`).
 
     Raises:
-        StoreError: the database cannot be opened (bad path, locked by another process).
+        StoreError: the database cannot be opened (bad path; or locked by another process,
+            whose PID the message names, e.g. a notebook kernel with the file open).
 
     Example:
         >>> store = DuckDBStore(":memory:")
@@ -105,7 +126,7 @@ class DuckDBStore:
             try:
                 self.conn = duckdb.connect(self.path)
             except duckdb.Error as exc:
-                raise StoreError(f"cannot open DuckDB database {self.path!r}: {exc}") from exc
+                raise StoreError(_open_problem(self.path, exc)) from exc
             self._owns_conn = True
             # DuckDB's own progress bar would interleave with ours on stderr.
             self.conn.execute("SET enable_progress_bar = false")
@@ -119,9 +140,18 @@ class DuckDBStore:
         return f"DuckDBStore({self.path or 'connection'!r})"
 
     def build(self) -> None:
-        """Create the tables if they do not exist (safe to call again)."""
+        """Create the tables if they do not exist (safe to call again), and mark runs whose
+        process died (same host, pid gone) as ``unfinished`` rather than ``running``."""
         with self._lock:
             self.conn.execute(_SCHEMA)
+            host, _ = this_process()
+            running = self.conn.execute("SELECT run_id, host, pid FROM runs WHERE status = "
+                                        "'running' AND host = ?", [host]).fetchall()
+            gone = [(orphaned_reason(h, p), run) for run, h, p in running
+                    if run_is_orphaned(run, h, p)]
+            if gone:
+                self.conn.executemany("UPDATE runs SET status = 'unfinished', "
+                                      "stopped_reason = ? WHERE run_id = ?", gone)
 
     def close(self) -> None:
         """Close the connection if the store opened it."""
@@ -135,11 +165,13 @@ class DuckDBStore:
     # --- runs ---------------------------------------------------------------------------
 
     def start_run(self, run_id: str, *, backend: str, config: SeedConfig, force: bool) -> None:
+        """Record a run as ``running``, with this process (host, pid)."""
+        host, pid = claim_run(run_id)
         with self._lock:
             self.conn.execute(
-                f"INSERT INTO runs (run_id, started_at, status, backend, force, config) "
-                f"VALUES (?, {_NOW}, 'running', ?, ?, ?)",
-                [run_id, backend, force, json.dumps(asdict(config))])
+                f"INSERT INTO runs (run_id, started_at, status, backend, force, config, host, "
+                f"pid) VALUES (?, {_NOW}, 'running', ?, ?, ?, ?, ?)",
+                [run_id, backend, force, json.dumps(asdict(config)), host, pid])
 
     def finish_run(self, run_id: str, *, status: str, counters: SeedCounters,
                    duration_ms: float, stopped_reason: str | None) -> None:
@@ -151,23 +183,28 @@ class DuckDBStore:
                 [status, counters.processed, counters.successful, counters.failed,
                  counters.skipped, counters.retries, counters.triples, duration_ms,
                  stopped_reason, run_id])
+        release_run(run_id)
 
     # --- ledger -------------------------------------------------------------------------
 
     def ledger_is_empty(self) -> bool:
-        """True when no conversation has been seeded in this database yet."""
+        """True when no conversation has been seeded (or partly sent) in this database yet."""
         with self._lock:
             return self.conn.execute(
-                "SELECT NOT EXISTS (SELECT 1 FROM seeded_conversations)").fetchall()[0][0]
+                "SELECT NOT EXISTS (SELECT 1 FROM seeded_conversations) AND "
+                "NOT EXISTS (SELECT 1 FROM partial_conversations)").fetchall()[0][0]
 
     def seeded_entities(self, entity_ids: set[str]) -> set[str]:
-        """Which of ``entity_ids`` have at least one conversation in the ledger."""
+        """Which of ``entity_ids`` have a conversation in the ledger, or chunk progress saved
+        (so the engine looks both up for them)."""
         if not entity_ids:
             return set()
         frame = pd.DataFrame({"entity_id": sorted(entity_ids)})
         with self._lock:
-            rows = _query_frame(self.conn, "SELECT DISTINCT entity_id FROM ids "
-                                "SEMI JOIN seeded_conversations USING (entity_id)", ids=frame)
+            rows = _query_frame(self.conn, "SELECT entity_id FROM ids SEMI JOIN "
+                                "(SELECT entity_id FROM seeded_conversations UNION ALL "
+                                "SELECT entity_id FROM partial_conversations) USING (entity_id)",
+                                ids=frame)
         return {row[0] for row in rows}
 
     def already_seeded(self, keys: list[tuple[str, str, str]]) -> set[int]:
@@ -186,19 +223,76 @@ class DuckDBStore:
                                 "USING (entity_id, conversation_id, content_hash)", keys=frame)
         return {row[0] for row in rows}
 
+    def partials(self, keys: list[tuple[str, str, str]]
+                 ) -> dict[tuple[str, str, str], PartialRecord]:
+        """The chunk-level progress saved for these (entity_id, conversation_id,
+        content_hash) keys, by key; keys with none are left out."""
+        if not keys:
+            return {}
+        frame = pd.DataFrame.from_records(
+            list(set(keys)), columns=["entity_id", "conversation_id", "content_hash"])
+        with self._reader_lock:
+            if self._reader is None:
+                with self._lock:
+                    self._reader = self.conn.cursor()
+            rows = _query_frame(self._reader,
+                                "SELECT p.entity_id, p.process_id, p.conversation_id, "
+                                "p.content_hash, p.chunks_done, p.chunk_count, p.summary, "
+                                "p.extraction FROM partial_conversations p SEMI JOIN keys "
+                                "USING (entity_id, conversation_id, content_hash)", keys=frame)
+        return {(r[0], r[2], r[3]): PartialRecord(*r[:7], extraction_from_json(r[7]))
+                for r in rows}
+
     # --- writes -------------------------------------------------------------------------
 
+    def save_partial(self, run_id: str, record: PartialRecord) -> None:
+        """Keep what the finished chunks of a stopped conversation returned (replacing what
+        was kept for the same entity, conversation and content).
+
+        Raises:
+            StoreError: the database refused the write.
+        """
+        with self._lock:
+            try:
+                self.conn.execute(
+                    f"INSERT OR REPLACE INTO partial_conversations VALUES "
+                    f"(?, ?, ?, ?, ?, ?, ?, ?, ?, {_NOW})",
+                    [record.entity_id, record.conversation_id, record.content_hash,
+                     record.process_id, run_id, record.chunks_done, record.chunk_count,
+                     record.summary, extraction_to_json(record.extraction)])
+            except duckdb.Error as exc:
+                raise StoreError(f"could not save the progress of conversation "
+                                 f"{record.conversation_id!r}: {exc}") from exc
+
     def write(self, run_id: str, records: list[ResultRecord]) -> None:
-        """Write finished conversations in one transaction: results, ledger, memories."""
+        """Write finished conversations in one transaction: results, ledger, memories.
+
+        A conversation seeded before (forced, or with other content) first loses what its
+        earlier version contributed; a succeeded conversation's saved chunk progress goes.
+
+        Raises:
+            StoreError: the database refused the write (nothing of this batch is kept).
+        """
         if not records:
             return
         frames = _frames_for(run_id, records)
+        names = [name for name, frame in frames.items() if len(frame)]
         with self._lock:
             try:
                 self.conn.execute("BEGIN TRANSACTION")
-                for statement, frame in _write_statements(frames):
-                    if frame is not None and len(frame):
-                        _query_frame(self.conn, statement, batch=frame)
+                for name in names:
+                    self.conn.register(name, frames[name])
+                if "batch_ledger" in names:
+                    # Conversations with an earlier version in the ledger (any content).
+                    replaced = self.conn.execute(
+                        "SELECT DISTINCT entity_id, conversation_id FROM batch_ledger SEMI JOIN "
+                        "seeded_conversations USING (entity_id, conversation_id)").df()
+                    if len(replaced):
+                        self.conn.register("batch_replaced", replaced)
+                        names.append("batch_replaced")
+                for statement, needs in _write_statements(run_id):
+                    if needs in names:
+                        self.conn.execute(statement)
                 self.conn.execute("COMMIT")
             except BaseException as exc:
                 try:
@@ -208,6 +302,12 @@ class DuckDBStore:
                 if isinstance(exc, (duckdb.Error, UnicodeEncodeError)):
                     raise StoreError(f"could not write {len(records)} results: {exc}") from exc
                 raise
+            finally:
+                for name in names:
+                    try:
+                        self.conn.unregister(name)
+                    except duckdb.Error:
+                        pass  # in an aborted transaction; the failure is already raised
 
     # --- queries ------------------------------------------------------------------------
 
@@ -299,27 +399,28 @@ def _entity_filter(entity_id: str | None) -> tuple[str, list[Any]]:
 
 
 def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFrame]:
-    """Column lists built in one pass, turned into one DataFrame per table."""
-    results, ledger, facts, triples, summaries, attributes = [], [], [], [], [], []
-    conversations = []
+    """Column lists built in one pass, turned into one DataFrame per table (registered as
+    ``batch_<name>`` while the batch is written)."""
+    results, ledger, facts, triples, attributes, conversations = [], [], [], [], [], []
+    # A conversation given twice in one batch (two SeedData of one entity): the last wins.
+    latest = {(r.result.entity_id, r.result.conversation_id): i for i, r in enumerate(records)
+              if r.result.status == "succeeded" and r.extraction is not None}
     # Messages are the bulk of a batch: built column by column, not as one tuple per row.
     messages: dict[str, list] = {name: [] for name in (
         "entity_id", "conversation_id", "content_hash", "position", "role", "content",
         "said_at")}
-    for record in records:
+    for i, record in enumerate(records):
         r = record.result
         results.append((run_id, r.entity_id, record.process_id, r.conversation_id,
                         record.content_hash, r.status, r.error, r.chunks_processed,
                         r.triples_count, r.duration_ms, list(r.warnings), r.summary))
-        if r.status != "succeeded" or record.extraction is None:
+        if latest.get((r.entity_id, r.conversation_id)) != i:
             continue
         ext = record.extraction
-        ledger.append((r.entity_id, r.conversation_id, record.content_hash))
-        facts.extend((r.entity_id, fact) for fact in ext.facts)
+        ledger.append((r.entity_id, r.conversation_id, record.content_hash, ext.summary))
+        facts.extend((r.entity_id, r.conversation_id, fact) for fact in ext.facts)
         triples.extend((r.entity_id, r.conversation_id, t.subject_name, t.subject_type,
                         t.predicate, t.object_name, t.object_type) for t in ext.triples)
-        if ext.summary:
-            summaries.append((r.entity_id, r.conversation_id, ext.summary))
         if record.conversation is not None:
             said = [m.timestamp for m in record.conversation.messages]
             known = [t for t in said if t is not None]
@@ -336,7 +437,8 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
             messages["content"] += [m.content for m in msgs]
             messages["said_at"] += said
         if record.process_id:
-            attributes.extend((record.process_id, a) for a in ext.attributes)
+            attributes.extend((record.process_id, a, r.entity_id, r.conversation_id)
+                              for a in ext.attributes)
     frame = pd.DataFrame.from_records
     conversations_frame = frame(conversations, columns=[
         "entity_id", "conversation_id", "title", "content_hash", "message_count", "started_at",
@@ -346,19 +448,19 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
                           (messages_frame, "said_at")):
         table[column] = _naive_utc(table[column])
     return {
-        "results": frame(results, columns=[
+        "batch_results": frame(results, columns=[
             "run_id", "entity_id", "process_id", "conversation_id", "content_hash", "status",
             "error", "chunks_processed", "triples_count", "duration_ms", "warnings", "summary"]),
-        "ledger": frame(ledger, columns=["entity_id", "conversation_id", "content_hash"]),
-        "facts": frame(facts, columns=["entity_id", "fact"]),
-        "triples": frame(triples, columns=[
+        "batch_ledger": frame(ledger, columns=[
+            "entity_id", "conversation_id", "content_hash", "summary"]),
+        "batch_facts": frame(facts, columns=["entity_id", "conversation_id", "fact"]),
+        "batch_triples": frame(triples, columns=[
             "entity_id", "conversation_id", "subject_name", "subject_type", "predicate",
             "object_name", "object_type"]),
-        "summaries": frame(summaries, columns=["entity_id", "conversation_id", "summary"]),
-        "attributes": frame(attributes, columns=["process_id", "attribute"]),
-        "conversations": conversations_frame,
-        "messages": messages_frame,
-        "run_id": run_id,
+        "batch_attributes": frame(attributes, columns=[
+            "process_id", "attribute", "entity_id", "conversation_id"]),
+        "batch_conversations": conversations_frame,
+        "batch_messages": messages_frame,
     }
 
 
@@ -368,34 +470,92 @@ def _naive_utc(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True).dt.tz_localize(None)
 
 
-def _write_statements(frames: dict[str, Any]) -> list[tuple[str, pd.DataFrame | None]]:
-    run = frames["run_id"].replace("'", "''")
+# What an earlier version of a conversation contributed, taken away before the batch adds
+# its own: counts go down by its mentions, its rows go. (A fact whose count reaches 0 is
+# deleted only at the end: deleting a key and inserting it again in one transaction fails on
+# DuckDB before 1.2.)
+_FORGET = """
+UPDATE facts SET mention_count = facts.mention_count - gone.n
+FROM (SELECT entity_id, fact, count(*) AS n FROM fact_mentions
+      SEMI JOIN batch_replaced USING (entity_id, conversation_id) GROUP BY ALL) gone
+WHERE facts.entity_id = gone.entity_id AND facts.fact = gone.fact;
+UPDATE process_attributes SET mention_count = process_attributes.mention_count - gone.n
+FROM (SELECT process_id, attribute, count(*) AS n FROM attribute_mentions
+      SEMI JOIN batch_replaced USING (entity_id, conversation_id) GROUP BY ALL) gone
+WHERE process_attributes.process_id = gone.process_id
+  AND process_attributes.attribute = gone.attribute;
+DELETE FROM fact_mentions WHERE (entity_id, conversation_id) IN
+    (SELECT (entity_id, conversation_id) FROM batch_replaced);
+DELETE FROM attribute_mentions WHERE (entity_id, conversation_id) IN
+    (SELECT (entity_id, conversation_id) FROM batch_replaced);
+DELETE FROM triples WHERE (entity_id, conversation_id) IN
+    (SELECT (entity_id, conversation_id) FROM batch_replaced);
+DELETE FROM messages WHERE (entity_id, conversation_id) IN
+    (SELECT (entity_id, conversation_id) FROM batch_replaced);
+DELETE FROM conversation_summaries WHERE (entity_id, conversation_id) IN
+    (SELECT (entity_id, conversation_id) FROM batch_ledger WHERE summary IS NULL);
+DELETE FROM seeded_conversations s USING batch_ledger b
+WHERE s.entity_id = b.entity_id AND s.conversation_id = b.conversation_id
+  AND s.content_hash <> b.content_hash;
+"""
+_DROP_UNMENTIONED = """
+DELETE FROM facts WHERE mention_count <= 0;
+DELETE FROM process_attributes WHERE mention_count <= 0;
+"""
+
+
+def _write_statements(run_id: str) -> list[tuple[str, str]]:
+    """(statement, the batch frame it needs): a statement runs only when its frame has rows."""
+    run = run_id.replace("'", "''")
     return [
-        (f"INSERT INTO conversation_results SELECT *, {_NOW} FROM batch", frames["results"]),
+        (f"INSERT INTO conversation_results SELECT *, {_NOW} FROM batch_results",
+         "batch_results"),
+        (_FORGET, "batch_replaced"),
         (f"INSERT INTO seeded_conversations SELECT entity_id, conversation_id, content_hash, "
-         f"'{run}', {_NOW} FROM batch ON CONFLICT DO NOTHING", frames["ledger"]),
-        (f"INSERT INTO entities SELECT DISTINCT entity_id, {_NOW}, {_NOW} FROM batch "
-         f"ON CONFLICT DO UPDATE SET last_seen = excluded.last_seen", frames["ledger"]),
+         f"'{run}', {_NOW} FROM batch_ledger ON CONFLICT DO UPDATE SET "
+         f"run_id = excluded.run_id, seeded_at = excluded.seeded_at", "batch_ledger"),
+        ("DELETE FROM partial_conversations WHERE (entity_id, conversation_id) IN "
+         "(SELECT (entity_id, conversation_id) FROM batch_ledger)", "batch_ledger"),
+        (f"INSERT INTO entities SELECT DISTINCT entity_id, {_NOW}, {_NOW} FROM batch_ledger "
+         f"ON CONFLICT DO UPDATE SET last_seen = excluded.last_seen", "batch_ledger"),
+        # A count is of conversations: a fact said twice in one conversation counts once.
+        ("INSERT INTO fact_mentions SELECT DISTINCT * FROM batch_facts", "batch_facts"),
         # Aggregate first: ON CONFLICT cannot update one row twice in a statement.
-        (f"INSERT INTO facts SELECT entity_id, fact, count(*), {_NOW}, {_NOW} FROM batch "
-         f"GROUP BY ALL ON CONFLICT DO UPDATE SET "
+        (f"INSERT INTO facts SELECT entity_id, fact, count(DISTINCT conversation_id), {_NOW}, "
+         f"{_NOW} FROM batch_facts GROUP BY ALL ON CONFLICT DO UPDATE SET "
          f"mention_count = mention_count + excluded.mention_count, "
-         f"last_seen = excluded.last_seen", frames["facts"]),
+         f"last_seen = excluded.last_seen", "batch_facts"),
         (f"INSERT INTO triples SELECT entity_id, conversation_id, '{run}', subject_name, "
-         f"subject_type, predicate, object_name, object_type, {_NOW} FROM batch",
-         frames["triples"]),
-        (f"INSERT INTO conversation_summaries SELECT entity_id, conversation_id, "
-         f"last(summary), '{run}', {_NOW} FROM batch GROUP BY ALL "
+         f"subject_type, predicate, object_name, object_type, {_NOW} FROM batch_triples",
+         "batch_triples"),
+        (f"INSERT INTO conversation_summaries SELECT entity_id, conversation_id, summary, "
+         f"'{run}', {_NOW} FROM batch_ledger WHERE summary IS NOT NULL "
          f"ON CONFLICT DO UPDATE SET summary = excluded.summary, run_id = excluded.run_id, "
-         f"updated_at = excluded.updated_at", frames["summaries"]),
-        (f"INSERT INTO conversations SELECT *, '{run}', {_NOW} FROM batch "
+         f"updated_at = excluded.updated_at", "batch_ledger"),
+        (f"INSERT INTO conversations SELECT *, '{run}', {_NOW} FROM batch_conversations "
          f"ON CONFLICT DO UPDATE SET title = excluded.title, "
          f"content_hash = excluded.content_hash, message_count = excluded.message_count, "
          f"started_at = excluded.started_at, ended_at = excluded.ended_at, "
-         f"run_id = excluded.run_id, seeded_at = excluded.seeded_at", frames["conversations"]),
-        (f"INSERT INTO messages SELECT *, '{run}' FROM batch", frames["messages"]),
+         f"run_id = excluded.run_id, seeded_at = excluded.seeded_at", "batch_conversations"),
+        (f"INSERT INTO messages SELECT *, '{run}' FROM batch_messages", "batch_messages"),
+        ("INSERT INTO attribute_mentions SELECT DISTINCT * FROM batch_attributes",
+         "batch_attributes"),
         (f"INSERT INTO process_attributes SELECT process_id, attribute, count(*), {_NOW} "
-         f"FROM batch GROUP BY ALL ON CONFLICT DO UPDATE SET "
-         f"mention_count = mention_count + excluded.mention_count, "
-         f"last_seen = excluded.last_seen", frames["attributes"]),
+         f"FROM (SELECT DISTINCT * FROM batch_attributes) GROUP BY ALL ON CONFLICT DO UPDATE "
+         f"SET mention_count = mention_count + excluded.mention_count, "
+         f"last_seen = excluded.last_seen", "batch_attributes"),
+        (_DROP_UNMENTIONED, "batch_replaced"),
     ]
+
+
+def _open_problem(path: str, exc: duckdb.Error) -> str:
+    """One line on why the file cannot be opened; for a lock, who holds it and what to do."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "lock" not in text.lower():
+        return f"cannot open DuckDB database {path!r}: {text}"
+    # DuckDB names the holder: 'Conflicting lock is held in /usr/bin/python3 (PID 4242)'.
+    held = re.search(r"held in (.+?) \(PID (\d+)\)", text)
+    who = (f"process {held.group(2)} ({Path(held.group(1)).name})" if held
+           else "another process")
+    return (f"DuckDB database {path!r} is in use by {who}, e.g. a notebook kernel: close "
+            f"its connection there (m.close(), or restart that kernel), or use another file")

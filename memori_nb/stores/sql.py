@@ -15,10 +15,13 @@ attributes. Where memori_nb differs, on purpose:
 - a conversation seeded again (forced, or with changed content) replaces what its earlier
   version contributed.
 
-memori_nb's own tables: ``memori_nb_runs``, ``memori_nb_conversation_results``,
+memori_nb's own tables: ``memori_nb_runs`` (with the ``host`` and ``pid`` running each run:
+a run whose process died shows as ``unfinished``), ``memori_nb_conversation_results``,
 ``memori_nb_seeded_conversations`` (the ledger, which also links each seeded conversation to
-its ``memori_conversation`` row), and ``memori_nb_triple_mentions`` /
-``memori_nb_attribute_mentions`` (which conversations stated a triple or an attribute).
+its ``memori_conversation`` row), ``memori_nb_triple_mentions`` /
+``memori_nb_attribute_mentions`` (which conversations stated a triple or an attribute), and
+``memori_nb_partial_conversations`` (what the finished chunks of a conversation returned when
+a run stopped in the middle of it, so the next run sends only the rest).
 Every batch is written in one transaction: results, ledger and memories together.
 """
 
@@ -41,7 +44,9 @@ import pandas as pd
 
 from ..errors import StoreError
 from ..models import SeedConfig, SeedCounters
-from .base import ResultRecord
+from .base import (PartialRecord, ResultRecord, claim_run, extraction_from_json,
+                   extraction_to_json, orphaned_reason, release_run, run_is_orphaned,
+                   this_process)
 from .connection import SqlConnection, open_sql_connection
 from .memori_schema import MAX_EXTERNAL_ID, MAX_NAME, SCHEMA_REVISION, memori_ddl
 
@@ -78,7 +83,14 @@ CREATE TABLE IF NOT EXISTS memori_nb_triple_mentions (
 CREATE TABLE IF NOT EXISTS memori_nb_attribute_mentions (
     attribute_id {int} NOT NULL, conversation_id {int} NOT NULL,
     PRIMARY KEY (attribute_id, conversation_id));
+CREATE TABLE IF NOT EXISTS memori_nb_partial_conversations (
+    entity_id TEXT NOT NULL, conversation_id TEXT NOT NULL, content_hash TEXT NOT NULL,
+    process_id TEXT, run_id TEXT, chunks_done {int}, chunk_count {int}, summary TEXT,
+    extraction TEXT, updated_at {time},
+    PRIMARY KEY (entity_id, conversation_id, content_hash));
 """
+# Columns added to memori_nb_runs after its first release: (name, type).
+_RUN_COLUMNS = (("host", "TEXT"), ("pid", "{int}"))
 _TIME_COLUMNS = {"started_at", "finished_at", "seeded_at", "ended_at", "said_at", "first_seen",
                  "last_seen", "first_message_at", "last_message_at", "first_seeded",
                  "last_seeded"}
@@ -269,9 +281,27 @@ class SqlStore:
                     f"this database holds Memori's schema at revision {revision}; memori_nb "
                     f"writes revision {SCHEMA_REVISION} (the Memori SDK 3.3 schema). Seed "
                     f"into a database built by that SDK version, or a new one")
-            for statement in _OWN_TABLES.format(**_OWN_TYPES[self.dialect]).split(";"):
+            types = _OWN_TYPES[self.dialect]
+            for statement in _OWN_TABLES.format(**types).split(";"):
                 if statement.strip():
                     self._run(cursor, statement)
+            cursor.execute("SELECT * FROM memori_nb_runs WHERE 1 = 0")
+            present = {d[0] for d in cursor.description}
+            for name, kind in _RUN_COLUMNS:
+                if name not in present:  # SQLite has no ADD COLUMN IF NOT EXISTS
+                    self._run(cursor, f"ALTER TABLE memori_nb_runs ADD COLUMN {name} "
+                                      f"{kind.format(**types)}")
+            self._mark_unfinished(cursor)
+
+    def _mark_unfinished(self, cursor: Any) -> None:
+        """Runs still ``running`` whose process on this host is gone become ``unfinished``."""
+        host, _ = this_process()
+        running = self._rows(cursor, "SELECT run_id, host, pid FROM memori_nb_runs WHERE "
+                                     "status = 'running' AND host = ?", [host])
+        self._many(cursor, "UPDATE memori_nb_runs SET status = 'unfinished', "
+                           "stopped_reason = ? WHERE run_id = ?",
+                   [(orphaned_reason(h, int(p)), run) for run, h, p in running
+                    if p is not None and run_is_orphaned(run, h, int(p))])
 
     def _schema_revision(self, cursor: Any) -> int | None:
         if self.dialect == "sqlite":
@@ -295,11 +325,13 @@ class SqlStore:
     # --- runs ---------------------------------------------------------------------------
 
     def start_run(self, run_id: str, *, backend: str, config: SeedConfig, force: bool) -> None:
+        """Record a run as ``running``, with this process (host, pid)."""
+        host, pid = claim_run(run_id)
         with self._transaction() as cursor:
             self._run(cursor, "INSERT INTO memori_nb_runs (run_id, started_at, status, backend, "
-                              "force, config) VALUES (?, ?, 'running', ?, ?, ?)",
+                              "force, config, host, pid) VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
                       [run_id, self._now(precise=True), backend, force,
-                       json.dumps(asdict(config))])
+                       json.dumps(asdict(config)), host, pid])
 
     def finish_run(self, run_id: str, *, status: str, counters: SeedCounters,
                    duration_ms: float, stopped_reason: str | None) -> None:
@@ -311,19 +343,26 @@ class SqlStore:
                       [self._now(precise=True), status, counters.processed, counters.successful,
                        counters.failed, counters.skipped, counters.retries, counters.triples,
                        duration_ms, stopped_reason, run_id])
+        release_run(run_id)
 
     # --- ledger -------------------------------------------------------------------------
 
     def ledger_is_empty(self) -> bool:
+        """True when no conversation has been seeded (or partly sent) in this database yet."""
         with self._transaction(write=False) as cursor:
-            return not self._rows(cursor, "SELECT 1 FROM memori_nb_seeded_conversations LIMIT 1")
+            return not any(self._rows(cursor, f"SELECT 1 FROM {table} LIMIT 1") for table in (
+                "memori_nb_seeded_conversations", "memori_nb_partial_conversations"))
 
     def seeded_entities(self, entity_ids: set[str]) -> set[str]:
+        """Which of ``entity_ids`` have a conversation in the ledger, or chunk progress saved
+        (so the engine looks both up for them)."""
+        found: set[str] = set()
         with self._transaction(write=False) as cursor:
-            rows = self._rows_in(cursor, "SELECT DISTINCT entity_id FROM "
-                                         "memori_nb_seeded_conversations WHERE entity_id IN "
-                                         "({keys})", sorted(entity_ids))
-        return {row[0] for row in rows}
+            for table in ("memori_nb_seeded_conversations", "memori_nb_partial_conversations"):
+                found.update(row[0] for row in self._rows_in(
+                    cursor, f"SELECT DISTINCT entity_id FROM {table} WHERE entity_id IN "
+                            f"({{keys}})", sorted(entity_ids)))
+        return found
 
     def already_seeded(self, keys: list[tuple[str, str, str]]) -> set[int]:
         with self._transaction(write=False) as cursor:
@@ -334,10 +373,50 @@ class SqlStore:
         seeded = set(rows)
         return {i for i, key in enumerate(keys) if key in seeded}
 
+    def partials(self, keys: list[tuple[str, str, str]]
+                 ) -> dict[tuple[str, str, str], PartialRecord]:
+        """The chunk-level progress saved for these (entity_id, conversation_id,
+        content_hash) keys, by key; keys with none are left out."""
+        if not keys:
+            return {}
+        with self._transaction(write=False) as cursor:
+            rows = self._rows_in(cursor, "SELECT entity_id, process_id, conversation_id, "
+                                         "content_hash, chunks_done, chunk_count, summary, "
+                                         "extraction FROM memori_nb_partial_conversations "
+                                         "WHERE (entity_id, conversation_id, content_hash) IN "
+                                         "({keys})", sorted(set(keys)), width=3)
+        return {(r[0], r[2], r[3]): PartialRecord(r[0], r[1], r[2], r[3], int(r[4]),
+                                                  int(r[5]), r[6], extraction_from_json(r[7]))
+                for r in rows}
+
     # --- writes -------------------------------------------------------------------------
+
+    def save_partial(self, run_id: str, record: PartialRecord) -> None:
+        """Keep what the finished chunks of a stopped conversation returned (replacing what
+        was kept for the same entity, conversation and content).
+
+        Raises:
+            StoreError: the database refused the write.
+        """
+        with self._transaction() as cursor:
+            self._run(cursor, "INSERT INTO memori_nb_partial_conversations VALUES "
+                              "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (entity_id, "
+                              "conversation_id, content_hash) DO UPDATE SET "
+                              "process_id = excluded.process_id, run_id = excluded.run_id, "
+                              "chunks_done = excluded.chunks_done, "
+                              "chunk_count = excluded.chunk_count, summary = excluded.summary, "
+                              "extraction = excluded.extraction, "
+                              "updated_at = excluded.updated_at",
+                      [record.entity_id, record.conversation_id, record.content_hash,
+                       record.process_id, run_id, record.chunks_done, record.chunk_count,
+                       record.summary, extraction_to_json(record.extraction),
+                       self._now(precise=True)])
 
     def write(self, run_id: str, records: list[ResultRecord]) -> None:
         """Write finished conversations in one transaction: results, ledger, memories.
+
+        A conversation seeded before (forced, or with other content) replaces what its
+        earlier version contributed; a succeeded conversation's saved chunk progress goes.
 
         Raises:
             StoreError: the database refused the write (nothing of this batch is kept).
@@ -407,7 +486,7 @@ class SqlStore:
         """One row per run, newest first."""
         return self._select("SELECT run_id, started_at, finished_at, status, backend, force, "
                             "total, successful, failed, skipped, retries, total_triples, "
-                            "duration_ms, stopped_reason FROM memori_nb_runs "
+                            "duration_ms, stopped_reason, host, pid FROM memori_nb_runs "
                             "ORDER BY started_at DESC")
 
     def results(self, run_id: str | None = None, *, status: str | None = None,
@@ -599,6 +678,9 @@ class _BatchWrite:
                 s._rows_in(cursor, f"DELETE FROM {table} WHERE {column} IN ({{keys}})", ids,
                            fetch=False)
         s._rows_in(cursor, "DELETE FROM memori_nb_seeded_conversations WHERE "
+                           "(entity_id, conversation_id) IN ({keys})", keys, width=2, fetch=False)
+        # Their chunk progress is of no more use, whatever content it was for.
+        s._rows_in(cursor, "DELETE FROM memori_nb_partial_conversations WHERE "
                            "(entity_id, conversation_id) IN ({keys})", keys, width=2, fetch=False)
         return dropped
 

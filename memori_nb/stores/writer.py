@@ -18,7 +18,9 @@ from .base import ResultRecord, Store
 # Finished results are written in batches of up to FLUSH_ROWS, or after FLUSH_SECONDS,
 # whichever comes first; at MAX_PENDING_WRITES workers pause to let the store catch up.
 FLUSH_ROWS = 10_000
-FLUSH_SECONDS = 0.2
+# Short with a network backend: a result waiting here is lost (and billed again) if the
+# process is killed, so it waits no longer than a write takes anyway.
+FLUSH_SECONDS = 0.05
 FLUSH_SECONDS_INLINE = 1.0
 MAX_PENDING_WRITES = 20_000
 
