@@ -28,3 +28,11 @@ def conversation(cid: str, *texts: str) -> dict:
     roles = ("user", "assistant")
     return {"id": cid, "messages": [{"role": roles[i % 2], "content": text}
                                     for i, text in enumerate(texts)]}
+
+
+def triple(obj: str):
+    """A ``user likes <obj>`` triple."""
+    from memori_nb.models import Triple
+
+    return Triple(subject_name="user", subject_type="person", predicate="likes",
+                  object_name=obj, object_type="thing")

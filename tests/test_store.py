@@ -7,10 +7,12 @@ import sys
 import duckdb
 import pytest
 
+from helpers import triple
+
 from memori_nb import Memori, SeedData
 from memori_nb.errors import StoreError
 from memori_nb.models import (Conversation, ConversationResult, Extraction, Message,
-                              SeedConfig, Triple)
+                              SeedConfig)
 from memori_nb.stores import DuckDBStore, ResultRecord
 
 TABLES = {"runs", "conversation_results", "seeded_conversations", "entities", "facts",
@@ -24,11 +26,6 @@ def store(request, tmp_path):
     store.build()
     yield store
     store.close()
-
-
-def triple(obj: str) -> Triple:
-    return Triple(subject_name="user", subject_type="person", predicate="likes",
-                  object_name=obj, object_type="thing")
 
 
 def ok(cid: str, entity: str = "u1", *, facts=(), triples=(), summary=None, attributes=(),

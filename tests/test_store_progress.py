@@ -15,8 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers import triple
+
 from memori_nb.errors import StoreError
-from memori_nb.models import ConversationResult, Extraction, SeedConfig, SeedCounters, Triple
+from memori_nb.models import ConversationResult, Extraction, SeedConfig, SeedCounters
 from memori_nb.stores import DuckDBStore, ResultRecord
 from memori_nb.stores.base import PartialRecord
 
@@ -63,11 +65,6 @@ def store(where):
     store.build()
     yield store
     store.close()
-
-
-def triple(obj: str) -> Triple:
-    return Triple(subject_name="user", subject_type="person", predicate="likes",
-                  object_name=obj, object_type="thing")
 
 
 def partial(cid="c1", chunks_done=2, content_hash="h1", **extraction) -> PartialRecord:
