@@ -157,14 +157,11 @@ class _SeedRun:
     async def _execute(self) -> SeedResult:
         started = self.clock()
         await self._in_store(self.store.build)
-        # Entities never seeded before need no ledger look-ups at all; None means "ask per
-        # entity as the stream reaches it".
         # Whether each entity has anything in the ledger: an entity never seeded needs no
         # look-ups at all. Asked up front for a list, as the stream reaches it otherwise.
+        self.ledger_empty = await self._in_store(self.store.ledger_is_empty)
         self.entities_in_ledger: dict[str, bool] = {}
-        if await self._in_store(self.store.ledger_is_empty):
-            self.entities_in_ledger = _AllFalse()
-        elif isinstance(self.seeds, (list, tuple)):
+        if not self.ledger_empty and isinstance(self.seeds, (list, tuple)):
             entities = {seed.entity_id for seed in self.seeds}
             found = await self._in_store(self.store.seeded_entities, entities)
             self.entities_in_ledger = {entity: entity in found for entity in entities}
@@ -247,6 +244,8 @@ class _SeedRun:
 
     async def _entity_in_ledger(self, entity_id: str) -> bool:
         """Whether the ledger has any conversation of this entity (asked once per entity)."""
+        if self.ledger_empty:
+            return False
         known = self.entities_in_ledger.get(entity_id)
         if known is None:
             found = await self._in_store(self.store.seeded_entities, {entity_id})
@@ -482,13 +481,6 @@ class _Pending:
     parsed: Any
     check_ledger: bool
     too_long: str | None
-
-
-class _AllFalse(dict):
-    """No entity is in an empty ledger."""
-
-    def get(self, key: Any, default: Any = None) -> bool:
-        return False
 
 
 def _run_key(job: _Job) -> bytes:

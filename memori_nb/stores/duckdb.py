@@ -214,14 +214,18 @@ class DuckDBStore:
         frame = pd.DataFrame.from_records(
             keys, columns=["entity_id", "conversation_id", "content_hash"])
         frame["position"] = range(len(keys))
+        rows = self._read("SELECT k.position FROM keys k JOIN seeded_conversations s "
+                          "USING (entity_id, conversation_id, content_hash)", keys=frame)
+        return {row[0] for row in rows}
+
+    def _read(self, sql: str, **frames: pd.DataFrame) -> list:
+        """A ledger look-up on its own cursor, so it does not wait for a write in progress
+        on the main connection (DuckDB gives each cursor a snapshot)."""
         with self._reader_lock:
             if self._reader is None:
                 with self._lock:
                     self._reader = self.conn.cursor()
-            rows = _query_frame(self._reader,
-                                "SELECT k.position FROM keys k JOIN seeded_conversations s "
-                                "USING (entity_id, conversation_id, content_hash)", keys=frame)
-        return {row[0] for row in rows}
+            return _query_frame(self._reader, sql, **frames)
 
     def partials(self, keys: list[tuple[str, str, str]]
                  ) -> dict[tuple[str, str, str], PartialRecord]:
@@ -231,15 +235,10 @@ class DuckDBStore:
             return {}
         frame = pd.DataFrame.from_records(
             list(set(keys)), columns=["entity_id", "conversation_id", "content_hash"])
-        with self._reader_lock:
-            if self._reader is None:
-                with self._lock:
-                    self._reader = self.conn.cursor()
-            rows = _query_frame(self._reader,
-                                "SELECT p.entity_id, p.process_id, p.conversation_id, "
-                                "p.content_hash, p.chunks_done, p.chunk_count, p.summary, "
-                                "p.extraction FROM partial_conversations p SEMI JOIN keys "
-                                "USING (entity_id, conversation_id, content_hash)", keys=frame)
+        rows = self._read("SELECT p.entity_id, p.process_id, p.conversation_id, "
+                          "p.content_hash, p.chunks_done, p.chunk_count, p.summary, "
+                          "p.extraction FROM partial_conversations p SEMI JOIN keys "
+                          "USING (entity_id, conversation_id, content_hash)", keys=frame)
         return {(r[0], r[2], r[3]): PartialRecord(*r[:7], extraction_from_json(r[7]))
                 for r in rows}
 

@@ -517,7 +517,7 @@ class SqlStore:
     def facts(self, entity_id: str | None = None) -> pd.DataFrame:
         """Deduplicated facts, most mentioned first: ``mention_count`` is how many
         conversations stated the fact, ``first_seen``/``last_seen`` when (source times)."""
-        where, params = ("WHERE e.external_id = ?", [entity_id]) if entity_id else ("", [])
+        where, params = _entity_where(entity_id)
         return self._select(
             f"SELECT e.external_id AS entity_id, f.content AS fact, "
             f"f.num_times AS mention_count, (SELECT min(l.said_at) FROM "
@@ -529,7 +529,7 @@ class SqlStore:
 
     def triples(self, entity_id: str | None = None) -> pd.DataFrame:
         """The knowledge graph: one row per (entity, subject, predicate, object)."""
-        where, params = ("WHERE e.external_id = ?", [entity_id]) if entity_id else ("", [])
+        where, params = _entity_where(entity_id)
         return self._select(
             f"SELECT e.external_id AS entity_id, s.name AS subject_name, "
             f"s.type AS subject_type, p.content AS predicate, o.name AS object_name, "
@@ -805,6 +805,11 @@ class _BatchWrite:
                                       f"date_last_time = CASE WHEN date_last_time < ? THEN ? "
                                       f"ELSE date_last_time END WHERE id = ?",
                          [(n, latest[pk], latest[pk], pk) for pk, n in sorted(added.items())])
+
+
+def _entity_where(entity_id: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameter) that keeps one entity's rows, or all."""
+    return ("WHERE e.external_id = ?", [entity_id]) if entity_id else ("", [])
 
 
 def _utc(value: Any) -> datetime | None:
