@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from datetime import datetime, timezone
 
 import duckdb
@@ -153,3 +154,58 @@ def test_sharegpt_gives_the_same_roles_and_left_outs(tmp_path):
                                                      " spaced ", "unknown-role")]
     expected = verdicts(*write("seed", cases, tmp_path))
     assert verdicts(*write("sharegpt", cases, tmp_path)) == expected
+
+
+LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "locomo10.json"
+
+
+def locomo_rows():
+    """LoCoMo's sessions from the first speaker's view, one row per turn; each session's
+    time (``1:56 pm on 8 May, 2023``) on its first turn, as exports often carry it."""
+    rows = []
+    for sample in json.loads(LOCOMO.read_text()):
+        talk = sample["conversation"]
+        me = talk["speaker_a"]
+        for key in sorted(k for k in talk if re.fullmatch(r"session_\d+", k)):
+            for turn in talk[key]:
+                rows.append({"entity_id": f"{sample['sample_id']}:{me}", "conversation_id": key,
+                             "role": "user" if turn["speaker"] == me else "assistant",
+                             "content": turn["text"], "timestamp": talk[f"{key}_date_time"]})
+    return rows
+
+
+@pytest.mark.skipif(not LOCOMO.exists(), reason="../shared/data/locomo is not here")
+@pytest.mark.parametrize("kind", ["jsonl-messages", "csv", "parquet"])
+def test_real_chat_history_gets_the_same_verdict_through_every_reader(kind, tmp_path):
+    rows = locomo_rows()
+    frame = pd.DataFrame(rows)
+
+    def by_entity(data, options):
+        out = {}
+        for seed in to_seeds(data, **options):
+            for _, parsed in check_conversations(seed):
+                assert isinstance(parsed, Conversation), parsed
+                out[(seed.entity_id, parsed.id)] = (
+                    [(m.role, m.content, m.timestamp) for m in parsed.messages],
+                    parsed.warnings)
+        return out
+
+    expected = by_entity(frame, {})
+    assert len(expected) == 272 and sum(len(v[0]) for v in expected.values()) == len(rows)
+    assert all(not warnings for _, warnings in expected.values())
+    # "1:56 pm on 8 May, 2023": read as 13:56 UTC, never guessed otherwise.
+    first = expected[("conv-26:Caroline", "session_1")][0][0][2]
+    assert first == datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
+    if kind == "jsonl-messages":
+        path = tmp_path / "locomo.jsonl"
+        path.write_text("\n".join(json.dumps(row) for row in rows))
+    else:
+        path = tmp_path / f"locomo.{kind}"
+        if kind == "csv":
+            frame.to_csv(path, index=False)
+        else:
+            connection = duckdb.connect()
+            connection.register("frame", frame)
+            connection.execute(f"COPY frame TO '{path}' (FORMAT parquet)")
+            connection.close()
+    assert by_entity(path, {}) == expected
