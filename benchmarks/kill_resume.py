@@ -5,7 +5,9 @@ For each kill point: a fresh DuckDB file, the CLI seeding realistic conversation
 loopback augmentation server (log-normal latency), ``kill -9`` after the given seconds, then
 the same command again to the end. The server sees every request, so it tells which
 conversations were sent in both runs. The bound to compare with: the requests in flight at
-the kill (at most ``--batch-size``).
+the kill (at most ``--batch-size``). "stored" and "journaled" say where what the killed run
+finished was: committed to the store, or only in its write-ahead journal (which the re-run
+stores before it reads the ledger).
 
     python benchmarks/kill_resume.py [--conversations 600] [--batch-size 20] [--at 1 2 4]
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -26,6 +29,7 @@ import duckdb
 
 from realistic import write_seed_file
 
+from memori_nb.stores.journal import journal_beside
 from memori_nb.testing import AugmentationServer, lognormal_latency
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +41,19 @@ def conversation_of(body: dict) -> str:
     messages = body["conversation"]["messages"]
     first = f"{body['meta']['attribution']['entity']['id']}\x00{messages[0]['content']}"
     return hashlib.sha256(first.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def finished_in_journal(db: Path) -> set[tuple[str, str]]:
+    """(entity, conversation) of what the killed run's journal says finished."""
+    found = set()
+    for segment in journal_beside(str(db)).glob("*.jsonl"):
+        for line in segment.read_bytes().splitlines():
+            try:
+                result = json.loads(line)["done"]["result"]
+            except (ValueError, KeyError):
+                continue  # chunk progress, or the line the kill cut short
+            found.add((result["entity_id"], result["conversation_id"]))
+    return found
 
 
 def run_cli(seed_file: Path, db: Path, server: AugmentationServer, batch: int,
@@ -67,8 +84,8 @@ def main() -> None:
     write_seed_file(seed_file, args.conversations, scale=args.scale)
     print(f"{args.conversations:,} conversations, batch {args.batch_size}, latency log-normal "
           f"median 0.1 s sigma 0.6")
-    print(f"{'kill at':>8} {'sent 1st':>9} {'saved':>7} {'billed twice':>13} "
-          f"{'in-flight bound':>16} {'lost':>5} {'runs left running':>18}")
+    print(f"{'kill at':>8} {'sent 1st':>9} {'stored':>7} {'journaled':>10} "
+          f"{'billed twice':>13} {'in-flight bound':>16} {'lost':>5} {'runs left running':>18}")
     for at in args.at:
         db = work / f"kill-{at}.duckdb"
         with AugmentationServer(api_key=KEY, latency=lognormal_latency(0.1, 0.6, seed=1)) \
@@ -77,7 +94,9 @@ def main() -> None:
             first = server.request_count
             first_run = {conversation_of(r.body) for r in server.requests if r.body}
             with duckdb.connect(str(db)) as conn:
-                saved = conn.execute("SELECT count(*) FROM seeded_conversations").fetchone()[0]
+                stored = set(conn.execute("SELECT entity_id, conversation_id FROM "
+                                          "seeded_conversations").fetchall())
+            journaled = finished_in_journal(db) - stored
             code = run_cli(seed_file, db, server, args.batch_size, None)
             second = [conversation_of(r.body) for r in server.requests[first:] if r.body]
         with duckdb.connect(str(db)) as conn:
@@ -85,7 +104,8 @@ def main() -> None:
             running = conn.execute("SELECT count(*) FROM runs WHERE status = 'running'"
                                    ).fetchone()[0]
         twice = len(first_run & set(second))
-        print(f"{at:>7.1f}s {first:>9,} {saved:>7,} {twice:>13,} {args.batch_size:>16,} "
+        print(f"{at:>7.1f}s {first:>9,} {len(stored):>7,} {len(journaled):>10,} {twice:>13,} "
+              f"{args.batch_size:>16,} "
               f"{args.conversations - total:>5,} {running:>18,}   (re-run exit {code})")
 
 

@@ -1,7 +1,7 @@
 """The command line: ``python -m memori_nb seed FILE [options]``.
 
 Exit codes: 0 every conversation seeded (or already seeded), 1 some failed or were left
-unsent, 2 unusable input or arguments, 130 interrupted.
+unsent or the database cannot be used, 2 unusable input or arguments, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import IO, Any
 from .backends import BACKEND_NAMES
 from .chunking import PlanRow, plan_seeds, total_plan
 from .client import Memori
-from .errors import MemoriNbError
+from .errors import MemoriNbError, StoreError
 from .models import DEFAULT_BATCH_SIZE, SeedConfig, SeedData, SeedResult
 from .progress import TqdmProgress
 from .sources import FORMATS, to_seeds
@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None, *, stdout: IO[str] | None = None,
         if args.dry_run:
             return _dry_run(args, seeds, config, out)
         return _seed(args, seeds, config, out, err)
+    except StoreError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILURES
     except MemoriNbError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE

@@ -26,6 +26,7 @@ from .models import (Conversation, ConversationResult, Extraction, Message, Seed
                      SeedCounters, SeedData, SeedResult, Triple)
 from .retry import RetryState
 from .stores.base import PartialRecord, ResultRecord, Store
+from .stores.journal import Journal, replay
 from .stores.writer import BatchWriter
 from .validation import Invalid, check_conversations, safe_extraction, safe_result
 
@@ -138,8 +139,7 @@ class _SeedRun:
         # while the store writes; a CPU-only backend has no I/O to overlap, and a store
         # bound to one thread (an in-memory sqlite3 connection) must be used inline.
         self.store_threadsafe = getattr(store, "threadsafe", True)
-        self.writer = BatchWriter(store, self.run_id,
-                                  in_thread=self.requires_network and self.store_threadsafe)
+        self.journal: Journal | None = None  # opened once the store is built
         self.max_id_length = getattr(store, "max_id_length", None)
         # Digests of (entity, conversation id, content hash) queued in this run.
         self.queued: set[bytes] = set()
@@ -157,6 +157,15 @@ class _SeedRun:
     async def _execute(self) -> SeedResult:
         started = self.clock()
         await self._in_store(self.store.build)
+        # A backend that bills journals what it finishes; a dead run's journal is replayed
+        # first, so the ledger below knows what that run finished.
+        directory = None
+        if self.requires_network and hasattr(self.store, "journal_dir"):
+            directory = await self._in_store(self.store.journal_dir)
+            await self._in_store(replay, directory, self.store)
+        self.journal = Journal(directory, self.run_id)
+        self.writer = BatchWriter(self.store, self.run_id, journal=self.journal,
+                                  in_thread=self.requires_network and self.store_threadsafe)
         # Whether each entity has anything in the ledger: an entity never seeded needs no
         # look-ups at all. Asked up front for a list, as the stream reaches it otherwise.
         self.ledger_empty = await self._in_store(self.store.ledger_is_empty)
@@ -188,16 +197,26 @@ class _SeedRun:
             # The store cannot be written: stop sending at once (finally cancels the
             # workers); what it had written stays, and nothing more is tried on it.
             store_failure, status = exc, "failed"
-            raise
+            raise _stopped_by_store(exc) from exc
         finally:
             for task in [*tasks, writer]:
                 task.cancel()
             await asyncio.gather(*tasks, writer, return_exceptions=True)
             if everything.done() and not everything.cancelled():
                 everything.exception()  # retrieved here; the first failure already propagated
-            if status == "interrupted":
-                self.writer.flush_now()  # waits for an in-flight write, then saves the rest
-            self.writer.shutdown()
+            late_failure = None
+            try:
+                if status == "interrupted":
+                    self.writer.flush_now()  # waits for an in-flight write, saves the rest
+                if status != "failed":
+                    self._keep_chunk_progress()
+            except StoreError as exc:
+                late_failure = store_failure = exc
+                status = "failed"
+            finally:
+                self.writer.shutdown()
+                # Kept for the next run to replay unless everything reached the store.
+                self.journal.close(delete=status != "failed")
             self._count_refused()
             duration_ms = (self.clock() - started) * 1000
             try:
@@ -210,6 +229,8 @@ class _SeedRun:
                     raise  # a store that failed already said why; this would only repeat it
             if self.progress:
                 self.progress.close(self.counters)
+            if late_failure is not None:
+                raise _stopped_by_store(late_failure) from late_failure
         c = self.counters
         return SeedResult(run_id=self.run_id, total=c.processed, successful=c.successful,
                           failed=c.failed, skipped=c.skipped, total_triples=c.triples,
@@ -357,15 +378,15 @@ class _SeedRun:
                 facts.extend(extraction.facts)
                 attributes.extend(extraction.attributes)
                 summary = extraction.summary or summary
+                if done < count:  # paid for: journaled now, kept if the run ends first
+                    self.journal.chunk_done(PartialRecord(
+                        entity_id=job.entity_id, process_id=job.process_id,
+                        conversation_id=cid, content_hash=job.content_hash, chunks_done=done,
+                        chunk_count=count, summary=summary, extraction=Extraction(
+                            triples=tuple(dict.fromkeys(triples)),
+                            facts=tuple(dict.fromkeys(facts)), summary=summary,
+                            attributes=tuple(dict.fromkeys(attributes)))))
         except (_RunStopped, _GaveUp) as stop:
-            if done > first:  # keep what the paid chunks returned; the next run goes on
-                await self._in_store(self.store.save_partial, self.run_id, PartialRecord(
-                    entity_id=job.entity_id, process_id=job.process_id, conversation_id=cid,
-                    content_hash=job.content_hash, chunks_done=done, chunk_count=count,
-                    summary=summary, extraction=Extraction(
-                        triples=tuple(dict.fromkeys(triples)),
-                        facts=tuple(dict.fromkeys(facts)), summary=summary,
-                        attributes=tuple(dict.fromkeys(attributes)))))
             partly = f" after {done} of {count} chunks" if done else ""
             if isinstance(stop, _GaveUp):
                 kept = (f"; the {done} chunks done are kept and the next run sends the rest"
@@ -440,15 +461,24 @@ class _SeedRun:
                 content_hash: str | None = None, extraction: Extraction | None = None,
                 conversation: Conversation | None = None) -> None:
         result = safe_result(result)  # the last guard: nothing unstorable reaches the store
+        record = ResultRecord(result, content_hash, process_id, extraction,
+                              conversation if extraction is not None else None)
+        if extraction is not None:
+            self.journal.finished(record)  # on disk before anything else: it was paid for
         if self.keep_results:
             self.results[position] = result
         self.counters.count(result)
-        self.writer.add(ResultRecord(result, content_hash, process_id, extraction,
-                                     conversation if extraction is not None else None))
+        self.writer.add(record)
         if self.on_progress is not None:
             self.on_progress(self.counters.processed, self.counters.total, result)
         if self.progress is not None:
             self.progress.update(self.counters, result)
+
+    def _keep_chunk_progress(self) -> None:
+        """Chunked conversations this run did not finish (quota stop, failure, Ctrl-C) keep
+        what their finished chunks returned: the next run sends only the rest."""
+        for partial in self.journal.open_partials.values():
+            self.store.save_partial(self.run_id, partial)
 
     def _count_refused(self) -> None:
         """Finished conversations the store refused count as failed, as they are stored."""
@@ -465,6 +495,12 @@ class _SeedRun:
 
     def _ms_since(self, started: float) -> float:
         return (self.clock() - started) * 1000
+
+
+def _stopped_by_store(cause: StoreError) -> StoreError:
+    return StoreError(f"the run stopped because the store cannot be written: {cause}. What "
+                      f"finished is kept (in the journal, when the store could not take it), "
+                      f"and running again continues from there")
 
 
 def _failed(entity_id: str, conversation_id: str, reason: str) -> ConversationResult:

@@ -30,6 +30,8 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from ..models import SeedConfig, SeedCounters
 from .base import (PartialRecord, ResultRecord, claim_run, extraction_from_json,
                    extraction_to_json, orphaned_reason, release_run, run_is_orphaned,
                    this_process)
+from .journal import journal_beside
 
 DEFAULT_DB = "memori.duckdb"
 
@@ -141,8 +144,12 @@ class DuckDBStore:
 
     def build(self) -> None:
         """Create the tables if they do not exist (safe to call again), and mark runs whose
-        process died (same host, pid gone) as ``unfinished`` rather than ``running``."""
-        with self._lock:
+        process died (same host, pid gone) as ``unfinished`` rather than ``running``.
+
+        Raises:
+            StoreError: the database cannot be written (read-only, disk full).
+        """
+        with self._writing("create the tables"):
             self.conn.execute(_SCHEMA)
             host, _ = this_process()
             running = self.conn.execute("SELECT run_id, host, pid FROM runs WHERE status = "
@@ -162,12 +169,28 @@ class DuckDBStore:
             if self._owns_conn:
                 self.conn.close()
 
+    @contextmanager
+    def _writing(self, doing: str) -> Iterator[None]:
+        """Holds the lock; a database error becomes a StoreError saying what failed."""
+        with self._lock:
+            try:
+                yield
+            except duckdb.Error as exc:
+                raise StoreError(f"could not {doing}: {exc}") from exc
+
+    def journal_dir(self) -> Path | None:
+        """Where runs journal what they finish (beside the database file; None in memory)."""
+        with self._lock:
+            path = self.conn.execute("SELECT path FROM duckdb_databases() "
+                                     "WHERE database_name = current_database()").fetchone()[0]
+        return journal_beside(path) if path else None
+
     # --- runs ---------------------------------------------------------------------------
 
     def start_run(self, run_id: str, *, backend: str, config: SeedConfig, force: bool) -> None:
         """Record a run as ``running``, with this process (host, pid)."""
         host, pid = claim_run(run_id)
-        with self._lock:
+        with self._writing("record the run"):
             self.conn.execute(
                 f"INSERT INTO runs (run_id, started_at, status, backend, force, config, host, "
                 f"pid) VALUES (?, {_NOW}, 'running', ?, ?, ?, ?, ?)",
@@ -175,15 +198,17 @@ class DuckDBStore:
 
     def finish_run(self, run_id: str, *, status: str, counters: SeedCounters,
                    duration_ms: float, stopped_reason: str | None) -> None:
-        with self._lock:
-            self.conn.execute(
-                f"UPDATE runs SET finished_at = {_NOW}, status = ?, total = ?, successful = ?, "
-                f"failed = ?, skipped = ?, retries = ?, total_triples = ?, duration_ms = ?, "
-                f"stopped_reason = ? WHERE run_id = ?",
-                [status, counters.processed, counters.successful, counters.failed,
-                 counters.skipped, counters.retries, counters.triples, duration_ms,
-                 stopped_reason, run_id])
-        release_run(run_id)
+        try:
+            with self._writing("record the end of the run"):
+                self.conn.execute(
+                    f"UPDATE runs SET finished_at = {_NOW}, status = ?, total = ?, "
+                    f"successful = ?, failed = ?, skipped = ?, retries = ?, "
+                    f"total_triples = ?, duration_ms = ?, stopped_reason = ? WHERE run_id = ?",
+                    [status, counters.processed, counters.successful, counters.failed,
+                     counters.skipped, counters.retries, counters.triples, duration_ms,
+                     stopped_reason, run_id])
+        finally:
+            release_run(run_id)
 
     # --- ledger -------------------------------------------------------------------------
 
@@ -251,17 +276,13 @@ class DuckDBStore:
         Raises:
             StoreError: the database refused the write.
         """
-        with self._lock:
-            try:
-                self.conn.execute(
-                    f"INSERT OR REPLACE INTO partial_conversations VALUES "
-                    f"(?, ?, ?, ?, ?, ?, ?, ?, ?, {_NOW})",
-                    [record.entity_id, record.conversation_id, record.content_hash,
-                     record.process_id, run_id, record.chunks_done, record.chunk_count,
-                     record.summary, extraction_to_json(record.extraction)])
-            except duckdb.Error as exc:
-                raise StoreError(f"could not save the progress of conversation "
-                                 f"{record.conversation_id!r}: {exc}") from exc
+        with self._writing(f"save the progress of conversation {record.conversation_id!r}"):
+            self.conn.execute(
+                f"INSERT OR REPLACE INTO partial_conversations VALUES "
+                f"(?, ?, ?, ?, ?, ?, ?, ?, ?, {_NOW})",
+                [record.entity_id, record.conversation_id, record.content_hash,
+                 record.process_id, run_id, record.chunks_done, record.chunk_count,
+                 record.summary, extraction_to_json(record.extraction)])
 
     def write(self, run_id: str, records: list[ResultRecord]) -> None:
         """Write finished conversations in one transaction: results, ledger, memories.

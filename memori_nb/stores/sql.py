@@ -21,7 +21,8 @@ a run whose process died shows as ``unfinished``), ``memori_nb_conversation_resu
 its ``memori_conversation`` row), ``memori_nb_triple_mentions`` /
 ``memori_nb_attribute_mentions`` (which conversations stated a triple or an attribute), and
 ``memori_nb_partial_conversations`` (what the finished chunks of a conversation returned when
-a run stopped in the middle of it, so the next run sends only the rest).
+a run stopped in the middle of it, so the next run sends only the rest), and
+``memori_nb_store`` (the database's id, which names its journal directory on this machine).
 Every batch is written in one transaction: results, ledger and memories together.
 """
 
@@ -38,6 +39,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -48,6 +50,7 @@ from .base import (PartialRecord, ResultRecord, claim_run, extraction_from_json,
                    extraction_to_json, orphaned_reason, release_run, run_is_orphaned,
                    this_process)
 from .connection import SqlConnection, open_sql_connection
+from .journal import journal_beside, journal_in_cache
 from .memori_schema import MAX_EXTERNAL_ID, MAX_NAME, SCHEMA_REVISION, memori_ddl
 
 # Keys per IN (...) list: well under SQLite's limit of bound parameters.
@@ -83,6 +86,7 @@ CREATE TABLE IF NOT EXISTS memori_nb_triple_mentions (
 CREATE TABLE IF NOT EXISTS memori_nb_attribute_mentions (
     attribute_id {int} NOT NULL, conversation_id {int} NOT NULL,
     PRIMARY KEY (attribute_id, conversation_id));
+CREATE TABLE IF NOT EXISTS memori_nb_store (store_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS memori_nb_partial_conversations (
     entity_id TEXT NOT NULL, conversation_id TEXT NOT NULL, content_hash TEXT NOT NULL,
     process_id TEXT, run_id TEXT, chunks_done {int}, chunk_count {int}, summary TEXT,
@@ -292,6 +296,20 @@ class SqlStore:
                     self._run(cursor, f"ALTER TABLE memori_nb_runs ADD COLUMN {name} "
                                       f"{kind.format(**types)}")
             self._mark_unfinished(cursor)
+            if not self._rows(cursor, "SELECT 1 FROM memori_nb_store"):
+                self._run(cursor, "INSERT INTO memori_nb_store VALUES (?)", [uuid.uuid4().hex])
+
+    def journal_dir(self) -> Path | None:
+        """Where runs journal what they finish: beside a SQLite file, in the user's cache
+        directory for a server (None for SQLite in memory)."""
+        with self._transaction(write=False) as cursor:
+            if self.dialect == "sqlite":
+                files = self._rows(cursor, "PRAGMA database_list")
+                path = next((row[2] for row in files if row[1] == "main"), "")
+                return journal_beside(path) if path else None
+            # Two processes building a new database at once may both add an id: take one.
+            return journal_in_cache(self._rows(cursor, "SELECT min(store_id) FROM "
+                                                       "memori_nb_store")[0][0])
 
     def _mark_unfinished(self, cursor: Any) -> None:
         """Runs still ``running`` whose process on this host is gone become ``unfinished``."""

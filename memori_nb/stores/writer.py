@@ -11,17 +11,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as _wait_futures
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from ..errors import StoreError
 from .base import ResultRecord, Store
 
+if TYPE_CHECKING:
+    from .journal import Journal
+
 # Finished results are written in batches of up to FLUSH_ROWS, or after FLUSH_SECONDS,
 # whichever comes first; at MAX_PENDING_WRITES workers pause to let the store catch up.
+# A result waiting here is safe: what a backend bills for is in the journal already.
 FLUSH_ROWS = 10_000
-# Short with a network backend: a result waiting here is lost (and billed again) if the
-# process is killed, so it waits no longer than a write takes anyway.
-FLUSH_SECONDS = 0.05
-FLUSH_SECONDS_INLINE = 1.0
+FLUSH_SECONDS = 1.0
 MAX_PENDING_WRITES = 20_000
 
 
@@ -33,12 +35,13 @@ class BatchWriter:
     overlap, and a thread would only contend with the extraction for the GIL.
     """
 
-    def __init__(self, store: Store, run_id: str, *, in_thread: bool) -> None:
+    def __init__(self, store: Store, run_id: str, *, in_thread: bool,
+                 journal: Journal | None = None) -> None:
         self._store, self._run_id, self._in_thread = store, run_id, in_thread
+        # Its segments are deleted as the batches they hold are committed.
+        self._journal = journal
         # Finished conversations the store refused, as (record, the failed record stored).
         self.refused: list[tuple[ResultRecord, ResultRecord]] = []
-        # Inline writes stall extraction, so they wait longer for a full batch.
-        self._flush_seconds = FLUSH_SECONDS if in_thread else FLUSH_SECONDS_INLINE
         self._pending: list[ResultRecord] = []
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -70,11 +73,13 @@ class BatchWriter:
             if not self._full.is_set():
                 # Every write has a fixed cost, so gather a batch for a short while first.
                 try:
-                    async with asyncio.timeout(self._flush_seconds):
+                    async with asyncio.timeout(FLUSH_SECONDS):
                         await self._full.wait()
                 except TimeoutError:
                     pass
             batch, self._pending = self._pending, []
+            # Everything the old segment holds is in this batch or an earlier one.
+            segment = self._journal.rotate() if self._journal else None
             self._full.clear()
             self._room.set()
             if self._in_thread:
@@ -85,6 +90,9 @@ class BatchWriter:
                 self._in_flight = None
             else:
                 self.write(batch)
+            if segment is not None:
+                self._journal.drop(segment)
+            if not self._in_thread:
                 await asyncio.sleep(0)  # let workers refill the next batch
 
     def close(self) -> None:
@@ -108,31 +116,69 @@ class BatchWriter:
         self.write(batch)
 
     def write(self, batch: list[ResultRecord]) -> None:
-        """Write a batch in transactions of at most the store's ``max_batch_rows``.
+        """Write a batch (see :func:`write_records`); what the store refused is kept in
+        :attr:`refused`."""
+        if self._journal is not None:
+            self._journal.sync()  # off the event loop, like the write itself
+        self.refused += write_records(self._store, self._run_id, batch)
 
-        A transaction the store refuses is written again one conversation at a time, so one
-        bad record fails only itself: it is stored as failed, with the store's reason.
 
-        Raises:
-            StoreError: the store refuses even that (it cannot be written at all).
-        """
-        size = getattr(self._store, "max_batch_rows", None) or len(batch) or 1
-        for start in range(0, len(batch), size):
-            self._write_part(batch[start:start + size])
+def write_records(store: Store, run_id: str, records: list[ResultRecord]
+                  ) -> list[tuple[ResultRecord, ResultRecord]]:
+    """Write records in transactions of at most the store's ``max_batch_rows``.
 
-    def _write_part(self, part: list[ResultRecord]) -> None:
+    A transaction the store refuses is written again one conversation at a time, so one bad
+    record fails only itself: it is stored as failed, with the store's reason.
+
+    Returns:
+        The records the store refused, each with the failed record stored instead.
+
+    Raises:
+        StoreError: the store cannot be written at all (disk full, read-only, gone): the
+            first refusal, which names the cause.
+    """
+    refused: list[tuple[ResultRecord, ResultRecord]] = []
+    size = getattr(store, "max_batch_rows", None) or len(records) or 1
+    for start in range(0, len(records), size):
+        part = records[start:start + size]
         try:
-            self._store.write(self._run_id, part)
-            return
+            store.write(run_id, part)
         except StoreError as exc:
-            if len(part) > 1:
-                for record in part:
-                    self._write_part([record])
-                return
-            failure = exc
-        record = part[0]
-        refused = ResultRecord(replace(record.result, status="failed", triples_count=0,
-                                       error=f"finished, but the store refused it: {failure}"),
-                               record.content_hash, record.process_id, None)
-        self._store.write(self._run_id, [refused])  # if even this fails, the store is down
-        self.refused.append((record, refused))
+            if storage_failed(exc):
+                raise
+            refused += _one_by_one(store, run_id, part, exc)
+    return refused
+
+
+def _one_by_one(store: Store, run_id: str, part: list[ResultRecord], batch_error: StoreError
+                ) -> list[tuple[ResultRecord, ResultRecord]]:
+    refused = []
+    for record in part:
+        failure = batch_error
+        if len(part) > 1:
+            try:
+                store.write(run_id, [record])
+                continue
+            except StoreError as exc:
+                failure = exc
+        stored = ResultRecord(replace(record.result, status="failed", triples_count=0,
+                                      error=f"finished, but the store refused it: {failure}"),
+                              record.content_hash, record.process_id, None)
+        try:
+            store.write(run_id, [stored])
+        except StoreError:
+            raise batch_error from None  # not even a failure row: the store is down
+        refused.append((record, stored))
+    return refused
+
+
+# What databases say when the disk, not the record, is the problem.
+_STORAGE_FAILURES = ("no space left", "read-only file system", "disk i/o error",
+                     "database or disk is full", "disk quota exceeded",
+                     "input/output error", "file too large", "readonly database")
+
+
+def storage_failed(exc: BaseException) -> bool:
+    """True when a store's error says it cannot write at all, whatever the record."""
+    text = str(exc).lower()
+    return any(failure in text for failure in _STORAGE_FAILURES)

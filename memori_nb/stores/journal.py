@@ -1,0 +1,344 @@
+"""The write-ahead journal: paid-for work on disk the moment it finishes.
+
+A finished conversation waits a little in the batching writer before the store commits it, and
+a chunked conversation's finished chunks are only worth something once the conversation ends.
+A process killed (``kill -9``, out of memory, power to the container) in between would lose
+work that was billed, and the next run would send it again. So each finished conversation and
+each finished chunk is appended to a journal file first, one JSON line each, with one
+``write`` call: the kernel keeps it when the process dies. The file is also synced to the
+disk each time the store is written (about once a second), which bounds what a machine
+crash or a disk turning read-only can take.
+
+Each run journals into ``<run_id>-<segment>.jsonl`` files in the store's journal directory and
+holds ``<run_id>.lock`` for as long as it lives. A segment is deleted once the store has
+committed everything in it; a clean end deletes them all, after the chunk progress of the
+conversations that did not finish went to the store. The next run on the store replays the
+journals of runs whose lock is free (their process is gone) before it looks at the ledger,
+so what they finished counts as seeded and is not sent again.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreError
+from ..models import Conversation, ConversationResult, Message
+from .base import PartialRecord, ResultRecord, extraction_from_json, extraction_to_json
+from .writer import write_records
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+# A new segment starts when the current one is this large, so the journal of a long run
+# stays about this size on disk.
+SEGMENT_BYTES = 32 * 1024 * 1024
+
+Key = tuple[str, str, str]
+
+
+def journal_beside(database_file: str) -> Path:
+    """The journal directory of a database file: beside it, so it moves with it."""
+    return Path(f"{database_file}.memori_nb-journal")
+
+
+def journal_in_cache(store_id: str) -> Path:
+    """The journal directory of a database server, in the user's cache directory, named by
+    the id the store keeps for itself (so two databases never share one)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "memori_nb" / "journal" / store_id
+
+
+class Journal:
+    """The journal of one run (see the module docstring).
+
+    With ``directory=None`` nothing goes to disk (a store in memory, or a backend that costs
+    nothing to run again), but the chunk progress of unfinished conversations is still
+    tracked, so a run that ends in the middle of one can keep it.
+
+    Raises:
+        StoreError: the journal cannot be created or written (disk full, read-only).
+    """
+
+    def __init__(self, directory: Path | None, run_id: str) -> None:
+        self.directory, self.run_id = directory, run_id
+        # Chunk progress of conversations in flight, by (entity, conversation, content).
+        self.open_partials: dict[Key, PartialRecord] = {}
+        self._segment = 0
+        self._fd: int | None = None
+        self._lock_fd: int | None = None
+        self._size = 0
+        self._segments: list[Path] = []
+        # After a failed append the file may end in half a line: nothing more goes after it.
+        self._failure: StoreError | None = None
+        if directory is not None:
+            self._lock_fd = _take_lock(directory, run_id)
+            self._open_segment()
+
+    # --- what the engine journals -------------------------------------------------------
+
+    def finished(self, record: ResultRecord) -> None:
+        """A conversation succeeded: journal all the store will need to write it."""
+        self.open_partials.pop(_key_of(record), None)
+        if self._fd is not None:
+            self._append({"done": _record_to_json(record)})
+
+    def chunk_done(self, partial: PartialRecord) -> None:
+        """A chunk of a chunked conversation came back (``partial`` merges all so far)."""
+        self.open_partials[partial.key] = partial
+        if self._fd is not None:
+            self._append({"chunk": _partial_to_json(partial)})
+
+    # --- segments -----------------------------------------------------------------------
+
+    def rotate(self) -> Path | None:
+        """Start a new segment if the current one is large; the old one's path is returned,
+        to :meth:`drop` once the store has committed everything handed to it so far."""
+        if self._fd is None or self._size < SEGMENT_BYTES:
+            return None
+        old = self._segments[-1]
+        self.sync()
+        self._open_segment()
+        for partial in self.open_partials.values():  # still needed: carried over
+            self._append({"chunk": _partial_to_json(partial)})
+        return old
+
+    def sync(self) -> None:
+        """Ask the system to put the journal on the disk itself (it is safe from a killed
+        process already; this covers a disk turning read-only, or power, up to now)."""
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                pass  # the next append says what is wrong, in its own words
+
+    def drop(self, segment: Path | None) -> None:
+        if segment is not None:
+            segment.unlink(missing_ok=True)
+            self._segments.remove(segment)
+
+    def close(self, *, delete: bool) -> None:
+        """Close the files; with ``delete`` (everything reached the store) remove them too,
+        else leave them for the next run to replay."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.directory is None:
+            return
+        if delete:
+            for segment in self._segments:
+                segment.unlink(missing_ok=True)
+            (self.directory / f"{self.run_id}.lock").unlink(missing_ok=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+        if delete:
+            _remove_if_empty(self.directory)
+
+    def _open_segment(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._segment += 1
+        path = self.directory / f"{self.run_id}-{self._segment:06d}.jsonl"
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise _journal_error(path, exc) from exc
+        self._segments.append(path)
+        self._size = 0
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        if self._failure is not None:
+            raise self._failure
+        line = (json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n").encode(
+            "utf-8", "surrogatepass")
+        try:
+            written = os.write(self._fd, line)
+            if written != len(line):  # only on a full disk
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            self._failure = _journal_error(self._segments[-1], exc)
+            raise self._failure from exc
+        self._size += written
+
+
+def replay(directory: Path | None, store: Any) -> int:
+    """Put into the store what the journals of dead runs hold: their finished conversations
+    (those the ledger lacks), under the run that finished them, and the chunk progress of
+    the conversations they had not finished. Returns how many conversations were written.
+
+    A journal whose run still holds its lock (a live process) is left alone. A journal is
+    deleted once replayed.
+    """
+    if directory is None or not directory.is_dir():
+        return 0
+    written = 0
+    for lock_path in sorted(directory.glob("*.lock")):
+        run_id = lock_path.stem
+        try:
+            fd = os.open(lock_path, os.O_RDWR)
+        except FileNotFoundError:
+            continue  # replayed and removed meanwhile by another process
+        try:
+            if not _try_lock(fd):
+                continue  # its run is alive
+            segments = sorted(directory.glob(f"{run_id}-*.jsonl"))
+            finished, partials = _read_segments(segments)
+            written += _replay_run(store, run_id, finished, partials)
+            for segment in segments:
+                segment.unlink(missing_ok=True)
+            lock_path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    _remove_if_empty(directory)
+    return written
+
+
+def _replay_run(store: Any, run_id: str, finished: dict[Key, ResultRecord],
+                partials: dict[Key, PartialRecord]) -> int:
+    keys = list(finished)
+    seeded = store.already_seeded(keys) if keys else set()
+    missing = [finished[key] for index, key in enumerate(keys) if index not in seeded]
+    write_records(store, run_id, missing)
+    for key, partial in partials.items():
+        if key not in finished:
+            store.save_partial(run_id, partial)
+    return len(missing)
+
+
+def _read_segments(segments: list[Path]) -> tuple[dict[Key, ResultRecord],
+                                                  dict[Key, PartialRecord]]:
+    finished: dict[Key, ResultRecord] = {}
+    partials: dict[Key, PartialRecord] = {}
+    for entry in _entries(segments):
+        if "done" in entry:
+            record = _record_from_json(entry["done"])
+            finished[_key_of(record)] = record
+        elif "chunk" in entry:
+            partial = _partial_from_json(entry["chunk"])
+            known = partials.get(partial.key)
+            if known is None or known.chunks_done <= partial.chunks_done:
+                partials[partial.key] = partial
+    return finished, partials
+
+
+def _entries(segments: list[Path]) -> Iterator[dict[str, Any]]:
+    for segment in segments:
+        with open(segment, "rb") as lines:
+            for line in lines:
+                try:
+                    yield json.loads(line.decode("utf-8", "surrogatepass"))
+                except ValueError:
+                    continue  # the last line of a killed process, cut short: not finished
+
+
+# --- locks ----------------------------------------------------------------------------------
+
+def _take_lock(directory: Path, run_id: str) -> int | None:
+    """Create and hold ``<run_id>.lock``. It is locked before it appears under its name, so
+    a replaying process never mistakes a starting run for a dead one."""
+    temporary = directory / f".{run_id}.lock.tmp"
+    for attempt in range(3):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(temporary, os.O_RDWR | os.O_CREAT, 0o600)
+            break
+        except FileNotFoundError:
+            continue  # another run removed the directory, empty, in between: make it again
+        except OSError as exc:
+            raise _journal_error(directory, exc) from exc
+    else:
+        raise _journal_error(directory, OSError("the directory keeps disappearing"))
+    _try_lock(fd)
+    os.replace(temporary, directory / f"{run_id}.lock")
+    return fd
+
+
+def _remove_if_empty(directory: Path) -> None:
+    try:
+        directory.rmdir()
+    except OSError:
+        pass  # other runs' journals are in it
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the lock without waiting; False when another process holds it. The system
+    frees it when its process ends, however it ends."""
+    if fcntl is None:
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _journal_error(path: Path, exc: OSError) -> StoreError:
+    reason = exc.strerror or str(exc)
+    return StoreError(f"cannot write the journal at {path}: {reason}")
+
+
+# --- JSON forms -----------------------------------------------------------------------------
+
+def _key_of(record: ResultRecord) -> Key:
+    return (record.result.entity_id, record.result.conversation_id, record.content_hash)
+
+
+def _record_to_json(record: ResultRecord) -> dict[str, Any]:
+    conversation = record.conversation
+    return {
+        "result": asdict(record.result), "content_hash": record.content_hash,
+        "process_id": record.process_id,
+        "extraction": extraction_to_json(record.extraction),
+        "conversation": None if conversation is None else {
+            "id": conversation.id, "title": conversation.title,
+            "warnings": list(conversation.warnings),
+            "messages": [[m.role, m.content, _time_to_json(m.timestamp)]
+                         for m in conversation.messages]},
+    }
+
+
+def _record_from_json(data: dict[str, Any]) -> ResultRecord:
+    result = data["result"]
+    result = ConversationResult(**{**result, "warnings": tuple(result["warnings"])})
+    conversation = data["conversation"]
+    if conversation is not None:
+        conversation = Conversation(
+            id=conversation["id"], title=conversation["title"],
+            warnings=tuple(conversation["warnings"]),
+            messages=tuple(Message(role=role, content=content,
+                                   timestamp=_time_from_json(said))
+                           for role, content, said in conversation["messages"]))
+    return ResultRecord(result, data["content_hash"], data["process_id"],
+                        extraction_from_json(data["extraction"]), conversation)
+
+
+def _partial_to_json(partial: PartialRecord) -> dict[str, Any]:
+    return {**{f.name: getattr(partial, f.name) for f in fields(PartialRecord)},
+            "extraction": extraction_to_json(partial.extraction)}
+
+
+def _partial_from_json(data: dict[str, Any]) -> PartialRecord:
+    return PartialRecord(**{**data, "extraction": extraction_from_json(data["extraction"])})
+
+
+def _time_to_json(value: Any) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _time_from_json(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
