@@ -120,7 +120,9 @@ class Store(Protocol):
     succeeds.
 
     ``max_id_length`` is the longest entity or process id the store can hold (None: no limit);
-    ``threadsafe`` says whether the store may be used from a worker thread.
+    ``threadsafe`` says whether the store may be used from a worker thread. A store may also
+    have ``journal_dir()``: where runs keep their write-ahead journal (see
+    :mod:`memori_nb.stores.journal`); without it, a killed run loses what it had not written.
     """
 
     max_id_length: int | None
