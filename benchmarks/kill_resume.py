@@ -94,8 +94,11 @@ def main() -> None:
             first = server.request_count
             first_run = {conversation_of(r.body) for r in server.requests if r.body}
             with duckdb.connect(str(db)) as conn:
-                stored = set(conn.execute("SELECT entity_id, conversation_id FROM "
-                                          "seeded_conversations").fetchall())
+                try:
+                    stored = set(conn.execute("SELECT entity_id, conversation_id FROM "
+                                              "seeded_conversations").fetchall())
+                except duckdb.CatalogException:
+                    stored = set()  # killed before the tables were made
             journaled = finished_in_journal(db) - stored
             code = run_cli(seed_file, db, server, args.batch_size, None)
             second = [conversation_of(r.body) for r in server.requests[first:] if r.body]

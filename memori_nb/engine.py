@@ -26,7 +26,7 @@ from .models import (Conversation, ConversationResult, Extraction, Message, Seed
                      SeedCounters, SeedData, SeedResult, Triple)
 from .retry import RetryState
 from .stores.base import PartialRecord, ResultRecord, Store
-from .stores.journal import Journal, replay
+from .stores.journal import Journal, JournalError, replay
 from .stores.writer import BatchWriter
 from .validation import Invalid, check_conversations, safe_extraction, safe_result
 
@@ -164,18 +164,22 @@ class _SeedRun:
             directory = await self._in_store(self.store.journal_dir)
             await self._in_store(replay, directory, self.store)
         self.journal = Journal(directory, self.run_id)
+        try:
+            # Whether each entity has anything in the ledger: an entity never seeded needs
+            # no look-ups at all. Asked up front for a list, as the stream reaches it otherwise.
+            self.ledger_empty = await self._in_store(self.store.ledger_is_empty)
+            self.entities_in_ledger: dict[str, bool] = {}
+            if not self.ledger_empty and isinstance(self.seeds, (list, tuple)):
+                entities = {seed.entity_id for seed in self.seeds}
+                found = await self._in_store(self.store.seeded_entities, entities)
+                self.entities_in_ledger = {entity: entity in found for entity in entities}
+            self.store.start_run(self.run_id, backend=getattr(self.backend, "name", "custom"),
+                                 config=self.config, force=self.force)
+        except BaseException:
+            self.journal.close(delete=True)  # nothing was sent
+            raise
         self.writer = BatchWriter(self.store, self.run_id, journal=self.journal,
                                   in_thread=self.requires_network and self.store_threadsafe)
-        # Whether each entity has anything in the ledger: an entity never seeded needs no
-        # look-ups at all. Asked up front for a list, as the stream reaches it otherwise.
-        self.ledger_empty = await self._in_store(self.store.ledger_is_empty)
-        self.entities_in_ledger: dict[str, bool] = {}
-        if not self.ledger_empty and isinstance(self.seeds, (list, tuple)):
-            entities = {seed.entity_id for seed in self.seeds}
-            found = await self._in_store(self.store.seeded_entities, entities)
-            self.entities_in_ledger = {entity: entity in found for entity in entities}
-        self.store.start_run(self.run_id, backend=getattr(self.backend, "name", "custom"),
-                             config=self.config, force=self.force)
         if self.progress:
             self.progress.start(self.counters)
         tasks = [asyncio.create_task(self._produce())]
@@ -204,19 +208,23 @@ class _SeedRun:
             await asyncio.gather(*tasks, writer, return_exceptions=True)
             if everything.done() and not everything.cancelled():
                 everything.exception()  # retrieved here; the first failure already propagated
-            late_failure = None
+            # When only the journal failed, the store can still take what is pending.
+            journal_failed = isinstance(store_failure, JournalError)
+            late_failure, saved_all = None, False
             try:
-                if status == "interrupted":
+                if status == "interrupted" or journal_failed:
                     self.writer.flush_now()  # waits for an in-flight write, saves the rest
-                if status != "failed":
+                if status != "failed" or journal_failed:
                     self._keep_chunk_progress()
+                    saved_all = True
             except StoreError as exc:
                 late_failure = store_failure = exc
                 status = "failed"
             finally:
                 self.writer.shutdown()
-                # Kept for the next run to replay unless everything reached the store.
-                self.journal.close(delete=status != "failed")
+                # Kept for the next run to replay unless everything reached the store (a
+                # second Ctrl-C while saving, under plain asyncio.run, keeps it too).
+                self.journal.close(delete=saved_all)
             self._count_refused()
             duration_ms = (self.clock() - started) * 1000
             try:
@@ -378,15 +386,13 @@ class _SeedRun:
                 facts.extend(extraction.facts)
                 attributes.extend(extraction.attributes)
                 summary = extraction.summary or summary
-                if done < count:  # paid for: journaled now, kept if the run ends first
-                    self.journal.chunk_done(PartialRecord(
-                        entity_id=job.entity_id, process_id=job.process_id,
-                        conversation_id=cid, content_hash=job.content_hash, chunks_done=done,
-                        chunk_count=count, summary=summary, extraction=Extraction(
-                            triples=tuple(dict.fromkeys(triples)),
-                            facts=tuple(dict.fromkeys(facts)), summary=summary,
-                            attributes=tuple(dict.fromkeys(attributes)))))
+                if done < count and self.journal.on_disk:  # paid for: journaled now
+                    self.journal.chunk_done(_progress(job, done, summary, triples, facts,
+                                                      attributes))
         except (_RunStopped, _GaveUp) as stop:
+            if done > first:  # kept at the end of the run: the next run sends the rest
+                self.journal.chunk_done(_progress(job, done, summary, triples, facts,
+                                                  attributes))
             partly = f" after {done} of {count} chunks" if done else ""
             if isinstance(stop, _GaveUp):
                 kept = (f"; the {done} chunks done are kept and the next run sends the rest"
@@ -401,16 +407,12 @@ class _SeedRun:
                       f"{'the rest' if done else 'it'}",
                 chunks_processed=done, duration_ms=self._ms_since(started),
                 warnings=warnings), None
-        # Chunks of one conversation often restate a fact: keep each triple and fact once.
-        triples = list(dict.fromkeys(triples))
-        extraction = Extraction(triples=tuple(triples), facts=tuple(dict.fromkeys(facts)),
-                                summary=summary, attributes=tuple(dict.fromkeys(attributes)))
-        extraction, changed = safe_extraction(extraction)
+        extraction, changed = safe_extraction(_merged(summary, triples, facts, attributes))
         if changed:
             warnings += ("unstorable characters replaced (in the backend's answer)",)
         return ConversationResult(
             conversation_id=cid, entity_id=job.entity_id, status="succeeded",
-            triples_count=len(triples), summary=extraction.summary, chunks_processed=done,
+            triples_count=len(extraction.triples), summary=extraction.summary, chunks_processed=done,
             duration_ms=self._ms_since(started), warnings=warnings), extraction
 
     async def _send(self, request: AugmentationRequest) -> Extraction:
@@ -463,12 +465,14 @@ class _SeedRun:
         result = safe_result(result)  # the last guard: nothing unstorable reaches the store
         record = ResultRecord(result, content_hash, process_id, extraction,
                               conversation if extraction is not None else None)
-        if extraction is not None:
-            self.journal.finished(record)  # on disk before anything else: it was paid for
         if self.keep_results:
             self.results[position] = result
         self.counters.count(result)
         self.writer.add(record)
+        if extraction is not None:
+            # Journaled before the writer can act on it (it runs at the next await); should
+            # the journal fail, the writer still has the record for the store.
+            self.journal.finished(record)
         if self.on_progress is not None:
             self.on_progress(self.counters.processed, self.counters.total, result)
         if self.progress is not None:
@@ -497,7 +501,27 @@ class _SeedRun:
         return (self.clock() - started) * 1000
 
 
+def _merged(summary: str | None, triples: list[Triple], facts: list[str],
+            attributes: list[str]) -> Extraction:
+    """What the chunks of one conversation returned, as one Extraction. Chunks often
+    restate a fact: each triple, fact and attribute is kept once."""
+    return Extraction(triples=tuple(dict.fromkeys(triples)), facts=tuple(dict.fromkeys(facts)),
+                      summary=summary, attributes=tuple(dict.fromkeys(attributes)))
+
+
+def _progress(job: _Job, done: int, summary: str | None, triples: list[Triple],
+              facts: list[str], attributes: list[str]) -> PartialRecord:
+    return PartialRecord(entity_id=job.entity_id, process_id=job.process_id,
+                         conversation_id=job.conversation.id, content_hash=job.content_hash,
+                         chunks_done=done, chunk_count=len(job.chunks), summary=summary,
+                         extraction=_merged(summary, triples, facts, attributes))
+
+
 def _stopped_by_store(cause: StoreError) -> StoreError:
+    if isinstance(cause, JournalError):
+        return StoreError(f"the run stopped because its journal cannot be written: {cause}. "
+                          f"What finished is saved in the store, and running again continues "
+                          f"from there")
     return StoreError(f"the run stopped because the store cannot be written: {cause}. What "
                       f"finished is kept (in the journal, when the store could not take it), "
                       f"and running again continues from there")

@@ -94,6 +94,15 @@ def kill_after(proc: subprocess.Popen, server: AugmentationServer, requests: int
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    settle(server)
+
+
+def settle(server: AugmentationServer) -> None:
+    """Wait until the server has counted every request of a killed client."""
+    deadline = time.monotonic() + 10
+    while server.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
 
 
 def ledger(tmp_path: Path) -> int:
@@ -145,13 +154,15 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_rerun_loses_nothing(tmp_p
     with AugmentationServer(api_key=API_KEY, latency=0.02) as server:
         failing = start_cli(tmp_path, server, file_size_limit=400_000)
         out, err = failing.communicate(timeout=120)
+        settle(server)
         first = server.request_count
         rerun = start_cli(tmp_path, server)
         rerun.communicate(timeout=120)
         twice = set(sent(server, 0)[:first]) & set(sent(server, first))
     assert failing.returncode == 1, err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("error: the run stopped because the store cannot be written: ")
+    # Whichever file reaches the limit first, the journal or the database, is named.
+    assert last.startswith("error: the run stopped because ") and "cannot be written" in last
     assert "File too large" in last or "No space left" in last, err
     assert "Traceback" not in err
     assert len(twice) <= BATCH, f"{len(twice)} billed twice"
@@ -340,3 +351,94 @@ def test_a_dead_runs_journal_reaches_memoris_own_tables(tmp_path):
             ("user lives in Lisbon",)]
         assert conn.execute("SELECT count(*) FROM memori_conversation_message"
                             ).fetchone()[0] == 2
+
+
+def test_a_record_comes_back_from_the_journal_as_it_went_in(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    times = [SAID, pd.Timestamp("2024-03-05 14:30:00.123456", tz="UTC"), pd.NaT,
+             "5 March 2024", 1709649000, np.datetime64("2024-03-05T14:30:00"), None]
+    conv = Conversation(id="c1", title=None, messages=tuple(
+        Message(role="user", content=f"lone \ud800 surrogate, 寿司, {i}", timestamp=t)
+        for i, t in enumerate(times)))
+    record = ResultRecord(ConversationResult(conversation_id="c1", entity_id="u1",
+                                             status="succeeded"), conv.content_hash(), "bot",
+                          Extraction(facts=("user likes sushi",)), conv)
+    dead_run(tmp_path / "m.duckdb", record)
+    from memori_nb.stores.journal import _read_segments
+    finished, _ = _read_segments(sorted(journal_beside(str(tmp_path / "m.duckdb")).glob("*.jsonl")))
+    back = finished["u1", "c1", conv.content_hash()]
+    assert [m.content for m in back.conversation.messages] == [
+        m.content for m in conv.messages]
+    assert [m.timestamp for m in back.conversation.messages] == [
+        SAID, pd.Timestamp("2024-03-05 14:30:00.123456", tz="UTC"), None, "5 March 2024",
+        1709649000, "2024-03-05T14:30:00", None]
+    assert back.extraction == record.extraction and back.process_id == "bot"
+
+
+def test_an_unreadable_journal_line_costs_its_conversation_not_the_next_runs(tmp_path):
+    db = tmp_path / "m.duckdb"
+    DuckDBStore(str(db)).build()
+    good = finished_record("c1", "user lives in Lisbon")
+    path = dead_run(db, good)
+    with open(path, "ab") as segment:  # a record this version cannot read
+        segment.write(b'{"done":{"result":{"no":"such field"}}}\n')
+    with AugmentationServer(api_key=API_KEY) as server:
+        first = seed_with_server(db, [as_input(good), conversation("c2", "I am a nurse.")],
+                                 server)
+        second = seed_with_server(db, [conversation("c3", "I am a pilot.")], server)
+    assert [r.status for r in first.results] == ["skipped", "succeeded"]
+    assert second.successful == 1
+
+
+def test_a_killed_forced_run_keeps_what_it_paid_for(tmp_path):
+    db = tmp_path / "m.duckdb"
+    record = finished_record("c1", "user lives in Lisbon")
+    store = DuckDBStore(str(db))
+    store.build()
+    store.write("earlier", [record])  # seeded long ago
+    store.close()
+    forced = finished_record("c1", "user lives in Porto")  # what the forced run got back
+    forced = ResultRecord(forced.result, record.content_hash, None, forced.extraction,
+                          record.conversation)
+    dead_run(db, forced)
+    with AugmentationServer(api_key=API_KEY) as server:
+        seed_with_server(db, [conversation("c2", "I am a nurse.")], server)
+    with duckdb.connect(str(db)) as conn:
+        assert conn.execute("SELECT fact FROM facts WHERE fact LIKE 'user lives%'"
+                            ).fetchall() == [("user lives in Porto",)]
+        assert conn.execute("SELECT run_id FROM seeded_conversations WHERE conversation_id "
+                            "= 'c1'").fetchall() == [("deadrun",)]
+
+
+def test_segments_rotate_and_a_kill_after_rotation_loses_nothing(tmp_path, monkeypatch):
+    import memori_nb.stores.journal as journal_module
+
+    monkeypatch.setattr(journal_module, "SEGMENT_BYTES", 2000)  # a new segment per batch
+    db = tmp_path / "m.duckdb"
+    DuckDBStore(str(db)).build()
+    journal = Journal(journal_beside(str(db)), "deadrun")
+    records = [finished_record(f"c{i}", f"user likes item {i}") for i in range(6)]
+    partial = PartialRecord(entity_id="u1", process_id=None, conversation_id="long",
+                            content_hash="h", chunks_done=1, chunk_count=3, summary="s",
+                            extraction=Extraction(facts=("user likes tea",)))
+    journal.chunk_done(partial)
+    store = DuckDBStore(str(db))
+    for record in records[:3]:
+        journal.finished(record)
+    old = journal.rotate()  # the writer cut a batch: the first three go to the store
+    assert old is not None and len(journal._segments) == 2
+    store.write("deadrun", records[:3])
+    journal.drop(old)
+    for record in records[3:]:
+        journal.finished(record)
+    store.close()
+    journal.close(delete=False)  # killed here: three in the store, three only in the journal
+    with AugmentationServer(api_key=API_KEY) as server:
+        seed_with_server(db, [conversation("c9", "I am a nurse.")], server)
+    assert ledger(tmp_path) == 7
+    store = DuckDBStore(str(db))
+    # The chunk progress, journaled before the rotation, was carried into the new segment.
+    assert store.partials([partial.key]) == {partial.key: partial}
+    store.close()

@@ -47,20 +47,28 @@ class PartialRecord:
 _TRIPLE_FIELDS = ("subject_name", "subject_type", "predicate", "object_name", "object_type")
 
 
+def extraction_to_dict(extraction: Extraction) -> dict[str, Any]:
+    """An Extraction as plain JSON values (triples as lists)."""
+    return {"triples": [[getattr(t, f) for f in _TRIPLE_FIELDS] for t in extraction.triples],
+            "facts": list(extraction.facts), "summary": extraction.summary,
+            "attributes": list(extraction.attributes)}
+
+
+def extraction_from_dict(data: dict[str, Any]) -> Extraction:
+    """The Extraction :func:`extraction_to_dict` made."""
+    triples = tuple(Triple(**dict(zip(_TRIPLE_FIELDS, t))) for t in data["triples"])
+    return Extraction(triples=triples, facts=tuple(data["facts"]), summary=data["summary"],
+                      attributes=tuple(data["attributes"]))
+
+
 def extraction_to_json(extraction: Extraction) -> str:
-    """An Extraction as JSON text (triples as lists), as the stores keep partial results."""
-    return json.dumps({"triples": [[getattr(t, f) for f in _TRIPLE_FIELDS]
-                                   for t in extraction.triples],
-                       "facts": list(extraction.facts), "summary": extraction.summary,
-                       "attributes": list(extraction.attributes)})
+    """An Extraction as JSON text, as the stores keep partial results."""
+    return json.dumps(extraction_to_dict(extraction))
 
 
 def extraction_from_json(text: str) -> Extraction:
     """The Extraction :func:`extraction_to_json` wrote."""
-    data = json.loads(text)
-    triples = tuple(Triple(**dict(zip(_TRIPLE_FIELDS, t))) for t in data["triples"])
-    return Extraction(triples=triples, facts=tuple(data["facts"]), summary=data["summary"],
-                      attributes=tuple(data["attributes"]))
+    return extraction_from_dict(json.loads(text))
 
 
 # Runs this process started and has not finished: a run row naming this very process
@@ -134,7 +142,8 @@ class Store(Protocol):
 
     def seeded_entities(self, entity_ids: set[str]) -> set[str]: ...
 
-    def already_seeded(self, keys: list[tuple[str, str, str]]) -> set[int]: ...
+    def already_seeded(self, keys: list[tuple[str, str, str]], *,
+                       by_run: str | None = None) -> set[int]: ...
 
     def start_run(self, run_id: str, *, backend: str, config: SeedConfig,
                   force: bool) -> None: ...

@@ -232,16 +232,18 @@ class DuckDBStore:
                                 ids=frame)
         return {row[0] for row in rows}
 
-    def already_seeded(self, keys: list[tuple[str, str, str]]) -> set[int]:
-        """Positions in ``keys`` (entity_id, conversation_id, content_hash) seeded before."""
+    def already_seeded(self, keys: list[tuple[str, str, str]], *,
+                       by_run: str | None = None) -> set[int]:
+        """Positions in ``keys`` (entity_id, conversation_id, content_hash) seeded before
+        (with ``by_run``: seeded last by that run)."""
         if not keys:
             return set()
         frame = pd.DataFrame.from_records(
             keys, columns=["entity_id", "conversation_id", "content_hash"])
         frame["position"] = range(len(keys))
-        rows = self._read("SELECT k.position FROM keys k JOIN seeded_conversations s "
+        rows = self._read("SELECT k.position, s.run_id FROM keys k JOIN seeded_conversations s "
                           "USING (entity_id, conversation_id, content_hash)", keys=frame)
-        return {row[0] for row in rows}
+        return {position for position, run in rows if by_run is None or run == by_run}
 
     def _read(self, sql: str, **frames: pd.DataFrame) -> list:
         """A ledger look-up on its own cursor, so it does not wait for a write in progress

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..models import Conversation, ConversationResult, Message
-from .base import PartialRecord, ResultRecord, extraction_from_json, extraction_to_json
+from .base import PartialRecord, ResultRecord, extraction_from_dict, extraction_to_dict
 from .writer import write_records
 
 try:
@@ -43,6 +43,10 @@ except ImportError:  # Windows
 SEGMENT_BYTES = 32 * 1024 * 1024
 
 Key = tuple[str, str, str]
+
+
+class JournalError(StoreError):
+    """The journal cannot be written (the store itself may be fine)."""
 
 
 def journal_beside(database_file: str) -> Path:
@@ -65,7 +69,7 @@ class Journal:
     tracked, so a run that ends in the middle of one can keep it.
 
     Raises:
-        StoreError: the journal cannot be created or written (disk full, read-only).
+        JournalError: the journal cannot be created or written (disk full, read-only).
     """
 
     def __init__(self, directory: Path | None, run_id: str) -> None:
@@ -78,10 +82,14 @@ class Journal:
         self._size = 0
         self._segments: list[Path] = []
         # After a failed append the file may end in half a line: nothing more goes after it.
-        self._failure: StoreError | None = None
+        self._failure: JournalError | None = None
         if directory is not None:
             self._lock_fd = _take_lock(directory, run_id)
             self._open_segment()
+
+    @property
+    def on_disk(self) -> bool:
+        return self.directory is not None
 
     # --- what the engine journals -------------------------------------------------------
 
@@ -136,11 +144,11 @@ class Journal:
         if delete:
             for segment in self._segments:
                 segment.unlink(missing_ok=True)
-            (self.directory / f"{self.run_id}.lock").unlink(missing_ok=True)
         if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the lock
-            self._lock_fd = None
+            os.close(self._lock_fd)  # releases the lock (closed first: Windows cannot
+            self._lock_fd = None      # delete an open file)
         if delete:
+            (self.directory / f"{self.run_id}.lock").unlink(missing_ok=True)
             _remove_if_empty(self.directory)
 
     def _open_segment(self) -> None:
@@ -158,8 +166,8 @@ class Journal:
     def _append(self, entry: dict[str, Any]) -> None:
         if self._failure is not None:
             raise self._failure
-        line = (json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n").encode(
-            "utf-8", "surrogatepass")
+        # ASCII escapes: quicker to encode than UTF-8 text, and lone surrogates survive.
+        line = (json.dumps(entry, separators=(",", ":")) + "\n").encode("ascii")
         try:
             written = os.write(self._fd, line)
             if written != len(line):  # only on a full disk
@@ -195,9 +203,9 @@ def replay(directory: Path | None, store: Any) -> int:
             written += _replay_run(store, run_id, finished, partials)
             for segment in segments:
                 segment.unlink(missing_ok=True)
-            lock_path.unlink(missing_ok=True)
         finally:
             os.close(fd)
+        lock_path.unlink(missing_ok=True)
     _remove_if_empty(directory)
     return written
 
@@ -205,7 +213,9 @@ def replay(directory: Path | None, store: Any) -> int:
 def _replay_run(store: Any, run_id: str, finished: dict[Key, ResultRecord],
                 partials: dict[Key, PartialRecord]) -> int:
     keys = list(finished)
-    seeded = store.already_seeded(keys) if keys else set()
+    # What the dead run committed before it died is in the ledger under its id. (Another
+    # run's row for the same content does not count: a forced run replaces it.)
+    seeded = store.already_seeded(keys, by_run=run_id) if keys else set()
     missing = [finished[key] for index, key in enumerate(keys) if index not in seeded]
     write_records(store, run_id, missing)
     for key, partial in partials.items():
@@ -218,34 +228,38 @@ def _read_segments(segments: list[Path]) -> tuple[dict[Key, ResultRecord],
                                                   dict[Key, PartialRecord]]:
     finished: dict[Key, ResultRecord] = {}
     partials: dict[Key, PartialRecord] = {}
-    for entry in _entries(segments):
-        if "done" in entry:
-            record = _record_from_json(entry["done"])
-            finished[_key_of(record)] = record
-        elif "chunk" in entry:
-            partial = _partial_from_json(entry["chunk"])
-            known = partials.get(partial.key)
-            if known is None or known.chunks_done <= partial.chunks_done:
-                partials[partial.key] = partial
+    for line in _lines(segments):
+        try:
+            entry = json.loads(line)
+            if "done" in entry:
+                record = _record_from_json(entry["done"])
+                finished[_key_of(record)] = record
+            else:
+                partial = _partial_from_json(entry["chunk"])
+                known = partials.get(partial.key)
+                if known is None or known.chunks_done <= partial.chunks_done:
+                    partials[partial.key] = partial
+        except (ValueError, KeyError, TypeError):
+            # The last line of a killed process, cut short; or a line this version cannot
+            # read: its conversation is sent again rather than block every later run.
+            continue
     return finished, partials
 
 
-def _entries(segments: list[Path]) -> Iterator[dict[str, Any]]:
+def _lines(segments: list[Path]) -> Iterator[bytes]:
     for segment in segments:
         with open(segment, "rb") as lines:
-            for line in lines:
-                try:
-                    yield json.loads(line.decode("utf-8", "surrogatepass"))
-                except ValueError:
-                    continue  # the last line of a killed process, cut short: not finished
+            yield from lines
 
 
 # --- locks ----------------------------------------------------------------------------------
 
 def _take_lock(directory: Path, run_id: str) -> int | None:
     """Create and hold ``<run_id>.lock``. It is locked before it appears under its name, so
-    a replaying process never mistakes a starting run for a dead one."""
-    temporary = directory / f".{run_id}.lock.tmp"
+    a replaying process never mistakes a starting run for a dead one. (Windows cannot rename
+    an open file: there it is locked right after it appears.)"""
+    final = directory / f"{run_id}.lock"
+    temporary = final if fcntl is None else directory / f".{run_id}.lock.tmp"
     for attempt in range(3):
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -257,8 +271,9 @@ def _take_lock(directory: Path, run_id: str) -> int | None:
             raise _journal_error(directory, exc) from exc
     else:
         raise _journal_error(directory, OSError("the directory keeps disappearing"))
-    _try_lock(fd)
-    os.replace(temporary, directory / f"{run_id}.lock")
+    _try_lock(fd)  # a new file's lock: nobody else can hold it
+    if temporary != final:
+        os.replace(temporary, final)
     return fd
 
 
@@ -287,9 +302,9 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
-def _journal_error(path: Path, exc: OSError) -> StoreError:
+def _journal_error(path: Path, exc: OSError) -> JournalError:
     reason = exc.strerror or str(exc)
-    return StoreError(f"cannot write the journal at {path}: {reason}")
+    return JournalError(f"cannot write the journal at {path}: {reason}")
 
 
 # --- JSON forms -----------------------------------------------------------------------------
@@ -303,7 +318,7 @@ def _record_to_json(record: ResultRecord) -> dict[str, Any]:
     return {
         "result": asdict(record.result), "content_hash": record.content_hash,
         "process_id": record.process_id,
-        "extraction": extraction_to_json(record.extraction),
+        "extraction": extraction_to_dict(record.extraction),
         "conversation": None if conversation is None else {
             "id": conversation.id, "title": conversation.title,
             "warnings": list(conversation.warnings),
@@ -324,21 +339,31 @@ def _record_from_json(data: dict[str, Any]) -> ResultRecord:
                                    timestamp=_time_from_json(said))
                            for role, content, said in conversation["messages"]))
     return ResultRecord(result, data["content_hash"], data["process_id"],
-                        extraction_from_json(data["extraction"]), conversation)
+                        extraction_from_dict(data["extraction"]), conversation)
 
 
 def _partial_to_json(partial: PartialRecord) -> dict[str, Any]:
     return {**{f.name: getattr(partial, f.name) for f in fields(PartialRecord)},
-            "extraction": extraction_to_json(partial.extraction)}
+            "extraction": extraction_to_dict(partial.extraction)}
 
 
 def _partial_from_json(data: dict[str, Any]) -> PartialRecord:
-    return PartialRecord(**{**data, "extraction": extraction_from_json(data["extraction"])})
+    return PartialRecord(**{**data, "extraction": extraction_from_dict(data["extraction"])})
 
 
-def _time_to_json(value: Any) -> str | None:
-    return None if value is None else value.isoformat()
+def _time_to_json(value: Any) -> Any:
+    """A datetime as ISO text; anything else (a caller's own Message may hold a string, a
+    number, a numpy time) as ``[value]``, for the store to read as it would have."""
+    if value is None or (isinstance(value, datetime) and value != value):  # None, NaT
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (str, int, float)):
+        return [value]
+    return [str(value)]
 
 
-def _time_from_json(value: str | None) -> datetime | None:
+def _time_from_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return value[0]
     return None if value is None else datetime.fromisoformat(value)

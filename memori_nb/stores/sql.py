@@ -382,13 +382,16 @@ class SqlStore:
                             f"({{keys}})", sorted(entity_ids)))
         return found
 
-    def already_seeded(self, keys: list[tuple[str, str, str]]) -> set[int]:
+    def already_seeded(self, keys: list[tuple[str, str, str]], *,
+                       by_run: str | None = None) -> set[int]:
+        """Positions in ``keys`` (entity_id, conversation_id, content_hash) seeded before
+        (with ``by_run``: seeded last by that run)."""
         with self._transaction(write=False) as cursor:
-            rows = self._rows_in(cursor, "SELECT entity_id, conversation_id, content_hash FROM "
-                                         "memori_nb_seeded_conversations WHERE (entity_id, "
-                                         "conversation_id, content_hash) IN ({keys})",
+            rows = self._rows_in(cursor, "SELECT entity_id, conversation_id, content_hash, "
+                                         "run_id FROM memori_nb_seeded_conversations WHERE "
+                                         "(entity_id, conversation_id, content_hash) IN ({keys})",
                                  sorted(set(keys)), width=3)
-        seeded = set(rows)
+        seeded = {row[:3] for row in rows if by_run is None or row[3] == by_run}
         return {i for i, key in enumerate(keys) if key in seeded}
 
     def partials(self, keys: list[tuple[str, str, str]]

@@ -111,6 +111,8 @@ class BatchWriter:
                 self._pending = started + self._pending
             else:
                 _wait_futures([future])  # the thread is writing it: let it finish
+                if future.exception() is not None:  # it failed: try it again with the rest
+                    self._pending = started + self._pending
             self._in_flight = None
         batch, self._pending = self._pending, []
         self.write(batch)
