@@ -1,9 +1,22 @@
 """Throughput of the engine against the loopback AA server with log-normal latency.
 
-Prints conversations per second and the ratio to the concurrency bound
-(batch_size / mean latency) for each batch size.
+Seeds realistic conversations (``realistic.py``: 1,000 conversations, median 18 messages,
+a heavy tail up to 1M characters, some sent in several chunks) through the ``memori``
+backend and its default HTTP client into DuckDB; the server (median 300 ms, sigma 0.6) runs
+in its own process, so its threads do not share the client's GIL or CPU time. For each batch
+size it prints:
 
-    python benchmarks/throughput.py [--conversations 1000] [--batch-sizes 10 50]
+- conv/s and the ratio to the concurrency bound (``batch_size / mean latency``, the latency
+  the server drew for the requests it answered);
+- the in-order ideal: the ratio a zero-overhead sliding window would reach sending the same
+  requests in the same order with the same latencies (a long tail of one slow request keeps
+  the last window from filling, so no client reaches 1.0);
+- the client process's CPU time per conversation (engine, HTTP, store writes; the server is
+  elsewhere) and the TCP connections the server accepted.
+
+``--tiny`` seeds two-line conversations instead: a lower bound on the client's cost.
+
+    python benchmarks/throughput.py [--conversations 1000] [--batch-sizes 10 50 200] [--tiny]
 """
 
 from __future__ import annotations
@@ -17,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from realistic import describe, generate_conversations
+
 from memori_nb import SeedConfig, SeedData
 from memori_nb.backends import MemoriBackend
 from memori_nb.backends.memori import default_client
@@ -25,66 +40,72 @@ from memori_nb.stores import DuckDBStore
 from memori_nb.testing import AugmentationServer, lognormal_latency
 
 
-def conversations(n: int) -> list[dict]:
-    return [{"id": f"conv-{i}", "messages": [
+def tiny_conversations(n: int) -> list[dict]:
+    """Two-line conversations under one entity: the lower bound on the client's work."""
+    return [{"entity_id": "bench", "conversations": [{"id": f"conv-{i}", "messages": [
         {"role": "user", "content": f"I live in Porto and I love hiking, note {i}."},
-        {"role": "assistant", "content": "Sounds lovely!"}]} for i in range(n)]
+        {"role": "assistant", "content": "Sounds lovely!"}]} for i in range(n)]}]
 
 
-def serve(batch_size: int, urls: mp.Queue, stop: mp.Event, latencies: mp.Queue) -> None:
-    """Run the loopback server in its own process, so its threads do not share the
-    client's GIL: the figures then measure the client, not the server."""
-    latency = lognormal_latency(0.3, 0.6, seed=batch_size)
+def serve(seed: int, urls: mp.Queue, stop: mp.Event, results: mp.Queue) -> None:
+    """Run the loopback server in its own process until ``stop``; report what it saw."""
+    latency = lognormal_latency(0.3, 0.6, seed=seed)
     with AugmentationServer(api_key="bench", latency=latency) as server:
         # Warm the server up (imports, compiled patterns) as a real service would be.
         server.extract([{"role": "user", "content": "I live in Porto."}], None)
         urls.put(server.url)
         stop.wait()
-        latencies.put((server.latencies, server.max_in_flight))
+        results.put((server.latencies, server.max_in_flight, server.connection_count))
 
 
-async def seed_against(url: str, n: int, batch_size: int, folder: Path) -> float:
+async def seed_against(url: str, seeds: list[dict], batch_size: int, folder: Path
+                       ) -> tuple[float, float, int]:
+    """Seed ``seeds`` once: (wall seconds, process CPU seconds, conversations seeded)."""
     # Set-up outside the timing, as a user's session would have done once: the HTTP client
-    # (loading TLS certificates takes ~0.1 s; httpx's first request imports its I/O stack,
-    # ~0.07 s) and the schema.
+    # (loading TLS certificates takes ~0.1 s; httpx's first request imports its I/O stack)
+    # and the schema.
     client = default_client()
     await client.get(url + "/warm-up")  # a 404 from the server: no latency, not counted
     backend = MemoriBackend(api_key="bench", base_url=url, client=client)
     store = DuckDBStore(folder / f"bench-{batch_size}.duckdb")
     store.build()  # one-time set-up, as m.config.storage.build(); not part of the throughput
-    seeds = [SeedData.for_conversations(entity_id="bench", conversations=conversations(n))]
-    started = time.perf_counter()
-    result = await seed_all(seeds, backend=backend, store=store,
+    data = [SeedData.for_conversations(entity_id=s["entity_id"],
+                                       conversations=s["conversations"]) for s in seeds]
+    cpu, started = time.process_time(), time.perf_counter()
+    result = await seed_all(data, backend=backend, store=store,
                             config=SeedConfig(batch_size=batch_size))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     await client.aclose()
     store.close()
-    assert result.successful == n, result.summary_dict()
-    return elapsed
+    total = sum(len(s["conversations"]) for s in seeds)
+    assert result.successful == total, result.summary_dict()
+    return elapsed, cpu, total
 
 
-def measure(n: int, batch_size: int, folder: Path) -> dict:
+def measure(seeds: list[dict], batch_size: int, folder: Path) -> dict:
     urls, results, stop = mp.Queue(), mp.Queue(), mp.Event()
     server = mp.Process(target=serve, args=(batch_size, urls, stop, results))
     server.start()
     try:
-        elapsed = asyncio.run(seed_against(urls.get(timeout=30), n, batch_size, folder))
+        elapsed, cpu, n = asyncio.run(seed_against(urls.get(timeout=60), seeds, batch_size,
+                                                   folder))
     finally:
         stop.set()
-    latencies, max_in_flight = results.get(timeout=30)
-    server.join(timeout=10)
+    latencies, max_in_flight, connections = results.get(timeout=60)
+    server.join(timeout=20)
     mean_latency = statistics.fmean(latencies)
-    rate = n / elapsed
     bound = batch_size / mean_latency
-    ideal = n / ideal_makespan(latencies, batch_size) / bound
-    return {"batch_size": batch_size, "seconds": elapsed, "rate": rate,
-            "mean_latency": mean_latency, "bound": bound, "ratio": rate / bound,
-            "ideal_ratio": ideal, "max_in_flight": max_in_flight}
+    rate = n / elapsed
+    return {"batch_size": batch_size, "seconds": elapsed, "rate": rate, "bound": bound,
+            "mean_latency": mean_latency, "ratio": rate / bound,
+            "ideal_ratio": n / ideal_makespan(latencies, batch_size) / bound,
+            "cpu_ms": cpu / n * 1000, "requests": len(latencies),
+            "connections": connections, "max_in_flight": max_in_flight}
 
 
 def ideal_makespan(latencies: list[float], slots: int) -> float:
     """The finish time of a perfect sliding window over these latencies in this order,
-    with zero overhead: what no client can beat without knowing latencies in advance."""
+    with zero overhead: what no client sending in this order can beat."""
     free_at = [0.0] * slots
     for latency in latencies:
         heapq.heappush(free_at, heapq.heappop(free_at) + latency)
@@ -94,17 +115,28 @@ def ideal_makespan(latencies: list[float], slots: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=1000)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument("--seed", type=int, default=0, help="the realistic generator's seed")
+    parser.add_argument("--tiny", action="store_true",
+                        help="two-line conversations instead (a lower bound on client cost)")
     args = parser.parse_args()
-    print(f"{args.conversations} conversations, latency log-normal median 300 ms sigma 0.6")
+    if args.tiny:
+        seeds = tiny_conversations(args.conversations)
+        print(f"{args.conversations} two-line conversations (lower bound)")
+    else:
+        seeds = generate_conversations(args.conversations, seed=args.seed)
+        print(f"{args.conversations} realistic conversations (seed {args.seed}):")
+        describe(seeds)
+    print("server latency log-normal median 300 ms sigma 0.6, in its own process")
     with tempfile.TemporaryDirectory() as folder:
         for batch_size in args.batch_sizes:
-            r = measure(args.conversations, batch_size, Path(folder))
-            print(f"batch_size {r['batch_size']:>3}: {r['rate']:7.1f} conv/s in "
-                  f"{r['seconds']:5.1f} s; mean latency {r['mean_latency'] * 1000:.0f} ms; "
-                  f"bound {r['bound']:6.1f} conv/s; ratio {r['ratio']:.3f} (a zero-overhead "
-                  f"window over the same latencies: {r['ideal_ratio']:.3f}); "
-                  f"max in flight {r['max_in_flight']}")
+            r = measure(seeds, batch_size, Path(folder))
+            print(f"batch {r['batch_size']:>3}: {r['rate']:6.1f} conv/s in {r['seconds']:5.1f} s;"
+                  f" bound {r['bound']:6.1f} (mean latency {r['mean_latency'] * 1000:.0f} ms);"
+                  f" ratio {r['ratio']:.3f}, in-order ideal {r['ideal_ratio']:.3f};"
+                  f" client CPU {r['cpu_ms']:.2f} ms/conv; {r['requests']} requests over"
+                  f" {r['connections']} connections, max in flight {r['max_in_flight']}",
+                  flush=True)
 
 
 if __name__ == "__main__":
