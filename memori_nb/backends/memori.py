@@ -20,6 +20,7 @@ from .._version import __version__
 from ..errors import (AugmentationError, ConfigurationError, EndpointError, MissingApiKeyError,
                       PayloadRejectedError, QuotaExceededError, RateLimitedError,
                       RequestFailedError, ServiceUnreachableError, TransientError)
+from ..http import KeepAliveTransport
 from ..models import Extraction, Triple
 from .base import AugmentationRequest
 
@@ -266,12 +267,14 @@ class KeyRedactor:
 def default_client(timeout: float = DEFAULT_CONNECT_TIMEOUT) -> httpx.AsyncClient:
     """The HTTP client the backend makes for itself (create it inside the loop that uses it).
 
-    No keep-alive cap: httpx keeps 20 connections by default, and a window of 50 requests
-    would then reconnect for most of them. The engine's window bounds the connections.
+    Its transport, :class:`~memori_nb.http.KeepAliveTransport`, keeps every connection for
+    reuse at a cost that does not grow with their number (httpx's own pool walks them all on
+    each request: at a window of 200 that takes most of a core). The engine's window bounds
+    the connections.
     """
     # Only connecting is bounded here: the engine bounds each request with request_timeout.
-    return httpx.AsyncClient(timeout=httpx.Timeout(None, connect=timeout), limits=httpx.Limits(
-        max_connections=None, max_keepalive_connections=None))
+    return httpx.AsyncClient(timeout=httpx.Timeout(None, connect=timeout),
+                             transport=KeepAliveTransport())
 
 
 def build_payload(request: AugmentationRequest) -> dict[str, Any]:
