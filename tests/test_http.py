@@ -10,8 +10,10 @@ import pytest
 from helpers import API_KEY, conversation
 from memori_nb import SeedConfig, SeedData
 from memori_nb.backends import MemoriBackend
+from memori_nb.backends.base import AugmentationRequest
 from memori_nb.engine import seed_all
 from memori_nb.http import KeepAliveTransport
+from memori_nb.models import Message
 from memori_nb.stores import DuckDBStore
 from memori_nb.testing import AugmentationServer, Fault, fail_first, refusing_url
 
@@ -131,3 +133,23 @@ def test_the_backends_own_client_keeps_one_connection_per_slot_of_the_window(tmp
         assert result.successful == 40
         assert server.request_count == 40
         assert server.connection_count <= 8
+
+
+def test_every_character_reaches_the_service_as_written(server):
+    texts = ["Je m'appelle Zoë, j'habite à Québec 🍁", "東京に住んでいます", "“quoted” — dash",
+             'a "quote", a back\\slash, a tab\t and a newline\n']
+    request = AugmentationRequest(
+        entity_id="u", conversation_id="c",
+        messages=tuple(Message(role="user", content=text) for text in texts))
+
+    async def main():
+        backend = MemoriBackend(api_key=API_KEY, base_url=server.url)
+        try:
+            return await backend.augment(request)
+        finally:
+            await backend.aclose()
+
+    asyncio.run(main())
+    (received,) = server.requests
+    assert received.headers["content-type"] == "application/json"
+    assert [m["content"] for m in received.body["conversation"]["messages"]] == texts
