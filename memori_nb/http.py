@@ -12,6 +12,7 @@ window) bounds how many connections are open.
 from __future__ import annotations
 
 import ssl
+from collections import deque
 from typing import AsyncIterator
 
 import httpcore
@@ -43,7 +44,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         self._ssl_context = ssl_context if ssl_context is not None else httpx.create_ssl_context()
         self._keepalive_expiry = keepalive_expiry
         # Keyed by (scheme, host, port): httpcore.Origin is not hashable.
-        self._idle: dict[tuple, list[httpcore.AsyncHTTPConnection]] = {}
+        self._idle: dict[tuple, deque[httpcore.AsyncHTTPConnection]] = {}
         self._open: dict[httpcore.AsyncHTTPConnection, tuple] = {}
 
     @property
@@ -91,12 +92,12 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         if key is None or not connection.is_idle():
             await self._close(connection)
             return
-        idle = self._idle.setdefault(key, [])
+        idle = self._idle.setdefault(key, deque())
         idle.append(connection)
         # The bottom of the stack waits longest: close it once it has expired, so a burst's
         # surplus connections do not stay open for the whole session.
         if len(idle) > 1 and idle[0].has_expired():
-            await self._close(idle.pop(0))
+            await self._close(idle.popleft())
 
     async def _close(self, connection: httpcore.AsyncHTTPConnection) -> None:
         self._open.pop(connection, None)

@@ -153,3 +153,20 @@ def test_every_character_reaches_the_service_as_written(server):
     (received,) = server.requests
     assert received.headers["content-type"] == "application/json"
     assert [m["content"] for m in received.body["conversation"]["messages"]] == texts
+
+
+def test_connections_left_idle_past_keepalive_expiry_are_closed():
+    with AugmentationServer(api_key=API_KEY, latency=0.1) as server:
+        async def main():
+            transport = KeepAliveTransport(keepalive_expiry=0.2)
+            async with httpx.AsyncClient(transport=transport) as client:
+                await post_all(client, server.endpoint, 3)  # a burst: three connections
+                after_burst = transport.connection_count
+                for _ in range(6):  # then one at a time, for longer than the expiry
+                    await client.post(server.endpoint, json=BODY, headers=HEADERS)
+                    await asyncio.sleep(0.05)
+                return after_burst, transport.connection_count
+
+        after_burst, after_quiet = asyncio.run(main())
+        assert after_burst == 3
+        assert after_quiet == 1  # the burst's surplus was closed, one connection serves on

@@ -50,7 +50,9 @@ class MemoriBackend:
         api_key: defaults to ``$MEMORI_API_KEY``. Sent only in the Authorization header;
             hidden, whole or in part, in reprs, errors and stored answers.
         base_url: defaults to ``$MEMORI_API_URL_BASE`` or ``https://api.memorilabs.ai``.
-        client: an ``httpx.AsyncClient`` to use (tests pass one with a MockTransport). An
+        client: an ``httpx.AsyncClient`` to use (tests pass one with a MockTransport); give
+            it ``transport=memori_nb.http.KeepAliveTransport()`` to keep the default client's
+            connection pool, whose cost does not grow with the window (httpx's does). An
             httpx client belongs to the event loop it first connects in: a caller who
             passes one and seeds from several ``asyncio.run`` calls must pass a client per
             loop. By default the backend makes its own, a new one whenever the running
