@@ -11,6 +11,7 @@ from helpers import API_KEY, conversation
 from memori_nb import SeedConfig, SeedData
 from memori_nb.backends import MemoriBackend
 from memori_nb.backends.base import AugmentationRequest
+from memori_nb.backends.memori import KeyRedactor
 from memori_nb.engine import seed_all
 from memori_nb.http import KeepAliveTransport
 from memori_nb.models import Message
@@ -170,3 +171,17 @@ def test_connections_left_idle_past_keepalive_expiry_are_closed():
         after_burst, after_quiet = asyncio.run(main())
         assert after_burst == 3
         assert after_quiet == 1  # the burst's surplus was closed, one connection serves on
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (API_KEY[:8], "***"), (API_KEY[4:12], "***"), (f"x{API_KEY[10:18]}yz", "***"),
+    (f"name: {API_KEY[-8:]}!", "name: ***!")])
+def test_short_answer_strings_holding_part_of_the_key_are_hidden(text, expected):
+    # Triples' names and predicates are short: the redactor looks them up by window.
+    assert KeyRedactor(API_KEY)(text) == expected
+
+
+def test_short_answer_strings_without_the_key_stay_as_they_are():
+    redact = KeyRedactor(API_KEY)
+    assert [redact(t) for t in ["", "user", "lives_in", "Porto", API_KEY[:7]]] == [
+        "", "user", "lives_in", "Porto", API_KEY[:7]]

@@ -254,13 +254,20 @@ class KeyRedactor:
         self._tokens = re.compile(f"[0-9A-Za-z{extra}]+")
         size = MIN_SECRET_PART
         self._parts = {self._key[i:i + size] for i in range(len(self._key) - size + 1)}
+        # No key: nothing to hide, whatever the length (1 << 62 is longer than any text).
+        self._shortest = min(len(self._key), size) or 1 << 62
 
     def __call__(self, text: str) -> str:
-        if not self._key or not text:
-            return text
+        if len(text) < self._shortest:
+            return text  # names, types, predicates: too short to hold anything to hide
         if self._parts:
-            if not any(part in text for part in self._parts):
-                return text  # the common case, at the speed of str.find
+            size = MIN_SECRET_PART
+            if len(text) < 2 * size:  # a few set look-ups beat one search per part
+                found = any(text[i:i + size] in self._parts for i in range(len(text) - size + 1))
+            else:
+                found = any(part in text for part in self._parts)
+            if not found:
+                return text  # the common case
         elif self._key not in text:
             return text
         return self._tokens.sub(self._hide, text)
