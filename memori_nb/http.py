@@ -20,7 +20,7 @@ import httpx
 
 __all__ = ["KeepAliveTransport"]
 
-# httpcore's errors and httpx's carry the same names; the most specific first wins.
+# httpcore's transport errors; _httpx_error raises httpx's error of the same name instead.
 _ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
            httpcore.ProxyError, httpcore.UnsupportedProtocol)
 
