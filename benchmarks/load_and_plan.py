@@ -48,18 +48,17 @@ def build_frame(messages: int, entities: int, seed: int = 7) -> pd.DataFrame:
     return frame.iloc[order].reset_index(drop=True)
 
 
-def floor(frame: pd.DataFrame) -> float:
-    """Seconds to sort the frame into conversations and count messages and characters."""
-    started = time.perf_counter()
+def floor(frame: pd.DataFrame) -> pd.DataFrame:
+    """Sort the frame into conversations and count messages and characters per conversation."""
     ordered = frame.sort_values(["entity_id", "conversation_id", "timestamp"], kind="stable")
     sizes = ordered.assign(characters=ordered["content"].str.len()).groupby(
         ["entity_id", "conversation_id"], sort=False)["characters"].agg(["size", "sum"])
-    elapsed = time.perf_counter() - started
     assert sizes["size"].sum() == len(frame)
-    return elapsed
+    return sizes
 
 
 def timed(step, *args):
+    """The step's result, wall seconds and CPU seconds."""
     gc.collect()  # each repeat starts from the same heap, not the last one's garbage
     started, cpu = time.perf_counter(), time.process_time()
     result = step(*args)
@@ -82,17 +81,18 @@ def main() -> None:
           f"(message median {lengths.median():.0f}, p99 {lengths.quantile(0.99):,.0f}, "
           f"max {lengths.max():,}) in {time.perf_counter() - started:.1f} s")
 
+    print("seconds wall (CPU); ratios to the floor of the same repeat, wall (CPU)")
     for repeat in range(1, args.repeats + 1):
-        floor_s = min(floor(frame) for _ in range(2))
+        _, floor_s, floor_cpu = timed(floor, frame)
         seeds, load, load_cpu = timed(from_dataframe, frame)
         stats, plan, plan_cpu = timed(chunking_stats, seeds)
         assert stats_totals(stats, by=None)["messages"].iloc[0] == n
         del seeds
-        total = load + plan
-        print(f"repeat {repeat}: floor {floor_s:.2f} s | from_dataframe {load:.2f} s "
-              f"({load_cpu:.2f} CPU, {load / floor_s:.1f}x) | chunking_stats {plan:.2f} s "
-              f"({plan_cpu:.2f} CPU, {plan / floor_s:.1f}x) | together {total:.2f} s = "
-              f"{total / floor_s:.1f}x the floor")
+        total, total_cpu = load + plan, load_cpu + plan_cpu
+        print(f"repeat {repeat}: floor {floor_s:.2f} ({floor_cpu:.2f}) | from_dataframe "
+              f"{load:.2f} ({load_cpu:.2f}) | chunking_stats {plan:.2f} ({plan_cpu:.2f}) | "
+              f"together {total:.2f} ({total_cpu:.2f}) = {total / floor_s:.1f}x "
+              f"({total_cpu / floor_cpu:.1f}x) the floor")
     totals = stats_totals(stats, by=None).iloc[0]
     print(f"totals: {totals['valid']:,} valid of {totals['conversations']:,}, "
           f"{totals['messages']:,} messages, {totals['characters']:,} characters, "

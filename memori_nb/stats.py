@@ -192,8 +192,10 @@ def _split_plan(conversation_id: str, messages: list[dict],
 
 def _measured(seed: SeedData) -> list[MeasuredSizes] | None:
     """The loader's sizes of every conversation of ``seed``, or None unless it measured them
-    all, they still hold, and the ids are unique (so none fails as a duplicate)."""
-    if not isinstance(seed.conversations, tuple):  # streamed, or conversations given as a list
+    all, they still hold, and the ids are unique (so none fails as a duplicate). One
+    conversation validation must judge sends the whole entity through the planner, which
+    numbers conversations and finds duplicate ids across all of them."""
+    if seed.size is None:  # streamed: reading them here would use them up
         return None
     measured = []
     for raw in seed.conversations:

@@ -60,7 +60,9 @@ class MeasuredSizes:
     has a role it keeps and text that is not blank), so statistics need not read it again.
 
     The sizes hold while the conversation keeps its id and this very ``messages`` list, of
-    this length: see :meth:`still_hold`.
+    this length (see :meth:`still_hold`). A message edited in place is not noticed: after
+    editing one, give the conversation a new list (``c["messages"] = [...]``) or drop its
+    ``"measured"`` entry.
     """
 
     conversation_id: str
@@ -113,6 +115,9 @@ def from_dataframe(df: pd.DataFrame, *, entity_id: str | None = None,
         cannot be a message fails its own conversation, named by its row
         (``"conversation 'c7': row 1532: role 'bot2' is not one of ..."``); the other
         conversations of the frame are untouched.
+        From a long frame, a conversation validation will keep whole carries its sizes under
+        ``"measured"`` (:class:`MeasuredSizes`), which :func:`~memori_nb.chunking_stats`
+        counts instead of reading its messages again.
 
     Raises:
         InvalidInputError: ``df`` is not a DataFrame or has no rows; a column is missing (the
