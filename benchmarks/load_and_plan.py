@@ -5,11 +5,15 @@ and 6.8k characters, a tail of long chats and pasted documents), one row per mes
 UTC timestamp, spread over 2,000 entities, its rows shuffled so a conversation's rows are
 neither adjacent nor in time order. Times ``from_dataframe`` and ``chunking_stats`` (on the
 loaded seeds, as a notebook does) and prints each beside the floor measured in the same run:
-sorting the frame by entity, conversation and time, plus one pandas group-by for messages and
-characters per conversation. Each measurement is repeated (``--repeats``), since this machine's
+sorting the frame by time, plus one pandas group-by for messages and characters per
+conversation. Each measurement is repeated (``--repeats``), since this machine's
 speed varies from minute to minute.
 
+``--short`` builds instead the earlier frame of 100,000 conversations of ten one-line
+messages: many small conversations, a lower bound rather than a realistic load.
+
     python benchmarks/load_and_plan.py [--messages 1000000] [--entities 2000] [--repeats 3]
+                                       [--short]
 """
 
 from __future__ import annotations
@@ -48,9 +52,36 @@ def build_frame(messages: int, entities: int, seed: int = 7) -> pd.DataFrame:
     return frame.iloc[order].reset_index(drop=True)
 
 
+SENTENCES = ("I just moved to Lisbon and I am looking for a climbing gym.",
+             "My daughter Ana starts school in September.",
+             "That sounds exciting! What would you like to know?",
+             "I prefer vegetarian recipes, nothing too spicy.",
+             "Sure, here are three ideas for dinner this week.")
+
+
+def build_short_frame(messages: int, entities: int, seed: int = 7) -> pd.DataFrame:
+    """Conversations of ten one-line messages (the lower bound), shuffled."""
+    rng = np.random.default_rng(seed)
+    conversations = messages // 10
+    conv = np.repeat(np.arange(conversations), 10)
+    turn = np.tile(np.arange(10), conversations)
+    start = np.datetime64("2024-01-01T00:00:00", "s") + rng.integers(
+        0, 365 * 86400, conversations).astype("timedelta64[s]")
+    frame = pd.DataFrame({
+        "entity_id": (conv % entities).astype(str),
+        "conversation_id": np.char.add("conv-", conv.astype(str)),
+        "role": np.where(turn % 2 == 0, "user", "assistant"),
+        "content": np.array(SENTENCES, dtype=object)[rng.integers(0, len(SENTENCES), len(conv))],
+        "timestamp": pd.to_datetime(start[conv] + (turn * 30).astype("timedelta64[s]"),
+                                    utc=True),
+    })
+    return frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
+
+
 def floor(frame: pd.DataFrame) -> pd.DataFrame:
-    """Sort the frame into conversations and count messages and characters per conversation."""
-    ordered = frame.sort_values(["entity_id", "conversation_id", "timestamp"], kind="stable")
+    """Sort the frame by time, then count messages and characters per conversation in one
+    group-by (which keeps each group's rows in time order)."""
+    ordered = frame.sort_values("timestamp", kind="stable")
     sizes = ordered.assign(characters=ordered["content"].str.len()).groupby(
         ["entity_id", "conversation_id"], sort=False)["characters"].agg(["size", "sum"])
     assert sizes["size"].sum() == len(frame)
@@ -70,10 +101,12 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--entities", type=int, default=2_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--short", action="store_true",
+                        help="ten one-line messages per conversation: the lower bound")
     args = parser.parse_args()
 
     started = time.perf_counter()
-    frame = build_frame(args.messages, args.entities)
+    frame = (build_short_frame if args.short else build_frame)(args.messages, args.entities)
     lengths = frame["content"].str.len()
     n = len(frame)
     print(f"built frame: {n:,} rows, {frame['conversation_id'].nunique():,} conversations, "

@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ._gc import paused_gc
-from .chunking import (ConversationPlan, PlanRow, oversize_reason, plan_conversation,
-                       plan_seeds)
+from .chunking import ConversationPlan, oversize_reason, plan_conversation, plan_seeds
 from .errors import ConfigurationError, InvalidInputError
 from .models import Conversation, Message, SeedConfig, SeedData
 from .sources.dataframe import MEASURED, MeasuredSizes, from_dataframe
@@ -34,6 +33,8 @@ STATS_COLUMNS = ("entity_id", "conversation_id", "messages", "characters", "esti
 TOTALS_COLUMNS = ("conversations", "valid", "invalid", "messages", "characters",
                   "estimated_tokens", "requests", "over_limit")
 _MAX_COLUMNS_LISTED = 20
+# A PlanRow's values in STATS_COLUMNS order.
+_row_values = operator.attrgetter(*STATS_COLUMNS)
 
 
 def chunking_stats(data: pd.DataFrame | SeedData | Sequence[SeedData],
@@ -206,9 +207,6 @@ def _measured(seed: SeedData) -> list[MeasuredSizes] | None:
     if len({sizes.conversation_id for sizes in measured}) < len(measured):
         return None
     return measured
-
-
-_row_values = operator.attrgetter(*STATS_COLUMNS)
 
 
 def _plan_frame(rows: list[tuple]) -> pd.DataFrame:

@@ -113,3 +113,13 @@ def test_conversations_of_two_loads_in_one_seed_are_checked_for_duplicate_ids():
                                         conversations=first.conversations
                                         + second.conversations)
     assert chunking_stats(merged)["error"].str.contains("duplicate id").tolist() == [True, True]
+
+
+def test_a_role_column_of_lists_is_left_to_validation():
+    frame = pd.DataFrame({"conversation_id": ["c1", "c1", "c2"], "content": ["a", "b", "c"],
+                          "role": pd.Series([["user"], "user", "assistant"], dtype=object)})
+    [seed] = from_dataframe(frame, entity_id="u1")
+    stats = chunking_stats(seed)
+    assert stats["error"].tolist() == [
+        "conversation 'c1': row 0: role must be a string, got list ['user']", None]
+    assert stats["characters"].tolist() == [0, 1]

@@ -210,15 +210,19 @@ def _long(df, entity_id, entity_col, conversation_col, role_col, content_col, ti
     starts = np.concatenate(([0], bounds)).tolist()
     ends = np.concatenate((bounds, [len(order)])).tolist()
 
-    roles = df[role_col].to_numpy(dtype=object)[order].tolist()
-    contents = df[content_col].to_numpy(dtype=object)[order].tolist()
+    row_roles = df[role_col].to_numpy(dtype=object)
+    row_contents = df[content_col].to_numpy(dtype=object)
+    # Per row: its content's length when validation keeps the message, else -1. Measured
+    # in row order, where the texts lie in memory in the order they are visited.
+    kept = np.fromiter(map(_kept_length, row_contents), dtype=np.int64, count=len(df))
+    kept[~_kept_roles(row_roles, options)] = -1
+    kept = kept[order]
+    roles = row_roles[order].tolist()
+    contents = row_contents[order].tolist()
     times = stamps[order].tolist() if stamps is not None else None
     titles = df[title_col].to_numpy(dtype=object)[order] if title_col in columns else None
     labels = df.index.to_numpy(dtype=object)[order]
     first_rows = order[starts]
-    # Per row: its content's length when validation keeps the message, else -1.
-    kept = np.fromiter(map(_kept_length, contents), dtype=np.int64, count=len(contents))
-    kept[~_kept_roles(roles, options)] = -1
     measured = zip(np.minimum.reduceat(kept, starts).tolist(),
                    np.add.reduceat(kept, starts).tolist(),
                    np.maximum.reduceat(kept, starts).tolist())
@@ -360,11 +364,11 @@ def _kept_length(content: Any) -> int:
     return len(content) if type(content) is str and content and not content.isspace() else -1
 
 
-def _kept_roles(roles: list, options: ReadOptions) -> np.ndarray:
+def _kept_roles(roles: np.ndarray, options: ReadOptions) -> np.ndarray:
     """Per role value: whether validation keeps a message with it (a role or an alias of
     one, in any case, not one it leaves out)."""
     try:
-        codes, names = pd.factorize(np.asarray(roles, dtype=object))
+        codes, names = pd.factorize(roles)
     except TypeError:  # unhashable values (lists, dicts): let validation say what is wrong
         return np.zeros(len(roles), dtype=bool)
     kept = [isinstance(name, str) and options.roles.get(name.strip().lower()) is not None
