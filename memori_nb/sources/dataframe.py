@@ -18,7 +18,7 @@ read their messages again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from itertools import repeat
 from typing import Any
@@ -66,7 +66,7 @@ class MeasuredSizes:
     """
 
     conversation_id: str
-    messages: list
+    messages: list = field(repr=False, compare=False)  # the list itself, to know it again
     count: int
     characters: int
     largest_message: int
