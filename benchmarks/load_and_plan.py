@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import pickle
 import time
 
 import numpy as np
@@ -48,8 +49,7 @@ def build_frame(messages: int, entities: int, seed: int = 7) -> pd.DataFrame:
                 columns["timestamp"].append(message["timestamp"])
     frame = pd.DataFrame(columns)
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
-    order = np.random.default_rng(seed).permutation(len(frame))
-    return frame.iloc[order].reset_index(drop=True)
+    return shuffled(frame, seed)
 
 
 SENTENCES = ("I just moved to Lisbon and I am looking for a climbing gym.",
@@ -75,7 +75,14 @@ def build_short_frame(messages: int, entities: int, seed: int = 7) -> pd.DataFra
         "timestamp": pd.to_datetime(start[conv] + (turn * 30).astype("timedelta64[s]"),
                                     utc=True),
     })
-    return frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
+    return shuffled(frame, seed)
+
+
+def shuffled(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The rows in random order, laid out as if read from a file: ``iloc`` alone would keep
+    the texts in memory in their old order, which a real frame's reader never does."""
+    order = np.random.default_rng(seed).permutation(len(frame))
+    return pickle.loads(pickle.dumps(frame.iloc[order].reset_index(drop=True)))
 
 
 def floor(frame: pd.DataFrame) -> pd.DataFrame:
