@@ -2,23 +2,27 @@
 
 :func:`chunking_stats` sizes every conversation (messages, characters, estimated tokens,
 requests after chunking, whether it is over a limit, why it is invalid); :func:`stats_totals`
-adds it up. Both use :func:`memori_nb.chunking.plan_seeds`, the code the dry run reports.
+adds it up. Both use :func:`memori_nb.chunking.plan_seeds`, the code the dry run reports,
+except for what :func:`from_dataframe` already measured: a conversation it found valid and
+that fits in one request is counted from its :class:`~memori_nb.sources.dataframe.MeasuredSizes`
+instead of being validated again message by message.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ._gc import paused_gc
-from .chunking import PlanRow, plan_seeds
+from .chunking import ConversationPlan, oversize_reason, plan_conversation, plan_seeds
 from .errors import ConfigurationError, InvalidInputError
-from .models import SeedConfig, SeedData
-from .sources.dataframe import from_dataframe
+from .models import Conversation, Message, SeedConfig, SeedData
+from .sources.dataframe import MEASURED, MeasuredSizes, from_dataframe
+from .validation import conversation_label
 
 __all__ = ["STATS_COLUMNS", "TOTALS_COLUMNS", "chunking_stats", "stats_totals"]
 
@@ -29,6 +33,8 @@ STATS_COLUMNS = ("entity_id", "conversation_id", "messages", "characters", "esti
 TOTALS_COLUMNS = ("conversations", "valid", "invalid", "messages", "characters",
                   "estimated_tokens", "requests", "over_limit")
 _MAX_COLUMNS_LISTED = 20
+# A PlanRow's values in STATS_COLUMNS order.
+_row_values = operator.attrgetter(*STATS_COLUMNS)
 
 
 def chunking_stats(data: pd.DataFrame | SeedData | Sequence[SeedData],
@@ -83,7 +89,7 @@ def chunking_stats(data: pd.DataFrame | SeedData | Sequence[SeedData],
     elif not isinstance(config, SeedConfig):
         raise ConfigurationError(f"config must be a SeedConfig, got {type(config).__name__}")
     with paused_gc():  # the plan rows are acyclic; collections would rescan every message
-        rows = list(plan_seeds(seeds, config))
+        rows = [row for seed in seeds for row in _plan_rows(seed, config)]
     return _plan_frame(rows)
 
 
@@ -150,9 +156,61 @@ def stats_totals(stats: pd.DataFrame, by: str | list[str] | None = "entity_id"
     return totals.reset_index()
 
 
-def _plan_frame(rows: list[PlanRow]) -> pd.DataFrame:
-    columns = list(zip(*map(operator.attrgetter(*STATS_COLUMNS), rows))) if rows else \
-        [()] * len(STATS_COLUMNS)
+def _plan_rows(seed: SeedData, config: SeedConfig) -> Iterator[tuple]:
+    """The STATS_COLUMNS values of each conversation of ``seed``, in order."""
+    measured = _measured(seed)
+    if measured is None:
+        yield from map(_row_values, plan_seeds([seed], config))
+        return
+    for index, (raw, sizes) in enumerate(zip(seed.conversations, measured)):
+        conversation_id = conversation_label(raw, index)
+        error = None
+        if (sizes.count > config.max_messages_per_request
+                or sizes.characters > config.max_chars_per_request):
+            plan, error = _split_plan(conversation_id, raw["messages"], config)
+        else:
+            plan = ConversationPlan(messages=sizes.count, characters=sizes.characters,
+                                    largest_message=sizes.largest_message, requests=1,
+                                    over_limit=False)
+        yield (seed.entity_id, conversation_id, plan.messages, plan.characters,
+               plan.estimated_tokens, plan.requests, plan.largest_message, plan.over_limit,
+               error)
+
+
+def _split_plan(conversation_id: str, messages: list[dict],
+                config: SeedConfig) -> tuple[ConversationPlan, str | None]:
+    """The plan of a measured conversation too big for one request, and its error when
+    chunking is off: the planner's own code, given the messages as validation will keep
+    them. Only the texts' lengths and spaces matter, which validation leaves as they are,
+    so neither roles nor times are read again."""
+    conversation = Conversation(id=conversation_id, messages=tuple(
+        Message(role="user", content=message["content"]) for message in messages))
+    plan = plan_conversation(conversation, config)
+    error = (None if config.chunk_large_conversations
+             else oversize_reason(conversation, plan, config))
+    return plan, error
+
+
+def _measured(seed: SeedData) -> list[MeasuredSizes] | None:
+    """The loader's sizes of every conversation of ``seed``, or None unless it measured them
+    all, they still hold, and the ids are unique (so none fails as a duplicate). One
+    conversation validation must judge sends the whole entity through the planner, which
+    numbers conversations and finds duplicate ids across all of them."""
+    if seed.size is None:  # streamed: reading them here would use them up
+        return None
+    measured = []
+    for raw in seed.conversations:
+        sizes = raw.get(MEASURED) if type(raw) is dict else None
+        if not isinstance(sizes, MeasuredSizes) or not sizes.still_hold(raw):
+            return None
+        measured.append(sizes)
+    if len({sizes.conversation_id for sizes in measured}) < len(measured):
+        return None
+    return measured
+
+
+def _plan_frame(rows: list[tuple]) -> pd.DataFrame:
+    columns = list(zip(*rows)) if rows else [()] * len(STATS_COLUMNS)
     data = dict(zip(STATS_COLUMNS, columns))
     return pd.DataFrame({
         "entity_id": pd.Series(data["entity_id"], dtype="str"),

@@ -11,10 +11,14 @@ Two layouts are read:
 
 The reader only groups rows into raw conversations, each message located by its row
 (``row 1532``); :mod:`memori_nb.validation` judges them as it judges every other source.
+From a long frame it also measures, column by column, the conversations validation will
+take as they are (:class:`MeasuredSizes`), so :func:`memori_nb.chunking_stats` need not
+read their messages again.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from itertools import repeat
 from typing import Any
@@ -28,6 +32,8 @@ from ..models import SeedData
 from ..timestamps import TimestampEvidence, read_timestamp
 from ..validation import ReadOptions, derived_id
 
+#: The key of a raw conversation's :class:`MeasuredSizes`.
+MEASURED = "measured"
 _MAX_COLUMNS_LISTED = 20
 _MAX_ROWS_LISTED = 3
 
@@ -46,6 +52,30 @@ _SYNONYMS = {
                      "conversations"),
     "title_col": ("title", "name", "subject"),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class MeasuredSizes:
+    """What the loader measured of a conversation validation will keep whole (every message
+    has a role it keeps and text that is not blank), so statistics need not read it again.
+
+    The sizes hold while the conversation keeps its id and this very ``messages`` list, of
+    this length (see :meth:`still_hold`). A message edited in place is not noticed: after
+    editing one, give the conversation a new list (``c["messages"] = [...]``) or drop its
+    ``"measured"`` entry.
+    """
+
+    conversation_id: str
+    messages: list = field(repr=False, compare=False)  # the list itself, to know it again
+    count: int
+    characters: int
+    largest_message: int
+
+    def still_hold(self, raw: dict) -> bool:
+        """Whether ``raw`` is still the conversation measured (not given another id or list
+        of messages, nor messages added or removed since)."""
+        return (raw.get("messages") is self.messages and len(self.messages) == self.count
+                and raw.get("id") == self.conversation_id)
 
 
 def from_dataframe(df: pd.DataFrame, *, entity_id: str | None = None,
@@ -85,6 +115,9 @@ def from_dataframe(df: pd.DataFrame, *, entity_id: str | None = None,
         cannot be a message fails its own conversation, named by its row
         (``"conversation 'c7': row 1532: role 'bot2' is not one of ..."``); the other
         conversations of the frame are untouched.
+        From a long frame, a conversation validation will keep whole carries its sizes under
+        ``"measured"`` (:class:`MeasuredSizes`), which :func:`~memori_nb.chunking_stats`
+        counts instead of reading its messages again.
 
     Raises:
         InvalidInputError: ``df`` is not a DataFrame or has no rows; a column is missing (the
@@ -127,10 +160,10 @@ def from_dataframe(df: pd.DataFrame, *, entity_id: str | None = None,
                 _raise_missing(df, [("messages_col", messages_col)])
             groups = _long(df, entity_id, entity_col, conversation_col, role_col, content_col,
                            timestamp_col, title_col, rule, role_map)
-    entities, per_entity, options = groups
-    return [SeedData.for_conversations(entity_id=entity, conversations=conversations,
-                                       process_id=process_id, options=options)
-            for entity, conversations in zip(entities, per_entity)]
+        entities, per_entity, options = groups
+        return [SeedData.for_conversations(entity_id=entity, conversations=conversations,
+                                           process_id=process_id, options=options)
+                for entity, conversations in zip(entities, per_entity)]
 
 
 def _long(df, entity_id, entity_col, conversation_col, role_col, content_col, timestamp_col,
@@ -177,14 +210,25 @@ def _long(df, entity_id, entity_col, conversation_col, role_col, content_col, ti
     starts = np.concatenate(([0], bounds)).tolist()
     ends = np.concatenate((bounds, [len(order)])).tolist()
 
-    roles = df[role_col].to_numpy(dtype=object)[order].tolist()
-    contents = df[content_col].to_numpy(dtype=object)[order].tolist()
+    row_roles = df[role_col].to_numpy(dtype=object)
+    row_contents = df[content_col].to_numpy(dtype=object)
+    # Per row: its content's length when validation keeps the message, else -1. Measured
+    # in row order, where the texts lie in memory in the order they are visited.
+    kept = np.fromiter(map(_kept_length, row_contents), dtype=np.int64, count=len(df))
+    kept[~_kept_roles(row_roles, options)] = -1
+    kept = kept[order]
+    roles = row_roles[order].tolist()
+    contents = row_contents[order].tolist()
     times = stamps[order].tolist() if stamps is not None else None
     titles = df[title_col].to_numpy(dtype=object)[order] if title_col in columns else None
     labels = df.index.to_numpy(dtype=object)[order]
     first_rows = order[starts]
+    measured = zip(np.minimum.reduceat(kept, starts).tolist(),
+                   np.add.reduceat(kept, starts).tolist(),
+                   np.maximum.reduceat(kept, starts).tolist())
     per_entity: list[list[dict]] = [[] for _ in entities]
-    for start, end, row in zip(starts, ends, first_rows.tolist()):
+    for start, end, row, (shortest, characters, largest) in zip(starts, ends,
+                                                                first_rows.tolist(), measured):
         code = int(conv_codes[row])
         if times is None:
             messages = [{"role": r, "content": c} for r, c in zip(roles[start:end],
@@ -194,6 +238,9 @@ def _long(df, entity_id, entity_col, conversation_col, role_col, content_col, ti
                 roles[start:end], contents[start:end], times[start:end])]
         raw = {"id": conv_ids[code] if code >= 0 else None, "messages": messages,
                "locate": _rows_locator(labels, start)}
+        if code >= 0 and shortest >= 0:
+            raw[MEASURED] = MeasuredSizes(raw["id"], messages, end - start, characters,
+                                          largest)
         if code < 0:
             raw["where"] = f"row {_label(labels[start])}"
         elif conv_trimmed[code]:
@@ -309,6 +356,24 @@ def _read_values(raw: np.ndarray, rule) -> pd.Series:
 
         parsed[left] = pd.to_datetime(series[left].map(one), utc=True)
     return parsed
+
+
+def _kept_length(content: Any) -> int:
+    """The length of a message's content if validation keeps it that long (text that is not
+    blank; unstorable characters are replaced one for one), else -1."""
+    return len(content) if type(content) is str and content and not content.isspace() else -1
+
+
+def _kept_roles(roles: np.ndarray, options: ReadOptions) -> np.ndarray:
+    """Per role value: whether validation keeps a message with it (a role or an alias of
+    one, in any case, not one it leaves out)."""
+    try:
+        codes, names = pd.factorize(roles)
+    except TypeError:  # unhashable values (lists, dicts): let validation say what is wrong
+        return np.zeros(len(roles), dtype=bool)
+    kept = [isinstance(name, str) and options.roles.get(name.strip().lower()) is not None
+            for name in names.tolist()]
+    return np.asarray(kept + [False], dtype=bool)[codes]  # code -1 (a missing role): False
 
 
 def _datetimes(micros: np.ndarray) -> list[datetime | None]:
