@@ -58,10 +58,11 @@ def input_set_aside(build: Callable[[], T]) -> Iterator[T]:
 
 # Allocations between young-generation collections while a run is active (Python's default
 # is 700). A run keeps thousands of finished conversations pending for the next write, and
-# each young collection rescans them: at 700 that was a quarter of an offline run's time, at
-# 50,000 still a tenth (100,000 conversations: 1.2 s in young and 0.7 s in middle-generation
-# collections), at 200,000 0.2 s. Young garbage stays bounded by this many objects.
-RUN_YOUNG_THRESHOLD = 200_000
+# the batch being written holds lists of a hundred thousand messages: each young collection
+# rescans all of it. On 100,000 offline conversations that cost 2.0 s at 50,000 and at
+# 200,000, and 0.01 s here. Acyclic garbage is freed at once whatever this is; only cyclic
+# garbage (rare in a run) waits up to this many allocations.
+RUN_YOUNG_THRESHOLD = 1_000_000
 _runs_lock = threading.Lock()
 _runs_active = 0
 _saved_thresholds: tuple[int, ...] | None = None
