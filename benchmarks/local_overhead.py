@@ -7,7 +7,8 @@ Writes two seed JSON files, then for each, in the same run and alternating, time
 - the CLI: a fresh process running ``python -m memori_nb seed FILE --backend local --db NEW``
   (loading, validating, chunking, extracting and storing everything).
 
-It prints seconds, conversations per second and the CLI's ratio to the floor, per repeat.
+It prints seconds, conversations per second and the CLI's ratio to the floor, per repeat, and
+the CPU time of both processes (all threads: the CLI may use both cores).
 
 - ``uniform``: the issue's case: 100,000 ten-message conversations of about 600 characters,
   one entity (a lower bound on the per-conversation overhead: every conversation is small).
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -83,15 +85,18 @@ def write_uniform_seed_file(path: Path, n: int) -> None:
         json.dump({"entity_id": "user-1", "conversations": conversations}, handle)
 
 
-def timed(command: list[str], env: dict[str, str]) -> float:
-    """Wall seconds of a fresh process (its output is discarded; a failure stops here)."""
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds (all threads) of a fresh process (its output is discarded; a
+    failure stops here). CPU time varies less than wall time on a busy machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{command[:4]} exited {done.returncode}: {done.stderr[-2000:]}")
-    return elapsed
+    return elapsed, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def compare(name: str, source: Path, conversations: int, folder: Path, repeats: int) -> None:
@@ -104,13 +109,15 @@ def compare(name: str, source: Path, conversations: int, folder: Path, repeats: 
         floor_db, cli_db = folder / "floor.duckdb", folder / "cli.duckdb"
         for db in (floor_db, cli_db):
             db.unlink(missing_ok=True)
-        floor = timed([sys.executable, "-c", FLOOR, str(source), str(floor_db)], env)
-        cli = timed([sys.executable, "-m", "memori_nb", "seed", str(source), "--backend",
-                     "local", "--db", str(cli_db)], env)
+        floor, floor_cpu = timed([sys.executable, "-c", FLOOR, str(source), str(floor_db)],
+                                 env)
+        cli, cli_cpu = timed([sys.executable, "-m", "memori_nb", "seed", str(source),
+                              "--backend", "local", "--db", str(cli_db)], env)
         ratios.append(cli / floor)
         print(f"  {attempt}: CLI {cli:6.2f} s = {conversations / cli:7,.0f} conv/s | floor "
               f"{floor:5.2f} s = {conversations / floor:7,.0f} conv/s | CLI/floor "
-              f"{cli / floor:.2f}x (load {os.getloadavg()[0]:.1f})", flush=True)
+              f"{cli / floor:.2f}x | CPU {cli_cpu:5.1f} s vs {floor_cpu:4.1f} s = "
+              f"{cli_cpu / floor_cpu:.2f}x (load {os.getloadavg()[0]:.1f})", flush=True)
     print(f"  CLI/floor {min(ratios):.2f}-{max(ratios):.2f}x over {repeats} repeats")
 
 

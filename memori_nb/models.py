@@ -67,7 +67,8 @@ class Conversation:
 
         Each message is framed by its role and length, so no content can imitate a boundary.
         """
-        framed = "".join(f"{m.role}\x00{len(m.content)}\x00{m.content}" for m in self.messages)
+        framed = "".join([f"{m.role}\x00{len(m.content)}\x00{m.content}"
+                          for m in self.messages])
         return hashlib.sha256(framed.encode("utf-8", "surrogatepass")).hexdigest()
 
 
