@@ -1,73 +1,149 @@
-"""Overhead of the whole pipeline with the offline backend: seed JSON file -> DuckDB file.
+"""Overhead of the whole offline pipeline: `python -m memori_nb seed FILE --backend local`.
 
-Writes a seed file of N conversations of about 10 messages, then times loading, validating,
-chunking, extracting and storing them (the same path as `python -m memori_nb seed`).
+Writes two seed JSON files, then for each, in the same run and alternating, times:
 
-    python benchmarks/local_overhead.py [--conversations 100000]
+- the floor: a fresh process that reads the file with ``json.load`` and appends all its
+  messages to a new DuckDB table in one bulk insert;
+- the CLI: a fresh process running ``python -m memori_nb seed FILE --backend local --db NEW``
+  (loading, validating, chunking, extracting and storing everything).
+
+It prints seconds, conversations per second and the CLI's ratio to the floor, per repeat, and
+the CPU time of both processes (all threads: the CLI may use both cores).
+
+- ``uniform``: the issue's case: 100,000 ten-message conversations of about 600 characters,
+  one entity (a lower bound on the per-conversation overhead: every conversation is small).
+- ``realistic``: conversations shaped like real chat history (benchmarks/realistic.py,
+  heavy-tailed sizes, many entities, timestamps), at a modest scale.
+
+    python benchmarks/local_overhead.py [--conversations 100000] [--realistic 2000]
+                                        [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import os
 import random
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from memori_nb import Memori, SeedConfig, load_seed_file
+from realistic import write_seed_file as write_realistic_seed_file
 
 USER_LINES = ["I live in {city} and I work at {company}.", "I love {food}, honestly.",
-              "I just bought a {thing}!", "Can you help me plan a trip?",
+              "I just bought a {thing}!", "Can you help me plan a trip to {city}?",
               "My sister's name is {name}.", "I'm planning to learn {skill} this year.",
-              "What's the weather like tomorrow?", "I have a dog named {name}."]
+              "What's the weather like tomorrow in {city}?", "I have a dog named {name}."]
+ASSISTANT_LINES = [
+    "Got it, thanks for telling me. That is useful to know for later, noted. Anything else?",
+    "Sounds great! Here is a short plan you could follow over the next weeks, step by step.",
+    "Sure, I can help with that. Let me know if you want more details on it, or examples."]
 WORDS = {"city": ["Porto", "Oslo", "Lima", "Austin"], "company": ["Acme", "Globex", "Initech"],
          "food": ["ramen", "tacos", "dal"], "thing": ["bike", "Kindle", "espresso machine"],
          "name": ["Maya", "Rex", "Ola"], "skill": ["Rust", "pottery", "Spanish"]}
 
+# The floor, run in its own process like the CLI (imports included in both).
+FLOOR = """
+import json, sys, duckdb, pandas as pd
+with open(sys.argv[1], "rb") as handle:
+    document = json.load(handle)
+columns = {k: [] for k in ("entity_id", "conversation_id", "position", "role", "content")}
+for seed in (document if isinstance(document, list) else [document]):
+    for conversation in seed["conversations"]:
+        messages = conversation["messages"]
+        count = len(messages)
+        columns["entity_id"] += [seed["entity_id"]] * count
+        columns["conversation_id"] += [conversation["id"]] * count
+        columns["position"] += range(count)
+        columns["role"] += [m["role"] for m in messages]
+        columns["content"] += [m["content"] for m in messages]
+frame = pd.DataFrame(columns)
+con = duckdb.connect(sys.argv[2])
+con.execute("CREATE TABLE messages (entity_id VARCHAR, conversation_id VARCHAR, "
+            "position INTEGER, role VARCHAR, content VARCHAR)")
+con.execute("INSERT INTO messages SELECT * FROM frame")
+con.close()
+"""
 
-def write_seed_file(path: Path, n: int, entities: int = 100) -> None:
+
+def write_uniform_seed_file(path: Path, n: int) -> None:
+    """``n`` ten-message conversations of about 600 characters, one entity."""
     rng = random.Random(7)
-    fill = {k: None for k in WORDS}
-    documents = []
-    for e in range(entities):
-        convs = []
-        for c in range(n // entities):
-            messages = []
-            for turn in range(5):
-                fill = {k: rng.choice(v) for k, v in WORDS.items()}
-                messages.append({"role": "user",
-                                 "content": rng.choice(USER_LINES).format(**fill)})
-                messages.append({"role": "assistant",
-                                 "content": "Got it, thanks for telling me. " * 2})
-            convs.append({"id": f"e{e}-c{c}", "messages": messages})
-        documents.append({"entity_id": f"user-{e}", "conversations": convs})
-    path.write_text(json.dumps(documents))
+    conversations = []
+    for c in range(n):
+        messages = []
+        for _ in range(5):
+            fill = {k: rng.choice(v) for k, v in WORDS.items()}
+            messages.append({"role": "user", "content": rng.choice(USER_LINES).format(**fill)})
+            messages.append({"role": "assistant", "content": rng.choice(ASSISTANT_LINES)})
+        conversations.append({"id": f"c{c}", "messages": messages})
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({"entity_id": "user-1", "conversations": conversations}, handle)
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds (all threads) of a fresh process (its output is discarded; a
+    failure stops here). CPU time varies less than wall time on a busy machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{command[:4]} exited {done.returncode}: {done.stderr[-2000:]}")
+    return elapsed, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def compare(name: str, source: Path, conversations: int, folder: Path, repeats: int) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    size_mb = source.stat().st_size / 1e6
+    print(f"{name}: {conversations:,} conversations, {size_mb:.0f} MB", flush=True)
+    ratios = []
+    for attempt in range(1, repeats + 1):
+        floor_db, cli_db = folder / "floor.duckdb", folder / "cli.duckdb"
+        for db in (floor_db, cli_db):
+            db.unlink(missing_ok=True)
+        floor, floor_cpu = timed([sys.executable, "-c", FLOOR, str(source), str(floor_db)],
+                                 env)
+        cli, cli_cpu = timed([sys.executable, "-m", "memori_nb", "seed", str(source),
+                              "--backend", "local", "--db", str(cli_db)], env)
+        ratios.append(cli / floor)
+        print(f"  {attempt}: CLI {cli:6.2f} s = {conversations / cli:7,.0f} conv/s | floor "
+              f"{floor:5.2f} s = {conversations / floor:7,.0f} conv/s | CLI/floor "
+              f"{cli / floor:.2f}x | CPU {cli_cpu:5.1f} s vs {floor_cpu:4.1f} s = "
+              f"{cli_cpu / floor_cpu:.2f}x (load {os.getloadavg()[0]:.1f})", flush=True)
+    print(f"  CLI/floor {min(ratios):.2f}-{max(ratios):.2f}x over {repeats} repeats")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--conversations", type=int, default=100_000)
+    parser.add_argument("--conversations", type=int, default=100_000,
+                        help="conversations in the uniform file (default 100,000)")
+    parser.add_argument("--realistic", type=int, default=2_000,
+                        help="conversations in the realistic file (default 2,000; 0 skips it)")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        source = Path(folder) / "seed.json"
-        write_seed_file(source, args.conversations)
-        size_mb = source.stat().st_size / 1e6
-        started = time.perf_counter()
-        seeds = load_seed_file(source)
-        loaded = time.perf_counter()
-        m = Memori(conn=str(Path(folder) / "bench.duckdb"), backend="local")
-        result = asyncio.run(m.seed(seeds, seed_config=SeedConfig(batch_size=10)))
-        finished = time.perf_counter()
-        facts = m.sql("select count(*) n, sum(mention_count) s from facts")
-        m.close()
-    total = finished - started
-    print(f"{result.total:,} conversations ({size_mb:.0f} MB JSON) -> DuckDB: "
-          f"{total:.1f} s = {result.total / total:,.0f} conv/s "
-          f"(load {loaded - started:.1f} s, seed {finished - loaded:.1f} s); "
-          f"{result.successful:,} succeeded, {result.total_triples:,} triples, "
-          f"{int(facts.n[0]):,} distinct facts")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as directory:
+        folder = Path(directory)
+        uniform = folder / "uniform.json"
+        write_uniform_seed_file(uniform, args.conversations)
+        compare("uniform (10 messages, ~600 characters, one entity)", uniform,
+                args.conversations, folder, args.repeats)
+        uniform.unlink()
+        if args.realistic:
+            realistic = folder / "realistic.json"
+            shape = write_realistic_seed_file(realistic, args.realistic, seed=0)
+            messages, chars = shape["messages"], shape["chars"]
+            compare(f"realistic ({shape['entities']:,} entities; median {messages['median']:g} "
+                    f"messages and {chars['median']:,.0f} characters, p99 {messages['p99']:,} "
+                    f"and {chars['p99']:,})", realistic, args.realistic, folder, args.repeats)
 
 
 if __name__ == "__main__":

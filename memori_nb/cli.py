@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
+from ._gc import input_set_aside
 from .backends import BACKEND_NAMES
 from .chunking import PlanRow, plan_seeds, total_plan
 from .client import Memori
@@ -112,13 +113,14 @@ def main(argv: list[str] | None = None, *, stdout: IO[str] | None = None,
         table_options = {f"{name}_col": getattr(args, f"{name}_col") for name in (
             "entity", "conversation", "role", "content", "timestamp", "messages")
             if getattr(args, f"{name}_col") is not None}
-        seeds = to_seeds(args.file, format=args.format, entity_id=args.entity_id,
-                         dayfirst=args.dayfirst, timestamp_format=args.timestamp_format,
-                         role_map=args.role_map, **table_options)
-        config = SeedConfig(batch_size=args.batch_size)
-        if args.dry_run:
-            return _dry_run(args, seeds, config, out)
-        return _seed(args, seeds, config, out, err)
+        read = lambda: to_seeds(  # noqa: E731
+            args.file, format=args.format, entity_id=args.entity_id, dayfirst=args.dayfirst,
+            timestamp_format=args.timestamp_format, role_map=args.role_map, **table_options)
+        with input_set_aside(read) as seeds:
+            config = SeedConfig(batch_size=args.batch_size)
+            if args.dry_run:
+                return _dry_run(args, seeds, config, out)
+            return _seed(args, seeds, config, out, err)
     except StoreError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_FAILURES

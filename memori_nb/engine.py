@@ -135,9 +135,9 @@ class _SeedRun:
         self.gate = _RateGate(clock, sleep)
         self.queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=config.batch_size * 4)
         self.requires_network = getattr(backend, "requires_network", True)
-        # With a network backend the writer works on a thread, so requests keep flowing
-        # while the store writes; a CPU-only backend has no I/O to overlap, and a store
-        # bound to one thread (an in-memory sqlite3 connection) must be used inline.
+        # The writer works on a thread, so requests (or a CPU-only backend's extraction)
+        # go on while the store writes on the other core; a store bound to one thread (an
+        # in-memory sqlite3 connection) must be used inline.
         self.store_threadsafe = getattr(store, "threadsafe", True)
         self.journal: Journal | None = None  # opened once the store is built
         self.max_id_length = getattr(store, "max_id_length", None)
@@ -179,7 +179,7 @@ class _SeedRun:
             self.journal.close(delete=True)  # nothing was sent
             raise
         self.writer = BatchWriter(self.store, self.run_id, journal=self.journal,
-                                  in_thread=self.requires_network and self.store_threadsafe)
+                                  in_thread=self.store_threadsafe)
         if self.progress:
             self.progress.start(self.counters)
         tasks = [asyncio.create_task(self._produce())]

@@ -36,6 +36,22 @@ class Message:
     timestamp: Any = None
 
 
+_new_object = object.__new__
+_set_role, _set_content, _set_timestamp = (
+    Message.role.__set__, Message.content.__set__, Message.timestamp.__set__)  # type: ignore[attr-defined]
+
+
+def new_message(role: str, content: str, timestamp: Any = None) -> Message:
+    """``Message(role=role, content=content, timestamp=timestamp)`` at a third of the cost:
+    the frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, which
+    adds up over millions of messages. For values already validated."""
+    message = _new_object(Message)
+    _set_role(message, role)
+    _set_content(message, content)
+    _set_timestamp(message, timestamp)
+    return message
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Conversation:
     """A validated conversation: a non-empty tuple of messages with known roles."""
@@ -51,7 +67,8 @@ class Conversation:
 
         Each message is framed by its role and length, so no content can imitate a boundary.
         """
-        framed = "".join(f"{m.role}\x00{len(m.content)}\x00{m.content}" for m in self.messages)
+        framed = "".join([f"{m.role}\x00{len(m.content)}\x00{m.content}"
+                          for m in self.messages])
         return hashlib.sha256(framed.encode("utf-8", "surrogatepass")).hexdigest()
 
 

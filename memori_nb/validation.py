@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .models import (ROLES, UNSTORABLE, Conversation, Extraction, Message, SeedData,
-                     Triple)
+                     Triple, new_message)
 from .timestamps import TimestampEvidence, TimestampRule, read_timestamp
 
 _MAX_PROBLEMS_LISTED = 3
@@ -250,7 +250,7 @@ def parse_messages(raw_messages: Iterable[Any], options: ReadOptions = DEFAULT_O
                 elif type(stamp) is not datetime or stamp.tzinfo is not timezone.utc:
                     stamp = read_timestamp(stamp, rule)  # None: the slow path warns
                 if stamp is not None or raw.get("timestamp") is None:
-                    messages.append(Message(role=role, content=content, timestamp=stamp))
+                    messages.append(new_message(role, content, stamp))
                     continue
             where = raw.get("where") or (locate(position) if locate else f"messages[{position}]")
             message = _parse_message(raw, where, options, warnings, problems, fallback)
@@ -391,13 +391,17 @@ def summarize_warnings(warnings: Iterable[str], *, details: bool = True) -> str:
 
 def find_duplicate_ids(raw_conversations: Iterable[Any]) -> dict[str, list[int]]:
     """Ids used by more than one conversation, with every position they appear at."""
+    # Counted in C first: most inputs have no duplicate, and then no position is listed.
+    ids = [raw.get("id") if type(raw) is dict else raw.id if isinstance(raw, Conversation)
+           else raw.get("id") if isinstance(raw, dict) else None for raw in raw_conversations]
+    ids = [cid.strip() if isinstance(cid, str) else None for cid in ids]
+    twice = {cid for cid, n in Counter(ids).items() if n > 1 and cid}
     positions: dict[str, list[int]] = {}
-    for i, raw in enumerate(raw_conversations):
-        cid = raw.id if isinstance(raw, Conversation) else (
-            raw.get("id") if isinstance(raw, dict) else None)
-        if isinstance(cid, str) and cid.strip():
-            positions.setdefault(cid.strip(), []).append(i)
-    return {cid: where for cid, where in positions.items() if len(where) > 1}
+    if twice:
+        for i, cid in enumerate(ids):
+            if cid in twice:
+                positions.setdefault(cid, []).append(i)
+    return positions
 
 
 def duplicate_reason(conversation_id: str, positions: list[int]) -> str:

@@ -45,3 +45,29 @@ def test_concurrent_runs_in_one_loop_leave_the_collector_as_it_was():
     results = asyncio.run(both())
     assert [r.successful for r in results] == [50, 50]
     assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+
+
+def test_an_input_set_aside_is_given_back_and_the_collector_is_as_before():
+    from memori_nb._gc import input_set_aside
+
+    enabled, frozen = gc.isenabled(), gc.get_freeze_count()
+    with input_set_aside(lambda: [{"id": i} for i in range(1000)]) as built:
+        assert len(built) == 1000 and gc.isenabled() == enabled
+        assert gc.get_freeze_count() >= frozen + 1000  # out of the collector's sight
+    assert gc.isenabled() == enabled and gc.get_freeze_count() == frozen
+
+
+def test_an_input_that_cannot_be_built_leaves_the_collector_as_it_was():
+    from memori_nb._gc import input_set_aside
+
+    enabled, frozen = gc.isenabled(), gc.get_freeze_count()
+
+    def fail():
+        raise ValueError("unreadable")
+
+    try:
+        with input_set_aside(fail):
+            raise AssertionError("not reached")
+    except ValueError:
+        pass
+    assert gc.isenabled() == enabled and gc.get_freeze_count() == frozen

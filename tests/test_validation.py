@@ -169,6 +169,32 @@ def test_duplicate_ids_in_a_list_invalidate_every_use_and_list_all_positions():
         assert "positions 0, 2, 3" in invalid.reason
 
 
+def test_ids_that_differ_only_by_surrounding_space_are_duplicates_whatever_the_shape():
+    parsed = Conversation(id="b", messages=(Message(role="user", content="hi"),))
+    conversations = [{"id": " a", "messages": ok("1")}, {"id": "b", "messages": ok("2")},
+                     {"id": "a ", "messages": ok("3")}, {"id": "", "messages": ok("4")},
+                     {"id": "", "messages": ok("5")}, parsed, {"id": "c", "messages": ok("6")}]
+    checked = [parsed for _, parsed in check_conversations(seed(conversations))]
+    assert [type(c).__name__ for c in checked] == [
+        "Invalid", "Invalid", "Invalid", "Invalid", "Invalid", "Invalid", "Conversation"]
+    assert "positions 0, 2" in checked[0].reason and "positions 1, 5" in checked[1].reason
+    assert "duplicate" not in checked[3].reason  # no id at all: its own reason
+
+
+def test_messages_read_fast_equal_those_built_by_hand():
+    (conversation,) = [c for _, c in check_conversations(seed(
+        [{"id": "a", "messages": [{"role": "user", "content": "I live in Porto.",
+                                   "timestamp": "2024-01-02T03:04:05Z"}]}]))]
+    message = conversation.messages[0]
+    assert message == Message(role="user", content="I live in Porto.",
+                              timestamp=message.timestamp)
+    assert hash(message) == hash(Message(role="user", content="I live in Porto.",
+                                         timestamp=message.timestamp))
+    assert message.timestamp.isoformat() == "2024-01-02T03:04:05+00:00"
+    with pytest.raises(AttributeError):
+        message.role = "assistant"  # still frozen
+
+
 def test_duplicate_ids_in_a_stream_invalidate_later_uses_naming_the_first():
     def stream():
         yield {"id": "a", "messages": ok("1")}

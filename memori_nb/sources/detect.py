@@ -55,6 +55,9 @@ _MARKERS = (
     ("sharegpt", re.compile(_KEY % rb"conversations" + rb'\s*\[\s*\{\s*"(?:from|value)"\s*:')),
     ("langchain", re.compile(_KEY % rb"type" + rb'\s*"\w+"\s*,\s*"data"\s*:\s*\{')),
 )
+# One pass that stops at the first marker, rather than one pass over the whole head per kind.
+_ANY_MARKER = re.compile(b"|".join(b"(?P<%s>%s)" % (kind.encode(), marker.pattern)
+                                   for kind, marker in _MARKERS))
 # Alone, 'conversations' is taken for a seed file missing its entity_id (its loader says so).
 _WEAK_SEED = re.compile(_KEY % rb"conversations")
 _HINT = f"pass format=... (--format), one of {', '.join(FORMATS)}"
@@ -246,10 +249,8 @@ def _parsed_kind(text: bytes) -> tuple[str | None, str]:
 
 
 def _marker_kind(text: bytes) -> str | None:
-    found = [(match.start(), kind) for kind, marker in _MARKERS
-             if (match := marker.search(text))]
-    if found:
-        return min(found)[1]
+    if (first := _ANY_MARKER.search(text)) is not None:  # the earliest marker says
+        return first.lastgroup
     return "seed" if _WEAK_SEED.search(text) else None
 
 

@@ -431,36 +431,37 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
     messages: dict[str, list] = {name: [] for name in (
         "entity_id", "conversation_id", "content_hash", "position", "role", "content",
         "said_at")}
+    entity_ids, conversation_ids, hashes, positions, roles, contents, said_at = (
+        messages.values())
     for i, record in enumerate(records):
         r = record.result
-        results.append((run_id, r.entity_id, record.process_id, r.conversation_id,
-                        record.content_hash, r.status, r.error, r.chunks_processed,
-                        r.triples_count, r.duration_ms, list(r.warnings), r.summary))
-        if latest.get((r.entity_id, r.conversation_id)) != i:
+        entity, cid, content_hash = r.entity_id, r.conversation_id, record.content_hash
+        results.append((run_id, entity, record.process_id, cid, content_hash, r.status,
+                        r.error, r.chunks_processed, r.triples_count, r.duration_ms,
+                        list(r.warnings), r.summary))
+        if latest.get((entity, cid)) != i:
             continue
         ext = record.extraction
-        ledger.append((r.entity_id, r.conversation_id, record.content_hash, ext.summary))
-        facts.extend((r.entity_id, r.conversation_id, fact) for fact in ext.facts)
-        triples.extend((r.entity_id, r.conversation_id, t.subject_name, t.subject_type,
-                        t.predicate, t.object_name, t.object_type) for t in ext.triples)
+        ledger.append((entity, cid, content_hash, ext.summary))
+        facts += [(entity, cid, fact) for fact in ext.facts]
+        triples += [(entity, cid, t.subject_name, t.subject_type, t.predicate, t.object_name,
+                     t.object_type) for t in ext.triples]
         if record.conversation is not None:
-            said = [m.timestamp for m in record.conversation.messages]
-            known = [t for t in said if t is not None]
-            conversations.append((r.entity_id, r.conversation_id, record.conversation.title,
-                                  record.content_hash, len(said), min(known, default=None),
-                                  max(known, default=None)))
             msgs = record.conversation.messages
             count = len(msgs)
-            messages["entity_id"] += [r.entity_id] * count
-            messages["conversation_id"] += [r.conversation_id] * count
-            messages["content_hash"] += [record.content_hash] * count
-            messages["position"] += range(count)
-            messages["role"] += [m.role for m in msgs]
-            messages["content"] += [m.content for m in msgs]
-            messages["said_at"] += said
+            said = [m.timestamp for m in msgs]
+            known = [t for t in said if t is not None] if said.count(None) != count else ()
+            conversations.append((entity, cid, record.conversation.title, content_hash, count,
+                                  min(known, default=None), max(known, default=None)))
+            entity_ids += [entity] * count
+            conversation_ids += [cid] * count
+            hashes += [content_hash] * count
+            positions += range(count)
+            roles += [m.role for m in msgs]
+            contents += [m.content for m in msgs]
+            said_at += said
         if record.process_id:
-            attributes.extend((record.process_id, a, r.entity_id, r.conversation_id)
-                              for a in ext.attributes)
+            attributes += [(record.process_id, a, entity, cid) for a in ext.attributes]
     frame = pd.DataFrame.from_records
     conversations_frame = frame(conversations, columns=[
         "entity_id", "conversation_id", "title", "content_hash", "message_count", "started_at",
