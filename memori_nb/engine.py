@@ -35,7 +35,8 @@ from .stores.journal import Journal, JournalError, replay
 from .stores.writer import BatchWriter
 from .validation import Invalid, check_conversations, safe_extraction, safe_result
 
-# Conversations validated and checked against the ledger together (one query per window).
+# Conversations validated and checked against the ledger together (one query per window),
+# then sent most-requests-first within their window (the look-ahead of a streamed input).
 # Windows start small, so the first requests go out at once, and double up to the limit.
 FIRST_WINDOW = 64
 LEDGER_WINDOW = 2000
@@ -358,7 +359,12 @@ class _SeedRun:
         return known
 
     async def _dispatch(self, window: list[_Pending]) -> None:
-        for job in await self._plan_window(window):
+        jobs = await self._plan_window(window)
+        # Most requests first: a conversation of many chunks sends them one after another,
+        # so started last it would finish last, with the window empty around it. Results
+        # still take their input positions.
+        jobs.sort(key=lambda job: -len(job.chunks))
+        for job in jobs:
             if self.stop_reason:
                 self._record_skipped(job, f"not sent: the run stopped ({self.stop_reason})")
             else:
