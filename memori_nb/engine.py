@@ -128,7 +128,7 @@ class _Window:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release(self._episode, "failed")  # woken and cancelled at once
-            else:
+            elif waiter in self._waiters:  # (_admit may have dropped it already)
                 self._waiters.remove(waiter)
             raise
         return self._episode
@@ -171,7 +171,8 @@ async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
         seeds: one :class:`SeedData` per entity.
         backend: the augmentation backend.
         store: where results, the ledger and memories are written (built if needed).
-        config: limits, retries and ``batch_size`` (the sliding-window size).
+        config: limits, retries and ``batch_size`` (the sliding-window size: the most
+            requests in flight, fewer while the service refuses more with 429s).
         on_progress: ``on_progress(processed, total, result)`` after each conversation.
         progress: a progress display (see :mod:`memori_nb.progress`).
         force: send conversations again even if the ledger says they were seeded.
