@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -29,7 +28,7 @@ import duckdb
 
 from realistic import write_seed_file
 
-from memori_nb.stores.journal import journal_beside
+from memori_nb.stores.journal import _read_segments, journal_beside
 from memori_nb.testing import AugmentationServer, lognormal_latency
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,16 +43,11 @@ def conversation_of(body: dict) -> str:
 
 
 def finished_in_journal(db: Path) -> set[tuple[str, str]]:
-    """(entity, conversation) of what the killed run's journal says finished."""
-    found = set()
-    for segment in journal_beside(str(db)).glob("*.jsonl"):
-        for line in segment.read_bytes().splitlines():
-            try:
-                result = json.loads(line)["done"]["result"]
-            except (ValueError, KeyError):
-                continue  # chunk progress, or the line the kill cut short
-            found.add((result["entity_id"], result["conversation_id"]))
-    return found
+    """(entity, conversation) of what the killed run's journal says finished (read as the
+    next run replays it: a line the kill cut short does not count)."""
+    segments = sorted(journal_beside(str(db)).glob("*.jsonl"))
+    finished, _ = _read_segments(segments)
+    return {(entity, conversation) for entity, conversation, _ in finished}
 
 
 def run_cli(seed_file: Path, db: Path, server: AugmentationServer, batch: int,

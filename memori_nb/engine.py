@@ -3,6 +3,10 @@ retry, and hand each finished conversation to the store as soon as it finishes.
 
 Concurrency is a sliding window: ``batch_size`` workers pull conversations from one queue, so
 at most ``batch_size`` requests are in flight and a new one starts as soon as any finishes.
+A service that refuses requests beyond its capacity (429 without Retry-After) narrows the
+window to what it takes, and the window widens again slowly to find out when it takes more.
+Each window of validated conversations is sent most-requests-first, so chunked giants do not
+finish last, one chunk after another, with the window empty around them.
 The chunks of one conversation are sent in order by the same worker, each carrying the summary
 of the chunk before it. Results keep input order; progress reports completion order.
 """
@@ -14,6 +18,7 @@ import hashlib
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -30,7 +35,8 @@ from .stores.journal import Journal, JournalError, replay
 from .stores.writer import BatchWriter
 from .validation import Invalid, check_conversations, safe_extraction, safe_result
 
-# Conversations validated and checked against the ledger together (one query per window).
+# Conversations validated and checked against the ledger together (one query per window),
+# then sent most-requests-first within their window (the look-ahead of a streamed input).
 # Windows start small, so the first requests go out at once, and double up to the limit.
 FIRST_WINDOW = 64
 LEDGER_WINDOW = 2000
@@ -82,6 +88,76 @@ class _RateGate:
             await self._sleep(remaining)
 
 
+class _Window:
+    """How many requests may be in flight: ``size`` at first, fewer while the service refuses
+    requests beyond its capacity (a 429 without Retry-After).
+
+    Each refusal sets the limit to the requests the service is holding besides the refused
+    one, which is its capacity as closely as a client can see it. Successes then widen it
+    again, one request per window's worth of successes, to find out whether capacity came
+    back; each new episode of refusals halves that pace, so probing a steady cap costs a few
+    429s per run, not a few per window (slots are FIFO, so no request waits for ever).
+    """
+
+    MAX_PATIENCE = 6  # probe at least once every 2**6 windows of successes
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.limit = float(size)
+        self.in_flight = 0
+        self._waiters: deque[asyncio.Future] = deque()
+        # Refusals of requests sent after the last episode began start a new episode.
+        self._episode = 0
+        self._patience = 0
+        self._refused_at = size + 1  # the most requests in flight the service refused
+
+    @property
+    def current(self) -> int:
+        """The requests allowed in flight now."""
+        return max(1, int(self.limit))
+
+    async def acquire(self) -> int:
+        """Wait for a slot; returns a token for :meth:`release`."""
+        if self.in_flight < self.current and not self._waiters:
+            self.in_flight += 1
+            return self._episode
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # _admit counted this request in before waking it
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(self._episode, "failed")  # woken and cancelled at once
+            elif waiter in self._waiters:  # (_admit may have dropped it already)
+                self._waiters.remove(waiter)
+            raise
+        return self._episode
+
+    def release(self, token: int, outcome: str) -> None:
+        """A request ended: ``ok``, ``refused`` (429 without Retry-After) or ``failed``."""
+        if outcome == "refused":
+            # The others in flight were taken and this one was not.
+            self.limit = max(1.0, min(self.limit, self.in_flight - 1))
+            if token == self._episode:
+                self._episode += 1
+                self._patience = min(self._patience + 1, self.MAX_PATIENCE)
+                self._refused_at = self.in_flight
+        elif outcome == "ok" and self.limit < self.size:
+            self.limit = min(float(self.size),
+                             self.limit + 1 / (self.limit * 2 ** self._patience))
+            if self.limit >= self._refused_at + 1:  # more than it refused: room came back
+                self._patience = 0
+        self.in_flight -= 1
+        self._admit()
+
+    def _admit(self) -> None:
+        while self._waiters and self.in_flight < self.current:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # a cancelled waiter is skipped
+                self.in_flight += 1
+                waiter.set_result(None)
+
+
 async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
                    store: Store, config: SeedConfig | None = None,
                    on_progress: OnProgress | None = None, progress: ProgressSink | None = None,
@@ -95,7 +171,8 @@ async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
         seeds: one :class:`SeedData` per entity.
         backend: the augmentation backend.
         store: where results, the ledger and memories are written (built if needed).
-        config: limits, retries and ``batch_size`` (the sliding-window size).
+        config: limits, retries and ``batch_size`` (the sliding-window size: the most
+            requests in flight, fewer while the service refuses more with 429s).
         on_progress: ``on_progress(processed, total, result)`` after each conversation.
         progress: a progress display (see :mod:`memori_nb.progress`).
         force: send conversations again even if the ledger says they were seeded.
@@ -133,6 +210,7 @@ class _SeedRun:
         self.results: list[ConversationResult | None] = []
         self.stop_reason: str | None = None
         self.gate = _RateGate(clock, sleep)
+        self.window = _Window(config.batch_size)
         self.queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=config.batch_size * 4)
         self.requires_network = getattr(backend, "requires_network", True)
         # The writer works on a thread, so requests (or a CPU-only backend's extraction)
@@ -282,7 +360,12 @@ class _SeedRun:
         return known
 
     async def _dispatch(self, window: list[_Pending]) -> None:
-        for job in await self._plan_window(window):
+        jobs = await self._plan_window(window)
+        # Most requests first: a conversation of many chunks sends them one after another,
+        # so started last it would finish last, with the window empty around it. Results
+        # still take their input positions.
+        jobs.sort(key=lambda job: -len(job.chunks))
+        for job in jobs:
             if self.stop_reason:
                 self._record_skipped(job, f"not sent: the run stopped ({self.stop_reason})")
             else:
@@ -419,11 +502,10 @@ class _SeedRun:
         # Each kind of failure has its own budget: a 429 waited out is not a transient retry.
         retries = RetryState(clock=self.clock)
         while True:
-            await self.gate.wait()
-            if self.stop_reason:
-                raise _RunStopped(self.stop_reason)
             try:
-                return await self._augment(request)
+                return await self._attempt(request)
+            except _RunStopped:
+                raise
             except Exception as exc:  # noqa: BLE001 - every failure goes through the retry rules
                 decision = retries.decide(exc, max_retries=self.config.max_retries,
                                           retry_delay=self.config.retry_delay,
@@ -436,9 +518,28 @@ class _SeedRun:
                              else "")
                     raise _GaveUp(decision.reason + tries) from exc
                 self.counters.retries += 1
-                if isinstance(exc, RateLimitedError):
-                    self.gate.hold(decision.delay)
+                if isinstance(exc, RateLimitedError) and exc.retry_after:
+                    self.gate.hold(decision.delay)  # the service said when: everyone waits
                 await self.sleep(decision.delay)
+
+    async def _attempt(self, request: AugmentationRequest) -> Extraction:
+        """One try, within the window: how the service answers tells the window how many
+        requests it takes at once."""
+        token = await self.window.acquire()
+        outcome = "failed"
+        try:
+            await self.gate.wait()
+            if self.stop_reason:
+                raise _RunStopped(self.stop_reason)
+            extraction = await self._augment(request)
+            outcome = "ok"
+            return extraction
+        except RateLimitedError as exc:
+            if not exc.retry_after:  # over its capacity: fewer at once, not everyone waiting
+                outcome = "refused"
+            raise
+        finally:
+            self.window.release(token, outcome)
 
     async def _augment(self, request: AugmentationRequest) -> Extraction:
         if not self.requires_network:

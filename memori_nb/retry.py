@@ -5,7 +5,8 @@ Each kind of failure has its own budget, so one kind never uses up another's:
 - ``transient`` (5xx, timeouts, dropped connections, malformed answers): ``max_retries``
   retries with exponential backoff, then this conversation gives up;
 - ``rate_limited`` (429 "slow down"): waited out (the server's Retry-After, or backoff) for
-  up to ``RATE_LIMIT_BUDGET_SECONDS`` per request, then the run stops;
+  up to ``RATE_LIMIT_BUDGET_SECONDS`` per request, then the run stops; meanwhile the engine
+  holds every request for a Retry-After, and sends fewer at once after a 429 without one;
 - ``unreachable`` (connection refused, DNS): ``UNREACHABLE_RETRIES`` quick retries, then the
   run stops, since every other request would fail the same way;
 - anything else is decided at its first failure (quota, wrong endpoint, refused key: the run

@@ -203,6 +203,9 @@ class Fault:
         return headers
 
 
+# What a server with a concurrency_limit answers beyond it: 429 without Retry-After.
+OVER_CAPACITY = Fault.status(429, {"detail": "Too many requests in flight, slow down"})
+
 FaultRule = Callable[[int, dict], Fault | None]
 """``rule(request_number, body) -> Fault | None``; numbers count from 1 in arrival order."""
 
@@ -345,7 +348,9 @@ class ReceivedRequest:
 
     ``number`` counts from 1 in arrival order; ``body`` is the parsed JSON object (None when
     absent or invalid); ``headers`` has lower-case names; ``fault`` is the fault applied, if
-    any; ``received_at`` is ``time.monotonic()`` when the request line arrived.
+    any; ``received_at`` is ``time.monotonic()`` when the request line arrived; ``served``
+    is how many requests the server was answering (not refusing) once this one arrived, this
+    one included (0 when it was refused or invalid).
     """
 
     number: int
@@ -355,6 +360,7 @@ class ReceivedRequest:
     body: dict | None
     fault: Fault | None
     received_at: float
+    served: int = 0
 
 
 class _Interrupted(Exception):
@@ -482,9 +488,13 @@ class AugmentationServer:
             the request's message dicts; default: the offline extractor of
             ``memori_nb.backends.local``. If it raises, the answer is a 500.
         host, port: where to listen; port 0 picks a free port.
+        concurrency_limit: the most requests answered at once, as a provider that caps
+            requests in flight: beyond it a request is refused at once with 429 "too many
+            requests in flight" and no ``Retry-After`` (:attr:`refused_count` counts them).
 
     Order of checks per request: path and method (404), API key (401), body (422 if not JSON
-    or without ``conversation.messages``), fault rule, latency, then the fault or the answer.
+    or without ``conversation.messages``), concurrency limit, fault rule, latency, then the
+    fault or the answer.
     Every request, whatever its fate, gets a number and a :class:`ReceivedRequest` record.
 
     Example:
@@ -500,8 +510,12 @@ class AugmentationServer:
                  latency: float | Callable[[], float] | None = None,
                  faults: FaultRule | None = None,
                  extract: Callable[[list[dict], str | None], dict] | None = None,
-                 host: str = DEFAULT_HOST, port: int = 0) -> None:
+                 host: str = DEFAULT_HOST, port: int = 0,
+                 concurrency_limit: int | None = None) -> None:
+        if concurrency_limit is not None and concurrency_limit < 1:
+            raise ValueError(f"concurrency_limit must be >= 1, got {concurrency_limit!r}")
         self.api_key = api_key
+        self.concurrency_limit = concurrency_limit
         self.latency = latency
         self.faults = faults
         self.extract = extract or _local_extract
@@ -515,6 +529,7 @@ class AugmentationServer:
         self._in_flight = 0
         self._max_in_flight = 0
         self._connections = 0
+        self._served = 0  # requests being answered under concurrency_limit
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -608,6 +623,12 @@ class AugmentationServer:
             return self._max_in_flight
 
     @property
+    def refused_count(self) -> int:
+        """How many requests were refused for going over ``concurrency_limit``."""
+        with self._lock:
+            return sum(r.fault is OVER_CAPACITY for r in self._requests)
+
+    @property
     def connection_count(self) -> int:
         """How many TCP connections were accepted (fewer than requests means keep-alive)."""
         with self._lock:
@@ -663,10 +684,17 @@ class AugmentationServer:
 
         fault: Fault | None = None
         delay = 0.0
+        served = 0
         with self._lock:
             number = len(self._requests) + 1
             rule_error = None
-            if status is None:
+            limit = self.concurrency_limit
+            if status is None and limit is not None and self._served >= limit:
+                fault = OVER_CAPACITY  # refused at once, as a capped provider does
+            elif status is None:
+                if limit is not None:
+                    self._served += 1
+                    served = self._served
                 try:
                     fault = self.faults(number, body) if self.faults else None
                 except Exception as exc:  # a broken rule should show up as an answer, not hang
@@ -676,8 +704,26 @@ class AugmentationServer:
                     self._latencies.append(delay)
             self._requests.append(ReceivedRequest(
                 number=number, method=handler.command, path=path, headers=headers, body=body,
-                fault=fault, received_at=received_at))
+                fault=fault, received_at=received_at, served=served))
+        left = not served
 
+        def leave() -> None:
+            """Free this request's place under ``concurrency_limit`` (once)."""
+            nonlocal left
+            if not left:
+                left = True
+                with self._lock:
+                    self._served -= 1
+
+        try:
+            self._answer(handler, status, rule_error, fault, body, headers, received_at,
+                         delay, leave)
+        finally:
+            leave()
+
+    def _answer(self, handler: _Handler, status: tuple[int, str] | None, rule_error: str | None,
+                fault: Fault | None, body: dict | None, headers: dict[str, str],
+                received_at: float, delay: float, leave: Callable[[], None]) -> None:
         if status is not None:
             extra = {"WWW-Authenticate": "Bearer"} if status[0] == 401 else None
             handler.send(status[0], {"detail": status[1]}, extra)
@@ -699,6 +745,8 @@ class AugmentationServer:
         remaining = received_at + delay - time.monotonic()
         if remaining > 0 and self._stopping.wait(remaining):
             raise _Interrupted
+        # Its place is free before the answer leaves: the client may send the next at once.
+        leave()
         if fault is not None and fault.kind == "drop":
             raise _Interrupted
         if fault is not None and fault.kind == "malformed":

@@ -5,7 +5,9 @@ a chunked conversation's finished chunks are only worth something once the conve
 A process killed (``kill -9``, out of memory, power to the container) in between would lose
 work that was billed, and the next run would send it again. So each finished conversation and
 each finished chunk is appended to a journal file first, one JSON line each, with one
-``write`` call: the kernel keeps it when the process dies. The file is also synced to the
+``write`` call: the kernel keeps it when the process dies. A finished conversation's line is
+followed by its messages' texts as they are (UTF-8, their size in the line): escaping them as
+JSON costs several times as much as writing them. The file is also synced to the
 disk each time the store is written (about once a second), which bounds what a machine
 crash or a disk turning read-only can take.
 
@@ -23,8 +25,8 @@ import errno
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, fields
-from datetime import datetime
+from dataclasses import fields
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +99,8 @@ class Journal:
         """A conversation succeeded: journal all the store will need to write it."""
         self.open_partials.pop(_key_of(record), None)
         if self._fd is not None:
-            self._append({"done": _record_to_json(record)})
+            data, text = _record_to_json(record)
+            self._append({"done": data, "text": len(text)}, text)
 
     def chunk_done(self, partial: PartialRecord) -> None:
         """A chunk of a chunked conversation came back (``partial`` merges all so far)."""
@@ -163,11 +166,13 @@ class Journal:
         self._segments.append(path)
         self._size = 0
 
-    def _append(self, entry: dict[str, Any]) -> None:
+    def _append(self, entry: dict[str, Any], text: bytes | None = None) -> None:
         if self._failure is not None:
             raise self._failure
         # ASCII escapes: quicker to encode than UTF-8 text, and lone surrogates survive.
         line = (json.dumps(entry, separators=(",", ":")) + "\n").encode("ascii")
+        if text is not None:
+            line = b"%s%s\n" % (line, text)
         try:
             written = os.write(self._fd, line)
             if written != len(line):  # only on a full disk
@@ -228,11 +233,10 @@ def _read_segments(segments: list[Path]) -> tuple[dict[Key, ResultRecord],
                                                   dict[Key, PartialRecord]]:
     finished: dict[Key, ResultRecord] = {}
     partials: dict[Key, PartialRecord] = {}
-    for line in _lines(segments):
+    for entry in _entries(segments):
         try:
-            entry = json.loads(line)
             if "done" in entry:
-                record = _record_from_json(entry["done"])
+                record = _record_from_json(entry["done"], entry.get("text"))
                 finished[_key_of(record)] = record
             else:
                 partial = _partial_from_json(entry["chunk"])
@@ -246,10 +250,22 @@ def _read_segments(segments: list[Path]) -> tuple[dict[Key, ResultRecord],
     return finished, partials
 
 
-def _lines(segments: list[Path]) -> Iterator[bytes]:
+def _entries(segments: list[Path]) -> Iterator[dict[str, Any]]:
+    """Each entry of the segments, with the texts that follow its line (``"text"``) read."""
     for segment in segments:
         with open(segment, "rb") as lines:
-            yield from lines
+            for line in lines:
+                try:
+                    entry = json.loads(line)
+                    size = entry.get("text")
+                    if size is not None:
+                        text = lines.read(size + 1)
+                        if len(text) != size + 1 or not text.endswith(b"\n"):
+                            continue  # the texts were cut short
+                        entry["text"] = text[:-1].decode("utf-8", "surrogatepass")
+                except (ValueError, AttributeError, TypeError):
+                    continue  # see _read_segments
+                yield entry
 
 
 # --- locks ----------------------------------------------------------------------------------
@@ -313,21 +329,32 @@ def _key_of(record: ResultRecord) -> Key:
     return (record.result.entity_id, record.result.conversation_id, record.content_hash)
 
 
-def _record_to_json(record: ResultRecord) -> dict[str, Any]:
+_RESULT_FIELDS = [f.name for f in fields(ConversationResult)]
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _record_to_json(record: ResultRecord) -> tuple[dict[str, Any], bytes]:
+    """The record as JSON values, and its messages' texts as one UTF-8 string."""
     conversation = record.conversation
-    return {
-        "result": asdict(record.result), "content_hash": record.content_hash,
-        "process_id": record.process_id,
-        "extraction": extraction_to_dict(record.extraction),
-        "conversation": None if conversation is None else {
-            "id": conversation.id, "title": conversation.title,
-            "warnings": list(conversation.warnings),
-            "messages": [[m.role, m.content, _time_to_json(m.timestamp)]
-                         for m in conversation.messages]},
-    }
+    result = record.result
+    data = {
+        "result": {name: getattr(result, name) for name in _RESULT_FIELDS},
+        "content_hash": record.content_hash, "process_id": record.process_id,
+        "extraction": extraction_to_dict(record.extraction), "conversation": None}
+    if conversation is None:
+        return data, b""
+    messages = conversation.messages
+    contents = [m.content for m in messages]
+    data["conversation"] = {
+        "id": conversation.id, "title": conversation.title,
+        "warnings": conversation.warnings, "roles": [m.role for m in messages],
+        "lengths": [len(content) for content in contents],
+        "times": _times_to_json([m.timestamp for m in messages])}
+    return data, "".join(contents).encode("utf-8", "surrogatepass")
 
 
-def _record_from_json(data: dict[str, Any]) -> ResultRecord:
+def _record_from_json(data: dict[str, Any], text: str | None) -> ResultRecord:
     result = data["result"]
     result = ConversationResult(**{**result, "warnings": tuple(result["warnings"])})
     conversation = data["conversation"]
@@ -335,11 +362,25 @@ def _record_from_json(data: dict[str, Any]) -> ResultRecord:
         conversation = Conversation(
             id=conversation["id"], title=conversation["title"],
             warnings=tuple(conversation["warnings"]),
-            messages=tuple(Message(role=role, content=content,
-                                   timestamp=_time_from_json(said))
-                           for role, content, said in conversation["messages"]))
+            messages=tuple(_messages_from_json(conversation, text)))
     return ResultRecord(result, data["content_hash"], data["process_id"],
                         extraction_from_dict(data["extraction"]), conversation)
+
+
+def _messages_from_json(conversation: dict[str, Any], text: str | None) -> Iterator[Message]:
+    if "messages" in conversation:  # written by an earlier version: texts in the line
+        for role, content, said in conversation["messages"]:
+            yield Message(role=role, content=content, timestamp=_time_from_json(said))
+        return
+    times = conversation["times"] or [None] * len(conversation["roles"])
+    start = 0
+    for role, length, said in zip(conversation["roles"], conversation["lengths"], times,
+                                  strict=True):
+        yield Message(role=role, content=text[start:start + length],
+                      timestamp=_time_from_json(said))
+        start += length
+    if start != len(text):
+        raise ValueError("the texts do not add up to what the line says")
 
 
 def _partial_to_json(partial: PartialRecord) -> dict[str, Any]:
@@ -349,6 +390,17 @@ def _partial_to_json(partial: PartialRecord) -> dict[str, Any]:
 
 def _partial_from_json(data: dict[str, Any]) -> PartialRecord:
     return PartialRecord(**{**data, "extraction": extraction_from_dict(data["extraction"])})
+
+
+def _times_to_json(times: list[Any]) -> list[Any] | None:
+    """Each message's time: microseconds since 1970 for a UTC datetime (what the readers
+    make), else as :func:`_time_to_json` writes it; None when no message has one."""
+    if times.count(None) == len(times):
+        return None
+    utc = timezone.utc
+    return [(said - _EPOCH) // _MICROSECOND
+            if type(said) is datetime and said.tzinfo is utc else _time_to_json(said)
+            for said in times]
 
 
 def _time_to_json(value: Any) -> Any:
@@ -364,6 +416,8 @@ def _time_to_json(value: Any) -> Any:
 
 
 def _time_from_json(value: Any) -> Any:
+    if type(value) is int:
+        return _EPOCH + value * _MICROSECOND
     if isinstance(value, list):
         return value[0]
     return None if value is None else datetime.fromisoformat(value)
