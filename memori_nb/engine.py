@@ -540,6 +540,8 @@ class _SeedRun:
             raise
         finally:
             self.window.release(token, outcome)
+            if outcome == "refused" or self.counters.window is not None:
+                self.counters.window = self.window.current  # shown once the service refused
 
     async def _augment(self, request: AugmentationRequest) -> Extraction:
         if not self.requires_network:

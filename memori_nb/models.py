@@ -327,6 +327,8 @@ class SeedCounters:
     retries: int = 0
     triples: int = 0
     chunked: int = 0
+    # Requests allowed in flight, once the service has refused some for capacity (else None).
+    window: int | None = None
 
     def count(self, result: ConversationResult) -> None:
         self.processed += 1

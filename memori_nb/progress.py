@@ -66,6 +66,9 @@ class TqdmProgress:
 
 
 def postfix_for(counters: SeedCounters) -> dict[str, int]:
-    return {"ok": counters.successful, "failed": counters.failed,
-            "skipped": counters.skipped, "retries": counters.retries,
-            "triples": counters.triples}
+    postfix = {"ok": counters.successful, "failed": counters.failed,
+               "skipped": counters.skipped, "retries": counters.retries,
+               "triples": counters.triples}
+    if counters.window is not None:  # the service caps requests in flight: how many now
+        postfix["in flight"] = counters.window
+    return postfix

@@ -3,7 +3,13 @@ run or hammering the service (issue 10, target 3)."""
 
 from __future__ import annotations
 
-from memori_nb import SeedConfig
+import asyncio
+
+from memori_nb import SeedConfig, SeedData
+from memori_nb.backends import MemoriBackend
+from memori_nb.engine import seed_all
+from memori_nb.progress import postfix_for
+from memori_nb.stores import DuckDBStore
 from memori_nb.testing import AugmentationServer, Fault
 
 from helpers import API_KEY
@@ -27,6 +33,43 @@ def test_a_window_wider_than_the_cap_narrows_to_it_and_every_conversation_succee
     # still gets as many requests at once as it takes. (benchmarks/adaptive_concurrency.py
     # prints the throughput against the cap's bound.)
     assert max(served[len(served) // 2:]) >= 0.8 * CAP
+
+
+class _LastPostfix:
+    """A progress display that keeps what the bar would show last."""
+
+    def start(self, counters):
+        self.postfix = postfix_for(counters)
+
+    def update(self, counters, result):
+        self.postfix = postfix_for(counters)
+
+    def close(self, counters):
+        pass
+
+
+def seed_showing(server, n, batch_size):
+    display = _LastPostfix()
+
+    async def go():
+        backend = MemoriBackend(api_key=API_KEY, base_url=server.url)
+        try:
+            await seed_all([SeedData.for_conversations(entity_id="u1", conversations=many(n))],
+                           backend=backend, store=DuckDBStore(":memory:"), progress=display,
+                           config=SeedConfig(batch_size=batch_size, retry_delay=0.05))
+        finally:
+            await backend.aclose()
+
+    asyncio.run(go())
+    return display.postfix
+
+
+def test_the_progress_bar_shows_the_window_once_the_service_refuses():
+    with AugmentationServer(api_key=API_KEY, latency=0.05, concurrency_limit=CAP) as server:
+        capped = seed_showing(server, 80, batch_size=3 * CAP)
+    assert 1 <= capped["in flight"] <= 3 * CAP
+    with AugmentationServer(api_key=API_KEY, latency=0.01) as server:
+        assert "in flight" not in seed_showing(server, 5, batch_size=3 * CAP)
 
 
 def test_refusals_stay_few_however_long_the_run():

@@ -185,7 +185,7 @@ class Journal:
 
 def replay(directory: Path | None, store: Any) -> int:
     """Put into the store what the journals of dead runs hold: their finished conversations
-    (those the ledger lacks), under the run that finished them, and the chunk progress of
+    (those the dead run had not committed), under the run that finished them, and the chunk progress of
     the conversations they had not finished. Returns how many conversations were written.
 
     A journal whose run still holds its lock (a live process) is left alone. A journal is

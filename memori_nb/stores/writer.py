@@ -30,9 +30,9 @@ MAX_PENDING_WRITES = 20_000
 class BatchWriter:
     """Batches finished conversations and writes them to the store.
 
-    With a network backend the write runs on a worker thread, so requests keep flowing while
-    DuckDB works. With a CPU-only backend it runs on the loop itself: there is no I/O to
-    overlap, and a thread would only contend with the extraction for the GIL.
+    The write runs on a worker thread (``in_thread``), so requests or a CPU-only backend's
+    extraction go on while the store works on the other core (DuckDB and the database drivers
+    release the GIL while they execute). A store bound to one thread writes on the loop.
     """
 
     def __init__(self, store: Store, run_id: str, *, in_thread: bool,
