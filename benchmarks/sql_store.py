@@ -182,7 +182,8 @@ def network_main(args, config: SeedConfig) -> None:
                         continue  # the network check is about SQLite against DuckDB
                     conn = (f"sqlite:///{folder}/net-{n}-{attempt}.db" if name == "sqlite"
                             else str(Path(folder) / f"net-{n}-{attempt}.duckdb"))
-                    embedder = TimedEmbedder() if name == "sqlite" else None
+                    embedder = (TimedEmbedder(threads=args.embed_threads)
+                                if name == "sqlite" else None)
                     r = network_run(conn, data, config, embedder)
                     rate = r["total"] / r["seconds"]
                     emb = r["embedded"]
@@ -207,6 +208,8 @@ def main() -> None:
     parser.add_argument("--network", action="store_true",
                         help="the memori backend against a loopback server (see above)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per store (--network)")
+    parser.add_argument("--embed-threads", type=int, default=None,
+                        help="onnxruntime threads of the embedder (default: the Embedder's)")
     args = parser.parse_args()
     config = SeedConfig(batch_size=args.batch_size)
     if args.network:
