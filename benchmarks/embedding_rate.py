@@ -4,7 +4,14 @@ Embeds N generated facts of 3-15 words (a third of them word-for-word repeats, a
 across conversations) with a fresh Embedder, and prints facts per second next to references measured
 in the same run: tokenization alone (the floor), one fact per model run, and the cached pass.
 
+Last, what a network run needs: at the concurrency bound of batch 50 (50 / the mean latency,
+about 140 conversations/s against the loopback server's median 300 ms, sigma 0.6) with the
+facts of realistic conversations (``sql_store.py --network`` measures 1,358 new facts per 1,000
+of them), the facts/s the store must embed, and the share of one core that takes at the
+batched rate above.
+
     python benchmarks/embedding_rate.py [--facts 2000] [--threads 2] [--batch-size 64]
+                                        [--bound 140] [--facts-per-conversation 1.36]
 """
 
 from __future__ import annotations
@@ -67,6 +74,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3, help="cold runs (fresh cache) to time")
+    parser.add_argument("--bound", type=float, default=140.0,
+                        help="conversations/s of the network run to compare with")
+    parser.add_argument("--facts-per-conversation", type=float, default=1.36,
+                        help="new facts the store embeds per conversation")
     args = parser.parse_args()
 
     facts = make_facts(args.facts)
@@ -101,6 +112,11 @@ def main() -> None:
           f"(distinct facts computed; best of {args.repeat}, median {distinct / median:,.0f}; "
           f"{min(cpus) / distinct * 1000:.2f} ms CPU per fact; "
           f"{len(facts) / best:,.0f} input facts/s counting repeats)")
+
+    needed = args.bound * args.facts_per_conversation
+    print(f"  a network run at {args.bound:,.0f} conv/s   {needed:>10,.0f} facts/s needed: "
+          f"{needed * min(cpus) / distinct:.0%} of one core's CPU, "
+          f"{needed * best / distinct:.0%} of the embedder's wall time at the batched rate")
 
     cached_s, _ = timed(lambda: embedder.embed_bytes(facts))
     print(f"  all cached (embed_bytes)      {len(facts) / cached_s:>10,.0f} facts/s")

@@ -13,6 +13,15 @@ Set-up is outside the timings, as a user's session does it once: opening the sto
 
     python benchmarks/sql_store.py [--sizes 1000 10000] [--scale 0.25] [--seed 0]
                                    [--batch-size 10] [--stores duckdb sqlite postgresql]
+
+With ``--network``, the ``memori`` backend against the loopback AugmentationServer instead
+(log-normal latency, median 300 ms, sigma 0.6, in a process of its own): embedding then runs
+while requests are in flight, and must not hold the window down. Prints each store's ratio to
+the concurrency bound (batch_size / mean latency as the server saw it), DuckDB's (which embeds
+nothing) as the reference, beside the facts embedded per second:
+
+    python benchmarks/sql_store.py --network [--sizes 1000] [--scale 1] [--batch-size 50]
+                                   [--stores duckdb sqlite] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ import argparse
 import asyncio
 import gc
 import importlib.util
+import multiprocessing as mp
+import statistics
 import sys
 import tempfile
 import time
@@ -29,7 +40,12 @@ from pathlib import Path
 from realistic import describe, generate_conversations
 
 from memori_nb import Memori, SeedConfig, SeedData
+from memori_nb.backends import MemoriBackend
+from memori_nb.backends.memori import default_client
 from memori_nb.embeddings import Embedder
+from memori_nb.engine import seed_all
+from memori_nb.stores import open_store
+from memori_nb.testing import AugmentationServer, lognormal_latency
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 #: Conversations at scale 0.25 are a quarter as long (median 4-5 messages, 1.7k characters;
@@ -101,6 +117,86 @@ def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def serve(urls: mp.Queue, stop: mp.Event, latencies: mp.Queue) -> None:
+    """The loopback server in a process of its own, so its threads do not share the client's
+    GIL: the figures measure the client."""
+    with AugmentationServer(api_key="bench", latency=lognormal_latency(0.3, 0.6)) as server:
+        server.extract([{"role": "user", "content": "I live in Porto."}], None)  # warm up
+        urls.put(server.url)
+        stop.wait()
+        latencies.put(server.latencies)
+
+
+async def seed_network(url: str, conn: str, data: list[SeedData], config: SeedConfig,
+                       embedder: TimedEmbedder | None) -> dict:
+    client = default_client()
+    await client.get(url + "/warm-up")  # a 404, not counted: httpx's first-request imports
+    store = open_store(conn, embedder=embedder)
+    store.build()                       # schema, and the embedding model loaded: not timed
+    backend = MemoriBackend(api_key="bench", base_url=url, client=client)
+    cpu, started = time.process_time(), time.perf_counter()
+    result = await seed_all(data, backend=backend, store=store, config=config)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    await client.aclose()
+    store.close()
+    return {"seconds": seconds, "cpu": cpu, "total": result.total,
+            "successful": result.successful, "triples": result.total_triples,
+            "embedded": embedder.computed if embedder else None,
+            "embed_seconds": embedder.seconds if embedder else None}
+
+
+def network_run(conn: str, data: list[SeedData], config: SeedConfig,
+                embedder: TimedEmbedder | None) -> dict:
+    """One seeding against a fresh server; its figures and the bound the server saw."""
+    urls, latencies, stop = mp.Queue(), mp.Queue(), mp.Event()
+    server = mp.Process(target=serve, args=(urls, stop, latencies))
+    server.start()
+    try:
+        r = asyncio.run(seed_network(urls.get(timeout=60), conn, data, config, embedder))
+    finally:
+        stop.set()
+    seen = latencies.get(timeout=60)
+    server.join(timeout=10)
+    r["requests"] = len(seen)
+    r["bound"] = config.batch_size / statistics.fmean(seen)
+    return r
+
+
+def network_main(args, config: SeedConfig) -> None:
+    header = (f"{'store':<8}{'convs':>7}{'seconds':>9}{'conv/s':>8}{'bound':>8}{'ratio':>7}"
+              f"{'CPU ms/conv':>12}{'facts emb.':>11}{'embed s':>9}{'facts/s':>9}"
+              f"{'per wall s':>11}")
+    with tempfile.TemporaryDirectory(prefix="memori-bench-") as folder:
+        for n in args.sizes:
+            seeds = generate_conversations(n, seed=args.seed, scale=args.scale)
+            print(f"\n{n:,} conversations, scale {args.scale}, seed {args.seed}, batch_size "
+                  f"{args.batch_size}; latency log-normal median 300 ms sigma 0.6")
+            describe(seeds)
+            data = [SeedData.for_conversations(entity_id=s["entity_id"],
+                                               conversations=s["conversations"])
+                    for s in seeds]
+            print(header)
+            for attempt in range(args.repeat):
+                for name in args.stores:
+                    if name == "postgresql":
+                        continue  # the network check is about SQLite against DuckDB
+                    conn = (f"sqlite:///{folder}/net-{n}-{attempt}.db" if name == "sqlite"
+                            else str(Path(folder) / f"net-{n}-{attempt}.duckdb"))
+                    embedder = (TimedEmbedder(threads=args.embed_threads)
+                                if name == "sqlite" else None)
+                    r = network_run(conn, data, config, embedder)
+                    rate = r["total"] / r["seconds"]
+                    emb = r["embedded"]
+                    print(f"{name:<8}{r['total']:>7,}{r['seconds']:>9.1f}{rate:>8.1f}"
+                          f"{r['bound']:>8.1f}{rate / r['bound']:>7.3f}"
+                          f"{r['cpu'] * 1000 / r['total']:>12.1f}{fmt(emb, ','):>11}"
+                          f"{fmt(r['embed_seconds'], '.2f'):>9}"
+                          f"{fmt(emb / r['embed_seconds'] if emb else None, ',.0f'):>9}"
+                          f"{fmt(emb / r['seconds'] if emb else None, ',.0f'):>11}")
+                    if r["successful"] != r["total"]:
+                        print(f"  ! {r['total'] - r['successful']} did not succeed")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -109,8 +205,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=SeedConfig().batch_size)
     parser.add_argument("--stores", nargs="+", default=["duckdb", "sqlite", "postgresql"],
                         choices=["duckdb", "sqlite", "postgresql"])
+    parser.add_argument("--network", action="store_true",
+                        help="the memori backend against a loopback server (see above)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per store (--network)")
+    parser.add_argument("--embed-threads", type=int, default=None,
+                        help="onnxruntime threads of the embedder (default: the Embedder's)")
     args = parser.parse_args()
     config = SeedConfig(batch_size=args.batch_size)
+    if args.network:
+        network_main(args, config)
+        return
 
     server, skipped = (start_postgres() if "postgresql" in args.stores else (None, None))
     if "postgresql" in args.stores and server is None:

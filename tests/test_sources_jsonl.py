@@ -169,6 +169,16 @@ def test_a_conversation_that_reappears_is_not_contiguous(tmp_path):
                                   "(lines 2 and 4)")
 
 
+def test_ids_that_join_to_the_same_text_are_different_conversations(tmp_path):
+    path = write_lines(tmp_path / "messages.jsonl",
+                       msg("b:c", "user", "one", entity_id="a"),
+                       msg("c", "user", "two", entity_id="a:b"),
+                       msg("b:c", "user", "three", entity_id="a"))
+    assert [(e, [i if isinstance(i, str) else "invalid" for i in items])
+            for e, items in flatten(read_jsonl(path))] == [
+        ("a", ["b:c"]), ("a:b", ["c"]), ("a", ["invalid"])]
+
+
 def test_bad_message_lines_make_their_conversation_invalid_naming_lines(tmp_path):
     path = write_lines(tmp_path / "messages.jsonl",
                        msg("c1", "user", "ok"),

@@ -54,7 +54,9 @@ from ._runs import add_counted, read_options, seed_runs
 from .jsonl import decode_json, raw_conversation
 
 TABLE_FORMATS = ("parquet", "csv")
-DEFAULT_BATCH_ROWS = 100_000
+# Rows fetched at a time: a batch is held twice while it is numbered, and a row can be a
+# pasted document (realistic messages: mean ~430 characters, a tail to hundreds of KB).
+DEFAULT_BATCH_ROWS = 10_000
 # DuckDB's working memory for the sort; beyond it, it spills to disk.
 DEFAULT_MEMORY_LIMIT = "256MB"
 _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
