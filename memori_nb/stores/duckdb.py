@@ -47,6 +47,8 @@ from .base import (PartialRecord, ResultRecord, claim_run, extraction_from_json,
 from .journal import journal_beside
 
 DEFAULT_DB = "memori.duckdb"
+# The memory a database file memori_nb opens may use (``SET memory_limit`` raises it).
+MEMORY_LIMIT = "256MB"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -104,8 +106,10 @@ class DuckDBStore:
     """Memories and run ledger in DuckDB.
 
     Args:
-        conn: a database path (``"memori.duckdb"`` by default), ``":memory:"``, or an open
-            ``duckdb`` connection (which is then left open by :meth:`close`).
+        conn: a database path (``"memori.duckdb"`` by default; opened with a memory limit of
+            ``MEMORY_LIMIT``, so a long run stays small: ``store.conn.execute("SET
+            memory_limit = '4GB'")`` for big analytical queries), ``":memory:"``, or an open
+            ``duckdb`` connection (used as it is, and left open by :meth:`close`).
 
     Raises:
         StoreError: the database cannot be opened (bad path; or locked by another process,
@@ -127,7 +131,11 @@ class DuckDBStore:
         else:
             self.path = str(conn)
             try:
-                self.conn = duckdb.connect(self.path)
+                # DuckDB may otherwise cache up to 80% of the machine's memory, which a
+                # million-conversation backfill fills; beyond the limit it spills to disk.
+                config = {} if self.path.startswith(":memory:") else {
+                    "memory_limit": MEMORY_LIMIT}
+                self.conn = duckdb.connect(self.path, config=config)
             except duckdb.Error as exc:
                 raise StoreError(_open_problem(self.path, exc)) from exc
             self._owns_conn = True

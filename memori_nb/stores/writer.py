@@ -21,9 +21,10 @@ if TYPE_CHECKING:
 
 # Finished results are written in batches of up to FLUSH_ROWS, or after FLUSH_SECONDS,
 # whichever comes first; at MAX_PENDING_WRITES workers pause to let the store catch up.
-# A result waiting here is safe: what a backend bills for is in the journal already.
+# A result waiting here is safe: what a backend bills for is in the journal already. Each
+# write costs tens of milliseconds whatever its size, so writes are a few seconds apart.
 FLUSH_ROWS = 10_000
-FLUSH_SECONDS = 1.0
+FLUSH_SECONDS = 3.0
 MAX_PENDING_WRITES = 20_000
 
 
