@@ -26,7 +26,6 @@ floor: the file read through once (DuckDB for Parquet, ``json.loads`` per line f
 
     python benchmarks/stream_parquet.py [--conversations 1000000] [--entities 10000]
                                         [--scale 0.05] [--pool 20000] [--formats parquet jsonl]
-                                        [--store-memory-limit 256MB]
 """
 
 from __future__ import annotations
@@ -118,18 +117,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def seed_file(path: str, db: str, memory_limit: str | None, out: mp.Queue) -> None:
-    """In the child: seed the file as a stream; report counts, seconds and peak RSS.
-    ``memory_limit``: DuckDB's limit for the store's connection (None: DuckDB's default,
-    80% of RAM, up to which it keeps the blocks it wrote cached)."""
+def seed_file(path: str, db: str, out: mp.Queue) -> None:
+    """In the child: seed the file as a stream; report counts, seconds and peak RSS."""
     from memori_nb import Memori
     from memori_nb.sources import read_source
 
     async def run():
         m = Memori(conn=db, backend="local")
         m.config.storage.build()
-        if memory_limit:
-            m.store.conn.execute(f"SET memory_limit = '{memory_limit}'")
         rss_before = peak_rss_mb()
         started = time.perf_counter()
         result = await m.seed(read_source(path), keep_results=False)
@@ -159,10 +154,10 @@ def floor_seconds(path: Path, fmt: str) -> float:
     return time.perf_counter() - started
 
 
-def seed_in_child(path: Path, db: Path, memory_limit: str | None) -> dict:
+def seed_in_child(path: Path, db: Path) -> dict:
     context = mp.get_context("spawn")  # a fresh process: its peak RSS is the seeding's
     out = context.Queue()
-    child = context.Process(target=seed_file, args=(str(path), str(db), memory_limit, out))
+    child = context.Process(target=seed_file, args=(str(path), str(db), out))
     child.start()
     stats = out.get()
     child.join()
@@ -180,8 +175,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--formats", nargs="+", default=["parquet", "jsonl"],
                         choices=["parquet", "jsonl"])
-    parser.add_argument("--store-memory-limit", default=None,
-                        help="SET memory_limit on the DuckDB store's connection (e.g. 256MB)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="memori-bench-") as folder:
         started = time.perf_counter()
@@ -205,19 +198,17 @@ def main() -> None:
         con.close()
         for fmt, path in files.items():
             floor = floor_seconds(path, fmt)
-            stats = seed_in_child(path, Path(folder) / f"{fmt}.duckdb",
-                                  args.store_memory_limit)
+            stats = seed_in_child(path, Path(folder) / f"{fmt}.duckdb")
             rate = stats["total"] / stats["seconds"]
             print(f"\n{fmt}: seeded {stats['total']:,} conversations ({stats['successful']:,} "
                   f"succeeded, {stats['failed']:,} failed, {stats['skipped']:,} skipped, "
                   f"{stats['triples']:,} triples) in {stats['seconds']:.0f} s: "
                   f"{rate:,.0f} conversations/s ({stats['seconds'] / floor:.1f}x the floor: "
                   f"reading the file through once, {floor:.0f} s)")
-            limit = args.store_memory_limit or "default"
             verdict = "under" if stats["peak_rss_mb"] < TARGET_MB else "OVER"
             print(f"{fmt}: peak RSS of the seeding process {stats['peak_rss_mb']:,.0f} MB, "
                   f"{verdict} the {TARGET_MB:,} MB target (after start-up: "
-                  f"{stats['rss_before_mb']:,.0f} MB; store's DuckDB memory_limit {limit})")
+                  f"{stats['rss_before_mb']:,.0f} MB)")
             path.unlink()
 
 
