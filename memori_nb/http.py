@@ -30,8 +30,9 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
 
     Use it as ``httpx.AsyncClient(transport=KeepAliveTransport())``. There is no cap on
     connections: one is opened whenever a request finds none idle, so bound the requests in
-    flight (the engine's ``batch_size`` does). Proxies from the environment still go through
-    httpx's own transports (the client mounts them).
+    flight (the engine's ``batch_size`` does). It does not speak to proxies, and a client
+    given a transport ignores the environment's proxy settings: behind a proxy, use httpx's
+    own transport (:func:`memori_nb.backends.memori.default_client` does).
 
     Args:
         ssl_context: for https; default ``httpx.create_ssl_context()`` (certifi's roots,

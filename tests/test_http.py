@@ -185,3 +185,37 @@ def test_short_answer_strings_without_the_key_stay_as_they_are():
     redact = KeyRedactor(API_KEY)
     assert [redact(t) for t in ["", "user", "lives_in", "Porto", API_KEY[:7]]] == [
         "", "user", "lives_in", "Porto", API_KEY[:7]]
+
+
+def test_the_default_client_goes_through_a_proxy_from_the_environment(monkeypatch):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from memori_nb.backends.memori import default_client
+
+    seen = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - stdlib naming
+            seen.append(self.path)  # a proxy is asked for the whole URL
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+
+    async def go():
+        async with default_client() as client:
+            return await client.get("http://memori.invalid/v1/x")
+
+    try:
+        assert asyncio.run(go()).status_code == 204
+    finally:
+        proxy.shutdown()
+    assert seen == ["http://memori.invalid/v1/x"]

@@ -325,3 +325,15 @@ def test_a_file_locked_by_another_process_names_it_and_says_what_to_do(tmp_path)
     assert "m.close()" in message and "another file" in message
     assert str(path) in message
     DuckDBStore(path).close()  # free once the other process is gone
+
+
+def test_the_store_opens_a_file_a_notebook_connection_has_open(tmp_path):
+    import duckdb
+
+    path = str(tmp_path / "m.duckdb")
+    notebook = duckdb.connect(path)
+    store = DuckDBStore(path)
+    store.build()
+    assert notebook.execute("SELECT count(*) FROM facts").fetchone() == (0,)
+    store.close()
+    notebook.close()

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import urllib.request
 from typing import Any
 
 import httpx
@@ -288,11 +289,15 @@ def default_client(timeout: float = DEFAULT_CONNECT_TIMEOUT) -> httpx.AsyncClien
     Its transport, :class:`~memori_nb.http.KeepAliveTransport`, keeps every connection for
     reuse at a cost that does not grow with their number (httpx's own pool walks them all on
     each request: at a window of 200 that takes most of a core). The engine's window bounds
-    the connections.
+    the connections. Behind a proxy from the environment (``HTTPS_PROXY``, ``ALL_PROXY``...)
+    it is httpx's own transport, which routes through it.
     """
     # Only connecting is bounded here: the engine bounds each request with request_timeout.
-    return httpx.AsyncClient(timeout=httpx.Timeout(None, connect=timeout),
-                             transport=KeepAliveTransport())
+    timeout = httpx.Timeout(None, connect=timeout)
+    # httpx mounts the environment's proxies only when no transport is given.
+    if any(scheme in ("http", "https", "all") for scheme in urllib.request.getproxies()):
+        return httpx.AsyncClient(timeout=timeout)
+    return httpx.AsyncClient(timeout=timeout, transport=KeepAliveTransport())
 
 
 def build_payload(request: AugmentationRequest) -> dict[str, Any]:

@@ -131,16 +131,18 @@ class DuckDBStore:
         else:
             self.path = str(conn)
             try:
-                # DuckDB may otherwise cache up to 80% of the machine's memory, which a
-                # million-conversation backfill fills; beyond the limit it spills to disk.
-                config = {} if self.path.startswith(":memory:") else {
-                    "memory_limit": MEMORY_LIMIT}
-                self.conn = duckdb.connect(self.path, config=config)
+                self.conn = duckdb.connect(self.path)
             except duckdb.Error as exc:
                 raise StoreError(_open_problem(self.path, exc)) from exc
             self._owns_conn = True
             # DuckDB's own progress bar would interleave with ours on stderr.
             self.conn.execute("SET enable_progress_bar = false")
+            if not self.path.startswith(":memory:"):
+                # DuckDB may otherwise cache up to 80% of the machine's memory, which a
+                # million-conversation backfill fills; beyond the limit it spills to disk.
+                # Set after connecting: a connection opened with other settings could not
+                # share the file with the notebook's own connections to it.
+                self.conn.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
         self._lock = threading.RLock()
         # Ledger look-ups go through their own cursor so they do not wait for a write
         # transaction in progress on the main connection (DuckDB gives each cursor a snapshot).
