@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import duckdb
 
-from kill_resume import KEY, ROOT, conversation_of
+from kill_resume import KEY, add_run_arguments, conversation_of, start_cli
 from realistic import write_seed_file
 
 from memori_nb.testing import AugmentationServer, lognormal_latency
@@ -58,14 +57,10 @@ def fill(directory: Path) -> str:
             return f"ballast file written until {exc.strerror}"
 
 
-def start_cli(seed_file: Path, db: Path, server: AugmentationServer, batch: int,
-              stderr: Path) -> subprocess.Popen:
-    env = {**os.environ, "MEMORI_API_KEY": KEY, "MEMORI_API_URL_BASE": server.url,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+def start_cli_logged(seed_file: Path, db: Path, server: AugmentationServer, batch: int,
+                     stderr: Path) -> subprocess.Popen:
     with stderr.open("w") as sink:
-        return subprocess.Popen([sys.executable, "-m", "memori_nb", "seed", str(seed_file),
-                                 "--db", str(db), "--batch-size", str(batch)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=sink)
+        return start_cli(seed_file, db, server, batch, stderr=sink)
 
 
 def finish(cli: subprocess.Popen, timeout: float = 120.0) -> int | str:
@@ -94,10 +89,7 @@ def ledger(db: Path) -> tuple[int, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--conversations", type=int, default=600)
-    parser.add_argument("--batch-size", type=int, default=20)
-    parser.add_argument("--scale", type=float, default=0.05,
-                        help="size of the conversations (1 = full realistic sizes)")
+    add_run_arguments(parser)
     parser.add_argument("--at", type=float, default=2.0,
                         help="seconds after the start at which the disk breaks")
     args = parser.parse_args()
@@ -139,7 +131,7 @@ def main() -> None:
             db, stderr = point / "memori.duckdb", work / f"{point.name}.stderr"
             with AugmentationServer(api_key=KEY, latency=lognormal_latency(0.1, 0.6, seed=1)) \
                     as server:
-                cli = start_cli(seed_file, db, server, args.batch_size, stderr)
+                cli = start_cli_logged(seed_file, db, server, args.batch_size, stderr)
                 time.sleep(args.at)
                 broke = break_disk()
                 code = finish(cli)
@@ -147,7 +139,7 @@ def main() -> None:
                 first_run = {conversation_of(r.body) for r in server.requests if r.body}
                 repaired = repair()
                 saved, status_after_fail = ledger(db)
-                cli = start_cli(seed_file, db, server, args.batch_size, work / "rerun.stderr")
+                cli = start_cli_logged(seed_file, db, server, args.batch_size, work / "rerun.stderr")
                 rerun = finish(cli)
                 second = {conversation_of(r.body) for r in server.requests[first:] if r.body}
             total, status_after_rerun = ledger(db)

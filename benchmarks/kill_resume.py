@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -50,13 +51,27 @@ def finished_in_journal(db: Path) -> set[tuple[str, str]]:
     return {(entity, conversation) for entity, conversation, _ in finished}
 
 
-def run_cli(seed_file: Path, db: Path, server: AugmentationServer, batch: int,
-            kill_after: float | None) -> int:
+def start_cli(seed_file: Path, db: Path, server: AugmentationServer, batch: int,
+              stderr: Any = subprocess.DEVNULL) -> subprocess.Popen:
+    """``python -m memori_nb seed`` against the loopback server, in its own process."""
     env = {**os.environ, "MEMORI_API_KEY": KEY, "MEMORI_API_URL_BASE": server.url,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, "-m", "memori_nb", "seed", str(seed_file), "--db",
+    return subprocess.Popen([sys.executable, "-m", "memori_nb", "seed", str(seed_file), "--db",
                              str(db), "--batch-size", str(batch)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The input and window options the fault benchmarks share."""
+    parser.add_argument("--conversations", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--scale", type=float, default=0.05,
+                        help="size of the conversations (1 = full realistic sizes)")
+
+
+def run_cli(seed_file: Path, db: Path, server: AugmentationServer, batch: int,
+            kill_after: float | None) -> int:
+    proc = start_cli(seed_file, db, server, batch)
     if kill_after is None:
         return proc.wait()
     time.sleep(kill_after)
@@ -66,10 +81,7 @@ def run_cli(seed_file: Path, db: Path, server: AugmentationServer, batch: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--conversations", type=int, default=600)
-    parser.add_argument("--batch-size", type=int, default=20)
-    parser.add_argument("--scale", type=float, default=0.05,
-                        help="size of the conversations (1 = full realistic sizes)")
+    add_run_arguments(parser)
     parser.add_argument("--at", type=float, nargs="+", default=[1.0, 2.0, 4.0],
                         help="seconds after the start at which to kill")
     args = parser.parse_args()

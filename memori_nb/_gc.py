@@ -38,17 +38,12 @@ def input_set_aside(build: Callable[[], T]) -> Iterator[T]:
     meanwhile: parsed JSON has no cycles); ``gc.unfreeze()`` gives them back on exit. Left
     alone when something else froze objects already.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
     froze = False
-    try:
+    with paused_gc():
         value = build()
         if gc.get_freeze_count() == 0:
             gc.freeze()
             froze = True
-    finally:
-        if was_enabled:
-            gc.enable()
     try:
         yield value
     finally:
