@@ -8,7 +8,7 @@ each finished chunk is appended to a journal file first, one JSON line each, wit
 ``write`` call: the kernel keeps it when the process dies. A finished conversation's line is
 followed by its messages' texts as they are (UTF-8, their size in the line): escaping them as
 JSON costs several times as much as writing them. The file is also synced to the
-disk each time the store is written (every few seconds), which bounds what a machine
+disk every second (and at each store write), which bounds what a machine
 crash or a disk turning read-only can take.
 
 Each run journals into ``<run_id>-<segment>.jsonl`` files in the store's journal directory and

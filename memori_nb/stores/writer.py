@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 # write costs tens of milliseconds whatever its size, so writes are a few seconds apart.
 FLUSH_ROWS = 10_000
 FLUSH_SECONDS = 3.0
+# The journal is put on the disk itself this often (a killed process loses nothing anyway;
+# this bounds what a machine crash or a disk turning read-only takes).
+SYNC_SECONDS = 1.0
 MAX_PENDING_WRITES = 20_000
 
 
@@ -73,11 +76,7 @@ class BatchWriter:
                 continue
             if not self._full.is_set():
                 # Every write has a fixed cost, so gather a batch for a short while first.
-                try:
-                    async with asyncio.timeout(FLUSH_SECONDS):
-                        await self._full.wait()
-                except TimeoutError:
-                    pass
+                await self._gather()
             batch, self._pending = self._pending, []
             # Everything the old segment holds is in this batch or an earlier one.
             segment = self._journal.rotate() if self._journal else None
@@ -95,6 +94,19 @@ class BatchWriter:
                 self._journal.drop(segment)
             if not self._in_thread:
                 await asyncio.sleep(0)  # let workers refill the next batch
+
+    async def _gather(self) -> None:
+        """Wait up to FLUSH_SECONDS for a full batch, syncing the journal to the disk every
+        SYNC_SECONDS meanwhile (on a thread: a sync can take a while on a busy disk)."""
+        deadline = asyncio.get_running_loop().time() + FLUSH_SECONDS
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                async with asyncio.timeout(min(SYNC_SECONDS, left)):
+                    await self._full.wait()
+                return
+            except TimeoutError:
+                if self._journal is not None:
+                    await asyncio.to_thread(self._journal.sync)
 
     def close(self) -> None:
         self._closing = True
