@@ -5,8 +5,8 @@ Concurrency is a sliding window: ``batch_size`` workers pull conversations from 
 at most ``batch_size`` requests are in flight and a new one starts as soon as any finishes.
 A service that refuses requests beyond its capacity (429 without Retry-After) narrows the
 window to what it takes, and the window widens again slowly to find out when it takes more.
-Each window of validated conversations is sent most-requests-first, so chunked giants do not
-finish last, one chunk after another, with the window empty around them.
+Queued conversations are sent most-requests-first, so chunked giants do not finish last, one
+chunk after another, with the window empty around them.
 The chunks of one conversation are sent in order by the same worker, each carrying the summary
 of the chunk before it. Results keep input order; progress reports completion order.
 """
@@ -35,11 +35,13 @@ from .stores.journal import Journal, JournalError, replay
 from .stores.writer import BatchWriter
 from .validation import Invalid, check_conversations, safe_extraction, safe_result
 
-# Conversations validated and checked against the ledger together (one query per window),
-# then sent most-requests-first within their window (the look-ahead of a streamed input).
+# Conversations validated and checked against the ledger together (one query per window).
 # Windows start small, so the first requests go out at once, and double up to the limit.
 FIRST_WINDOW = 64
 LEDGER_WINDOW = 2000
+# The producer lets the loop run (responses, new requests) after validating this many
+# messages: validation is the loop's longest stretch of work, and a window would sit empty.
+MESSAGES_PER_TURN = 500
 
 OnProgress = Callable[[int, "int | None", ConversationResult], Any]
 
@@ -64,6 +66,13 @@ class _Job:
     chunks: list[tuple[Message, ...]]
     # What an earlier run got from this conversation's first chunks (a PartialRecord).
     resume: Any = None
+
+
+_LAST = 1 << 62  # the queue's priority of the workers' end marks: after every job
+
+
+def _requests_left(job: _Job) -> int:
+    return len(job.chunks) - (job.resume.chunks_done if job.resume is not None else 0)
 
 
 class _RunStopped(Exception):
@@ -211,7 +220,10 @@ class _SeedRun:
         self.stop_reason: str | None = None
         self.gate = _RateGate(clock, sleep)
         self.window = _Window(config.batch_size)
-        self.queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=config.batch_size * 4)
+        # Jobs by (requests still to send, most first; input order), so a giant validated
+        # late still starts before the small ones queued ahead of it.
+        self.queue: asyncio.PriorityQueue[tuple[int, int, _Job | None]] = (
+            asyncio.PriorityQueue(maxsize=config.batch_size * 4))
         self.requires_network = getattr(backend, "requires_network", True)
         # The writer works on a thread, so requests (or a CPU-only backend's extraction)
         # go on while the store writes on the other core; a store bound to one thread (an
@@ -330,7 +342,7 @@ class _SeedRun:
         """Validate, plan and queue every conversation, in windows that may span several
         SeedData: one ledger look-up per window however the input is split into entities
         (an interleaved JSONL file gives one SeedData per line)."""
-        position = 0
+        position = validated = 0
         window: list[_Pending] = []
         size = FIRST_WINDOW
         for seed in self.seeds:
@@ -344,10 +356,14 @@ class _SeedRun:
                 if len(window) >= size:
                     await self._dispatch(window)
                     window, size = [], min(size * 2, LEDGER_WINDOW)
+                validated += len(parsed.messages) if isinstance(parsed, Conversation) else 1
+                if validated >= MESSAGES_PER_TURN:
+                    validated = 0
+                    await asyncio.sleep(0)
         if window:
             await self._dispatch(window)
         for _ in range(self.config.batch_size):
-            await self.queue.put(None)
+            await self.queue.put((_LAST, position, None))
 
     async def _entity_in_ledger(self, entity_id: str) -> bool:
         """Whether the ledger has any conversation of this entity (asked once per entity)."""
@@ -363,13 +379,14 @@ class _SeedRun:
         jobs = await self._plan_window(window)
         # Most requests first: a conversation of many chunks sends them one after another,
         # so started last it would finish last, with the window empty around it. Results
-        # still take their input positions.
-        jobs.sort(key=lambda job: -len(job.chunks))
+        # still take their input positions. Put in that order too, so that a full queue
+        # takes the giants first.
+        jobs.sort(key=lambda job: -_requests_left(job))
         for job in jobs:
             if self.stop_reason:
                 self._record_skipped(job, f"not sent: the run stopped ({self.stop_reason})")
             else:
-                await self.queue.put(job)
+                await self.queue.put((-_requests_left(job), job.position, job))
         await self.writer.wait_for_room()
 
     async def _plan_window(self, window: list[_Pending]) -> list[_Job]:
@@ -431,7 +448,7 @@ class _SeedRun:
     # --- workers ----------------------------------------------------------------------------
 
     async def _work(self) -> None:
-        while (job := await self.queue.get()) is not None:
+        while (job := (await self.queue.get())[2]) is not None:
             if self.stop_reason:
                 self._record_skipped(job, f"not sent: the run stopped ({self.stop_reason})")
                 continue
@@ -439,6 +456,9 @@ class _SeedRun:
             self._record(job.position, result, job.process_id, job.content_hash, extraction,
                          job.conversation)
             await self.writer.wait_for_room()
+        # Nothing left to start: what is in flight is the run's tail, so results are
+        # written as they come rather than gathered, and the run ends soon after its last.
+        self.writer.hurry()
 
     async def _process(self, job: _Job) -> tuple[ConversationResult, Extraction | None]:
         started = self.clock()

@@ -11,6 +11,7 @@ from memori_nb import Memori, SeedConfig, SeedData
 from memori_nb.backends import MemoriBackend
 from memori_nb.engine import seed_all
 from memori_nb.stores import DuckDBStore
+from memori_nb.stores import writer as writer_module
 from memori_nb.testing import (AugmentationServer, Fault, fail_first,
                                fail_when_content_contains, sequence)
 
@@ -323,3 +324,26 @@ def test_a_request_without_an_answer_in_time_is_retried_then_fails(fake_time):
     [only] = result.results
     assert only.status == "failed" and "no answer within 0.05 s" in only.error
     assert Silent.calls == 2
+
+
+def test_results_finished_in_the_runs_tail_are_written_while_it_is_still_in_flight(
+        monkeypatch, tmp_path):
+    # Only the tail rule can write before the end: the usual gathering waits a minute.
+    monkeypatch.setattr(writer_module, "FLUSH_SECONDS", 60.0)
+    store = DuckDBStore(tmp_path / "seed.duckdb")
+    written: list[int] = []
+    write = store.write
+    monkeypatch.setattr(store, "write", lambda run_id, records: (
+        written.append(len(records)), write(run_id, records)))
+    conversations = [conversation("slow", "slow: I live in Porto."), *many(5)]
+
+    def slow_first(number, body):
+        text = body["conversation"]["messages"][0]["content"]
+        return Fault.delay(1.0) if text.startswith("slow") else None
+
+    with AugmentationServer(api_key=API_KEY, faults=slow_first) as server:
+        result, _ = run_seed(server, conversations, store=store,
+                             config=SeedConfig(batch_size=2))
+    assert result.successful == 6
+    # The five quick ones were written while the slow one was still awaited, not with it.
+    assert written == [5, 1]

@@ -219,3 +219,162 @@ def test_the_default_client_goes_through_a_proxy_from_the_environment(monkeypatc
     finally:
         proxy.shutdown()
     assert seen == ["http://memori.invalid/v1/x"]
+
+
+# --- HTTP/1.1 on the wire: a loopback server that answers with scripted bytes ----------------
+
+async def scripted(answers: list[bytes], client_calls, *, requests: list[bytes] | None = None):
+    """Serve ``answers`` in order (each to the next request read, on whatever connection it
+    comes; one ending in ``<close>`` closes its connection) from a real loopback socket, then
+    stay silent; run ``client_calls(url, client)``; return its result and how many
+    connections were accepted."""
+    answers = list(answers)
+    connections = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        try:
+            while answers:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                body = await reader.readexactly(length)
+                if b"transfer-encoding: chunked" in head.lower():
+                    while (size := int((await reader.readline()).strip(), 16)):
+                        body += await reader.readexactly(size)
+                        await reader.readline()
+                    await reader.readline()
+                if requests is not None:
+                    requests.append(head + body)
+                answer = answers.pop(0)
+                writer.write(answer)
+                await writer.drain()
+                if answer.endswith(b"<close>"):
+                    return
+            await reader.read()  # out of answers: silent until the client hangs up
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient(transport=KeepAliveTransport()) as client:
+            result = await client_calls(f"http://127.0.0.1:{port}/", client)
+    finally:
+        listener.close()
+    return result, len(connections)
+
+
+def ok(body: bytes, *headers: bytes) -> bytes:
+    return (b"HTTP/1.1 200 OK\r\n" + b"".join(h + b"\r\n" for h in headers)
+            + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def test_a_chunked_answer_is_read_whole_and_its_connection_reused():
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n")
+
+    async def calls(url, client):
+        return [(await client.get(url)).text for _ in range(2)]
+
+    texts, connections = asyncio.run(scripted([chunked, ok(b"again")], calls))
+    assert texts == ["hello, world", "again"]
+    assert connections == 1
+
+
+def test_an_answer_ended_by_closing_the_connection_is_read_to_the_end():
+    async def calls(url, client):
+        first = await client.get(url)
+        return first.text, first.reason_phrase, (await client.get(url)).text
+
+    answers = [b"HTTP/1.1 200 Fine\r\nContent-Type: text/plain\r\n\r\nuntil the end<close>",
+               ok(b"next")]
+    (text, reason, second), connections = asyncio.run(scripted(answers, calls))
+    assert (text, reason, second) == ("until the end<close>", "Fine", "next")
+    assert connections == 2  # a body ended by the close cannot leave its connection open
+
+
+def test_informational_answers_are_skipped_and_gzip_is_decoded():
+    import gzip
+
+    packed = gzip.compress(b'{"ok": true}')
+
+    async def calls(url, client):
+        return (await client.post(url, content=b"{}")).json()
+
+    answer = (b"HTTP/1.1 100 Continue\r\n\r\n"
+              + ok(packed, b"Content-Encoding: gzip", b"Content-Type: application/json"))
+    assert asyncio.run(scripted([answer], calls))[0] == {"ok": True}
+
+
+def test_an_answer_cut_short_is_a_protocol_error_and_its_connection_is_not_reused():
+    async def calls(url, client):
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get(url)
+        return (await client.get(url)).text
+
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this<close>"
+    text, connections = asyncio.run(scripted([cut, ok(b"fine")], calls))
+    assert text == "fine" and connections == 2
+
+
+@pytest.mark.parametrize("garbage", [b"SSH-2.0-OpenSSH\r\n\r\n", b"HTTP/1.1 abc OK\r\n\r\n",
+                                     b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+                                     b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"])
+def test_a_malformed_answer_is_a_protocol_error(garbage):
+    async def calls(url, client):
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get(url)
+
+    asyncio.run(scripted([garbage], calls))
+
+
+def test_a_silent_server_is_a_read_timeout_and_the_connection_is_closed():
+    async def calls(url, client):
+        transport = client._transport
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(url, timeout=httpx.Timeout(5.0, read=0.2))
+        return transport.connection_count
+
+    left_open, _ = asyncio.run(scripted([b"HTTP/1.1 200 OK\r\n"], calls))
+    assert left_open == 0
+
+
+def test_a_streamed_request_body_is_sent_chunked_and_a_large_one_whole():
+    big = bytes(range(256)) * 4096  # 1 MiB: head and body go out in separate writes
+    seen: list[bytes] = []
+
+    async def parts():
+        for part in (b"first,", b"", b"second"):
+            yield part
+
+    async def calls(url, client):
+        await client.post(url, content=parts())
+        await client.post(url, content=big)
+
+    asyncio.run(scripted([ok(b""), ok(b"")], calls, requests=seen))
+    streamed, whole = seen
+    assert streamed.lower().count(b"transfer-encoding: chunked") == 1
+    assert streamed.endswith(b"\r\n\r\nfirst,second")
+    assert whole.endswith(b"\r\n\r\n" + big)
+
+
+def test_a_head_request_reads_no_body_and_keeps_the_connection():
+    async def calls(url, client):
+        head = await client.head(url)
+        return head.headers["content-length"], (await client.get(url)).text
+
+    answers = [b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n", ok(b"body")]
+    (length, text), connections = asyncio.run(scripted(answers, calls))
+    assert (length, text, connections) == ("42", "body", 1)
+
+
+def test_an_http_1_0_answer_without_keep_alive_closes_its_connection():
+    async def calls(url, client):
+        return [(await client.get(url)).text for _ in range(2)]
+
+    answers = [b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\none", ok(b"two")]
+    texts, connections = asyncio.run(scripted(answers, calls))
+    assert texts == ["one", "two"] and connections == 2

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 # write costs tens of milliseconds whatever its size, so writes are a few seconds apart.
 FLUSH_ROWS = 10_000
 FLUSH_SECONDS = 3.0
+# In a run's tail (nothing left to start) batches are gathered this briefly, so that the
+# last write, which the run waits for, holds few results.
+TAIL_FLUSH_SECONDS = 0.25
 # The journal is put on the disk itself this often (a killed process loses nothing anyway;
 # this bounds what a machine crash or a disk turning read-only takes).
 SYNC_SECONDS = 1.0
@@ -52,6 +55,7 @@ class BatchWriter:
         self._room.set()
         self._full = asyncio.Event()
         self._closing = False
+        self._gather_seconds = FLUSH_SECONDS
         self._in_flight: tuple[list[ResultRecord], Future] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memori_nb-write")
 
@@ -98,7 +102,7 @@ class BatchWriter:
     async def _gather(self) -> None:
         """Wait up to FLUSH_SECONDS for a full batch, syncing the journal to the disk every
         SYNC_SECONDS meanwhile (on a thread: a sync can take a while on a busy disk)."""
-        deadline = asyncio.get_running_loop().time() + FLUSH_SECONDS
+        deadline = asyncio.get_running_loop().time() + self._gather_seconds
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
             try:
                 async with asyncio.timeout(min(SYNC_SECONDS, left)):
@@ -107,6 +111,13 @@ class BatchWriter:
             except TimeoutError:
                 if self._journal is not None:
                     await asyncio.to_thread(self._journal.sync)
+
+    def hurry(self) -> None:
+        """Gather batches only briefly from now on (the run's tail: the last write, which
+        the run waits for, should hold few results)."""
+        if self._gather_seconds != TAIL_FLUSH_SECONDS:
+            self._gather_seconds = TAIL_FLUSH_SECONDS
+            self._full.set()  # the batch gathering now is written at once
 
     def close(self) -> None:
         self._closing = True
