@@ -88,6 +88,8 @@ class TimestampEvidence:
     def add(self, value: Any, count: int = 1) -> None:
         """Count ``value`` (seen ``count`` times) if it is a day/month numeric date."""
         if isinstance(value, str):
+            if value[:4].isdigit():  # a year (or an epoch number) first: never day/month
+                return
             match = _NUMERIC_DATE.match(_WEEKDAY.sub("", value.strip(), count=1))
             if match and len(match.group("a")) <= 2:
                 first = int(match.group("a"))

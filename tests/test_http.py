@@ -223,7 +223,8 @@ def test_the_default_client_goes_through_a_proxy_from_the_environment(monkeypatc
 
 # --- HTTP/1.1 on the wire: a loopback server that answers with scripted bytes ----------------
 
-async def scripted(answers: list[bytes], client_calls, *, requests: list[bytes] | None = None):
+async def scripted(answers: list[bytes], client_calls, *, requests: list[bytes] | None = None,
+                   server_tls=None, client_tls=None):
     """Serve ``answers`` in order (each to the next request read, on whatever connection it
     comes; one ending in ``<close>`` closes its connection) from a real loopback socket, then
     stay silent; run ``client_calls(url, client)``; return its result and how many
@@ -257,11 +258,13 @@ async def scripted(answers: list[bytes], client_calls, *, requests: list[bytes] 
         finally:
             writer.close()
 
-    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_tls)
     port = listener.sockets[0].getsockname()[1]
+    url = f"{'https' if server_tls else 'http'}://localhost:{port}/"
     try:
-        async with httpx.AsyncClient(transport=KeepAliveTransport()) as client:
-            result = await client_calls(f"http://127.0.0.1:{port}/", client)
+        async with httpx.AsyncClient(transport=KeepAliveTransport(ssl_context=client_tls)
+                                     ) as client:
+            result = await client_calls(url, client)
     finally:
         listener.close()
     return result, len(connections)
@@ -378,3 +381,49 @@ def test_an_http_1_0_answer_without_keep_alive_closes_its_connection():
     answers = [b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\none", ok(b"two")]
     texts, connections = asyncio.run(scripted(answers, calls))
     assert texts == ["one", "two"] and connections == 2
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for localhost (made with the openssl command)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
+                   check=True, capture_output=True)
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def test_https_answers_are_read_over_one_verified_connection(certificate):
+    import ssl
+
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+
+    async def calls(url, client):
+        return [(await client.get(url)).text for _ in range(2)]
+
+    texts, connections = asyncio.run(scripted([ok(b"secret one"), ok(b"secret two")], calls,
+                                              server_tls=server_tls, client_tls=client_tls))
+    assert texts == ["secret one", "secret two"] and connections == 1
+
+
+def test_an_untrusted_certificate_is_a_connect_error(certificate):
+    import ssl
+
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+
+    async def calls(url, client):  # the default context trusts certifi's roots only
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await client.get(url)
+
+    asyncio.run(scripted([ok(b"never")], calls, server_tls=server_tls))
