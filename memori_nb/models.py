@@ -228,13 +228,31 @@ class Triple:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
+    """Tokens a request (or a conversation's requests, or a run's) used."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+                     completion_tokens=self.completion_tokens + other.completion_tokens)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Extraction:
-    """What augmentation returned for one request."""
+    """What augmentation returned for one request. ``usage``: the tokens it used, when the
+    backend bills by token (None for the AA service and the local extractor)."""
 
     triples: tuple[Triple, ...] = ()
     facts: tuple[str, ...] = ()
     summary: str | None = None
     attributes: tuple[str, ...] = ()
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
