@@ -15,11 +15,13 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from ._gc import input_set_aside
-from .backends import BACKEND_NAMES
+from .backends import BACKEND_NAMES, resolve_backend
 from .chunking import PlanRow, plan_seeds, total_plan
 from .client import Memori
 from .errors import MemoriNbError, StoreError
 from .models import DEFAULT_BATCH_SIZE, SeedConfig, SeedData, SeedResult
+from .pricing import (COMPLETION_TOKENS_PER_REQUEST, bills_by_token, describe_usage,
+                      estimate_requests, format_cost, pricing_of, prompt_overhead_of)
 from .progress import TqdmProgress
 from .sources import FORMATS, to_seeds
 from .stores import DEFAULT_DB
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None, *, stdout: IO[str] | None = None,
         with input_set_aside(read) as seeds:
             config = SeedConfig(batch_size=args.batch_size)
             if args.dry_run:
-                return _dry_run(args, seeds, config, out)
+                return _dry_run(args, seeds, config, out, backend=_estimating_backend(args))
             return _seed(args, seeds, config, out, err)
     except StoreError as exc:
         print(f"error: {exc}", file=err)
@@ -191,7 +193,21 @@ def _role_map(text: str) -> dict[str, str | None]:
     return mapping
 
 
-def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str]) -> int:
+def _estimating_backend(args) -> Any:
+    """The backend the run would use, for the dry run's token and cost estimate (its prompt
+    overhead and prices); None when it cannot be made without sending anything. Making it
+    sends nothing and needs no key."""
+    try:
+        return resolve_backend(args.backend)
+    except MemoriNbError:
+        return None
+
+
+def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str], *,
+             backend: Any = None) -> int:
+    """Print the plan (``--json``: as one object) without sending anything; for a backend
+    that bills by token, with the tokens and cost it would take (estimates: see
+    :func:`memori_nb.pricing.estimate_requests`)."""
     invalid: list[PlanRow] = []
     oversized: list[PlanRow] = []
 
@@ -205,8 +221,16 @@ def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str]) 
             yield row
 
     totals = total_plan(noting(plan_seeds(seeds, config)))
+    pricing = pricing_of(backend)
+    estimate = estimate_requests(totals.characters, totals.requests,
+                                 overhead_characters=prompt_overhead_of(backend),
+                                 pricing=pricing)
     if args.json:
+        tokens = ({"estimated_prompt_tokens": estimate.prompt_tokens,
+                   "estimated_completion_tokens": estimate.completion_tokens,
+                   "estimated_cost": estimate.cost} if bills_by_token(backend) else {})
         document = {"dry_run": True, **{k: getattr(totals, k) for k in totals.__slots__},
+                    **tokens,
                     "invalid_conversations": [
                         {"entity_id": r.entity_id, "conversation_id": r.conversation_id,
                          "error": r.error} for r in invalid],
@@ -226,6 +250,8 @@ def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str]) 
               f"{config.max_messages_per_request:,} messages and "
               f"{config.max_chars_per_request:,} characters each)", file=out)
         print(f"  over a limit   {totals.over_limit:,} conversations", file=out)
+        if bills_by_token(backend):
+            _print_estimate(out, estimate, pricing)
         _list(out, "Over a limit (split into several requests):",
               [f"{r.entity_id} / {r.conversation_id}: {r.messages:,} messages, "
                f"{r.characters:,} characters -> {r.requests} requests"
@@ -233,6 +259,21 @@ def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str]) 
         _list(out, "Invalid (would fail):", [_row_error(r) for r in invalid], totals.invalid)
         _warnings_table(out, totals.warnings, totals.warning_examples)
     return EXIT_FAILURES if totals.invalid else EXIT_OK
+
+
+def _print_estimate(out: IO[str], estimate: Any, pricing: Any) -> None:
+    """The dry run's token (and cost) estimate, saying how it was made."""
+    print(f"  prompt tokens  about {estimate.prompt_tokens:,} (characters / 4, with the "
+          f"backend's instructions in each request)", file=out)
+    print(f"  completion     about {estimate.completion_tokens:,} tokens (an allowance of "
+          f"{COMPLETION_TOKENS_PER_REQUEST:,} per request)", file=out)
+    if estimate.cost is not None:
+        print(f"  cost           about {format_cost(estimate.cost)} (at "
+              f"${pricing.prompt_per_million:g} prompt / ${pricing.completion_per_million:g} "
+              f"completion per million tokens)", file=out)
+    else:
+        print("  cost           unknown: the backend has no prices per million tokens",
+              file=out)
 
 
 def _warnings_table(out: IO[str], counts: dict[str, int],
@@ -275,9 +316,11 @@ def _seed(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str],
 def _report(args, result: SeedResult, failures, warnings, out: IO[str], err: IO[str]) -> None:
     human = err if args.json else out
     seconds = result.duration_ms / 1000
+    usage = describe_usage(result.prompt_tokens, result.completion_tokens, result.cost)
     print(f"Seeded {result.total:,} conversations in {seconds:.1f} s: "
           f"{result.successful:,} succeeded, {result.failed:,} failed, "
-          f"{result.skipped:,} skipped; {result.total_triples:,} triples. "
+          f"{result.skipped:,} skipped; {result.total_triples:,} triples"
+          f"{'; ' + usage if usage else ''}. "
           f"Database: {hide_password(str(args.db))} (run {result.run_id}).", file=human)
     if result.stopped_reason:
         print(f"The run stopped early: {result.stopped_reason}. Conversations not sent are "

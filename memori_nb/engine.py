@@ -28,7 +28,8 @@ from .backends.base import AugmentationBackend, AugmentationRequest
 from .chunking import oversize_reason, plan_conversation, split_messages
 from .errors import InvalidInputError, RateLimitedError, StoreError, TransientError
 from .models import (Conversation, ConversationResult, Extraction, Message, SeedConfig,
-                     SeedCounters, SeedData, SeedResult, Triple)
+                     SeedCounters, SeedData, SeedResult, Triple, Usage)
+from .pricing import pricing_of
 from .retry import RetryState
 from .stores.base import PartialRecord, ResultRecord, Store
 from .stores.journal import Journal, JournalError, replay
@@ -191,7 +192,9 @@ async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
             per-conversation results are in the store (``conversation_results``).
 
     Returns:
-        The :class:`SeedResult`, results in input order.
+        The :class:`SeedResult`, results in input order; with the tokens the backend
+        reported (``Extraction.usage``) per conversation and for the run, priced with the
+        backend's ``pricing`` when it has one (None when no request reported tokens).
 
     Raises:
         StoreError: a write to the store failed (what was written before stays).
@@ -225,6 +228,8 @@ class _SeedRun:
         self.queue: asyncio.PriorityQueue[tuple[int, int, _Job | None]] = (
             asyncio.PriorityQueue(maxsize=config.batch_size * 4))
         self.requires_network = getattr(backend, "requires_network", True)
+        # Prices per million tokens, for a backend that bills by token (else None).
+        self.pricing = pricing_of(backend)
         # The writer works on a thread, so requests (or a CPU-only backend's extraction)
         # go on while the store writes on the other core; a store bound to one thread (an
         # in-memory sqlite3 connection) must be used inline.
@@ -334,7 +339,8 @@ class _SeedRun:
                           failed=c.failed, skipped=c.skipped, total_triples=c.triples,
                           duration_ms=duration_ms, results=tuple(self.results),
                           stopped_reason=self.stop_reason,
-                          chunked_conversations=c.chunked)
+                          chunked_conversations=c.chunked, prompt_tokens=c.prompt_tokens,
+                          completion_tokens=c.completion_tokens, cost=c.cost)
 
     # --- producer: validation, ledger, queue ----------------------------------------------
 
@@ -461,11 +467,22 @@ class _SeedRun:
         self.writer.hurry()
 
     async def _process(self, job: _Job) -> tuple[ConversationResult, Extraction | None]:
+        """Send a conversation's chunks in order; its result, and the merged extraction when
+        it succeeded.
+
+        The result's tokens add up ``Extraction.usage`` over the chunks this run sent, also
+        when the conversation then failed or the run stopped (those were billed). Chunks an
+        earlier run sent (resumed from its partial progress) were paid in that run and are
+        not counted again. A request that failed (an error, a malformed answer retried)
+        returns no Extraction, so what a server billed for it cannot be seen here and is
+        not counted.
+        """
         started = self.clock()
         cid, count = job.conversation.id, len(job.chunks)
         triples: list[Triple] = []
         facts: list[str] = []
         attributes: list[str] = []
+        usage: Usage | None = None
         summary = None
         done = first = 0
         warnings = job.conversation.warnings
@@ -485,6 +502,8 @@ class _SeedRun:
                     process_id=job.process_id, summary=summary, chunk_index=index,
                     chunk_count=count))
                 done += 1
+                if extraction.usage is not None:
+                    usage = extraction.usage if usage is None else usage + extraction.usage
                 triples.extend(extraction.triples)
                 facts.extend(extraction.facts)
                 attributes.extend(extraction.attributes)
@@ -503,20 +522,30 @@ class _SeedRun:
                 return ConversationResult(
                     conversation_id=cid, entity_id=job.entity_id, status="failed",
                     error=f"conversation {cid!r}: {stop}{partly}{kept}", chunks_processed=done,
-                    duration_ms=self._ms_since(started), warnings=warnings), None
+                    duration_ms=self._ms_since(started), warnings=warnings,
+                    **self._accounting(usage)), None
             return ConversationResult(
                 conversation_id=cid, entity_id=job.entity_id, status="skipped",
                 error=f"not finished{partly}: the run stopped ({stop}); run again to send "
                       f"{'the rest' if done else 'it'}",
                 chunks_processed=done, duration_ms=self._ms_since(started),
-                warnings=warnings), None
+                warnings=warnings, **self._accounting(usage)), None
         extraction, changed = safe_extraction(_merged(summary, triples, facts, attributes))
         if changed:
             warnings += ("unstorable characters replaced (in the backend's answer)",)
         return ConversationResult(
             conversation_id=cid, entity_id=job.entity_id, status="succeeded",
             triples_count=len(extraction.triples), summary=extraction.summary, chunks_processed=done,
-            duration_ms=self._ms_since(started), warnings=warnings), extraction
+            duration_ms=self._ms_since(started), warnings=warnings,
+            **self._accounting(usage)), extraction
+
+    def _accounting(self, usage: Usage | None) -> dict[str, Any]:
+        """A result's token fields: nothing when no request reported tokens."""
+        if usage is None:
+            return {}
+        cost = self.pricing.cost(usage) if self.pricing is not None else None
+        return {"prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens, "cost": cost}
 
     async def _send(self, request: AugmentationRequest) -> Extraction:
         # Each kind of failure has its own budget: a 429 waited out is not a transient retry.

@@ -273,6 +273,12 @@ class ConversationResult:
     duration_ms: float = 0.0
     chunks_processed: int = 0
     warnings: tuple[str, ...] = ()
+    # Tokens this run's requests for the conversation used, when the backend reports them
+    # (None for the AA service and the local extractor), and their cost in US dollars when
+    # the backend has prices. Chunks an earlier run sent are not counted again.
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
 
     @property
     def success(self) -> bool:
@@ -280,7 +286,8 @@ class ConversationResult:
 
 
 RESULT_COLUMNS = ("entity_id", "conversation_id", "status", "success", "triples_count",
-                  "chunks_processed", "duration_ms", "error", "summary", "warnings")
+                  "chunks_processed", "duration_ms", "error", "summary", "warnings",
+                  "prompt_tokens", "completion_tokens", "cost")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -301,6 +308,11 @@ class SeedResult:
     results: tuple[ConversationResult, ...] = field(default=(), repr=False)
     stopped_reason: str | None = None
     chunked_conversations: int = 0
+    # The run's tokens and cost (US dollars): None when no request reported tokens, or (cost)
+    # when the backend has no prices.
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
 
     @property
     def conversations(self) -> tuple[ConversationResult, ...]:
@@ -319,15 +331,20 @@ class SeedResult:
         import pandas as pd
 
         rows = [(r.entity_id, r.conversation_id, r.status, r.success, r.triples_count,
-                 r.chunks_processed, r.duration_ms, r.error, r.summary, list(r.warnings))
+                 r.chunks_processed, r.duration_ms, r.error, r.summary, list(r.warnings),
+                 r.prompt_tokens, r.completion_tokens, r.cost)
                 for r in self.results]
         return pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS))
 
     def summary_dict(self) -> dict[str, Any]:
-        """The run's totals as a JSON-ready dict (what ``--json`` prints)."""
+        """The run's totals as a JSON-ready dict (what ``--json`` prints); ``prompt_tokens``,
+        ``completion_tokens`` and ``cost`` only when the run has them."""
         out = {"run_id": self.run_id, "total": self.total, "successful": self.successful,
                "failed": self.failed, "skipped": self.skipped,
                "total_triples": self.total_triples, "duration_ms": round(self.duration_ms, 1)}
+        for name in ("prompt_tokens", "completion_tokens", "cost"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         if self.stopped_reason:
             out["stopped_reason"] = self.stopped_reason
         return out
@@ -347,11 +364,21 @@ class SeedCounters:
     chunked: int = 0
     # Requests allowed in flight, once the service has refused some for capacity (else None).
     window: int | None = None
+    # Tokens and cost (US dollars) of the run so far: None until a result reports them.
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
 
     def count(self, result: ConversationResult) -> None:
         self.processed += 1
         self.triples += result.triples_count
         self.chunked += result.chunks_processed > 1
+        if result.prompt_tokens is not None or result.completion_tokens is not None:
+            self.prompt_tokens = (self.prompt_tokens or 0) + (result.prompt_tokens or 0)
+            self.completion_tokens = ((self.completion_tokens or 0)
+                                      + (result.completion_tokens or 0))
+        if result.cost is not None:
+            self.cost = (self.cost or 0.0) + result.cost
         if result.status == "succeeded":
             self.successful += 1
         elif result.status == "failed":

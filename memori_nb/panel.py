@@ -35,6 +35,7 @@ from .errors import ConfigurationError
 from .sources import to_seeds
 from .stats import chunking_stats, stats_totals
 from .models import ConversationResult, SeedConfig, SeedCounters, SeedData, SeedResult
+from .pricing import describe_usage, format_cost
 from .stores import DEFAULT_DB
 
 __all__ = ["SeedPanel", "WidgetProgress", "seed_panel"]
@@ -54,6 +55,8 @@ _TABLE_STYLE = ("<style>.memori-nb-table{border-collapse:collapse;margin:2px 0 8
                 ".memori-nb-table th{font-weight:600}</style>")
 _RESULT_COLUMNS = ["entity_id", "conversation_id", "status", "error", "triples_count",
                    "chunks_processed", "duration_ms"]
+# Shown only when the run has them (a backend that bills by token).
+_TOKEN_COLUMNS = ["prompt_tokens", "completion_tokens", "cost"]
 
 
 class WidgetProgress:
@@ -113,10 +116,11 @@ class WidgetProgress:
 def describe_counters(counters: SeedCounters) -> str:
     """The live counts as one line of HTML."""
     total = f"{counters.total:,}" if counters.total is not None else "?"
+    usage = describe_usage(counters.prompt_tokens, counters.completion_tokens, counters.cost)
     return (f"<b>{counters.processed:,}/{total}</b> conversations &middot; "
             f"{counters.successful:,} succeeded &middot; {counters.failed:,} failed &middot; "
             f"{counters.skipped:,} skipped &middot; {counters.retries:,} retries &middot; "
-            f"{counters.triples:,} triples")
+            f"{counters.triples:,} triples" + (f" &middot; {usage}" if usage else ""))
 
 
 class SeedPanel:
@@ -254,7 +258,8 @@ class SeedPanel:
             self.output,
         ])
         self._backend_changed()
-        self._show_stats(chunking_stats(self.seeds, self.seed_config), dry_run=False)
+        self._show_stats(chunking_stats(self.seeds, self.seed_config,
+                                        backend=self._estimating_backend()), dry_run=False)
 
     # --- display --------------------------------------------------------------------------
 
@@ -303,9 +308,15 @@ class SeedPanel:
         except Exception as exc:  # noqa: BLE001 - shown to the person clicking
             self._set_status(f"Cannot plan: {exc}", "error")
             raise
-        stats = chunking_stats(self.seeds, config)
+        stats = chunking_stats(self.seeds, config, backend=self._estimating_backend())
         self._show_stats(stats, dry_run=True, config=config)
         return stats
+
+    def _estimating_backend(self) -> Any:
+        """The chosen backend object, whose prompt overhead and prices the statistics
+        estimate tokens and cost with; None for the named ones (they do not bill by
+        token)."""
+        return self._custom_backend if self.backend.value == "custom" else None
 
     def run(self) -> asyncio.Task:
         """Start seeding as a task on the running event loop and return the task.
@@ -446,7 +457,8 @@ class SeedPanel:
                 f"and {config.max_chars_per_request:,} characters per request: "
                 f"{int(row['valid']):,} valid conversations would take "
                 f"{int(row['requests']):,} requests ({int(row['over_limit']):,} over a limit, "
-                f"split into several; {int(row['invalid']):,} invalid). Nothing was sent.</p>")
+                f"split into several; {int(row['invalid']):,} invalid)"
+                f"{html.escape(_estimate_text(row))}. Nothing was sent.</p>")
         parts.append(_table(overall, "Totals"))
         parts.append(_table(per_entity, "Per entity"))
         invalid = stats[stats["error"].notna()]
@@ -475,7 +487,9 @@ class SeedPanel:
                              "warning" if self.result.failed else "success")
         outputs = []
         if self.results is not None and len(self.results):
-            shown = self.results[[c for c in _RESULT_COLUMNS if c in self.results.columns]]
+            columns = _RESULT_COLUMNS + [c for c in _TOKEN_COLUMNS if c in self.results.columns
+                                         and self.results[c].notna().any()]
+            shown = self.results[[c for c in columns if c in self.results.columns]]
             outputs.append(_html_output(
                 _TABLE_STYLE + _table(shown, f"Results ({len(shown):,} conversations)"), shown))
         if self.failures is not None and len(self.failures):
@@ -485,11 +499,24 @@ class SeedPanel:
         self.output.outputs = tuple(outputs)
 
 
+def _estimate_text(row: pd.Series) -> str:
+    """``", about 12,345 prompt + 2,000 completion tokens, $0.0123"`` from a totals row with
+    estimates; "" without."""
+    if "estimated_prompt_tokens" not in row:
+        return ""
+    cost = row["estimated_cost"]
+    return (f", about {int(row['estimated_prompt_tokens']):,} prompt + "
+            f"{int(row['estimated_completion_tokens']):,} completion tokens"
+            + (f", {format_cost(float(cost))}" if pd.notna(cost) else ""))
+
+
 def _table(frame: pd.DataFrame, title: str) -> str:
     more = len(frame) - MAX_TABLE_ROWS
     shown = frame.head(MAX_TABLE_ROWS).copy()
     for column in shown.columns:
-        if shown[column].dtype.kind == "f":
+        if column in ("cost", "estimated_cost"):  # dollars: fractions of a cent matter
+            shown[column] = shown[column].round(4)
+        elif shown[column].dtype.kind == "f":
             shown[column] = shown[column].round(1)
         elif shown[column].dtype == object:  # None would print as "None"
             shown[column] = shown[column].where(shown[column].notna(), "")

@@ -1,7 +1,8 @@
 """Progress displays for a seeding run, on the engine's small progress protocol.
 
 :class:`TqdmProgress` uses ``tqdm.auto``: a widget bar in Jupyter, a console bar elsewhere.
-The postfix shows live counts of succeeded, failed, skipped, retries and triples.
+The postfix shows live counts of succeeded, failed, skipped, retries and triples, and the
+tokens and cost so far for a backend that reports them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from typing import IO, Any
 
 from .models import ConversationResult, SeedCounters
+from .pricing import format_cost
 
 # Refreshing the postfix is the costly part of a bar; do it at most this often.
 POSTFIX_INTERVAL_SECONDS = 0.25
@@ -65,10 +67,15 @@ class TqdmProgress:
         self.bar.close()
 
 
-def postfix_for(counters: SeedCounters) -> dict[str, int]:
-    postfix = {"ok": counters.successful, "failed": counters.failed,
-               "skipped": counters.skipped, "retries": counters.retries,
-               "triples": counters.triples}
+def postfix_for(counters: SeedCounters) -> dict[str, int | str]:
+    """The bar's live counts; tokens (and cost) once the backend reports them."""
+    postfix: dict[str, int | str] = {
+        "ok": counters.successful, "failed": counters.failed, "skipped": counters.skipped,
+        "retries": counters.retries, "triples": counters.triples}
     if counters.window is not None:  # the service caps requests in flight: how many now
         postfix["in flight"] = counters.window
+    if counters.prompt_tokens is not None:
+        postfix["tokens"] = counters.prompt_tokens + (counters.completion_tokens or 0)
+    if counters.cost is not None:
+        postfix["cost"] = format_cost(counters.cost)
     return postfix

@@ -2,7 +2,9 @@
 
 :func:`chunking_stats` sizes every conversation (messages, characters, estimated tokens,
 requests after chunking, whether it is over a limit, why it is invalid); :func:`stats_totals`
-adds it up. Both use :func:`memori_nb.chunking.plan_seeds`, the code the dry run reports,
+adds it up, with the prompt and completion tokens and the cost a backend that bills by token
+would take (estimates: :func:`memori_nb.pricing.estimate_requests`). Both use
+:func:`memori_nb.chunking.plan_seeds`, the code the dry run reports,
 except for what :func:`from_dataframe` already measured: a conversation it found valid and
 that fits in one request is counted from its :class:`~memori_nb.sources.dataframe.MeasuredSizes`
 instead of being validated again message by message.
@@ -21,6 +23,8 @@ from ._gc import paused_gc
 from .chunking import ConversationPlan, oversize_reason, plan_conversation, plan_seeds
 from .errors import ConfigurationError, InvalidInputError
 from .models import Conversation, Message, SeedConfig, SeedData
+from .pricing import (COMPLETION_TOKENS_PER_REQUEST, Pricing, bills_by_token, estimate_tokens,
+                      pricing_of, prompt_overhead_of)
 from .sources.dataframe import MEASURED, MeasuredSizes, from_dataframe
 from .validation import conversation_label
 
@@ -29,7 +33,11 @@ __all__ = ["STATS_COLUMNS", "TOTALS_COLUMNS", "chunking_stats", "stats_totals"]
 #: Columns of :func:`chunking_stats`, one row per conversation (the fields of ``PlanRow``).
 STATS_COLUMNS = ("entity_id", "conversation_id", "messages", "characters", "estimated_tokens",
                  "requests", "largest_message", "over_limit", "error")
-#: Columns of :func:`stats_totals` after the grouping column(s).
+#: Columns added to :func:`chunking_stats` and :func:`stats_totals` for a backend that
+#: bills by token, or prices: what its requests would take (estimates).
+ESTIMATE_COLUMNS = ("estimated_prompt_tokens", "estimated_completion_tokens", "estimated_cost")
+#: Columns of :func:`stats_totals` after the grouping column(s) (then ESTIMATE_COLUMNS,
+#: when the stats have them).
 TOTALS_COLUMNS = ("conversations", "valid", "invalid", "messages", "characters",
                   "estimated_tokens", "requests", "over_limit")
 _MAX_COLUMNS_LISTED = 20
@@ -38,14 +46,21 @@ _row_values = operator.attrgetter(*STATS_COLUMNS)
 
 
 def chunking_stats(data: pd.DataFrame | SeedData | Sequence[SeedData],
-                   config: SeedConfig | None = None, **from_dataframe_kwargs: Any
+                   config: SeedConfig | None = None, *, backend: Any = None,
+                   pricing: Pricing | None = None, **from_dataframe_kwargs: Any
                    ) -> pd.DataFrame:
-    """How each conversation will be sent: sizes and request counts, before sending anything.
+    """How each conversation will be sent: sizes, request counts, tokens and cost, before
+    sending anything.
 
     Args:
         data: a DataFrame (read with :func:`from_dataframe`), a :class:`SeedData`, or a list
             of them.
         config: the limits to plan with (``SeedConfig()`` when None).
+        backend: the backend the run will use: its ``prompt_overhead_characters()`` (the
+            instructions each request carries) counts towards the prompt tokens, and its
+            ``pricing`` prices them. Optional.
+        pricing: a :class:`~memori_nb.pricing.Pricing` to price the tokens with (instead of
+            the backend's).
         **from_dataframe_kwargs: keywords for :func:`from_dataframe` (``entity_id=``,
             ``conversation_col=`` ...), when ``data`` is a DataFrame.
 
@@ -54,10 +69,16 @@ def chunking_stats(data: pd.DataFrame | SeedData | Sequence[SeedData],
         ``entity_id``, ``conversation_id``, ``messages``, ``characters``,
         ``estimated_tokens`` (characters / 4, rounded up), ``requests``,
         ``largest_message`` (characters), ``over_limit`` (does not fit in one request) and
-        ``error`` (None when the conversation is valid; then the counts are 0).
+        ``error`` (None when the conversation is valid; else the counts are 0). Given
+        ``pricing``, or a backend that bills by token (one with ``pricing`` or
+        ``prompt_overhead_characters``), then ``ESTIMATE_COLUMNS`` too:
+        ``estimated_prompt_tokens`` (the characters plus the backend's overhead per request,
+        / 4, rounded up), ``estimated_completion_tokens`` (``COMPLETION_TOKENS_PER_REQUEST``
+        per request) and ``estimated_cost`` (US dollars; NaN without prices).
 
     Raises:
         InvalidInputError: ``data`` is none of the above, or the frame is unusable.
+        ConfigurationError: ``config`` is not a SeedConfig, or ``pricing`` not a Pricing.
 
     Example:
         >>> import pandas as pd
@@ -88,9 +109,17 @@ def chunking_stats(data: pd.DataFrame | SeedData | Sequence[SeedData],
         config = SeedConfig()
     elif not isinstance(config, SeedConfig):
         raise ConfigurationError(f"config must be a SeedConfig, got {type(config).__name__}")
+    if pricing is None:
+        pricing = pricing_of(backend)
+    elif not isinstance(pricing, Pricing):
+        raise ConfigurationError(f"pricing must be a memori_nb.pricing.Pricing, got "
+                                 f"{type(pricing).__name__}")
     with paused_gc():  # the plan rows are acyclic; collections would rescan every message
         rows = [row for seed in seeds for row in _plan_rows(seed, config)]
-    return _plan_frame(rows)
+    frame = _plan_frame(rows)
+    if pricing is None and not bills_by_token(backend):
+        return frame  # tokens mean nothing to the AA service or the local extractor
+    return _with_estimates(frame, prompt_overhead_of(backend), pricing)
 
 
 def stats_totals(stats: pd.DataFrame, by: str | list[str] | None = "entity_id"
@@ -98,8 +127,10 @@ def stats_totals(stats: pd.DataFrame, by: str | list[str] | None = "entity_id"
     """Add up :func:`chunking_stats`: per entity (or any column), or one overall row.
 
     Counts follow :func:`memori_nb.chunking.total_plan`: ``messages``, ``characters``,
-    ``estimated_tokens`` and ``requests`` count valid conversations only (what a run would
-    send); ``over_limit`` counts every conversation flagged over a limit.
+    ``estimated_tokens``, ``requests`` (and the token and cost estimates, when the stats have
+    them) count valid conversations only (what a run would send); ``over_limit`` counts every
+    conversation flagged over a limit. ``estimated_cost`` is NaN when the stats were made
+    without prices.
 
     Args:
         stats: a frame from :func:`chunking_stats`.
@@ -109,7 +140,8 @@ def stats_totals(stats: pd.DataFrame, by: str | list[str] | None = "entity_id"
     Returns:
         A DataFrame with the grouping column(s) (or ``entities``), then ``TOTALS_COLUMNS``:
         ``conversations``, ``valid``, ``invalid``, ``messages``, ``characters``,
-        ``estimated_tokens``, ``requests``, ``over_limit``.
+        ``estimated_tokens``, ``requests``, ``over_limit``; then ``ESTIMATE_COLUMNS`` when
+        ``stats`` has them.
 
     Raises:
         InvalidInputError: ``stats`` is not a frame with the columns of chunking_stats.
@@ -128,16 +160,30 @@ def stats_totals(stats: pd.DataFrame, by: str | list[str] | None = "entity_id"
     """
     _check_stats(stats)
     valid = stats["error"].isna().to_numpy()
+    estimated = all(name in stats.columns for name in ESTIMATE_COLUMNS)
+    counted = ["messages", "characters", "estimated_tokens", "requests"]
+    if estimated:
+        counted += ["estimated_prompt_tokens", "estimated_completion_tokens"]
     work = pd.DataFrame({
         "conversations": np.ones(len(stats), dtype=np.int64),
         "valid": valid.astype(np.int64),
         "invalid": (~valid).astype(np.int64),
         **{name: np.where(valid, stats[name].to_numpy(dtype=np.int64), 0)
-           for name in ("messages", "characters", "estimated_tokens", "requests")},
+           for name in counted},
         "over_limit": stats["over_limit"].to_numpy(dtype=bool).astype(np.int64),
     }, index=stats.index)
+    columns = list(TOTALS_COLUMNS)
+    if estimated:
+        columns += list(ESTIMATE_COLUMNS)
+        work["estimated_cost"] = np.where(valid, stats["estimated_cost"].to_numpy(float), 0.0)
+        work = work.reindex(columns=columns)
+    # Without prices there is no cost to add up: NaN, not $0.
+    priced = estimated and bool(stats["estimated_cost"].notna().any())
     if by is None:
-        totals = work.sum().to_frame().T.astype(np.int64)
+        totals = work.drop(columns="estimated_cost", errors="ignore").sum().to_frame().T
+        totals = totals.astype(np.int64)
+        if estimated:
+            totals["estimated_cost"] = work["estimated_cost"].sum() if priced else np.nan
         totals.insert(0, "entities", int(stats["entity_id"].nunique()))
         return totals
     keys = [by] if isinstance(by, str) else list(by)
@@ -145,14 +191,16 @@ def stats_totals(stats: pd.DataFrame, by: str | list[str] | None = "entity_id"
     if missing:
         raise InvalidInputError(f"stats has no column {', '.join(map(repr, missing))} to "
                                 f"group by (columns: {_list_columns(stats.columns)})")
-    clashing = [key for key in keys if key in TOTALS_COLUMNS]
+    clashing = [key for key in keys if key in columns]
     if clashing:
         raise InvalidInputError(f"cannot group by {', '.join(map(repr, clashing))}: the totals "
                                 f"have a column of that name; group a copy with the column "
                                 f"renamed")
     for key in keys:
         work[key] = stats[key]
-    totals = work.groupby(keys, sort=False, dropna=False)[list(TOTALS_COLUMNS)].sum()
+    totals = work.groupby(keys, sort=False, dropna=False)[columns].sum()
+    if estimated and not priced:
+        totals["estimated_cost"] = np.nan
     return totals.reset_index()
 
 
@@ -207,6 +255,20 @@ def _measured(seed: SeedData) -> list[MeasuredSizes] | None:
     if len({sizes.conversation_id for sizes in measured}) < len(measured):
         return None
     return measured
+
+
+def _with_estimates(frame: pd.DataFrame, overhead: int, pricing: Pricing | None
+                    ) -> pd.DataFrame:
+    """The plan with the tokens (and cost) each conversation's requests would take, worked
+    out as :func:`memori_nb.pricing.estimate_requests` does, for all rows at once."""
+    requests = frame["requests"].to_numpy(dtype=np.int64)
+    prompt = estimate_tokens(frame["characters"].to_numpy(dtype=np.int64) + requests * overhead)
+    completion = requests * COMPLETION_TOKENS_PER_REQUEST
+    frame["estimated_prompt_tokens"] = prompt
+    frame["estimated_completion_tokens"] = completion
+    frame["estimated_cost"] = (pricing.price(prompt, completion) if pricing is not None
+                               else np.full(len(frame), np.nan))
+    return frame
 
 
 def _plan_frame(rows: list[tuple]) -> pd.DataFrame:

@@ -3,9 +3,11 @@
 Tables (all created by :meth:`DuckDBStore.build`, idempotently):
 
 - ``runs``: one row per seeding run (backend, config, status, totals, and the ``host`` and
-  ``pid`` of the process running it: a run whose process died shows as ``unfinished``).
+  ``pid`` of the process running it: a run whose process died shows as ``unfinished``;
+  ``prompt_tokens``, ``completion_tokens`` and ``cost`` in US dollars for backends that bill
+  by token, else NULL).
 - ``conversation_results``: one row per conversation per run (status, error, chunks, triples,
-  timings): the run ledger.
+  timings, tokens and cost as in ``runs``): the run ledger.
 - ``seeded_conversations``: the no-double-billing ledger, one row per (entity, conversation id,
   content hash) that succeeded. A later run skips what is here unless forced.
 - ``conversations`` (title, source timestamps of the first and last message, the content hash
@@ -63,6 +65,14 @@ CREATE TABLE IF NOT EXISTS conversation_results (
     content_hash VARCHAR, status VARCHAR, error VARCHAR, chunks_processed INTEGER,
     triples_count INTEGER, duration_ms DOUBLE, warnings VARCHAR[], summary VARCHAR,
     finished_at TIMESTAMP);
+-- Tokens and cost (US dollars), for backends that bill by token; NULL for the others.
+-- Added to databases an earlier version built, so new ones get them in the same order.
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS prompt_tokens BIGINT;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS completion_tokens BIGINT;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS cost DOUBLE;
+ALTER TABLE conversation_results ADD COLUMN IF NOT EXISTS prompt_tokens BIGINT;
+ALTER TABLE conversation_results ADD COLUMN IF NOT EXISTS completion_tokens BIGINT;
+ALTER TABLE conversation_results ADD COLUMN IF NOT EXISTS cost DOUBLE;
 CREATE TABLE IF NOT EXISTS seeded_conversations (
     entity_id VARCHAR, conversation_id VARCHAR, content_hash VARCHAR, run_id VARCHAR,
     seeded_at TIMESTAMP, PRIMARY KEY (entity_id, conversation_id, content_hash));
@@ -213,10 +223,12 @@ class DuckDBStore:
                 self.conn.execute(
                     f"UPDATE runs SET finished_at = {_NOW}, status = ?, total = ?, "
                     f"successful = ?, failed = ?, skipped = ?, retries = ?, "
-                    f"total_triples = ?, duration_ms = ?, stopped_reason = ? WHERE run_id = ?",
+                    f"total_triples = ?, duration_ms = ?, stopped_reason = ?, "
+                    f"prompt_tokens = ?, completion_tokens = ?, cost = ? WHERE run_id = ?",
                     [status, counters.processed, counters.successful, counters.failed,
                      counters.skipped, counters.retries, counters.triples, duration_ms,
-                     stopped_reason, run_id])
+                     stopped_reason, counters.prompt_tokens, counters.completion_tokens,
+                     counters.cost, run_id])
         finally:
             release_run(run_id)
 
@@ -448,7 +460,8 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
         entity, cid, content_hash = r.entity_id, r.conversation_id, record.content_hash
         results.append((run_id, entity, record.process_id, cid, content_hash, r.status,
                         r.error, r.chunks_processed, r.triples_count, r.duration_ms,
-                        list(r.warnings), r.summary))
+                        list(r.warnings), r.summary, r.prompt_tokens, r.completion_tokens,
+                        r.cost))
         if latest.get((entity, cid)) != i:
             continue
         ext = record.extraction
@@ -481,9 +494,7 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
                           (messages_frame, "said_at")):
         table[column] = _naive_utc(table[column])
     return {
-        "batch_results": frame(results, columns=[
-            "run_id", "entity_id", "process_id", "conversation_id", "content_hash", "status",
-            "error", "chunks_processed", "triples_count", "duration_ms", "warnings", "summary"]),
+        "batch_results": frame(results, columns=list(_RESULT_FRAME_COLUMNS)),
         "batch_ledger": frame(ledger, columns=[
             "entity_id", "conversation_id", "content_hash", "summary"]),
         "batch_facts": frame(facts, columns=["entity_id", "conversation_id", "fact"]),
@@ -495,6 +506,14 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
         "batch_conversations": conversations_frame,
         "batch_messages": messages_frame,
     }
+
+
+# The columns of a batch's conversation_results rows (all but finished_at), by name: a
+# database an earlier version built has the token columns last, after finished_at.
+_RESULT_FRAME_COLUMNS = (
+    "run_id", "entity_id", "process_id", "conversation_id", "content_hash", "status", "error",
+    "chunks_processed", "triples_count", "duration_ms", "warnings", "summary", "prompt_tokens",
+    "completion_tokens", "cost")
 
 
 def _naive_utc(values: pd.Series) -> pd.Series:
@@ -541,8 +560,8 @@ def _write_statements(run_id: str) -> list[tuple[str, str]]:
     """(statement, the batch frame it needs): a statement runs only when its frame has rows."""
     run = run_id.replace("'", "''")
     return [
-        (f"INSERT INTO conversation_results SELECT *, {_NOW} FROM batch_results",
-         "batch_results"),
+        (f"INSERT INTO conversation_results ({', '.join(_RESULT_FRAME_COLUMNS)}, finished_at) "
+         f"SELECT *, {_NOW} FROM batch_results", "batch_results"),
         (_FORGET, "batch_replaced"),
         (f"INSERT INTO seeded_conversations SELECT entity_id, conversation_id, content_hash, "
          f"'{run}', {_NOW} FROM batch_ledger ON CONFLICT DO UPDATE SET "

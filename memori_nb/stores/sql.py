@@ -16,7 +16,9 @@ attributes. Where memori_nb differs, on purpose:
   version contributed.
 
 memori_nb's own tables: ``memori_nb_runs`` (with the ``host`` and ``pid`` running each run:
-a run whose process died shows as ``unfinished``), ``memori_nb_conversation_results``,
+a run whose process died shows as ``unfinished``; ``prompt_tokens``, ``completion_tokens``
+and ``cost`` for backends that bill by token), ``memori_nb_conversation_results`` (with the
+same three columns per conversation),
 ``memori_nb_seeded_conversations`` (the ledger, which also links each seeded conversation to
 its ``memori_conversation`` row), ``memori_nb_triple_mentions`` /
 ``memori_nb_attribute_mentions`` (which conversations stated a triple or an attribute), and
@@ -93,8 +95,20 @@ CREATE TABLE IF NOT EXISTS memori_nb_partial_conversations (
     extraction TEXT, updated_at {time},
     PRIMARY KEY (entity_id, conversation_id, content_hash));
 """
-# Columns added to memori_nb_runs after its first release: (name, type).
-_RUN_COLUMNS = (("host", "TEXT"), ("pid", "{int}"))
+# Columns added to memori_nb's tables after their first release, by table: (name, type).
+# Tokens and cost (US dollars) are for backends that bill by token; NULL for the others.
+_ADDED_COLUMNS = {
+    "memori_nb_runs": (("host", "TEXT"), ("pid", "{int}"), ("prompt_tokens", "{int}"),
+                       ("completion_tokens", "{int}"), ("cost", "{float}")),
+    "memori_nb_conversation_results": (("prompt_tokens", "{int}"),
+                                       ("completion_tokens", "{int}"), ("cost", "{float}")),
+}
+# The columns of memori_nb_conversation_results a write fills, by name (a database an
+# earlier version built has the token columns last).
+_RESULT_COLUMNS = ("run_id", "entity_id", "process_id", "conversation_id", "content_hash",
+                   "status", "error", "chunks_processed", "triples_count", "duration_ms",
+                   "warnings", "summary", "finished_at", "prompt_tokens", "completion_tokens",
+                   "cost")
 _TIME_COLUMNS = {"started_at", "finished_at", "seeded_at", "ended_at", "said_at", "first_seen",
                  "last_seen", "first_message_at", "last_message_at", "first_seeded",
                  "last_seeded"}
@@ -289,12 +303,13 @@ class SqlStore:
             for statement in _OWN_TABLES.format(**types).split(";"):
                 if statement.strip():
                     self._run(cursor, statement)
-            cursor.execute("SELECT * FROM memori_nb_runs WHERE 1 = 0")
-            present = {d[0] for d in cursor.description}
-            for name, kind in _RUN_COLUMNS:
-                if name not in present:  # SQLite has no ADD COLUMN IF NOT EXISTS
-                    self._run(cursor, f"ALTER TABLE memori_nb_runs ADD COLUMN {name} "
-                                      f"{kind.format(**types)}")
+            for table, added in _ADDED_COLUMNS.items():
+                cursor.execute(f"SELECT * FROM {table} WHERE 1 = 0")
+                present = {d[0] for d in cursor.description}
+                for name, kind in added:
+                    if name not in present:  # SQLite has no ADD COLUMN IF NOT EXISTS
+                        self._run(cursor, f"ALTER TABLE {table} ADD COLUMN {name} "
+                                          f"{kind.format(**types)}")
             self._mark_unfinished(cursor)
             if not self._rows(cursor, "SELECT 1 FROM memori_nb_store"):
                 self._run(cursor, "INSERT INTO memori_nb_store VALUES (?)", [uuid.uuid4().hex])
@@ -356,11 +371,13 @@ class SqlStore:
         with self._transaction() as cursor:
             self._run(cursor, "UPDATE memori_nb_runs SET finished_at = ?, status = ?, total = ?, "
                               "successful = ?, failed = ?, skipped = ?, retries = ?, "
-                              "total_triples = ?, duration_ms = ?, stopped_reason = ? "
+                              "total_triples = ?, duration_ms = ?, stopped_reason = ?, "
+                              "prompt_tokens = ?, completion_tokens = ?, cost = ? "
                               "WHERE run_id = ?",
                       [self._now(precise=True), status, counters.processed, counters.successful,
                        counters.failed, counters.skipped, counters.retries, counters.triples,
-                       duration_ms, stopped_reason, run_id])
+                       duration_ms, stopped_reason, counters.prompt_tokens,
+                       counters.completion_tokens, counters.cost, run_id])
         release_run(run_id)
 
     # --- ledger -------------------------------------------------------------------------
@@ -469,12 +486,14 @@ class SqlStore:
 
     def _write_results(self, cursor: Any, run_id: str, records: list[ResultRecord]) -> None:
         now = self._now(precise=True)
-        self._many(cursor, "INSERT INTO memori_nb_conversation_results VALUES "
-                           "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._many(cursor, f"INSERT INTO memori_nb_conversation_results "
+                           f"({', '.join(_RESULT_COLUMNS)}) VALUES "
+                           f"({', '.join('?' * len(_RESULT_COLUMNS))})",
                    [(run_id, r.result.entity_id, r.process_id, r.result.conversation_id,
                      r.content_hash, r.result.status, r.result.error,
                      r.result.chunks_processed, r.result.triples_count, r.result.duration_ms,
-                     json.dumps(list(r.result.warnings)), r.result.summary, now)
+                     json.dumps(list(r.result.warnings)), r.result.summary, now,
+                     r.result.prompt_tokens, r.result.completion_tokens, r.result.cost)
                     for r in records])
 
     # --- queries ------------------------------------------------------------------------
@@ -507,7 +526,8 @@ class SqlStore:
         """One row per run, newest first."""
         return self._select("SELECT run_id, started_at, finished_at, status, backend, force, "
                             "total, successful, failed, skipped, retries, total_triples, "
-                            "duration_ms, stopped_reason, host, pid FROM memori_nb_runs "
+                            "duration_ms, stopped_reason, host, pid, prompt_tokens, "
+                            "completion_tokens, cost FROM memori_nb_runs "
                             "ORDER BY started_at DESC")
 
     def results(self, run_id: str | None = None, *, status: str | None = None,
