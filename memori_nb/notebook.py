@@ -221,6 +221,7 @@ def entity_summaries(db: Any = DEFAULT_DB) -> pd.DataFrame:
 
 
 def runs(db: Any = DEFAULT_DB) -> pd.DataFrame:
-    """Every run, newest first, with its totals and status."""
+    """Every run, newest first, with its totals and status (and its tokens and cost, for a
+    backend that bills by token)."""
     return _query(db, "runs")
 

@@ -25,13 +25,16 @@ from memori_nb.backends.base import AugmentationRequest
 from memori_nb.cli import _dry_run, _report, main
 from memori_nb.engine import seed_all
 from memori_nb.errors import ConfigurationError, PayloadRejectedError, QuotaExceededError
-from memori_nb.models import Extraction, SeedCounters, Triple, Usage
+from memori_nb.models import (Conversation, ConversationResult, Extraction, Message,
+                              SeedCounters, Triple, Usage)
 from memori_nb.notebook import describe_result
 from memori_nb.pricing import (COMPLETION_TOKENS_PER_REQUEST, Pricing, describe_usage,
                                estimate_requests, estimate_tokens)
 from memori_nb.progress import postfix_for
 from memori_nb.stats import ESTIMATE_COLUMNS, STATS_COLUMNS, chunking_stats, stats_totals
 from memori_nb.stores import DuckDBStore
+from memori_nb.stores.base import ResultRecord
+from memori_nb.stores.journal import Journal, replay
 
 PRICES = Pricing(prompt_per_million=2.0, completion_per_million=8.0)
 COMPLETION_PER_TRIPLE = 7
@@ -461,4 +464,22 @@ def test_a_sql_database_of_the_previous_version_gains_the_token_columns(old_sql_
     assert runs.loc[result.run_id, "cost"] == pytest.approx(result.cost)
     assert pd.isna(runs.loc["old-run", "cost"])
     store.build()  # migrating twice changes nothing
+    store.close()
+
+
+def test_a_dead_runs_journal_keeps_each_conversations_tokens(tmp_path):
+    store = DuckDBStore(str(tmp_path / "memori.duckdb"))
+    store.build()
+    store.start_run("dead-run", backend="tokens", config=SeedConfig(), force=False)
+    result = ConversationResult(conversation_id="c1", entity_id="u1", status="succeeded",
+                                triples_count=0, prompt_tokens=1_234, completion_tokens=56,
+                                cost=0.0029)
+    conv = Conversation(id="c1", messages=(Message(role="user", content="hello"),))
+    journal = Journal(store.journal_dir(), "dead-run")
+    journal.finished(ResultRecord(result, conv.content_hash(), None, Extraction(), conv))
+    journal.close(delete=False)  # the process died before the store had it
+    assert replay(store.journal_dir(), store) == 1
+    row = store.results("dead-run").iloc[0]
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (1_234, 56)
+    assert row["cost"] == pytest.approx(0.0029)
     store.close()

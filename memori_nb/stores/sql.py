@@ -523,12 +523,13 @@ class SqlStore:
         return None if frame.empty else frame.run_id[0]
 
     def runs(self) -> pd.DataFrame:
-        """One row per run, newest first."""
-        return self._select("SELECT run_id, started_at, finished_at, status, backend, force, "
-                            "total, successful, failed, skipped, retries, total_triples, "
-                            "duration_ms, stopped_reason, host, pid, prompt_tokens, "
-                            "completion_tokens, cost FROM memori_nb_runs "
-                            "ORDER BY started_at DESC")
+        """One row per run, newest first (tokens and cost: NULL unless the backend bills by
+        token)."""
+        return _token_counts(self._select(
+            "SELECT run_id, started_at, finished_at, status, backend, force, total, "
+            "successful, failed, skipped, retries, total_triples, duration_ms, stopped_reason, "
+            "host, pid, prompt_tokens, completion_tokens, cost FROM memori_nb_runs "
+            "ORDER BY started_at DESC"))
 
     def results(self, run_id: str | None = None, *, status: str | None = None,
                 limit: int | None = None) -> pd.DataFrame:
@@ -540,7 +541,7 @@ class SqlStore:
             + (f" LIMIT {int(limit)}" if limit is not None else ""),
             [run_id or self.latest_run_id()] + ([status] if status else []))
         frame["warnings"] = [json.loads(w) if w else [] for w in frame["warnings"]]
-        return frame
+        return _token_counts(frame)
 
     def failures(self, run_id: str | None = None, *, limit: int | None = None) -> pd.DataFrame:
         """The failed conversations of one run (the latest by default), with their errors."""
@@ -846,6 +847,14 @@ class _BatchWrite:
                                       f"date_last_time = CASE WHEN date_last_time < ? THEN ? "
                                       f"ELSE date_last_time END WHERE id = ?",
                          [(n, latest[pk], latest[pk], pk) for pk, n in sorted(added.items())])
+
+
+def _token_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Token counts as integers with NULL as <NA> (as DuckDB's frames have them), not floats."""
+    for column in ("prompt_tokens", "completion_tokens"):
+        if column in frame.columns:
+            frame[column] = frame[column].astype("Int64")
+    return frame
 
 
 def _entity_where(entity_id: str | None) -> tuple[str, list[Any]]:
