@@ -28,7 +28,8 @@ from .pricing import (COMPLETION_TOKENS_PER_REQUEST, Pricing, bills_by_token, es
 from .sources.dataframe import MEASURED, MeasuredSizes, from_dataframe
 from .validation import conversation_label
 
-__all__ = ["ESTIMATE_COLUMNS", "STATS_COLUMNS", "TOTALS_COLUMNS", "chunking_stats", "stats_totals"]
+__all__ = ["ESTIMATE_COLUMNS", "STATS_COLUMNS", "TOTALS_COLUMNS", "chunking_stats",
+           "stats_totals"]
 
 #: Columns of :func:`chunking_stats`, one row per conversation (the fields of ``PlanRow``).
 STATS_COLUMNS = ("entity_id", "conversation_id", "messages", "characters", "estimated_tokens",
