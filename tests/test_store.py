@@ -337,3 +337,46 @@ def test_the_store_opens_a_file_a_notebook_connection_has_open(tmp_path):
     assert notebook.execute("SELECT count(*) FROM facts").fetchone() == (0,)
     store.close()
     notebook.close()
+
+
+OLD_KEYED_TABLES = """
+CREATE TABLE seeded_conversations (
+    entity_id VARCHAR, conversation_id VARCHAR, content_hash VARCHAR, run_id VARCHAR,
+    seeded_at TIMESTAMP, PRIMARY KEY (entity_id, conversation_id, content_hash));
+CREATE TABLE conversations (
+    entity_id VARCHAR, conversation_id VARCHAR, title VARCHAR, content_hash VARCHAR,
+    message_count INTEGER, started_at TIMESTAMP, ended_at TIMESTAMP, run_id VARCHAR,
+    seeded_at TIMESTAMP, PRIMARY KEY (entity_id, conversation_id));
+CREATE TABLE facts (
+    entity_id VARCHAR, fact VARCHAR, mention_count BIGINT, first_seen TIMESTAMP,
+    last_seen TIMESTAMP, PRIMARY KEY (entity_id, fact));
+CREATE TABLE conversation_summaries (
+    entity_id VARCHAR, conversation_id VARCHAR, summary VARCHAR, run_id VARCHAR,
+    updated_at TIMESTAMP, PRIMARY KEY (entity_id, conversation_id));
+"""
+
+
+def test_a_database_with_the_earlier_keyed_tables_is_rebuilt_without_losing_a_row(tmp_path):
+    # Earlier versions indexed these tables; the indexes outgrew DuckDB's memory limit at a
+    # million conversations, so opening such a file rebuilds them once, rows unchanged.
+    path = tmp_path / "memori.duckdb"
+    conn = duckdb.connect(str(path))
+    conn.execute(OLD_KEYED_TABLES)
+    conn.execute("INSERT INTO seeded_conversations VALUES ('u1', 'c1', 'hash-c1', 'r0', NULL)")
+    conn.execute("INSERT INTO facts VALUES ('u1', 'user likes tea', 2, NULL, NULL)")
+    conn.close()
+
+    store = DuckDBStore(path)
+    store.build()
+    keys = store.sql("SELECT table_name FROM duckdb_constraints() "
+                     "WHERE constraint_type = 'PRIMARY KEY'").table_name
+    assert not {"seeded_conversations", "conversations", "facts",
+                "conversation_summaries"} & set(keys)
+    assert store.already_seeded([("u1", "c1", "hash-c1")]) == {0}
+    # Written again, a fact still counts on from its row, and the ledger keeps one row.
+    store.write("r1", [ok("c1", facts=["user likes tea"])])
+    assert store.sql("SELECT mention_count FROM facts").mention_count.tolist() == [3]
+    assert len(store.sql("SELECT * FROM seeded_conversations")) == 1
+    with pytest.raises(duckdb.ConstraintException):  # the key columns still refuse NULL
+        store.sql("INSERT INTO facts VALUES (NULL, 'x', 1, NULL, NULL)")
+    store.close()

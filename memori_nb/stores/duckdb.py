@@ -52,6 +52,12 @@ DEFAULT_DB = "memori.duckdb"
 # The memory a database file memori_nb opens may use (``SET memory_limit`` raises it).
 MEMORY_LIMIT = "256MB"
 
+# The keys of the tables that grow with every conversation, which have no index (_SCHEMA).
+_UNINDEXED_KEYS = {"seeded_conversations": ("entity_id", "conversation_id", "content_hash"),
+                   "conversations": ("entity_id", "conversation_id"),
+                   "facts": ("entity_id", "fact"),
+                   "conversation_summaries": ("entity_id", "conversation_id")}
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
@@ -73,28 +79,31 @@ ALTER TABLE runs ADD COLUMN IF NOT EXISTS cost DOUBLE;
 ALTER TABLE conversation_results ADD COLUMN IF NOT EXISTS prompt_tokens BIGINT;
 ALTER TABLE conversation_results ADD COLUMN IF NOT EXISTS completion_tokens BIGINT;
 ALTER TABLE conversation_results ADD COLUMN IF NOT EXISTS cost DOUBLE;
+-- The tables that grow with every conversation have no primary key: DuckDB keeps a key's
+-- index in memory, and at a million conversations in random order those indexes outgrow
+-- MEMORY_LIMIT and every write fails. Writes keep them unique themselves (delete, insert).
 CREATE TABLE IF NOT EXISTS seeded_conversations (
-    entity_id VARCHAR, conversation_id VARCHAR, content_hash VARCHAR, run_id VARCHAR,
-    seeded_at TIMESTAMP, PRIMARY KEY (entity_id, conversation_id, content_hash));
+    entity_id VARCHAR NOT NULL, conversation_id VARCHAR NOT NULL,
+    content_hash VARCHAR NOT NULL, run_id VARCHAR, seeded_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS conversations (
-    entity_id VARCHAR, conversation_id VARCHAR, title VARCHAR, content_hash VARCHAR,
-    message_count INTEGER, started_at TIMESTAMP, ended_at TIMESTAMP, run_id VARCHAR,
-    seeded_at TIMESTAMP, PRIMARY KEY (entity_id, conversation_id));
+    entity_id VARCHAR NOT NULL, conversation_id VARCHAR NOT NULL, title VARCHAR,
+    content_hash VARCHAR, message_count INTEGER, started_at TIMESTAMP, ended_at TIMESTAMP,
+    run_id VARCHAR, seeded_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS messages (
     entity_id VARCHAR, conversation_id VARCHAR, content_hash VARCHAR, position INTEGER,
     role VARCHAR, content VARCHAR, said_at TIMESTAMP, run_id VARCHAR);
 CREATE TABLE IF NOT EXISTS entities (
     entity_id VARCHAR PRIMARY KEY, first_seen TIMESTAMP, last_seen TIMESTAMP);
 CREATE TABLE IF NOT EXISTS facts (
-    entity_id VARCHAR, fact VARCHAR, mention_count BIGINT, first_seen TIMESTAMP,
-    last_seen TIMESTAMP, PRIMARY KEY (entity_id, fact));
+    entity_id VARCHAR NOT NULL, fact VARCHAR NOT NULL, mention_count BIGINT,
+    first_seen TIMESTAMP, last_seen TIMESTAMP);
 CREATE TABLE IF NOT EXISTS triples (
     entity_id VARCHAR, conversation_id VARCHAR, run_id VARCHAR, subject_name VARCHAR,
     subject_type VARCHAR, predicate VARCHAR, object_name VARCHAR, object_type VARCHAR,
     created_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS conversation_summaries (
-    entity_id VARCHAR, conversation_id VARCHAR, summary VARCHAR, run_id VARCHAR,
-    updated_at TIMESTAMP, PRIMARY KEY (entity_id, conversation_id));
+    entity_id VARCHAR NOT NULL, conversation_id VARCHAR NOT NULL, summary VARCHAR,
+    run_id VARCHAR, updated_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS process_attributes (
     process_id VARCHAR, attribute VARCHAR, mention_count BIGINT, last_seen TIMESTAMP,
     PRIMARY KEY (process_id, attribute));
@@ -171,6 +180,7 @@ class DuckDBStore:
         """
         with self._writing("create the tables"):
             self.conn.execute(_SCHEMA)
+            self._drop_growing_keys()
             host, _ = this_process()
             running = self.conn.execute("SELECT run_id, host, pid FROM runs WHERE status = "
                                         "'running' AND host = ?", [host]).fetchall()
@@ -179,6 +189,26 @@ class DuckDBStore:
             if gone:
                 self.conn.executemany("UPDATE runs SET status = 'unfinished', "
                                       "stopped_reason = ? WHERE run_id = ?", gone)
+
+    def _drop_growing_keys(self) -> None:
+        """Rebuild, once, the tables an earlier version gave a primary key that grows with
+        every conversation (see _SCHEMA): same rows, no index."""
+        keyed = [row[0] for row in self.conn.execute(
+            "SELECT table_name FROM duckdb_constraints() WHERE constraint_type = "
+            "'PRIMARY KEY' AND database_name = current_database() AND schema_name = "
+            "'main' AND list_contains(?, table_name)", [list(_UNINDEXED_KEYS)]).fetchall()]
+        for table in keyed:
+            not_null = "; ".join(f"ALTER TABLE memori_nb_rebuilt ALTER COLUMN {column} SET "
+                                 f"NOT NULL" for column in _UNINDEXED_KEYS[table])
+            self.conn.execute("BEGIN TRANSACTION")
+            try:
+                self.conn.execute(f"CREATE TABLE memori_nb_rebuilt AS SELECT * FROM {table}; "
+                                  f"{not_null}; DROP TABLE {table}; "
+                                  f"ALTER TABLE memori_nb_rebuilt RENAME TO {table}")
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         """Close the connection if the store opened it."""
@@ -563,32 +593,39 @@ def _write_statements(run_id: str) -> list[tuple[str, str]]:
         (f"INSERT INTO conversation_results ({', '.join(_RESULT_FRAME_COLUMNS)}, finished_at) "
          f"SELECT *, {_NOW} FROM batch_results", "batch_results"),
         (_FORGET, "batch_replaced"),
+        # The tables without a key (see _SCHEMA): what the batch replaces goes first.
+        ("DELETE FROM seeded_conversations s USING batch_ledger b WHERE "
+         "s.entity_id = b.entity_id AND s.conversation_id = b.conversation_id AND "
+         "s.content_hash = b.content_hash", "batch_ledger"),
         (f"INSERT INTO seeded_conversations SELECT entity_id, conversation_id, content_hash, "
-         f"'{run}', {_NOW} FROM batch_ledger ON CONFLICT DO UPDATE SET "
-         f"run_id = excluded.run_id, seeded_at = excluded.seeded_at", "batch_ledger"),
+         f"'{run}', {_NOW} FROM batch_ledger", "batch_ledger"),
         ("DELETE FROM partial_conversations WHERE (entity_id, conversation_id) IN "
          "(SELECT (entity_id, conversation_id) FROM batch_ledger)", "batch_ledger"),
         (f"INSERT INTO entities SELECT DISTINCT entity_id, {_NOW}, {_NOW} FROM batch_ledger "
          f"ON CONFLICT DO UPDATE SET last_seen = excluded.last_seen", "batch_ledger"),
         # A count is of conversations: a fact said twice in one conversation counts once.
         ("INSERT INTO fact_mentions SELECT DISTINCT * FROM batch_facts", "batch_facts"),
-        # Aggregate first: ON CONFLICT cannot update one row twice in a statement.
-        (f"INSERT INTO facts SELECT entity_id, fact, count(DISTINCT conversation_id), {_NOW}, "
-         f"{_NOW} FROM batch_facts GROUP BY ALL ON CONFLICT DO UPDATE SET "
-         f"mention_count = mention_count + excluded.mention_count, "
-         f"last_seen = excluded.last_seen", "batch_facts"),
+        # Facts known already count the batch's mentions; the others are added.
+        (f"UPDATE facts SET mention_count = facts.mention_count + b.n, last_seen = {_NOW} "
+         f"FROM (SELECT entity_id, fact, count(DISTINCT conversation_id) AS n "
+         f"FROM batch_facts GROUP BY ALL) b "
+         f"WHERE facts.entity_id = b.entity_id AND facts.fact = b.fact; "
+         f"INSERT INTO facts SELECT entity_id, fact, count(DISTINCT conversation_id), {_NOW}, "
+         f"{_NOW} FROM batch_facts ANTI JOIN facts USING (entity_id, fact) GROUP BY ALL",
+         "batch_facts"),
         (f"INSERT INTO triples SELECT entity_id, conversation_id, '{run}', subject_name, "
          f"subject_type, predicate, object_name, object_type, {_NOW} FROM batch_triples",
          "batch_triples"),
+        ("DELETE FROM conversation_summaries s USING batch_ledger b WHERE "
+         "b.summary IS NOT NULL AND s.entity_id = b.entity_id AND "
+         "s.conversation_id = b.conversation_id", "batch_ledger"),
         (f"INSERT INTO conversation_summaries SELECT entity_id, conversation_id, summary, "
-         f"'{run}', {_NOW} FROM batch_ledger WHERE summary IS NOT NULL "
-         f"ON CONFLICT DO UPDATE SET summary = excluded.summary, run_id = excluded.run_id, "
-         f"updated_at = excluded.updated_at", "batch_ledger"),
-        (f"INSERT INTO conversations SELECT *, '{run}', {_NOW} FROM batch_conversations "
-         f"ON CONFLICT DO UPDATE SET title = excluded.title, "
-         f"content_hash = excluded.content_hash, message_count = excluded.message_count, "
-         f"started_at = excluded.started_at, ended_at = excluded.ended_at, "
-         f"run_id = excluded.run_id, seeded_at = excluded.seeded_at", "batch_conversations"),
+         f"'{run}', {_NOW} FROM batch_ledger WHERE summary IS NOT NULL", "batch_ledger"),
+        ("DELETE FROM conversations c USING batch_conversations b WHERE "
+         "c.entity_id = b.entity_id AND c.conversation_id = b.conversation_id",
+         "batch_conversations"),
+        (f"INSERT INTO conversations SELECT *, '{run}', {_NOW} FROM batch_conversations",
+         "batch_conversations"),
         (f"INSERT INTO messages SELECT *, '{run}' FROM batch_messages", "batch_messages"),
         ("INSERT INTO attribute_mentions SELECT DISTINCT * FROM batch_attributes",
          "batch_attributes"),

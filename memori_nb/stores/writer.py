@@ -201,7 +201,10 @@ def _one_by_one(store: Store, run_id: str, part: list[ResultRecord], batch_error
 # What databases say when the disk, not the record, is the problem.
 _STORAGE_FAILURES = ("no space left", "read-only file system", "disk i/o error",
                      "database or disk is full", "disk quota exceeded",
-                     "input/output error", "file too large", "readonly database")
+                     "input/output error", "file too large", "readonly database",
+                     # DuckDB past its memory_limit: written one by one, the batch would
+                     # only crawl (each single write scans whole tables) and fail again.
+                     "out of memory error")
 
 
 def storage_failed(exc: BaseException) -> bool:
