@@ -46,6 +46,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Any
 
+from .protocols import aa
+from .protocols.aa import AUGMENTATION_PATH, answer_from_extraction
+
 __all__ = [
     "AugmentationServer",
     "Fault",
@@ -55,11 +58,9 @@ __all__ = [
     "fail_when_content_contains",
     "lognormal_latency",
     "refusing_url",
-    "response_from_extraction",
     "sequence",
 ]
 
-AUGMENTATION_PATH = "/v1/sdk/augmentation"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_STOP_TIMEOUT = 1.0
 MALFORMED_BODY = b'{"entity": {"triples": [{"subject": '
@@ -316,30 +317,13 @@ def lognormal_latency(median: float, sigma: float, seed: int | None = None
     return sample
 
 
-def response_from_extraction(extraction: Any) -> dict:
-    """Turn a :class:`~memori_nb.models.Extraction` into the AA response JSON.
-
-    Facts default to ``"{subject} {predicate} {object}"`` of each triple when the extraction
-    has none; a missing summary becomes ``""``.
-    """
-    triples = [{"subject": {"name": t.subject_name, "type": t.subject_type},
-                "predicate": t.predicate,
-                "object": {"name": t.object_name, "type": t.object_type}}
-               for t in extraction.triples]
-    facts = list(extraction.facts) or [
-        f"{t.subject_name} {t.predicate} {t.object_name}" for t in extraction.triples]
-    return {"entity": {"triples": triples, "facts": facts},
-            "conversation": {"summary": extraction.summary or ""},
-            "process": {"attributes": list(extraction.attributes)}}
-
-
 def _local_extract(messages: list[dict], summary: str | None) -> dict:
     # Imported here so this module works before (and without) the local backend.
     from .backends.local import extract
     from .models import Message
 
     parsed = [Message(role=m["role"], content=m["content"]) for m in messages]
-    return response_from_extraction(extract(parsed, summary))
+    return answer_from_extraction(extract(parsed, summary))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -678,7 +662,7 @@ class AugmentationServer:
                 headers.get("authorization", "").encode(), f"Bearer {self.api_key}".encode()):
             status = (401, "Invalid or missing API key")
         else:
-            body, problem = _parse_body(raw)
+            body, problem = aa.parse_request(raw)
             if problem:
                 status = (422, problem)
 
@@ -766,25 +750,3 @@ class AugmentationServer:
             handler.send_endless(self._stopping)
             return
         handler.send(200, answer)
-
-
-def _parse_body(raw: bytes) -> tuple[dict | None, str | None]:
-    """Parse and check an augmentation body: ``(body, None)`` or ``(body_or_None, problem)``."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return None, f"Request body is not valid JSON: {exc}"
-    if not isinstance(body, dict):
-        return None, "Request body must be a JSON object"
-    conversation = body.get("conversation")
-    messages = conversation.get("messages") if isinstance(conversation, dict) else None
-    if not isinstance(messages, list):
-        return body, "conversation.messages is required and must be a list"
-    for index, message in enumerate(messages):
-        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
-                and isinstance(message.get("content"), str)):
-            return body, f"conversation.messages[{index}] needs string 'role' and 'content'"
-    summary = conversation.get("summary")
-    if summary is not None and not isinstance(summary, str):
-        return body, "conversation.summary must be a string or null"
-    return body, None
