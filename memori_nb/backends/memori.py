@@ -12,6 +12,7 @@ import json
 import os
 import re
 import urllib.request
+
 import httpx
 
 from ..errors import (AugmentationError, ConfigurationError, EndpointError, MissingApiKeyError,
@@ -20,6 +21,7 @@ from ..errors import (AugmentationError, ConfigurationError, EndpointError, Miss
 from ..http import KeepAliveTransport
 from ..models import Extraction
 from ..protocols.aa import AUGMENTATION_PATH, encode_payload, parse_extraction
+from ..ratelimit import retry_after_seconds
 from .base import AugmentationRequest
 
 DEFAULT_BASE_URL = "https://api.memorilabs.ai"
@@ -189,7 +191,7 @@ class MemoriBackend:
             if "quota" in detail.lower():
                 return QuotaExceededError(detail or "quota exceeded", **context)
             return RateLimitedError(detail or "rate limited",
-                                    retry_after=_retry_after(response), **context)
+                                    retry_after=retry_after_seconds(response.headers), **context)
         if status == 422:
             return PayloadRejectedError(detail or "payload rejected", **context)
         if status >= 500 or status == 408:
@@ -326,13 +328,3 @@ def _detail(data: bytes, complete: bool, redact) -> str:
     elif body is not None:
         detail = json.dumps(body)
     return redact(detail)[:_DETAIL_LIMIT]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP-date: rare for APIs; fall back to our own backoff
