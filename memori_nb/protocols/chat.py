@@ -409,6 +409,7 @@ class ChatRequest:
     messages: list[dict]  # the conversation: dicts with "role" and "content"
     summary: str | None
     prompt_characters: int
+    body: dict  # the whole request, as sent
 
 
 def request_mode(body: dict) -> str | None:
@@ -450,7 +451,8 @@ def parse_request(raw: bytes) -> tuple[ChatRequest | None, str | None]:
         return None, "conversation needs messages with string role and content"
     return ChatRequest(model=body["model"], mode=request_mode(body), messages=conversation,
                        summary=summary if isinstance(summary, str) else None,
-                       prompt_characters=sum(len(m["content"]) for m in messages)), None
+                       prompt_characters=sum(len(m["content"]) for m in messages),
+                       body=body), None
 
 
 def answer_content(extraction: Extraction) -> dict[str, Any]:
