@@ -1,7 +1,12 @@
-"""A loopback HTTP server that speaks Memori's Advanced Augmentation (AA) protocol.
+"""A loopback HTTP server that speaks Memori's Advanced Augmentation (AA) protocol and
+OpenAI-compatible chat completions.
 
 Use it in tests, benchmarks and offline notebooks where the real service is out of reach: it
-answers ``POST /v1/sdk/augmentation`` like the cloud does (see DESIGN.md section 2), and can
+answers ``POST /v1/sdk/augmentation`` like the cloud does (see DESIGN.md section 2) and
+``POST /v1/chat/completions`` like a model server would (structured-output modes it refuses,
+fences, ``<think>`` blocks, answers cut at ``max_tokens``, no ``usage``), both with the same
+extraction and the same faults; :meth:`AugmentationServer.mock_transport` serves the same rules
+in-process for unit tests. Both protocols come from :mod:`memori_nb.protocols`. It can
 inject latency and faults (429, 5xx, 422, 404, redirects, dropped connections, malformed
 JSON, answers of the wrong shape, endless bodies, request headers echoed back) on demand. It
 records every request it receives, so a test can check what a client sent and how many
@@ -91,6 +96,7 @@ class Fault:
     - ``Fault.endless()`` — 200 whose body never ends (until the client hangs up).
     - ``Fault.redirect("https://elsewhere/")`` — a 3xx with a ``Location`` header.
     - ``Fault.delay(2.0)`` — wait 2 s more, then answer normally.
+    - ``Fault.truncated()`` — an answer cut short (chat: ``finish_reason: "length"``).
 
     Example:
         >>> Fault.rate_limited(0.5).headers()
