@@ -211,3 +211,11 @@ def test_remaining_zero_says_how_long_to_hold():
                           "x-ratelimit-reset-tokens": "2s"}) == 2.0
     assert exhausted_for({"x-ratelimit-remaining-tokens": "5",
                           "x-ratelimit-reset-tokens": "2s"}) is None
+
+
+def test_message_overhead_counts_the_framing_of_each_message():
+    empty = chat.conversation_text((), None)
+    messages = (Message(role="user", content="abc"), Message(role="assistant", content="de"))
+    framing = len(chat.conversation_text(messages, None)) - len(empty) - 5
+    estimate = sum(chat.message_overhead_characters(m.role) for m in messages)
+    assert 0 <= estimate - framing <= 2  # the last message has no separator

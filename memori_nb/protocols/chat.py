@@ -218,6 +218,17 @@ def prompt_overhead_characters(mode: str = "json_schema") -> int:
     return len(system_prompt(mode)) + len(framing) + schema
 
 
+def message_overhead_characters(role: str = "assistant") -> int:
+    """Characters the JSON framing adds around one message's content in the user message
+    (``{"role": ..., "content": ...}`` and a separator; escapes inside the content aside).
+
+    Example:
+        >>> message_overhead_characters("user")
+        33
+    """
+    return len(json.dumps({"role": role, "content": ""}, ensure_ascii=False)) + 2
+
+
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"unknown structured-output mode {mode!r}; use one of "
