@@ -393,3 +393,16 @@ def test_cli_refuses_openai_flags_with_another_backend(tmp_path):
     code = main(["seed", str(path), "--db", str(tmp_path / "x.duckdb"), "--backend", "local",
                  "--model", "m"], stdout=io.StringIO(), stderr=err)
     assert code == 2 and "--model is for --backend openai" in err.getvalue()
+
+
+def test_secrets_in_extra_headers_are_hidden_like_the_key():
+    secret = "azure-0123456789abcdef"
+    echo = Fault.echo(500, {"error": {"message": "got {api-key} and {x-team}"}})
+    server = AugmentationServer(faults=fail_first(1, echo))
+    backend = OpenAIBackend(model="tiny", base_url="http://fake.test/v1",
+                            headers={"api-key": secret, "X-Team": "research-and-development"},
+                            client=httpx.AsyncClient(transport=server.mock_transport()))
+    with pytest.raises(TransientError) as caught:
+        asyncio.run(backend.augment(REQUEST))
+    assert str(caught.value) == "HTTP 500: got *** and research-and-development"
+    assert secret not in repr(backend)

@@ -324,6 +324,8 @@ def _detail(data: bytes, complete: bool, redact) -> str:
         body = None
     if isinstance(body, dict):
         value = next((body[k] for k in ("detail", "message", "error") if body.get(k)), body)
+        if isinstance(value, dict) and isinstance(value.get("message"), str):
+            value = value["message"]  # OpenAI's {"error": {"message": ...}}
         detail = value if isinstance(value, str) else json.dumps(value)
     elif body is not None:
         detail = json.dumps(body)

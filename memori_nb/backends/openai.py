@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 
 import httpx
 
@@ -33,6 +34,7 @@ MODEL_ENV = "OPENAI_MODEL"
 CHAT_PATH = "/chat/completions"
 # Words in a 400/500 that mean "this response_format is not supported", not "bad request".
 _FORMAT_WORDS = ("response_format", "json_schema", "schema", "grammar")
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie", re.IGNORECASE)
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +96,13 @@ class OpenAIBackend:
             raise ConfigurationError("give both prompt_price and completion_price (USD per "
                                      "million tokens), or neither")
         self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
-        self._redact = KeyRedactor(self._api_key)
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.headers = dict(headers or {})
+        # Keys in extra headers (Azure's api-key, a gateway's token) are hidden like the key.
+        self._redact = _Redactors([self._api_key] + [
+            value for name, value in self.headers.items() if _SECRET_HEADER.search(name)])
         self.pricing = (Pricing(float(prompt_price), float(completion_price))
                         if prompt_price is not None else None)
         self.limiter = (RateLimiter(requests_per_minute=requests_per_minute,
@@ -112,7 +116,7 @@ class OpenAIBackend:
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._owns_client = client is None
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # never the key nor the headers, which may hold secrets
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
 
     @property
@@ -285,3 +289,15 @@ def mode_refused(status: int, detail: str) -> bool:
     if status == 422:
         return True
     return status in (400, 500) and any(word in detail.lower() for word in _FORMAT_WORDS)
+
+
+class _Redactors:
+    """Hides several secrets: a :class:`KeyRedactor` for each."""
+
+    def __init__(self, secrets: list[str | None]) -> None:
+        self._each = [KeyRedactor(secret) for secret in secrets if secret]
+
+    def __call__(self, text: str) -> str:
+        for redact in self._each:
+            text = redact(text)
+        return text
