@@ -18,7 +18,7 @@ from ._gc import input_set_aside
 from .backends import BACKEND_NAMES, resolve_backend
 from .chunking import PlanRow, plan_seeds, total_plan
 from .client import Memori
-from .errors import MemoriNbError, StoreError
+from .errors import ConfigurationError, MemoriNbError, StoreError
 from .models import DEFAULT_BATCH_SIZE, SeedConfig, SeedData, SeedResult
 from .pricing import (COMPLETION_TOKENS_PER_REQUEST, bills_by_token, describe_usage,
                       estimate_requests, format_cost, pricing_of, prompt_overhead_of)
@@ -87,8 +87,30 @@ def build_parser() -> argparse.ArgumentParser:
                            f"(sqlite:///memori.db, postgresql+psycopg://...) to seed Memori's "
                            f"own tables there")
     seed.add_argument("--backend", choices=BACKEND_NAMES, default="memori",
-                      help="augmentation backend: memori (needs MEMORI_API_KEY) or local "
-                           "(offline); default memori")
+                      help="augmentation backend: memori (needs MEMORI_API_KEY), openai (a "
+                           "chat model on any OpenAI-compatible server; key from "
+                           "OPENAI_API_KEY) or local (offline); default memori")
+    service = seed.add_argument_group(
+        "backend", "where requests go; all but --base-url are for --backend openai")
+    service.add_argument("--base-url", default=None, metavar="URL",
+                         help="the service's base URL (default MEMORI_API_URL_BASE, or "
+                              "OPENAI_BASE_URL, else https://api.openai.com/v1)")
+    service.add_argument("--model", default=None, metavar="NAME",
+                         help="the chat model (default OPENAI_MODEL)")
+    service.add_argument("--temperature", type=float, default=None, metavar="T",
+                         help="sampling temperature (default 0)")
+    service.add_argument("--max-tokens", type=_positive_int, default=None, metavar="N",
+                         help="the longest answer in tokens (default 2048)")
+    service.add_argument("--header", type=_header, action="append", default=None,
+                         metavar="NAME:VALUE", help="an extra request header (repeatable)")
+    service.add_argument("--rpm", type=_positive_float, default=None, metavar="N",
+                         help="at most N requests per minute")
+    service.add_argument("--tpm", type=_positive_float, default=None, metavar="N",
+                         help="at most N tokens per minute (estimated, then counted)")
+    service.add_argument("--prompt-price", type=_price, default=None, metavar="USD",
+                         help="USD per million prompt tokens (with --completion-price)")
+    service.add_argument("--completion-price", type=_price, default=None, metavar="USD",
+                         help="USD per million completion tokens (with --prompt-price)")
     seed.add_argument("--force", action="store_true",
                       help="send again conversations already seeded with the same content")
     seed.add_argument("--json", action="store_true",
@@ -178,6 +200,58 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _price(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a price in USD, got {text!r}")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a price >= 0 in USD, got {text}")
+    return value
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
+        # The value is not echoed: headers often carry secrets.
+        raise argparse.ArgumentTypeError("expected NAME:VALUE, e.g. OpenAI-Organization:org-1")
+    return name.strip(), value.strip()
+
+
+# --flag -> the openai backend's option.
+_OPENAI_FLAGS = {"model": "model", "temperature": "temperature", "max_tokens": "max_tokens",
+                 "header": "headers", "rpm": "requests_per_minute",
+                 "tpm": "tokens_per_minute", "prompt_price": "prompt_price",
+                 "completion_price": "completion_price"}
+
+
+def _backend_options(args) -> dict[str, Any]:
+    """The openai backend's options from the flags given (a ConfigurationError naming a
+    flag given with another backend)."""
+    given = {flag: getattr(args, flag) for flag in _OPENAI_FLAGS
+             if getattr(args, flag) is not None}
+    if args.backend != "openai":
+        if given:
+            flag = "--" + next(iter(given)).replace("_", "-")
+            raise ConfigurationError(f"{flag} is for --backend openai (the backend is "
+                                     f"{args.backend})")
+        return {}
+    options = {_OPENAI_FLAGS[flag]: value for flag, value in given.items()}
+    if "headers" in options:
+        options["headers"] = dict(options["headers"])
+    return options
 
 
 def _role_map(text: str) -> dict[str, str | None]:
@@ -291,7 +365,8 @@ def _warnings_table(out: IO[str], counts: dict[str, int],
 
 def _seed(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str],
           err: IO[str]) -> int:
-    memori = Memori(conn=args.db, backend=args.backend)
+    memori = Memori(conn=args.db, backend=args.backend, base_url=args.base_url,
+                    **_backend_options(args))
     try:
         # Before anything is sent: a missing key stops here, and duplicates are listed
         # (for a streamed file they are reported as the run reaches them).

@@ -46,11 +46,19 @@ class Memori:
             (``"sqlite:///memori.db"``, ``"postgresql+psycopg://..."``), a DB-API connection
             (``sqlite3``, psycopg) or a function returning one: Memori's own tables there,
             which an app's Memori SDK recalls from (needs ``pip install 'memori_nb[memori]'``).
-        backend: ``"memori"`` (default: the AA service, needs ``MEMORI_API_KEY``), ``"local"``
-            (offline extractor, no key), or a backend object.
-        api_key: the Memori API key; defaults to ``$MEMORI_API_KEY``. Never printed.
-        base_url: the AA service URL; defaults to ``$MEMORI_API_URL_BASE``.
-        http_client: an ``httpx.AsyncClient`` for the ``memori`` backend (tests inject one).
+        backend: ``"memori"`` (default: the AA service, needs ``MEMORI_API_KEY``),
+            ``"openai"`` (your own chat model on any OpenAI-compatible server: OpenAI, vLLM,
+            Ollama, llama.cpp), ``"local"`` (offline extractor, no key), or a backend object.
+        api_key: the service's API key; defaults to ``$MEMORI_API_KEY`` (``memori``) or
+            ``$OPENAI_API_KEY`` (``openai``, where local servers need none). Never printed.
+        base_url: the service URL; defaults to ``$MEMORI_API_URL_BASE`` (``memori``) or
+            ``$OPENAI_BASE_URL``, else ``https://api.openai.com/v1`` (``openai``).
+        http_client: an ``httpx.AsyncClient`` for the HTTP backends (tests inject one).
+        **backend_options: for ``backend="openai"``: ``model`` (default ``$OPENAI_MODEL``),
+            ``temperature`` (0.0), ``max_tokens`` (2048), ``headers`` (extra request
+            headers), ``requests_per_minute`` and ``tokens_per_minute`` (client-side limits),
+            ``prompt_price`` and ``completion_price`` (USD per million tokens, for the cost).
+            See :class:`memori_nb.backends.openai.OpenAIBackend`.
         embedder: what embeds facts for Memori's tables (default: the bundled
             all-MiniLM-L6-v2, :class:`memori_nb.embeddings.Embedder`).
 
@@ -61,16 +69,22 @@ class Memori:
         ...     {"id": "c1", "messages": [{"role": "user", "content": "I live in Lisbon."}]}])
         >>> asyncio.run(m.seed(data)).successful
         1
+
+        With your own model (a local server here; OpenAI itself needs only ``model``)::
+
+            m = Memori(conn="memori.duckdb", backend="openai", model="qwen2.5-7b-instruct",
+                       base_url="http://127.0.0.1:8080/v1", tokens_per_minute=200_000)
     """
 
     def __init__(self, conn: Any = DEFAULT_DB, *,
                  backend: str | AugmentationBackend = "memori", api_key: str | None = None,
                  base_url: str | None = None, http_client: httpx.AsyncClient | None = None,
-                 embedder: Any = None) -> None:
+                 embedder: Any = None, **backend_options: Any) -> None:
+        # The backend first: a bad setting fails before a database file is made.
+        self.backend = resolve_backend(backend, api_key=api_key, base_url=base_url,
+                                       http_client=http_client, **backend_options)
         self.store = open_store(conn, embedder=embedder)
         self.config = MemoriConfig(self.store)
-        self.backend = resolve_backend(backend, api_key=api_key, base_url=base_url,
-                                       http_client=http_client)
         self.entity_id: str | None = None
         self.process_id: str | None = None
 

@@ -1,7 +1,12 @@
-"""A loopback HTTP server that speaks Memori's Advanced Augmentation (AA) protocol.
+"""A loopback HTTP server that speaks Memori's Advanced Augmentation (AA) protocol and
+OpenAI-compatible chat completions.
 
 Use it in tests, benchmarks and offline notebooks where the real service is out of reach: it
-answers ``POST /v1/sdk/augmentation`` like the cloud does (see DESIGN.md section 2), and can
+answers ``POST /v1/sdk/augmentation`` like the cloud does (see DESIGN.md section 2) and
+``POST /v1/chat/completions`` like a model server would (structured-output modes it refuses,
+fences, ``<think>`` blocks, answers cut at ``max_tokens``, no ``usage``), both with the same
+extraction and the same faults; :meth:`AugmentationServer.mock_transport` serves the same rules
+in-process for unit tests. Both protocols come from :mod:`memori_nb.protocols`. It can
 inject latency and faults (429, 5xx, 422, 404, redirects, dropped connections, malformed
 JSON, answers of the wrong shape, endless bodies, request headers echoed back) on demand. It
 records every request it receives, so a test can check what a client sent and how many
@@ -30,6 +35,7 @@ key and no network: point ``MEMORI_API_URL_BASE`` at ``server.url``.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import math
@@ -39,12 +45,19 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Any
+
+import httpx
+
+from .pricing import estimate_tokens
+from .protocols import aa, chat
+from .models import Usage
+from .protocols.aa import AUGMENTATION_PATH, answer_from_extraction
 
 __all__ = [
     "AugmentationServer",
@@ -55,11 +68,9 @@ __all__ = [
     "fail_when_content_contains",
     "lognormal_latency",
     "refusing_url",
-    "response_from_extraction",
     "sequence",
 ]
 
-AUGMENTATION_PATH = "/v1/sdk/augmentation"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_STOP_TIMEOUT = 1.0
 MALFORMED_BODY = b'{"entity": {"triples": [{"subject": '
@@ -85,30 +96,36 @@ class Fault:
     - ``Fault.endless()`` — 200 whose body never ends (until the client hangs up).
     - ``Fault.redirect("https://elsewhere/")`` — a 3xx with a ``Location`` header.
     - ``Fault.delay(2.0)`` — wait 2 s more, then answer normally.
+    - ``Fault.truncated()`` — an answer cut short (chat: ``finish_reason: "length"``).
 
     Example:
         >>> Fault.rate_limited(0.5).headers()
         {'Retry-After': '0.5'}
     """
 
-    kind: str  # "status", "echo", "drop", "malformed", "endless" or "delay"
+    # "status", "echo", "drop", "malformed", "endless", "delay" or "truncated"
+    kind: str
     code: int | None = None
     body: Any = None
     retry_after: float | None = None
     seconds: float = 0.0
     location: str | None = None
+    extra_headers: dict[str, str] | None = None
 
     @classmethod
-    def status(cls, code: int, body: Any = None, retry_after: float | None = None) -> Fault:
-        """Answer with HTTP ``code`` and a JSON body (default ``{"detail": ...}``).
+    def status(cls, code: int, body: Any = None, retry_after: float | None = None,
+               headers: dict[str, str] | None = None) -> Fault:
+        """Answer with HTTP ``code`` and a JSON body (default ``{"detail": ...}``), and any
+        ``headers`` (``retry-after-ms``, ``x-ratelimit-reset-tokens``...).
 
         Example:
-            >>> Fault.status(502).code
-            502
+            >>> Fault.status(429, headers={"retry-after-ms": "250"}).headers()
+            {'retry-after-ms': '250'}
         """
         if body is None:
             body = {"detail": f"Injected fault: HTTP {code}"}
-        return cls(kind="status", code=code, body=body, retry_after=retry_after)
+        return cls(kind="status", code=code, body=body, retry_after=retry_after,
+                   extra_headers=dict(headers) if headers else None)
 
     @classmethod
     def rate_limited(cls, retry_after: float | None = None) -> Fault:
@@ -193,9 +210,16 @@ class Fault:
         """Wait ``seconds`` on top of the server's latency, then answer normally."""
         return cls(kind="delay", seconds=float(seconds))
 
+    @classmethod
+    def truncated(cls) -> Fault:
+        """An answer cut short: on chat completions, half the model's JSON with
+        ``finish_reason: "length"`` (as at ``max_tokens``); on AA, a body cut mid-JSON."""
+        return cls(kind="truncated", code=200)
+
     def headers(self) -> dict[str, str]:
-        """Extra response headers this fault sends (``Retry-After``, ``Location``)."""
-        headers = {}
+        """Extra response headers this fault sends (``Retry-After``, ``Location``, any
+        given to :meth:`status`)."""
+        headers = dict(self.extra_headers or {})
         if self.retry_after is not None:
             headers["Retry-After"] = format(float(self.retry_after), "g")
         if self.location is not None:
@@ -224,7 +248,8 @@ def fail_first(n: int, fault: Fault) -> FaultRule:
 
 
 def fail_when_content_contains(text: str, fault: Fault) -> FaultRule:
-    """A rule that applies ``fault`` whenever any message's content contains ``text``.
+    """A rule that applies ``fault`` whenever any message's content contains ``text``
+    (AA's ``conversation.messages``, or chat completions' ``messages``).
 
     Example:
         >>> rule = fail_when_content_contains("poison", Fault.reject("no"))
@@ -233,7 +258,8 @@ def fail_when_content_contains(text: str, fault: Fault) -> FaultRule:
         422
     """
     def rule(number: int, body: dict) -> Fault | None:
-        messages = (body.get("conversation") or {}).get("messages") or []
+        messages = ((body.get("conversation") or {}).get("messages")
+                    or body.get("messages") or [])
         hit = any(isinstance(m, dict) and text in str(m.get("content", "")) for m in messages)
         return fault if hit else None
     return rule
@@ -316,30 +342,13 @@ def lognormal_latency(median: float, sigma: float, seed: int | None = None
     return sample
 
 
-def response_from_extraction(extraction: Any) -> dict:
-    """Turn a :class:`~memori_nb.models.Extraction` into the AA response JSON.
-
-    Facts default to ``"{subject} {predicate} {object}"`` of each triple when the extraction
-    has none; a missing summary becomes ``""``.
-    """
-    triples = [{"subject": {"name": t.subject_name, "type": t.subject_type},
-                "predicate": t.predicate,
-                "object": {"name": t.object_name, "type": t.object_type}}
-               for t in extraction.triples]
-    facts = list(extraction.facts) or [
-        f"{t.subject_name} {t.predicate} {t.object_name}" for t in extraction.triples]
-    return {"entity": {"triples": triples, "facts": facts},
-            "conversation": {"summary": extraction.summary or ""},
-            "process": {"attributes": list(extraction.attributes)}}
-
-
 def _local_extract(messages: list[dict], summary: str | None) -> dict:
     # Imported here so this module works before (and without) the local backend.
     from .backends.local import extract
     from .models import Message
 
     parsed = [Message(role=m["role"], content=m["content"]) for m in messages]
-    return response_from_extraction(extract(parsed, summary))
+    return answer_from_extraction(extract(parsed, summary))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -471,10 +480,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class AugmentationServer:
-    """A real HTTP server on 127.0.0.1 that answers like Memori's augmentation service.
+    """A real HTTP server on 127.0.0.1 that answers like Memori's augmentation service, and
+    like an OpenAI-compatible chat-completions server.
 
     Runs on a background thread; use it as a context manager or call :meth:`start` and
-    :meth:`stop`. Clients post to ``f"{server.url}/v1/sdk/augmentation"`` (``server.endpoint``).
+    :meth:`stop`. Clients post to ``f"{server.url}/v1/sdk/augmentation"`` (``server.endpoint``)
+    for the AA protocol, or to ``f"{server.url}/v1/chat/completions"`` (``base_url``
+    ``server.chat_base_url``; ``/chat/completions`` works too) for chat completions, whose
+    answers hold the same extraction as the AA ones. :meth:`mock_transport` serves the same
+    rules in-process, with no socket, for fast unit tests.
 
     Args:
         api_key: when set, requests without ``Authorization: Bearer <api_key>`` get 401.
@@ -492,9 +506,20 @@ class AugmentationServer:
             requests in flight: beyond it a request is refused at once with 429 "too many
             requests in flight" and no ``Retry-After`` (:attr:`refused_count` counts them).
 
-    Order of checks per request: path and method (404), API key (401), body (422 if not JSON
-    or without ``conversation.messages``), concurrency limit, fault rule, latency, then the
-    fault or the answer.
+    Chat completions only:
+        refuse_modes: structured-output modes (``memori_nb.protocols.chat.MODES``:
+            ``"json_schema"``, ``"json_object_schema"``, ``"json_object"``) answered with
+            ``refuse_status`` and an error naming ``response_format``, as servers that do
+            not support them do.
+        refuse_status: 400 (vLLM, most servers) or 500 (llama-cpp-python's server).
+        fences: wrap the model's JSON in a Markdown code fence.
+        think: put a ``<think>...</think>`` block (with braces in it) before the JSON.
+        usage: send ``usage`` (tokens estimated from characters); False omits it.
+        bad_triple: put one unusable triple (an empty subject name) among the good ones.
+
+    Order of checks per request: path and method (404), API key (401), body (AA: 422 if not
+    JSON or without ``conversation.messages``; chat: 400), a refused mode, concurrency limit,
+    fault rule, latency, then the fault or the answer.
     Every request, whatever its fate, gets a number and a :class:`ReceivedRequest` record.
 
     Example:
@@ -511,9 +536,18 @@ class AugmentationServer:
                  faults: FaultRule | None = None,
                  extract: Callable[[list[dict], str | None], dict] | None = None,
                  host: str = DEFAULT_HOST, port: int = 0,
-                 concurrency_limit: int | None = None) -> None:
+                 concurrency_limit: int | None = None,
+                 refuse_modes: Iterable[str] = (), refuse_status: int = 400,
+                 fences: bool = False, think: bool = False, usage: bool = True,
+                 bad_triple: bool = False) -> None:
         if concurrency_limit is not None and concurrency_limit < 1:
             raise ValueError(f"concurrency_limit must be >= 1, got {concurrency_limit!r}")
+        self.refuse_modes = frozenset(refuse_modes)
+        if not self.refuse_modes <= set(chat.MODES):
+            raise ValueError(f"refuse_modes must be among {chat.MODES}, got "
+                             f"{sorted(self.refuse_modes)}")
+        self.refuse_status = refuse_status
+        self.fences, self.think, self.usage, self.bad_triple = fences, think, usage, bad_triple
         self.api_key = api_key
         self.concurrency_limit = concurrency_limit
         self.latency = latency
@@ -593,6 +627,11 @@ class AugmentationServer:
         return self.url + AUGMENTATION_PATH
 
     @property
+    def chat_base_url(self) -> str:
+        """The ``base_url`` for an OpenAI-compatible client: ``f"{url}/v1"``."""
+        return self.url + "/v1"
+
+    @property
     def requests(self) -> list[ReceivedRequest]:
         """A snapshot of every request received so far, in arrival order."""
         with self._lock:
@@ -649,45 +688,129 @@ class AugmentationServer:
             self._connections += 1
 
     def _handle(self, handler: _Handler) -> None:
+        """Serve one request on a handler thread."""
         received_at = time.monotonic()
-        with self._lock:
-            self._in_flight += 1
-            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        self._enter()
         try:
-            self._respond(handler, received_at)
+            try:
+                raw = handler.read_body()
+            except ValueError:
+                handler.close_connection = True
+                handler.send(400, {"detail": "Unreadable request body"}, {"Connection": "close"})
+                return
+            headers = {name.lower(): value for name, value in handler.headers.items()}
+            plan = self._plan(handler.command, handler.path.split("?", 1)[0], headers, raw,
+                              received_at)
+            try:
+                # Answer ``delay`` seconds after the request arrived: the server's own work
+                # counts inside the latency, so clients are measured against the latency.
+                remaining = received_at + plan.delay - time.monotonic()
+                if remaining > 0 and self._stopping.wait(remaining):
+                    raise _Interrupted
+                # Its place is free before the answer leaves: the client may send at once.
+                plan.leave()
+                reply = plan.reply
+                if reply.kind == "drop":
+                    raise _Interrupted
+                if reply.kind == "endless":
+                    handler.send_endless(self._stopping)
+                    return
+                handler.send(reply.code, None, reply.headers, raw=reply.data,
+                             content_type=reply.content_type)
+            finally:
+                plan.leave()
         except _Interrupted:
             handler.close_connection = True  # send nothing; the socket is closed after us
         finally:
-            with self._lock:
-                self._in_flight -= 1
+            self._exit()
 
-    def _respond(self, handler: _Handler, received_at: float) -> None:
-        try:
-            raw = handler.read_body()
-        except ValueError:
-            handler.close_connection = True
-            handler.send(400, {"detail": "Unreadable request body"}, {"Connection": "close"})
-            return
-        headers = {name.lower(): value for name, value in handler.headers.items()}
-        path = handler.path.split("?", 1)[0]
+    def mock_transport(self) -> httpx.MockTransport:
+        """An in-process ``httpx.MockTransport`` that answers by this server's rules.
+
+        Same protocols, API key, faults, refused modes, concurrency limit and records as the
+        loopback server, without a socket or a thread: for fast unit tests. The server need
+        not be started; give clients any base URL (``http://fake.test/v1``, say). A dropped
+        connection raises ``httpx.RemoteProtocolError``; latency is waited with
+        ``asyncio.sleep``.
+
+        Example:
+            >>> import asyncio
+            >>> async def post():
+            ...     transport = AugmentationServer().mock_transport()
+            ...     async with httpx.AsyncClient(transport=transport) as client:
+            ...         return (await client.post("http://fake.test/v1/sdk/augmentation",
+            ...                 json={"conversation": {"messages": []}})).status_code
+            >>> asyncio.run(post())
+            200
+        """
+        async def handle(request: httpx.Request) -> httpx.Response:
+            received_at = time.monotonic()
+            raw = await request.aread()
+            self._enter()
+            try:
+                headers = {name.lower(): value for name, value in request.headers.items()}
+                plan = self._plan(request.method, request.url.path, headers, raw, received_at)
+                try:
+                    remaining = received_at + plan.delay - time.monotonic()
+                    if remaining > 0:
+                        await asyncio.sleep(remaining)
+                    plan.leave()
+                    reply = plan.reply
+                    if reply.kind == "drop":
+                        raise httpx.RemoteProtocolError(
+                            "Server disconnected without sending a response.", request=request)
+                    if reply.kind == "endless":
+                        return httpx.Response(200, headers={"Content-Type": "application/json"},
+                                              stream=_EndlessStream())
+                    return httpx.Response(reply.code, content=reply.data, headers={
+                        "Content-Type": reply.content_type, **(reply.headers or {})})
+                finally:
+                    plan.leave()
+            finally:
+                self._exit()
+        return httpx.MockTransport(handle)
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def _exit(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _plan(self, method: str, path: str, headers: dict[str, str], raw: bytes,
+              received_at: float) -> _Plan:
+        """Decide one request's fate: its record, its reply, and when to send it."""
         status: tuple[int, str] | None = None
         body: dict | None = None
-        if handler.command != "POST" or path != AUGMENTATION_PATH:
-            status = (404, f"Not found: {handler.command} {path}")
+        call: chat.ChatRequest | None = None
+        protocol = ("aa" if path == AUGMENTATION_PATH
+                    else "chat" if path in chat.CHAT_PATHS else None)
+        if method != "POST" or protocol is None:
+            status = (404, f"Not found: {method} {path}")
         elif self.api_key is not None and not hmac.compare_digest(
                 headers.get("authorization", "").encode(), f"Bearer {self.api_key}".encode()):
             status = (401, "Invalid or missing API key")
-        else:
-            body, problem = _parse_body(raw)
+        elif protocol == "aa":
+            body, problem = aa.parse_request(raw)
             if problem:
                 status = (422, problem)
+        else:
+            call, problem = chat.parse_request(raw)
+            body = call.body if call is not None else None
+            if problem:
+                status = (400, problem)
+            elif call.mode in self.refuse_modes:
+                status = (self.refuse_status, f"response_format {call.mode!r} is not supported "
+                                              f"by this server (json_schema)")
 
         fault: Fault | None = None
         delay = 0.0
         served = 0
+        rule_error = None
         with self._lock:
             number = len(self._requests) + 1
-            rule_error = None
             limit = self.concurrency_limit
             if status is None and limit is not None and self._served >= limit:
                 fault = OVER_CAPACITY  # refused at once, as a capped provider does
@@ -703,88 +826,131 @@ class AugmentationServer:
                     delay = float(self.latency() if callable(self.latency) else self.latency)
                     self._latencies.append(delay)
             self._requests.append(ReceivedRequest(
-                number=number, method=handler.command, path=path, headers=headers, body=body,
+                number=number, method=method, path=path, headers=headers, body=body,
                 fault=fault, received_at=received_at, served=served))
-        left = not served
-
-        def leave() -> None:
-            """Free this request's place under ``concurrency_limit`` (once)."""
-            nonlocal left
-            if not left:
-                left = True
-                with self._lock:
-                    self._served -= 1
-
+        plan = _Plan(delay=delay, release=self._release if served else None)
         try:
-            self._answer(handler, status, rule_error, fault, body, headers, received_at,
-                         delay, leave)
-        finally:
-            leave()
+            plan.reply = self._reply(protocol, status, rule_error, fault, body, call, headers)
+        except BaseException:
+            plan.leave()
+            raise
+        if fault is not None and fault.kind == "delay":
+            plan.delay += fault.seconds
+        return plan
 
-    def _answer(self, handler: _Handler, status: tuple[int, str] | None, rule_error: str | None,
-                fault: Fault | None, body: dict | None, headers: dict[str, str],
-                received_at: float, delay: float, leave: Callable[[], None]) -> None:
+    def _release(self) -> None:
+        with self._lock:
+            self._served -= 1
+
+    def _reply(self, protocol: str | None, status: tuple[int, str] | None,
+               rule_error: str | None, fault: Fault | None, body: dict | None,
+               call: chat.ChatRequest | None, headers: dict[str, str]) -> _Reply:
         if status is not None:
             extra = {"WWW-Authenticate": "Bearer"} if status[0] == 401 else None
-            handler.send(status[0], {"detail": status[1]}, extra)
-            return
+            if protocol == "chat":  # OpenAI's error shape
+                return _Reply(status[0], {"error": {"message": status[1],
+                                                    "type": "invalid_request_error"}}, extra)
+            return _Reply(status[0], {"detail": status[1]}, extra)
         if rule_error:
-            handler.send(500, {"detail": rule_error})
-            return
-        answer = None
-        if fault is None or fault.kind == "delay":
-            delay += fault.seconds if fault is not None else 0.0
-            conversation = body["conversation"]
+            return _Reply(500, {"detail": rule_error})
+        kind = fault.kind if fault is not None else None
+        if kind in (None, "delay", "truncated"):
+            if protocol == "aa" and kind == "truncated":
+                return _Reply(200, raw=MALFORMED_BODY)
+            if protocol == "aa":
+                messages, summary = body["conversation"]["messages"], body[
+                    "conversation"].get("summary")
+            else:
+                messages, summary = call.messages, call.summary
             try:
-                answer = self.extract(conversation["messages"], conversation.get("summary"))
+                answer = self.extract(messages, summary)
             except Exception as exc:
-                handler.send(500, {"detail": f"extract failed: {exc!r}"})
-                return
-        # Answer ``delay`` seconds after the request arrived: the server's own work counts
-        # inside the latency, not on top of it, so clients are measured against the latency.
-        remaining = received_at + delay - time.monotonic()
-        if remaining > 0 and self._stopping.wait(remaining):
-            raise _Interrupted
-        # Its place is free before the answer leaves: the client may send the next at once.
-        leave()
-        if fault is not None and fault.kind == "drop":
-            raise _Interrupted
-        if fault is not None and fault.kind == "malformed":
-            handler.send(200, None, raw=MALFORMED_BODY)
-            return
-        if fault is not None and fault.kind == "status":
-            handler.send(fault.code, fault.body, fault.headers())
-            return
-        if fault is not None and fault.kind == "echo":
+                return _Reply(500, {"detail": f"extract failed: {exc!r}"})
+            if protocol == "aa":
+                return _Reply(200, answer)
+            return self._chat_reply(answer, call, truncated=kind == "truncated")
+        if kind == "drop":
+            return _Reply(kind="drop")
+        if kind == "malformed":
+            return _Reply(200, raw=MALFORMED_BODY)
+        if kind == "endless":
+            return _Reply(200, kind="endless")
+        if kind == "echo":
             filled = _fill_headers(fault.body, headers)
             if isinstance(filled, str):
-                handler.send(fault.code, None, raw=filled.encode(), content_type="text/plain")
-            else:
-                handler.send(fault.code, filled)
-            return
-        if fault is not None and fault.kind == "endless":
-            handler.send_endless(self._stopping)
-            return
-        handler.send(200, answer)
+                return _Reply(fault.code, raw=filled.encode(), content_type="text/plain")
+            return _Reply(fault.code, filled)
+        return _Reply(fault.code, fault.body, fault.headers())
+
+    def _chat_reply(self, answer: Any, call: chat.ChatRequest, *, truncated: bool) -> _Reply:
+        """A chat completion whose content is ``answer`` (an AA answer is turned into the
+        chat schema's object), dressed as this server's options say."""
+        content = _chat_content(answer)
+        if self.bad_triple and isinstance(content.get("triples"), list):
+            triples = content["triples"]
+            triples.insert(len(triples) // 2, {
+                "subject": {"name": "", "type": "person"}, "predicate": "likes",
+                "object": {"name": "nothing", "type": "thing"}})
+        text = json.dumps(content, ensure_ascii=False)
+        finish = "stop"
+        if truncated:
+            text, finish = text[:len(text) // 2], "length"
+        if self.think:
+            text = '<think>The user said a few things; draft: {"triples": [</think>\n' + text
+        if self.fences:
+            text = f"Here are the memories:\n```json\n{text}\n```"
+        usage = (Usage(prompt_tokens=estimate_tokens(call.prompt_characters),
+                       completion_tokens=estimate_tokens(len(text))) if self.usage else None)
+        return _Reply(200, chat.completion(text, model=call.model, finish_reason=finish,
+                                           usage=usage))
 
 
-def _parse_body(raw: bytes) -> tuple[dict | None, str | None]:
-    """Parse and check an augmentation body: ``(body, None)`` or ``(body_or_None, problem)``."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return None, f"Request body is not valid JSON: {exc}"
-    if not isinstance(body, dict):
-        return None, "Request body must be a JSON object"
-    conversation = body.get("conversation")
-    messages = conversation.get("messages") if isinstance(conversation, dict) else None
-    if not isinstance(messages, list):
-        return body, "conversation.messages is required and must be a list"
-    for index, message in enumerate(messages):
-        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
-                and isinstance(message.get("content"), str)):
-            return body, f"conversation.messages[{index}] needs string 'role' and 'content'"
-    summary = conversation.get("summary")
-    if summary is not None and not isinstance(summary, str):
-        return body, "conversation.summary must be a string or null"
-    return body, None
+def _chat_content(answer: Any) -> Any:
+    """The chat schema's object for an AA answer (anything else is sent as it is)."""
+    if not (isinstance(answer, dict) and isinstance(answer.get("entity"), dict)):
+        return answer
+    return {"triples": list(answer["entity"].get("triples") or []),
+            "summary": (answer.get("conversation") or {}).get("summary") or "",
+            "attributes": list((answer.get("process") or {}).get("attributes") or [])}
+
+
+@dataclass(slots=True)
+class _Reply:
+    """What to send: ``payload`` as JSON (or ``raw`` bytes); ``kind`` "drop" sends nothing,
+    "endless" a body that never ends."""
+
+    code: int = 200
+    payload: Any = None
+    headers: dict[str, str] | None = None
+    raw: bytes | None = None
+    content_type: str = "application/json"
+    kind: str = "send"
+
+    @property
+    def data(self) -> bytes:
+        return self.raw if self.raw is not None else json.dumps(self.payload).encode()
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A request's reply, when to send it, and how to free its place under the limit."""
+
+    delay: float
+    release: Callable[[], None] | None
+    reply: _Reply | None = None
+
+    def leave(self) -> None:
+        """Free this request's place under ``concurrency_limit`` (once)."""
+        release, self.release = self.release, None
+        if release is not None:
+            release()
+
+
+class _EndlessStream(httpx.AsyncByteStream):
+    """A body that goes on until the client stops reading."""
+
+    async def __aiter__(self):
+        yield b'{"a":'
+        while True:
+            yield ENDLESS_CHUNK
+            await asyncio.sleep(0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from memori_nb.backends.base import AugmentationRequest
+from memori_nb.models import Message
+from memori_nb.protocols import chat
 from memori_nb.testing import (
     AugmentationServer,
     Fault,
@@ -356,3 +361,81 @@ def test_refusing_url_refuses_connections_at_once():
         with pytest.raises(httpx.ConnectError):
             httpx.post(url + "/v1/sdk/augmentation", json=payload("hi"))
         assert time.monotonic() - started < 1.0
+
+
+# --- chat completions and the in-process transport --------------------------------------
+
+def chat_body(*contents: str, summary: str | None = None, mode: str = "json_schema") -> dict:
+    request = AugmentationRequest(entity_id="e", conversation_id="c", summary=summary,
+                                  messages=tuple(Message(role="user", content=c)
+                                                 for c in contents))
+    return chat.build_request(request, model="tiny", mode=mode)
+
+
+def chat_facts(response: httpx.Response) -> tuple[str, ...]:
+    return chat.parse_answer(response.content).extraction.facts
+
+
+def test_chat_completions_answer_the_same_extraction_as_aa_on_both_paths(client):
+    with AugmentationServer(extract=fake_extract) as server:
+        aa = client.post(server.endpoint, json=payload("I like tea", summary="s0")).json()
+        for path in ("/v1/chat/completions", "/chat/completions"):
+            response = client.post(server.url + path, json=chat_body("I like tea",
+                                                                     summary="s0"))
+            assert response.status_code == 200
+            assert chat_facts(response) == tuple(aa["entity"]["facts"])
+            answer = response.json()
+            content = json.loads(answer["choices"][0]["message"]["content"])
+            assert content["summary"] == "1 messages after 's0'"
+            assert answer["usage"]["prompt_tokens"] > 0
+
+
+def test_chat_requests_that_are_not_ours_get_400_in_openai_error_shape(client):
+    with AugmentationServer(extract=fake_extract) as server:
+        response = client.post(server.url + "/v1/chat/completions",
+                               json={"model": "m", "messages": [{"role": "user",
+                                                                 "content": "hello"}]})
+    assert response.status_code == 400
+    assert "conversation document" in response.json()["error"]["message"]
+
+
+def test_a_refused_mode_names_response_format(client):
+    with AugmentationServer(extract=fake_extract, refuse_modes={"json_schema"},
+                            refuse_status=500) as server:
+        refused = client.post(server.url + "/v1/chat/completions", json=chat_body("hi"))
+        taken = client.post(server.url + "/v1/chat/completions",
+                            json=chat_body("hi", mode="json_object_schema"))
+    assert refused.status_code == 500 and "response_format" in refused.text
+    assert taken.status_code == 200
+
+
+def test_the_mock_transport_follows_the_same_rules_without_a_socket():
+    server = AugmentationServer(extract=fake_extract, api_key="k",
+                                faults=fail_first(1, Fault.status(503)))
+
+    async def go():
+        async with httpx.AsyncClient(transport=server.mock_transport()) as http:
+            headers = {"Authorization": "Bearer k"}
+            url = "http://fake.test/v1/chat/completions"
+            first = await http.post(url, json=chat_body("I like tea"), headers=headers)
+            second = await http.post(url, json=chat_body("I like tea"), headers=headers)
+            anonymous = await http.post(url, json=chat_body("I like tea"))
+            with pytest.raises(httpx.RemoteProtocolError):
+                server.faults = fail_first(4, Fault.drop())
+                await http.post(url, json=chat_body("x"), headers=headers)
+            return first, second, anonymous
+    first, second, anonymous = asyncio.run(go())
+    assert (first.status_code, second.status_code, anonymous.status_code) == (503, 200, 401)
+    assert chat_facts(second) == ("user said I like tea",)
+    assert server.request_count == 4 and server.requests[1].body["model"] == "tiny"
+
+
+def test_the_mock_transport_refuses_beyond_its_concurrency_limit():
+    server = AugmentationServer(extract=fake_extract, concurrency_limit=2, latency=0.05)
+
+    async def go():
+        async with httpx.AsyncClient(transport=server.mock_transport()) as http:
+            return await asyncio.gather(*(http.post("http://f.test/v1/sdk/augmentation",
+                                                    json=payload("hi")) for _ in range(5)))
+    statuses = sorted(r.status_code for r in asyncio.run(go()))
+    assert statuses == [200, 200, 429, 429, 429] and server.refused_count == 3

@@ -8,27 +8,25 @@ up to a cap, and the API key is hidden, whole or in part, in every message and a
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import re
 import urllib.request
-from typing import Any
 
 import httpx
 
-from .._version import __version__
 from ..errors import (AugmentationError, ConfigurationError, EndpointError, MissingApiKeyError,
                       PayloadRejectedError, QuotaExceededError, RateLimitedError,
                       RequestFailedError, ServiceUnreachableError, TransientError)
 from ..http import KeepAliveTransport
-from ..models import Extraction, Triple
+from ..models import Extraction
+from ..protocols.aa import AUGMENTATION_PATH, encode_payload, parse_extraction
+from ..ratelimit import retry_after_seconds
 from .base import AugmentationRequest
 
 DEFAULT_BASE_URL = "https://api.memorilabs.ai"
 API_KEY_ENV = "MEMORI_API_KEY"
 BASE_URL_ENV = "MEMORI_API_URL_BASE"
-AUGMENTATION_PATH = "/v1/sdk/augmentation"
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 # A TCP connect that takes longer is a host that cannot be reached, not a slow answer.
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -38,10 +36,6 @@ ERROR_BODY_BYTES = 64 * 1024
 MIN_SECRET_PART = 8
 _DETAIL_LIMIT = 300
 _HIDDEN = "***"
-
-
-def sha256_hex(value: str) -> str:
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
 class MemoriBackend:
@@ -197,7 +191,7 @@ class MemoriBackend:
             if "quota" in detail.lower():
                 return QuotaExceededError(detail or "quota exceeded", **context)
             return RateLimitedError(detail or "rate limited",
-                                    retry_after=_retry_after(response), **context)
+                                    retry_after=retry_after_seconds(response.headers), **context)
         if status == 422:
             return PayloadRejectedError(detail or "payload rejected", **context)
         if status >= 500 or status == 408:
@@ -300,33 +294,6 @@ def default_client(timeout: float = DEFAULT_CONNECT_TIMEOUT) -> httpx.AsyncClien
     return httpx.AsyncClient(timeout=timeout, transport=KeepAliveTransport())
 
 
-def build_payload(request: AugmentationRequest) -> dict[str, Any]:
-    """The AA request body (DESIGN.md section 2)."""
-    process = sha256_hex(request.process_id) if request.process_id else None
-    return {
-        "conversation": {
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "summary": request.summary,
-        },
-        "meta": {
-            "attribution": {"entity": {"id": sha256_hex(request.entity_id)},
-                            "process": {"id": process}},
-            "framework": {"provider": "memori_nb"},
-            "llm": {"model": {"provider": None, "sdk": {"version": None}, "version": None}},
-            "platform": {"provider": None},
-            "sdk": {"lang": "python", "version": __version__},
-            "storage": {"cockroachdb": False, "dialect": "duckdb"},
-        },
-    }
-
-
-def encode_payload(request: AugmentationRequest) -> bytes:
-    """:func:`build_payload` as the request body: compact JSON, non-ASCII characters escaped
-    (twice as fast to encode as UTF-8 output, and the bytes need no second encoding pass)."""
-    return json.dumps(build_payload(request), separators=(",", ":"),
-                      allow_nan=False).encode("ascii")
-
-
 async def read_body(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
     """Read a streamed body up to ``limit`` bytes (decoded): ``(data, complete)``.
 
@@ -344,100 +311,6 @@ async def read_body(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
     return bytes(data), True
 
 
-class _Malformed(Exception):
-    """A 200 whose body does not follow the protocol (the message says where)."""
-
-
-def parse_extraction(data: bytes, redact=lambda text: text, context: dict | None = None
-                     ) -> Extraction:
-    """Check a 200 body against the protocol and turn it into an Extraction.
-
-    The documented shape (DESIGN.md section 2): a JSON object whose ``entity`` is an object
-    with ``triples`` and/or ``facts`` as lists (at least one of them; both may be empty);
-    each triple has ``subject`` and ``object`` objects with a non-empty string ``name`` and
-    an optional string ``type``, and a non-empty string ``predicate``; facts are strings;
-    ``conversation.summary`` is a string or null; ``process.attributes`` a list of strings.
-    ``conversation`` and ``process`` may be missing. Anything else is malformed: a
-    :class:`TransientError` (retried, then failed), never an empty success. Every string is
-    passed through ``redact``.
-
-    Example:
-        >>> parse_extraction(b'{"entity": {"facts": ["likes tea"]}}').facts
-        ('likes tea',)
-    """
-    try:
-        body = json.loads(data)
-        return _extraction(body, redact)
-    except (ValueError, RecursionError, _Malformed) as exc:
-        problem = "not JSON" if isinstance(exc, (ValueError, RecursionError)) else str(exc)
-        raise TransientError(f"malformed response body ({problem})",
-                             **(context or {})) from exc
-
-
-def _extraction(body: Any, redact) -> Extraction:
-    if not isinstance(body, dict):
-        raise _Malformed(f"the answer is a {type(body).__name__}, not an object")
-    entity = _field(body, "entity", dict, "")
-    triples = _field(entity, "triples", list, "entity", optional=True)
-    facts = _field(entity, "facts", list, "entity", optional=True)
-    if triples is None and facts is None:
-        raise _Malformed("entity has neither 'triples' nor 'facts'")
-    parsed = tuple(_triple(t, i, redact) for i, t in enumerate(triples or ()))
-    fact_texts = tuple(redact(_text(f, f"entity.facts[{i}]")) for i, f in enumerate(facts or ()))
-    conversation = _field(body, "conversation", dict, "", optional=True) or {}
-    summary = _field(conversation, "summary", str, "conversation", optional=True)
-    process = _field(body, "process", dict, "", optional=True) or {}
-    attributes = _field(process, "attributes", list, "process", optional=True) or ()
-    return Extraction(
-        triples=parsed, facts=fact_texts or tuple(t.fact for t in parsed),
-        summary=redact(summary) if summary is not None else None,
-        attributes=tuple(redact(_text(a, f"process.attributes[{i}]"))
-                         for i, a in enumerate(attributes)))
-
-
-def _triple(value: Any, index: int, redact) -> Triple:
-    where = f"entity.triples[{index}]"
-    if not isinstance(value, dict):
-        raise _Malformed(f"{where} is a {type(value).__name__}, not an object")
-    ends = {}
-    for end in ("subject", "object"):
-        node = _field(value, end, dict, where)
-        name = _text(node.get("name"), f"{where}.{end}.name")
-        kind = _field(node, "type", str, f"{where}.{end}", optional=True) or "unknown"
-        ends[end] = (redact(name), redact(kind))
-    predicate = _text(value.get("predicate"), f"{where}.predicate")
-    return Triple(subject_name=ends["subject"][0], subject_type=ends["subject"][1],
-                  predicate=redact(predicate), object_name=ends["object"][0],
-                  object_type=ends["object"][1])
-
-
-def _field(container: Any, key: str, kind: type, where: str, *, optional: bool = False) -> Any:
-    """``container[key]`` checked to be a ``kind`` (missing or null allowed if optional)."""
-    value = container.get(key)
-    if value is None and optional:
-        return None
-    if not isinstance(value, kind):
-        got = "missing" if key not in container else (
-            "null" if value is None else f"a {type(value).__name__}")
-        path = f"{where}.{key}" if where else key
-        raise _Malformed(f"{path} is {got}, not {_KIND_NAMES[kind]}")
-    return value
-
-
-_KIND_NAMES = {dict: "an object", list: "a list", str: "a string"}
-
-
-def _text(value: Any, where: str) -> str:
-    """A non-empty string; numbers become strings (an age, a year)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, str) or not value.strip():
-        got = "empty" if isinstance(value, str) else (
-            "null" if value is None else f"a {type(value).__name__}")
-        raise _Malformed(f"{where} is {got}, not a non-empty string")
-    return value
-
-
 def _detail(data: bytes, complete: bool, redact) -> str:
     """The server's own words from an error body: redacted first, then cut."""
     text = data.decode("utf-8", errors="replace")
@@ -451,17 +324,9 @@ def _detail(data: bytes, complete: bool, redact) -> str:
         body = None
     if isinstance(body, dict):
         value = next((body[k] for k in ("detail", "message", "error") if body.get(k)), body)
+        if isinstance(value, dict) and isinstance(value.get("message"), str):
+            value = value["message"]  # OpenAI's {"error": {"message": ...}}
         detail = value if isinstance(value, str) else json.dumps(value)
     elif body is not None:
         detail = json.dumps(body)
     return redact(detail)[:_DETAIL_LIMIT]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP-date: rare for APIs; fall back to our own backoff
