@@ -15,14 +15,15 @@ Example:
 """
 
 from ._version import __version__
-from .backends import LocalBackend, MemoriBackend
+from .backends import LocalBackend, MemoriBackend, OpenAIBackend
 from .client import Memori
 from .plots import plot_chunking_stats
+from .pricing import Pricing, estimate_tokens
 from .stats import chunking_stats, stats_totals
 from .errors import (AugmentationError, ConfigurationError, InvalidInputError,
                      MemoriNbError, MissingApiKeyError, StoreError)
 from .models import (Conversation, ConversationResult, Extraction, Message, SeedConfig,
-                     SeedData, SeedResult, Triple)
+                     SeedData, SeedResult, Triple, Usage)
 from .notebook import (entity_summaries, facts, failures, results, runs, seed_dataframe,
                        seed_dataframe_async, triples)
 from .panel import SeedPanel, seed_panel
@@ -46,6 +47,8 @@ __all__ = [
     "MemoriNbError",
     "Message",
     "MissingApiKeyError",
+    "OpenAIBackend",
+    "Pricing",
     "SeedConfig",
     "SeedData",
     "SeedPanel",
@@ -53,10 +56,12 @@ __all__ = [
     "StoreError",
     "TqdmProgress",
     "Triple",
+    "Usage",
     "__version__",
     "chunking_stats",
     "detect_format",
     "entity_summaries",
+    "estimate_tokens",
     "facts",
     "failures",
     "from_dataframe",

@@ -13,13 +13,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .models import Conversation, Message, SeedConfig, SeedData
+from .pricing import estimate_tokens
 from .validation import Invalid, check_conversations, count_warnings
 
 # Conversations named per kind of warning in a plan.
 MAX_WARNING_EXAMPLES = 3
-
-# Rough characters per token for English chat text; only used for estimates.
-CHARS_PER_TOKEN = 4
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,7 +32,7 @@ class ConversationPlan:
 
     @property
     def estimated_tokens(self) -> int:
-        return -(-self.characters // CHARS_PER_TOKEN)
+        return estimate_tokens(self.characters)
 
 
 def plan_conversation(conversation: Conversation, config: SeedConfig) -> ConversationPlan:

@@ -272,7 +272,7 @@ def _estimating_backend(args) -> Any:
     overhead and prices); None when it cannot be made without sending anything. Making it
     sends nothing and needs no key."""
     try:
-        return resolve_backend(args.backend)
+        return resolve_backend(args.backend, base_url=args.base_url, **_backend_options(args))
     except MemoriNbError:
         return None
 

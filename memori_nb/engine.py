@@ -507,6 +507,7 @@ class _SeedRun:
                 triples.extend(extraction.triples)
                 facts.extend(extraction.facts)
                 attributes.extend(extraction.attributes)
+                warnings += extraction.warnings
                 summary = extraction.summary or summary
                 if done < count and self.journal.on_disk:  # paid for: journaled now
                     self.journal.chunk_done(_progress(job, done, summary, triples, facts,

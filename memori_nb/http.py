@@ -425,7 +425,7 @@ class _Body(httpx.AsyncByteStream):
                 await connection.wait(self._timeout, self._request)
 
     async def _chunks(self) -> AsyncIterator[bytes]:
-        connection, request = self._connection, self._request
+        request = self._request
         while True:
             line = await self._line()
             try:

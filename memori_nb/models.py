@@ -246,13 +246,15 @@ class Usage:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Extraction:
     """What augmentation returned for one request. ``usage``: the tokens it used, when the
-    backend bills by token (None for the AA service and the local extractor)."""
+    backend bills by token (None for the AA service and the local extractor). ``warnings``:
+    what the backend left out of the answer (a malformed triple), kept with the result."""
 
     triples: tuple[Triple, ...] = ()
     facts: tuple[str, ...] = ()
     summary: str | None = None
     attributes: tuple[str, ...] = ()
     usage: Usage | None = None
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

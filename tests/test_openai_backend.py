@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 
 import duckdb
 import httpx
@@ -137,13 +136,19 @@ def test_fences_and_think_blocks_do_not_hide_the_facts(dress):
     assert "user lives_in Lisbon" in extraction.facts
 
 
-def test_a_bad_triple_among_good_ones_is_dropped_with_a_warning(caplog):
+def test_a_bad_triple_among_good_ones_is_dropped_with_a_warning(fake_time):
     with AugmentationServer() as server:
         plain, _ = augment(server)
-    with AugmentationServer(bad_triple=True) as server, caplog.at_level(logging.WARNING):
+    with AugmentationServer(bad_triple=True) as server:
         extraction, _ = augment(server)
+        result, store = seed(server, [conversation("c1", *(m.content for m in REQUEST.messages))],
+                             fake_time=fake_time)
     assert extraction.triples == plain.triples and len(plain.triples) >= 2
-    assert "c1: triple 1 dropped: subject.name is empty" in caplog.text
+    assert extraction.warnings == ("triple 1 dropped: subject.name is empty",)
+    # The conversation succeeds, and the warning stays with its result.
+    assert result.successful == 1
+    assert store.warnings(result.run_id).warning.tolist() == [
+        "triple 1 dropped: subject.name is empty"]
 
 
 def test_an_answer_cut_at_max_tokens_is_retried_then_failed_clearly(fake_time):
@@ -384,6 +389,33 @@ def test_cli_backend_openai_end_to_end_into_a_duckdb_file(tmp_path, monkeypatch)
         summaries = conn.execute("select count(*) from conversation_summaries").fetchone()[0]
     assert "user lives_in Porto" in facts and summaries == 3
     assert not key_parts(out.getvalue() + err.getvalue())
+    # Tokens and cost, per conversation and for the run, as the server counted them.
+    with duckdb.connect(str(db)) as conn:
+        per_conversation = conn.execute(
+            "select sum(prompt_tokens), sum(completion_tokens), sum(cost) "
+            "from conversation_results").fetchone()
+        run = conn.execute("select prompt_tokens, completion_tokens, cost from runs").fetchone()
+    prompt, completion, _ = per_conversation
+    assert prompt > 0 and completion > 0 and run[:2] == (prompt, completion)
+    assert run[2] == pytest.approx((prompt * 0.1 + completion * 0.4) / 1e6)
+    assert "completion tokens" in out.getvalue() + err.getvalue()
+
+
+def test_cli_dry_run_estimates_tokens_and_cost_for_the_openai_backend(tmp_path):
+    path = tmp_path / "seed.json"
+    path.write_text(json.dumps({"entity_id": "user-1", "conversations": many(3)}))
+    out = io.StringIO()
+    code = main(["seed", str(path), "--dry-run", "--json", "--backend", "openai",
+                 "--base-url", "http://127.0.0.1:9/v1", "--model", "tiny",
+                 "--prompt-price", "1", "--completion-price", "2"],
+                stdout=out, stderr=io.StringIO())
+    plan = json.loads(out.getvalue())
+    assert code == 0
+    # The prompt (instructions and schema) is sent with each of the 3 requests.
+    assert plan["estimated_prompt_tokens"] > 3 * estimate_tokens(
+        chat.prompt_overhead_characters())
+    assert plan["estimated_cost"] == pytest.approx(
+        (plan["estimated_prompt_tokens"] + 2 * plan["estimated_completion_tokens"]) / 1e6)
 
 
 def test_cli_refuses_openai_flags_with_another_backend(tmp_path):

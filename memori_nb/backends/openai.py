@@ -10,7 +10,6 @@ part, in every message, repr and stored answer.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 
@@ -36,7 +35,6 @@ CHAT_PATH = "/chat/completions"
 _FORMAT_WORDS = ("response_format", "json_schema", "schema", "grammar")
 _SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie", re.IGNORECASE)
 
-log = logging.getLogger(__name__)
 
 
 class OpenAIBackend:
@@ -124,6 +122,11 @@ class OpenAIBackend:
         """The full URL requests go to."""
         return self.base_url + CHAT_PATH
 
+    def prompt_overhead_characters(self) -> int:
+        """Characters each request adds around a chunk's messages (the prompt, the schema),
+        in the structured-output form this server takes: for token estimates."""
+        return chat.prompt_overhead_characters(self.modes.get(self.base_url, chat.MODES[0]))
+
     def check_ready(self) -> None:
         """Raise unless the base URL is an http(s) address and the key is printable ASCII.
 
@@ -189,11 +192,10 @@ class OpenAIBackend:
                     completion_tokens=estimate_tokens(len(answer.content)))
                 if self.limiter:
                     self.limiter.settle(counted, usage.total_tokens)
-                for warning in answer.warnings:
-                    log.warning("conversation %s: %s", request.conversation_id, warning)
                 e = answer.extraction
                 return Extraction(triples=e.triples, facts=e.facts, summary=e.summary,
-                                  attributes=e.attributes, usage=usage)
+                                  attributes=e.attributes, usage=usage,
+                                  warnings=tuple(answer.warnings))
             detail = _detail(data, complete, self._redact)
             lower = mode_refused(status, detail)
             if lower and chat.next_mode(mode):
