@@ -201,7 +201,10 @@ def test_usage_missing_is_estimated_from_characters_sent_and_received():
 def test_429_waits_what_each_header_form_says(fake_time, headers, seconds):
     fault = Fault.status(429, {"error": {"message": "Rate limit reached"}}, headers=headers)
     with AugmentationServer(faults=fail_first(1, fault)) as server:
-        result, _ = seed(server, many(1), fake_time=fake_time)
+        backend = OpenAIBackend(model="tiny", base_url=server.chat_base_url, api_key=API_KEY)
+        # The backend's own limiter reads the same headers: on the same clock, it adds nothing.
+        backend.limiter.clock, backend.limiter.sleep = fake_time.clock, fake_time.sleep
+        result, _ = seed(server, many(1), fake_time=fake_time, backend=backend)
     assert result.successful == 1 and server.request_count == 2
     assert fake_time.sleeps == [pytest.approx(seconds)]
 
@@ -438,3 +441,22 @@ def test_secrets_in_extra_headers_are_hidden_like_the_key():
         asyncio.run(backend.augment(REQUEST))
     assert str(caught.value) == "HTTP 500: got *** and research-and-development"
     assert secret not in repr(backend)
+
+
+def test_without_limits_of_its_own_it_waits_while_the_server_says_nothing_is_left(fake_time):
+    content = json.dumps({"triples": [], "summary": "", "attributes": []})
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=chat.completion(content, model="tiny"), headers={
+            "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2.5s"})
+
+    async def go():
+        backend = OpenAIBackend(model="tiny", base_url="http://llm.test/v1",
+                                client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+        backend.limiter.clock, backend.limiter.sleep = fake_time.clock, fake_time.sleep
+        for _ in range(2):
+            await backend.augment(REQUEST)
+        await backend.aclose()
+
+    asyncio.run(go())
+    assert fake_time.sleeps == [pytest.approx(2.5)]  # before the second request only

@@ -103,9 +103,10 @@ class OpenAIBackend:
             value for name, value in self.headers.items() if _SECRET_HEADER.search(name)])
         self.pricing = (Pricing(float(prompt_price), float(completion_price))
                         if prompt_price is not None else None)
-        self.limiter = (RateLimiter(requests_per_minute=requests_per_minute,
-                                    tokens_per_minute=tokens_per_minute)
-                        if requests_per_minute or tokens_per_minute else None)
+        # Always there: without limits of our own it still holds requests back while the
+        # server's x-ratelimit-remaining-* says nothing is left.
+        self.limiter = RateLimiter(requests_per_minute=requests_per_minute,
+                                   tokens_per_minute=tokens_per_minute)
         # The structured-output mode that works, per base URL (servers differ).
         self.modes: dict[str, str] = {}
         self.timeout = timeout
@@ -174,12 +175,10 @@ class OpenAIBackend:
             body = chat.build_request(request, model=self.model, mode=mode,
                                       temperature=self.temperature, max_tokens=self.max_tokens)
             prompt_chars = chat.prompt_characters(body)
-            counted = (await self.limiter.acquire(estimate_tokens(prompt_chars))
-                       if self.limiter else 0)
+            counted = await self.limiter.acquire(estimate_tokens(prompt_chars))
             status, response, data, complete = await self._post(chat.encode_request(body),
                                                                  context)
-            if self.limiter:
-                self.limiter.observe(response.headers)
+            self.limiter.observe(response.headers)
             context["status_code"] = status
             if status == 200:
                 if not complete:
@@ -190,8 +189,7 @@ class OpenAIBackend:
                 usage = answer.extraction.usage or Usage(
                     prompt_tokens=estimate_tokens(prompt_chars),
                     completion_tokens=estimate_tokens(len(answer.content)))
-                if self.limiter:
-                    self.limiter.settle(counted, usage.total_tokens)
+                self.limiter.settle(counted, usage.total_tokens)
                 e = answer.extraction
                 return Extraction(triples=e.triples, facts=e.facts, summary=e.summary,
                                   attributes=e.attributes, usage=usage,
