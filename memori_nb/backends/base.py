@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import httpx
+
+from ..errors import ConfigurationError
 from ..models import Extraction, Message
 
 
@@ -41,3 +44,26 @@ class AugmentationBackend(Protocol):
     async def augment(self, request: AugmentationRequest) -> Extraction: ...
 
     async def aclose(self) -> None: ...
+
+
+def check_settings(api_key: str | None, base_url: str, *, key_from: str, url_from: str,
+                   what: str, example: str) -> None:
+    """Refuse, before anything is sent, a key that cannot go in a header as it is, or a base
+    URL that is not ``http(s)://host...``; the key itself is never shown.
+
+    Raises:
+        ConfigurationError: naming where the setting came from (``key_from``, ``url_from``).
+    """
+    if api_key and (api_key != api_key.strip() or not api_key.isascii()
+                    or not api_key.isprintable()):
+        raise ConfigurationError(
+            f"the API key (from {key_from} or api_key=) has spaces, line breaks or "
+            f"non-ASCII characters; check how it was copied (it is not shown here)")
+    try:
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError):
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError(
+            f"the {what} base URL {base_url!r} (from {url_from} or base_url=) is not an "
+            f"http(s) address such as {example}")

@@ -22,7 +22,7 @@ from ..http import KeepAliveTransport
 from ..models import Extraction
 from ..protocols.aa import AUGMENTATION_PATH, encode_payload, parse_extraction
 from ..ratelimit import retry_after_seconds
-from .base import AugmentationRequest
+from .base import AugmentationRequest, check_settings
 
 DEFAULT_BASE_URL = "https://api.memorilabs.ai"
 API_KEY_ENV = "MEMORI_API_KEY"
@@ -103,24 +103,12 @@ class MemoriBackend:
             ConfigurationError: a key with spaces or non-ASCII characters, or a base URL
                 that is not ``http(s)://host...``.
         """
-        if self._api_key and (self._api_key != self._api_key.strip()
-                              or not self._api_key.isascii()
-                              or not self._api_key.isprintable()):
-            raise ConfigurationError(
-                f"the API key (from {API_KEY_ENV} or api_key=) has spaces, line breaks or "
-                f"non-ASCII characters; check how it was copied (it is not shown here)")
         if not self._api_key:
             raise MissingApiKeyError(
                 f"the 'memori' backend needs an API key: set {API_KEY_ENV} (or pass api_key=), "
                 f"or use the offline backend (backend='local', or --backend local)")
-        try:
-            url = httpx.URL(self.base_url)
-        except (httpx.InvalidURL, TypeError):
-            url = None
-        if url is None or url.scheme not in ("http", "https") or not url.host:
-            raise ConfigurationError(
-                f"the augmentation base URL {self.base_url!r} (from {BASE_URL_ENV} or "
-                f"base_url=) is not an http(s) address such as {DEFAULT_BASE_URL}")
+        check_settings(self._api_key, self.base_url, key_from=API_KEY_ENV,
+                       url_from=BASE_URL_ENV, what="augmentation", example=DEFAULT_BASE_URL)
 
     async def augment(self, request: AugmentationRequest) -> Extraction:
         """Send one request; map the HTTP outcome to an Extraction or an AugmentationError.

@@ -22,7 +22,7 @@ from ..models import Extraction, Usage
 from ..pricing import Pricing, estimate_tokens
 from ..protocols import chat
 from ..ratelimit import RateLimiter, retry_after_seconds
-from .base import AugmentationRequest
+from .base import AugmentationRequest, check_settings
 from .memori import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, ERROR_BODY_BYTES,
                      KeyRedactor, _detail, default_client, read_body)
 
@@ -134,20 +134,8 @@ class OpenAIBackend:
         Raises:
             ConfigurationError: a bad base URL or key (the key itself is not shown).
         """
-        if self._api_key and (self._api_key != self._api_key.strip()
-                              or not self._api_key.isascii()
-                              or not self._api_key.isprintable()):
-            raise ConfigurationError(
-                f"the API key (from {API_KEY_ENV} or api_key=) has spaces, line breaks or "
-                f"non-ASCII characters; check how it was copied (it is not shown here)")
-        try:
-            url = httpx.URL(self.base_url)
-        except (httpx.InvalidURL, TypeError):
-            url = None
-        if url is None or url.scheme not in ("http", "https") or not url.host:
-            raise ConfigurationError(
-                f"the chat-completions base URL {self.base_url!r} (from {BASE_URL_ENV} or "
-                f"base_url=) is not an http(s) address such as {DEFAULT_BASE_URL}")
+        check_settings(self._api_key, self.base_url, key_from=API_KEY_ENV,
+                       url_from=BASE_URL_ENV, what="chat-completions", example=DEFAULT_BASE_URL)
 
     async def augment(self, request: AugmentationRequest) -> Extraction:
         """Extract facts from one chunk; map the HTTP outcome to an Extraction or an error.
