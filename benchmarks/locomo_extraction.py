@@ -319,8 +319,8 @@ def print_report(name, result, seconds, total, per_sample, usage, cost, source, 
     else:
         print(f"  tokens ({source}): prompt {usage.prompt_tokens:,}, completion "
               f"{usage.completion_tokens:,}, total {usage.total_tokens:,}")
-    print(f"  cost: {'n/a (no prices given)' if cost is None else f'{cost:.6f}'}")
-    sample_facts = [f for group in facts.values() for f in group][:5]
+    print(f"  cost: {'n/a (no prices given)' if cost is None else f'${cost:.6f}'}")
+    sample_facts = list(dict.fromkeys(f for group in facts.values() for f in group))[:5]
     if sample_facts:
         print("  first facts stored: " + "; ".join(repr(f[:80]) for f in sample_facts))
     for observation, fact in total.examples[:3]:
