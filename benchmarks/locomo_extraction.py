@@ -33,7 +33,8 @@ The matching, fixed (not tuned to any backend's output):
 
     python benchmarks/locomo_extraction.py --backend local [--samples N] [--sessions N]
     python benchmarks/locomo_extraction.py --backend openai --base-url http://127.0.0.1:8765/v1 \\
-        --model smollm2 --samples 1 --sessions 2 --batch-size 1
+        --model smollm2 --samples 1 --sessions 2 --batch-size 1 [--max-tokens 512]
+        [--max-retries N] [--prompt-price USD --completion-price USD] [--db PATH]
 
 ``--backend`` takes several names (each is seeded into a store of its own). ``openai`` reads
 ``OPENAI_API_KEY`` from the environment when the server needs one (never printed); ``memori``
@@ -57,7 +58,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memori_nb import Memori, MemoriNbError, SeedData
+from memori_nb import Memori, MemoriNbError, SeedConfig, SeedData
 from memori_nb.models import Usage
 
 STARTED = time.perf_counter()  # the wall time printed leaves out Python's start and imports
@@ -160,6 +161,8 @@ def make_backend(name: str, args: argparse.Namespace):
     except ModuleNotFoundError:
         sys.exit("this memori_nb has no openai backend (memori_nb/backends/openai.py)")
     options = {"model": args.model, "base_url": args.base_url}
+    if args.max_tokens is not None:
+        options["max_tokens"] = args.max_tokens
     if args.prompt_price is not None or args.completion_price is not None:
         options.update(prompt_price=args.prompt_price or 0.0,
                        completion_price=args.completion_price or 0.0)
@@ -274,7 +277,9 @@ async def run_backend(name: str, sessions: list[Session], args: argparse.Namespa
         conversations=[{"id": s.key, "messages": s.messages} for s in group])
         for entity, group in by_entity.items()]
     started = time.perf_counter()
-    result = await m.seed(seeds, batch_size=args.batch_size)
+    config = SeedConfig() if args.max_retries is None else SeedConfig(
+        max_retries=args.max_retries)
+    result = await m.seed(seeds, seed_config=config, batch_size=args.batch_size)
     seconds = time.perf_counter() - started
     facts = stored_facts(m)
     total, per_sample = Score(), {}
@@ -336,6 +341,10 @@ def main() -> None:
     parser.add_argument("--prompt-price", type=float, help="openai: per million prompt tokens")
     parser.add_argument("--completion-price", type=float,
                         help="openai: per million completion tokens")
+    parser.add_argument("--max-tokens", type=int,
+                        help="openai: the longest answer (a small model that loops stops there)")
+    parser.add_argument("--max-retries", type=int, help="retries of a failed request "
+                        "(SeedConfig.max_retries, default 3)")
     parser.add_argument("--samples", type=int, help="the first N samples (default: all 10)")
     parser.add_argument("--sessions", type=int, help="the first N sessions of each sample")
     parser.add_argument("--batch-size", type=int, default=10, help="requests in flight")
