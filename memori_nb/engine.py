@@ -473,9 +473,9 @@ class _SeedRun:
         The result's tokens add up ``Extraction.usage`` over the chunks this run sent, also
         when the conversation then failed or the run stopped (those were billed). Chunks an
         earlier run sent (resumed from its partial progress) were paid in that run and are
-        not counted again. A request that failed (an error, a malformed answer retried)
-        returns no Extraction, so what a server billed for it cannot be seen here and is
-        not counted.
+        not counted again. A failed attempt the backend says was billed (a malformed answer:
+        ``AugmentationError.usage``) counts too; what a server bills for other failures
+        without saying so cannot be seen here.
         """
         started = self.clock()
         cid, count = job.conversation.id, len(job.chunks)
@@ -483,6 +483,7 @@ class _SeedRun:
         facts: list[str] = []
         attributes: list[str] = []
         usage: Usage | None = None
+        billed: list[Usage] = []  # what failed attempts were billed for
         summary = None
         done = first = 0
         warnings = job.conversation.warnings
@@ -500,7 +501,7 @@ class _SeedRun:
                 extraction = await self._send(AugmentationRequest(
                     entity_id=job.entity_id, conversation_id=cid, messages=chunk,
                     process_id=job.process_id, summary=summary, chunk_index=index,
-                    chunk_count=count))
+                    chunk_count=count), billed)
                 done += 1
                 if extraction.usage is not None:
                     usage = extraction.usage if usage is None else usage + extraction.usage
@@ -524,13 +525,13 @@ class _SeedRun:
                     conversation_id=cid, entity_id=job.entity_id, status="failed",
                     error=f"conversation {cid!r}: {stop}{partly}{kept}", chunks_processed=done,
                     duration_ms=self._ms_since(started), warnings=warnings,
-                    **self._accounting(usage)), None
+                    **self._accounting(usage, billed)), None
             return ConversationResult(
                 conversation_id=cid, entity_id=job.entity_id, status="skipped",
                 error=f"not finished{partly}: the run stopped ({stop}); run again to send "
                       f"{'the rest' if done else 'it'}",
                 chunks_processed=done, duration_ms=self._ms_since(started),
-                warnings=warnings, **self._accounting(usage)), None
+                warnings=warnings, **self._accounting(usage, billed)), None
         extraction, changed = safe_extraction(_merged(summary, triples, facts, attributes))
         if changed:
             warnings += ("unstorable characters replaced (in the backend's answer)",)
@@ -538,17 +539,22 @@ class _SeedRun:
             conversation_id=cid, entity_id=job.entity_id, status="succeeded",
             triples_count=len(extraction.triples), summary=extraction.summary, chunks_processed=done,
             duration_ms=self._ms_since(started), warnings=warnings,
-            **self._accounting(usage)), extraction
+            **self._accounting(usage, billed)), extraction
 
-    def _accounting(self, usage: Usage | None) -> dict[str, Any]:
-        """A result's token fields: nothing when no request reported tokens."""
+    def _accounting(self, usage: Usage | None, billed: list[Usage]) -> dict[str, Any]:
+        """A result's token fields (answers used, and failed attempts billed): nothing when
+        no request reported tokens."""
+        for spent in billed:
+            usage = spent if usage is None else usage + spent
         if usage is None:
             return {}
         cost = self.pricing.cost(usage) if self.pricing is not None else None
         return {"prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens, "cost": cost}
 
-    async def _send(self, request: AugmentationRequest) -> Extraction:
+    async def _send(self, request: AugmentationRequest, billed: list[Usage]) -> Extraction:
+        """One chunk, retried by the rules; what failed attempts were billed for (a
+        backend's ``AugmentationError.usage``) is appended to ``billed``."""
         # Each kind of failure has its own budget: a 429 waited out is not a transient retry.
         retries = RetryState(clock=self.clock)
         while True:
@@ -557,6 +563,8 @@ class _SeedRun:
             except _RunStopped:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure goes through the retry rules
+                if (spent := getattr(exc, "usage", None)) is not None:
+                    billed.append(spent)
                 decision = retries.decide(exc, max_retries=self.config.max_retries,
                                           retry_delay=self.config.retry_delay,
                                           jitter=self.jitter())

@@ -50,6 +50,8 @@ class AugmentationError(MemoriNbError):
     Attributes:
         conversation_id: the conversation the request belonged to, when known.
         status_code: the HTTP status, when there was a response.
+        usage: the tokens a backend that bills by token was billed for this failed attempt
+            (an answer that came back malformed), a ``memori_nb.models.Usage``; else None.
     """
 
     def __init__(self, message: str, *, conversation_id: str | None = None,
@@ -58,6 +60,7 @@ class AugmentationError(MemoriNbError):
         self.message = message
         self.conversation_id = conversation_id
         self.status_code = status_code
+        self.usage = None
 
     def __str__(self) -> str:
         status = f"HTTP {self.status_code}: " if self.status_code is not None else ""

@@ -158,12 +158,21 @@ def test_an_answer_cut_at_max_tokens_is_retried_then_failed_clearly(fake_time):
     assert result.failed == 1 and server.request_count == 3
     error = result.results[0].error
     assert "finish_reason 'length'" in error and "max_tokens" in error
+    # The three cut answers were generated, so billed: their tokens are in the totals.
+    with AugmentationServer() as server:
+        clean, _ = seed(server, many(1), fake_time=fake_time)
+    assert result.results[0].prompt_tokens == 3 * clean.results[0].prompt_tokens > 0
+    assert result.prompt_tokens == result.results[0].prompt_tokens
+    assert result.results[0].completion_tokens > 0
 
 
 def test_a_cut_answer_once_is_retried_and_succeeds(fake_time):
     with AugmentationServer(faults=fail_first(1, Fault.truncated())) as server:
         result, _ = seed(server, many(1), fake_time=fake_time)
     assert result.successful == 1 and server.request_count == 2
+    with AugmentationServer() as server:
+        clean, _ = seed(server, many(1), fake_time=fake_time)
+    assert result.results[0].prompt_tokens == 2 * clean.results[0].prompt_tokens
 
 
 def test_usage_is_taken_from_the_answer():

@@ -219,3 +219,13 @@ def test_message_overhead_counts_the_framing_of_each_message():
     framing = len(chat.conversation_text(messages, None)) - len(empty) - 5
     estimate = sum(chat.message_overhead_characters(m.role) for m in messages)
     assert 0 <= estimate - framing <= 2  # the last message has no separator
+
+
+@pytest.mark.parametrize(("triple", "reason"), [
+    ({"subject": {"name": "user"}, "predicate": "likes", "object": {"name": "{"}},
+     "object.name '{' has no letter or digit"),
+    ({"subject": {"name": "Assistant"}, "predicate": "offers", "object": {"name": "help"}},
+     "about the assistant, not the user"),
+])
+def test_triples_a_small_model_gets_wrong_are_refused_with_a_reason(triple, reason):
+    assert chat.check_triple(triple) == (None, reason)

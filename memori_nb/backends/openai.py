@@ -10,6 +10,7 @@ part, in every message, repr and stored answer.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 
@@ -173,7 +174,15 @@ class OpenAIBackend:
                     raise RequestFailedError(
                         f"the answer is larger than {self.max_response_bytes:,} bytes; it "
                         f"was not kept", **context)
-                answer = chat.parse_answer(data, self._redact, context)
+                try:
+                    answer = chat.parse_answer(data, self._redact, context)
+                except TransientError as exc:
+                    # Generated, so billed, all the same: counted in the totals.
+                    exc.usage = _usage_of(data) or Usage(
+                        prompt_tokens=estimate_tokens(prompt_chars),
+                        completion_tokens=estimate_tokens(len(data)))
+                    self.limiter.settle(counted, exc.usage.total_tokens)
+                    raise
                 usage = answer.extraction.usage or Usage(
                     prompt_tokens=estimate_tokens(prompt_chars),
                     completion_tokens=estimate_tokens(len(answer.content)))
@@ -264,6 +273,15 @@ class OpenAIBackend:
         self._client = self._client_loop = None
         if loop is asyncio.get_running_loop():
             await client.aclose()
+
+
+def _usage_of(data: bytes) -> Usage | None:
+    """The ``usage`` a malformed answer still reports, if it is JSON at all."""
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return chat.parse_usage(body.get("usage")) if isinstance(body, dict) else None
 
 
 def mode_refused(status: int, detail: str) -> bool:

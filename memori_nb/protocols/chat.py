@@ -359,7 +359,8 @@ def check_triple(value: Any, redact=lambda text: text) -> tuple[Triple | None, s
     """``(Triple, "")`` for a usable triple, else ``(None, what is wrong)``.
 
     A missing type becomes ``"unknown"`` (as in the AA protocol); numbers as names become
-    strings (an age, a year).
+    strings (an age, a year). A name with no letter or digit, and a triple about the
+    assistant, are refused (what a small model writes when it loses the thread).
 
     Example:
         >>> check_triple({"subject": {"name": "user"}, "predicate": "", "object": {"name": 3}})
@@ -377,6 +378,8 @@ def check_triple(value: Any, redact=lambda text: text) -> tuple[Triple | None, s
             name = str(name)
         if not isinstance(name, str) or not name.strip():
             return None, f"{end}.name is {_what(name)}"
+        if not any(c.isalnum() for c in name):  # "{", "...": a model's broken output
+            return None, f"{end}.name {name.strip()[:20]!r} has no letter or digit"
         kind = node.get("type")
         if kind is None or (isinstance(kind, str) and not kind.strip()):
             kind = "unknown"
@@ -386,6 +389,9 @@ def check_triple(value: Any, redact=lambda text: text) -> tuple[Triple | None, s
     predicate = value.get("predicate")
     if not isinstance(predicate, str) or not predicate.strip():
         return None, f"predicate is {_what(predicate)}"
+    # Memories are about the user; small models also write down the assistant's lines.
+    if ends["subject"][0].lower() == "assistant":
+        return None, "about the assistant, not the user"
     return Triple(subject_name=ends["subject"][0], subject_type=ends["subject"][1],
                   predicate=redact(predicate.strip()), object_name=ends["object"][0],
                   object_type=ends["object"][1]), ""
