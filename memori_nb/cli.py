@@ -269,12 +269,9 @@ def _role_map(text: str) -> dict[str, str | None]:
 
 def _estimating_backend(args) -> Any:
     """The backend the run would use, for the dry run's token and cost estimate (its prompt
-    overhead and prices); None when it cannot be made without sending anything. Making it
-    sends nothing and needs no key."""
-    try:
-        return resolve_backend(args.backend, base_url=args.base_url, **_backend_options(args))
-    except MemoriNbError:
-        return None
+    overhead and prices). Making it sends nothing and needs no key; settings the run would
+    refuse (ConfigurationError) are refused here too."""
+    return resolve_backend(args.backend, base_url=args.base_url, **_backend_options(args))
 
 
 def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str], *,

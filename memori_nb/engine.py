@@ -230,6 +230,8 @@ class _SeedRun:
         self.requires_network = getattr(backend, "requires_network", True)
         # Prices per million tokens, for a backend that bills by token (else None).
         self.pricing = pricing_of(backend)
+        # A backend's wait for its own rate limits, before a request's timeout starts.
+        self.backend_ready = getattr(backend, "ready", None)
         # The writer works on a thread, so requests (or a CPU-only backend's extraction)
         # go on while the store writes on the other core; a store bound to one thread (an
         # in-memory sqlite3 connection) must be used inline.
@@ -604,6 +606,8 @@ class _SeedRun:
     async def _augment(self, request: AugmentationRequest) -> Extraction:
         if not self.requires_network:
             return await self.backend.augment(request)  # CPU-bound: nothing to wait for
+        if self.backend_ready is not None:
+            await self.backend_ready(request)  # client-side rate limits: not the answer's time
         timeout = self.config.request_timeout
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.

@@ -469,3 +469,80 @@ def test_without_limits_of_its_own_it_waits_while_the_server_says_nothing_is_lef
 
     asyncio.run(go())
     assert fake_time.sleeps == [pytest.approx(2.5)]  # before the second request only
+
+
+def test_waiting_for_a_rate_limit_does_not_count_as_a_slow_answer():
+    # The first answer says the tokens are used up for 2 s; each request may take 1 s.
+    content = json.dumps({"triples": [], "summary": "", "attributes": []})
+    answers = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answers.append(request)
+        headers = ({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "2s"}
+                   if len(answers) == 1 else {})
+        return httpx.Response(200, json=chat.completion(content, model="tiny"), headers=headers)
+
+    async def go():
+        backend = OpenAIBackend(model="tiny", base_url="http://llm.test/v1",
+                                client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+        try:
+            return await seed_all(
+                [SeedData.for_conversations(entity_id="u", conversations=many(3))],
+                backend=backend, store=DuckDBStore(":memory:"),
+                config=SeedConfig(batch_size=1, request_timeout=1.0, max_retries=0))
+        finally:
+            await backend.aclose()
+
+    result = asyncio.run(go())
+    assert result.successful == 3 and len(answers) == 3
+
+
+def test_a_422_about_something_else_is_an_error_and_changes_no_form():
+    async def go(handler):
+        backend = OpenAIBackend(model="tiny", base_url="http://llm.test/v1",
+                                client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+        try:
+            with pytest.raises(Exception) as caught:
+                await backend.augment(REQUEST)
+            return caught.value, backend.modes
+        finally:
+            await backend.aclose()
+
+    error, modes = asyncio.run(go(lambda request: httpx.Response(
+        422, json={"error": {"message": "message too long for this deployment"}})))
+    assert type(error).__name__ == "PayloadRejectedError" and modes == {}
+
+
+def test_a_refused_form_is_remembered_only_once_a_lower_one_worked(fake_time):
+    with AugmentationServer(refuse_modes={"json_schema", "json_object_schema",
+                                          "json_object"}) as server:
+        result, _ = seed(server, many(1), fake_time=fake_time)
+    assert result.failed == 1
+    assert modes(server) == list(chat.MODES)  # each form tried once, nothing kept
+
+
+def test_an_exhausted_quota_stops_the_run_at_once(fake_time):
+    quota = Fault.status(429, {"error": {"message": "You exceeded your current quota, please "
+                                                    "check your plan and billing details.",
+                                         "type": "insufficient_quota"}})
+    with AugmentationServer(faults=lambda n, body: quota) as server:
+        result, _ = seed(server, many(3), fake_time=fake_time,
+                         config=SeedConfig(batch_size=1))
+    assert server.request_count == 1
+    assert "quota" in result.stopped_reason and result.successful == 0
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), -0.5, "hot", True])
+def test_a_bad_temperature_is_refused_before_anything_is_sent(temperature):
+    with pytest.raises(ConfigurationError, match="temperature"):
+        OpenAIBackend(model="tiny", temperature=temperature)
+
+
+def test_the_dry_run_refuses_what_the_run_would_refuse(tmp_path):
+    path = tmp_path / "seed.json"
+    path.write_text(json.dumps({"entity_id": "u", "conversations": many(1)}))
+    for flags in (["--backend", "openai", "--model", "m", "--prompt-price", "1"],
+                  ["--backend", "memori", "--model", "m"]):
+        err = io.StringIO()
+        code = main(["seed", str(path), "--dry-run", *flags], stdout=io.StringIO(), stderr=err)
+        assert code == 2 and "error:" in err.getvalue()

@@ -229,3 +229,8 @@ def test_message_overhead_counts_the_framing_of_each_message():
 ])
 def test_triples_a_small_model_gets_wrong_are_refused_with_a_reason(triple, reason):
     assert chat.check_triple(triple) == (None, reason)
+
+
+def test_usage_counts_no_server_could_mean_are_unreadable():
+    assert chat.parse_usage({"prompt_tokens": 2 ** 63, "completion_tokens": 1}) is None
+    assert chat.parse_usage({"prompt_tokens": 12, "completion_tokens": 3}).total_tokens == 15

@@ -33,6 +33,9 @@ class AugmentationBackend(Protocol):
     the subclass. ``requires_network`` tells the engine and the CLI whether anything leaves
     the machine (and so whether quota is at stake).
 
+    A backend may also have ``async ready(request)``, waiting until its own rate limits let
+    the request go: the engine awaits it before the request's timeout starts.
+
     One backend object may serve several event loops one after another (each ``asyncio.run``
     of a seed): anything bound to a loop, such as an HTTP client, is made again when the
     running loop changed.

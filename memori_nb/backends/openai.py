@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 
 import httpx
 
 from ..errors import (AugmentationError, ConfigurationError, EndpointError, PayloadRejectedError,
-                      RateLimitedError, RequestFailedError, ServiceUnreachableError,
-                      TransientError)
+                      QuotaExceededError, RateLimitedError, RequestFailedError,
+                      ServiceUnreachableError, TransientError)
 from ..models import Extraction, Usage
 from ..pricing import Pricing, estimate_tokens
 from ..protocols import chat
@@ -88,6 +89,9 @@ class OpenAIBackend:
         if not self.model:
             raise ConfigurationError(f"the 'openai' backend needs a model: pass model= (or "
                                      f"--model), or set {MODEL_ENV}")
+        if not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+                and math.isfinite(temperature) and temperature >= 0):
+            raise ConfigurationError(f"temperature must be a number >= 0, got {temperature!r}")
         if not (isinstance(max_tokens, int) and max_tokens > 0):
             raise ConfigurationError(f"max_tokens must be a positive integer, got "
                                      f"{max_tokens!r}")
@@ -110,6 +114,8 @@ class OpenAIBackend:
                                    tokens_per_minute=tokens_per_minute)
         # The structured-output mode that works, per base URL (servers differ).
         self.modes: dict[str, str] = {}
+        # Tokens counted by ready() for a request about to be sent, by id(request).
+        self._paced: dict[int, int] = {}
         self.timeout = timeout
         self.max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES
         self._client = client
@@ -157,14 +163,24 @@ class OpenAIBackend:
             exc.args = (exc.message,)
             raise
 
+    async def ready(self, request: AugmentationRequest) -> None:
+        """Wait until the client-side limits (``requests_per_minute``, ``tokens_per_minute``,
+        the server's ``x-ratelimit-remaining-*``) let ``request`` go. The engine calls it
+        before the request's timeout starts: waiting for a limit is not a slow answer."""
+        characters = sum(len(m.content) for m in request.messages)
+        self._paced[id(request)] = await self.limiter.acquire(
+            estimate_tokens(characters + self.prompt_overhead_characters()))
+
     async def _augment(self, request: AugmentationRequest) -> Extraction:
         context = {"conversation_id": request.conversation_id}
-        mode = self.modes.get(self.base_url, chat.MODES[0])
+        known = mode = self.modes.get(self.base_url, chat.MODES[0])
+        counted = self._paced.pop(id(request), None)
         while True:
             body = chat.build_request(request, model=self.model, mode=mode,
                                       temperature=self.temperature, max_tokens=self.max_tokens)
             prompt_chars = chat.prompt_characters(body)
-            counted = await self.limiter.acquire(estimate_tokens(prompt_chars))
+            if counted is None:  # not paced by ready(), or asked again in another form
+                counted = await self.limiter.acquire(estimate_tokens(prompt_chars))
             status, response, data, complete = await self._post(chat.encode_request(body),
                                                                  context)
             self.limiter.observe(response.headers)
@@ -187,6 +203,8 @@ class OpenAIBackend:
                     prompt_tokens=estimate_tokens(prompt_chars),
                     completion_tokens=estimate_tokens(len(answer.content)))
                 self.limiter.settle(counted, usage.total_tokens)
+                if mode != known:  # a lower form worked: this server gets it from now on
+                    self.modes[self.base_url] = mode
                 e = answer.extraction
                 return Extraction(triples=e.triples, facts=e.facts, summary=e.summary,
                                   attributes=e.attributes, usage=usage,
@@ -195,10 +213,8 @@ class OpenAIBackend:
             lower = mode_refused(status, detail)
             if lower and chat.next_mode(mode):
                 # Not a failure: the server does not do this form; ask again in the next.
-                mode = chat.next_mode(mode)
-                known = self.modes.get(self.base_url, chat.MODES[0])
-                if chat.MODES.index(mode) > chat.MODES.index(known):
-                    self.modes[self.base_url] = mode
+                self.limiter.settle(counted, 0)
+                mode, counted = chat.next_mode(mode), None
                 continue
             raise self._error_for(response, detail, context)
 
@@ -247,6 +263,8 @@ class OpenAIBackend:
                 f"({detail or response.reason_phrase}): check the base URL ({BASE_URL_ENV} or "
                 f"base_url=, e.g. {DEFAULT_BASE_URL}) and the model name", **context)
         if status == 429:
+            if "quota" in detail.lower():  # OpenAI's insufficient_quota: waiting cannot help
+                return QuotaExceededError(detail, **context)
             return RateLimitedError(detail or "rate limited",
                                     retry_after=retry_after_seconds(response.headers),
                                     **context)
@@ -285,16 +303,14 @@ def _usage_of(data: bytes) -> Usage | None:
 
 
 def mode_refused(status: int, detail: str) -> bool:
-    """Whether an error answer says the structured-output form is not supported: a 400 or
-    500 naming it (llama-cpp-python answers 500), or a 422.
+    """Whether an error answer says the structured-output form is not supported: a 400, 422
+    or 500 naming it (llama-cpp-python answers 500).
 
     Example:
         >>> mode_refused(500, "Unsupported response_format type"), mode_refused(400, "bad")
         (True, False)
     """
-    if status == 422:
-        return True
-    return status in (400, 500) and any(word in detail.lower() for word in _FORMAT_WORDS)
+    return status in (400, 422, 500) and any(word in detail.lower() for word in _FORMAT_WORDS)
 
 
 class _Redactors:

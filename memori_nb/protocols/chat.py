@@ -403,12 +403,16 @@ def _what(value: Any) -> str:
     return "missing" if value is None else f"a {type(value).__name__}, not a string"
 
 
+# Counts beyond this are a broken server's, not tokens (a database column would overflow).
+_MAX_TOKENS = 2 ** 40
+
+
 def parse_usage(value: Any) -> Usage | None:
     """``usage`` of an answer as a :class:`Usage`; None when absent or unreadable."""
     if not isinstance(value, dict):
         return None
     prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < _MAX_TOKENS
                for n in (prompt, completion)):
         return None
     return Usage(prompt_tokens=prompt, completion_tokens=completion)
