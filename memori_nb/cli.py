@@ -21,7 +21,8 @@ from .client import Memori
 from .errors import ConfigurationError, MemoriNbError, StoreError
 from .models import DEFAULT_BATCH_SIZE, SeedConfig, SeedData, SeedResult
 from .pricing import (COMPLETION_TOKENS_PER_REQUEST, bills_by_token, describe_usage,
-                      estimate_requests, format_cost, pricing_of, prompt_overhead_of)
+                      estimate_requests, format_cost, message_overhead_of, pricing_of,
+                      prompt_overhead_of)
 from .progress import TqdmProgress
 from .sources import FORMATS, to_seeds
 from .stores import DEFAULT_DB
@@ -295,6 +296,8 @@ def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str], 
     pricing = pricing_of(backend)
     estimate = estimate_requests(totals.characters, totals.requests,
                                  overhead_characters=prompt_overhead_of(backend),
+                                 messages=totals.messages,
+                                 message_overhead_characters=message_overhead_of(backend),
                                  pricing=pricing)
     if args.json:
         tokens = ({"estimated_prompt_tokens": estimate.prompt_tokens,

@@ -88,23 +88,28 @@ class Estimate:
 
 
 def estimate_requests(characters: int, requests: int, *, overhead_characters: int = 0,
+                      messages: int = 0, message_overhead_characters: int = 0,
                       pricing: Pricing | None = None) -> Estimate:
     """Estimate what ``requests`` requests holding ``characters`` of messages will use.
 
     Prompt tokens are :func:`estimate_tokens` of the messages plus, per request, the
-    backend's ``overhead_characters`` (instructions, schema, framing); completion tokens are
+    backend's ``overhead_characters`` (instructions, schema, framing) and, per message, its
+    ``message_overhead_characters`` (role, timestamp); completion tokens are
     ``COMPLETION_TOKENS_PER_REQUEST`` per request (see there why a fixed allowance).
 
     Args:
         characters: characters of message content to send.
         requests: how many requests they take (after chunking).
         overhead_characters: what each request adds around the messages.
+        messages: how many messages they are.
+        message_overhead_characters: what each message adds around its content.
         pricing: prices to turn the tokens into a cost (None: no cost).
 
     Returns:
         An :class:`Estimate`.
     """
-    usage = Usage(prompt_tokens=estimate_tokens(characters + requests * overhead_characters),
+    usage = Usage(prompt_tokens=estimate_tokens(characters + requests * overhead_characters
+                                                + messages * message_overhead_characters),
                   completion_tokens=requests * COMPLETION_TOKENS_PER_REQUEST)
     return Estimate(usage.prompt_tokens, usage.completion_tokens,
                     pricing.cost(usage) if pricing is not None else None)
@@ -120,6 +125,15 @@ def prompt_overhead_of(backend: Any) -> int:
     """Characters the backend adds around each request's messages (its
     ``prompt_overhead_characters()``, a method or a number), 0 when it does not say."""
     overhead = getattr(backend, "prompt_overhead_characters", None)
+    if callable(overhead):
+        overhead = overhead()
+    return int(overhead) if overhead else 0
+
+
+def message_overhead_of(backend: Any) -> int:
+    """Characters the backend adds around each message's content (its
+    ``message_overhead_characters()``, a method or a number), 0 when it does not say."""
+    overhead = getattr(backend, "message_overhead_characters", None)
     if callable(overhead):
         overhead = overhead()
     return int(overhead) if overhead else 0

@@ -24,7 +24,7 @@ from .chunking import ConversationPlan, oversize_reason, plan_conversation, plan
 from .errors import ConfigurationError, InvalidInputError
 from .models import Conversation, Message, SeedConfig, SeedData
 from .pricing import (COMPLETION_TOKENS_PER_REQUEST, Pricing, bills_by_token, estimate_tokens,
-                      pricing_of, prompt_overhead_of)
+                      message_overhead_of, pricing_of, prompt_overhead_of)
 from .sources.dataframe import MEASURED, MeasuredSizes, from_dataframe
 from .validation import conversation_label
 
@@ -120,7 +120,8 @@ def chunking_stats(data: pd.DataFrame | SeedData | Sequence[SeedData],
     frame = _plan_frame(rows)
     if pricing is None and not bills_by_token(backend):
         return frame  # tokens mean nothing to the AA service or the local extractor
-    return _with_estimates(frame, prompt_overhead_of(backend), pricing)
+    return _with_estimates(frame, prompt_overhead_of(backend), message_overhead_of(backend),
+                           pricing)
 
 
 def stats_totals(stats: pd.DataFrame, by: str | list[str] | None = "entity_id"
@@ -258,12 +259,13 @@ def _measured(seed: SeedData) -> list[MeasuredSizes] | None:
     return measured
 
 
-def _with_estimates(frame: pd.DataFrame, overhead: int, pricing: Pricing | None
-                    ) -> pd.DataFrame:
+def _with_estimates(frame: pd.DataFrame, overhead: int, per_message: int,
+                    pricing: Pricing | None) -> pd.DataFrame:
     """The plan with the tokens (and cost) each conversation's requests would take, worked
     out as :func:`memori_nb.pricing.estimate_requests` does, for all rows at once."""
     requests = frame["requests"].to_numpy(dtype=np.int64)
-    prompt = estimate_tokens(frame["characters"].to_numpy(dtype=np.int64) + requests * overhead)
+    prompt = estimate_tokens(frame["characters"].to_numpy(dtype=np.int64) + requests * overhead
+                             + frame["messages"].to_numpy(dtype=np.int64) * per_message)
     completion = requests * COMPLETION_TOKENS_PER_REQUEST
     frame["estimated_prompt_tokens"] = prompt
     frame["estimated_completion_tokens"] = completion

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from datetime import datetime
 
 import duckdb
 import httpx
 import pytest
 
 from helpers import API_KEY, conversation
-from memori_nb import Memori, SeedConfig, SeedData
+from memori_nb import Memori, SeedConfig, SeedData, chunking_stats
 from memori_nb.backends import OpenAIBackend, resolve_backend
 from memori_nb.backends.base import AugmentationRequest
 from memori_nb.cli import main
@@ -546,3 +547,19 @@ def test_the_dry_run_refuses_what_the_run_would_refuse(tmp_path):
         err = io.StringIO()
         code = main(["seed", str(path), "--dry-run", *flags], stdout=io.StringIO(), stderr=err)
         assert code == 2 and "error:" in err.getvalue()
+
+
+def test_estimates_count_what_each_message_adds_around_short_texts():
+    # 200 short timestamped messages: the JSON around each is most of what is sent.
+    messages = [{"role": "user" if i % 2 else "assistant", "content": "ok thanks",
+                 "timestamp": f"2024-01-01T10:{i // 60:02d}:{i % 60:02d}Z"} for i in range(200)]
+    data = SeedData.for_conversations(entity_id="u", conversations=[
+        {"id": "c1", "messages": messages}])
+    backend = OpenAIBackend(model="tiny", prompt_price=1, completion_price=2)
+    estimated = chunking_stats(data, backend=backend)["estimated_prompt_tokens"].iloc[0]
+    parsed = tuple(Message(role=m["role"], content=m["content"],
+                           timestamp=datetime.fromisoformat(m["timestamp"])) for m in messages)
+    sent = chat.prompt_characters(chat.build_request(
+        AugmentationRequest(entity_id="u", conversation_id="c1", messages=parsed),
+        model="tiny"))
+    assert 0.9 <= estimated / estimate_tokens(sent) <= 1.2

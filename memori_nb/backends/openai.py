@@ -135,6 +135,11 @@ class OpenAIBackend:
         in the structured-output form this server takes: for token estimates."""
         return chat.prompt_overhead_characters(self.modes.get(self.base_url, chat.MODES[0]))
 
+    def message_overhead_characters(self) -> int:
+        """Characters each message adds around its content (role, timestamp, JSON framing):
+        for token estimates, which count a timestamp on every message to err high."""
+        return chat.message_overhead_characters(timestamp=True)
+
     def check_ready(self) -> None:
         """Raise unless the base URL is an http(s) address and the key is printable ASCII.
 

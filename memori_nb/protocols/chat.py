@@ -218,15 +218,19 @@ def prompt_overhead_characters(mode: str = "json_schema") -> int:
     return len(system_prompt(mode)) + len(framing) + schema
 
 
-def message_overhead_characters(role: str = "assistant") -> int:
+def message_overhead_characters(role: str = "assistant", *, timestamp: bool = False) -> int:
     """Characters the JSON framing adds around one message's content in the user message
-    (``{"role": ..., "content": ...}`` and a separator; escapes inside the content aside).
+    (``{"role": ..., "content": ...}``, its timestamp when it has one, and a separator;
+    escapes inside the content aside).
 
     Example:
-        >>> message_overhead_characters("user")
-        33
+        >>> message_overhead_characters("user"), message_overhead_characters(timestamp=True)
+        (33, 83)
     """
-    return len(json.dumps({"role": role, "content": ""}, ensure_ascii=False)) + 2
+    row = {"role": role, "content": ""}
+    if timestamp:
+        row["timestamp"] = "2024-01-01T00:00:00+00:00"
+    return len(json.dumps(row, ensure_ascii=False)) + 2
 
 
 def _check_mode(mode: str) -> None:
