@@ -234,3 +234,15 @@ def test_triples_a_small_model_gets_wrong_are_refused_with_a_reason(triple, reas
 def test_usage_counts_no_server_could_mean_are_unreadable():
     assert chat.parse_usage({"prompt_tokens": 2 ** 63, "completion_tokens": 1}) is None
     assert chat.parse_usage({"prompt_tokens": 12, "completion_tokens": 3}).total_tokens == 15
+
+
+def test_an_answer_given_as_content_parts_is_read_from_its_text_parts():
+    text = json.dumps({"triples": [{"subject": {"name": "user", "type": "person"},
+                                    "predicate": "lives_in",
+                                    "object": {"name": "Lisbon", "type": "place"}}],
+                       "summary": "s", "attributes": []})
+    body = {"choices": [{"finish_reason": "stop", "message": {"content": [
+        {"type": "text", "text": text[:20]}, {"type": "image_url", "image_url": {}},
+        {"type": "text", "text": text[20:]}]}}]}
+    answer = chat.parse_answer(json.dumps(body).encode())
+    assert [t.fact for t in answer.extraction.triples] == ["user lives_in Lisbon"]

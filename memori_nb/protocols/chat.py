@@ -298,6 +298,10 @@ def _answer(data: bytes, redact) -> ChatAnswer:
     finish = choices[0].get("finish_reason")
     message = choices[0].get("message")
     content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, list):  # content parts, as some servers answer: the text ones
+        content = "".join(part.get("text", "") for part in content
+                          if isinstance(part, dict) and part.get("type") == "text"
+                          and isinstance(part.get("text"), str))
     if finish == "length":
         raise _Malformed("the model's answer was cut at max_tokens (finish_reason "
                          "'length'); raise max_tokens, or send shorter chunks")
