@@ -465,7 +465,7 @@ class _SeedRun:
                          job.conversation)
             await self.writer.wait_for_room()
         # Nothing left to start: what is in flight is the run's tail, so results are
-        # written as they come rather than gathered, and the run ends soon after its last.
+        # gathered only briefly, and the run ends soon after its last answer.
         self.writer.hurry()
 
     async def _process(self, job: _Job) -> tuple[ConversationResult, Extraction | None]:
@@ -484,8 +484,7 @@ class _SeedRun:
         triples: list[Triple] = []
         facts: list[str] = []
         attributes: list[str] = []
-        usage: Usage | None = None
-        billed: list[Usage] = []  # what failed attempts were billed for
+        spent: list[Usage] = []  # the tokens of every answer, failed attempts' included
         summary = None
         done = first = 0
         warnings = job.conversation.warnings
@@ -503,10 +502,10 @@ class _SeedRun:
                 extraction = await self._send(AugmentationRequest(
                     entity_id=job.entity_id, conversation_id=cid, messages=chunk,
                     process_id=job.process_id, summary=summary, chunk_index=index,
-                    chunk_count=count), billed)
+                    chunk_count=count), spent)
                 done += 1
                 if extraction.usage is not None:
-                    usage = extraction.usage if usage is None else usage + extraction.usage
+                    spent.append(extraction.usage)
                 triples.extend(extraction.triples)
                 facts.extend(extraction.facts)
                 attributes.extend(extraction.attributes)
@@ -527,13 +526,13 @@ class _SeedRun:
                     conversation_id=cid, entity_id=job.entity_id, status="failed",
                     error=f"conversation {cid!r}: {stop}{partly}{kept}", chunks_processed=done,
                     duration_ms=self._ms_since(started), warnings=warnings,
-                    **self._accounting(usage, billed)), None
+                    **self._accounting(spent)), None
             return ConversationResult(
                 conversation_id=cid, entity_id=job.entity_id, status="skipped",
                 error=f"not finished{partly}: the run stopped ({stop}); run again to send "
                       f"{'the rest' if done else 'it'}",
                 chunks_processed=done, duration_ms=self._ms_since(started),
-                warnings=warnings, **self._accounting(usage, billed)), None
+                warnings=warnings, **self._accounting(spent)), None
         extraction, changed = safe_extraction(_merged(summary, triples, facts, attributes))
         if changed:
             warnings += ("unstorable characters replaced (in the backend's answer)",)
@@ -541,22 +540,20 @@ class _SeedRun:
             conversation_id=cid, entity_id=job.entity_id, status="succeeded",
             triples_count=len(extraction.triples), summary=extraction.summary, chunks_processed=done,
             duration_ms=self._ms_since(started), warnings=warnings,
-            **self._accounting(usage, billed)), extraction
+            **self._accounting(spent)), extraction
 
-    def _accounting(self, usage: Usage | None, billed: list[Usage]) -> dict[str, Any]:
-        """A result's token fields (answers used, and failed attempts billed): nothing when
-        no request reported tokens."""
-        for spent in billed:
-            usage = spent if usage is None else usage + spent
-        if usage is None:
+    def _accounting(self, spent: list[Usage]) -> dict[str, Any]:
+        """A result's token fields: nothing when no request reported tokens."""
+        if not spent:
             return {}
+        usage = sum(spent[1:], spent[0])
         cost = self.pricing.cost(usage) if self.pricing is not None else None
         return {"prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens, "cost": cost}
 
-    async def _send(self, request: AugmentationRequest, billed: list[Usage]) -> Extraction:
+    async def _send(self, request: AugmentationRequest, spent: list[Usage]) -> Extraction:
         """One chunk, retried by the rules; what failed attempts were billed for (a
-        backend's ``AugmentationError.usage``) is appended to ``billed``."""
+        backend's ``AugmentationError.usage``) is appended to ``spent``."""
         # Each kind of failure has its own budget: a 429 waited out is not a transient retry.
         retries = RetryState(clock=self.clock)
         while True:
@@ -565,8 +562,8 @@ class _SeedRun:
             except _RunStopped:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure goes through the retry rules
-                if (spent := getattr(exc, "usage", None)) is not None:
-                    billed.append(spent)
+                if (billed := getattr(exc, "usage", None)) is not None:
+                    spent.append(billed)
                 decision = retries.decide(exc, max_retries=self.config.max_retries,
                                           retry_delay=self.config.retry_delay,
                                           jitter=self.jitter())
