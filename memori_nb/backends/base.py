@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -70,3 +72,32 @@ def check_settings(api_key: str | None, base_url: str, *, key_from: str, url_fro
         raise ConfigurationError(
             f"the {what} base URL {base_url!r} (from {url_from} or base_url=) is not an "
             f"http(s) address such as {example}")
+
+
+class LoopClient:
+    """The httpx client for the running event loop: the caller's, used as given, or one made
+    by ``make`` anew in each loop. A client's pooled connections belong to the loop that
+    opened them: one left from an earlier ``asyncio.run`` would send on a closed loop, and it
+    cannot be closed from the new one either (dropping it lets its sockets go)."""
+
+    def __init__(self, given: httpx.AsyncClient | None,
+                 make: Callable[[], httpx.AsyncClient]) -> None:
+        self._client, self._make, self._owned = given, make, given is None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self) -> httpx.AsyncClient:
+        if not self._owned:
+            return self._client
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client, self._loop = self._make(), loop
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the client made here (a caller's client is the caller's to close)."""
+        if not self._owned or self._client is None:
+            return
+        client, loop = self._client, self._loop
+        self._client = self._loop = None
+        if loop is asyncio.get_running_loop():  # a client of a closed loop cannot be closed
+            await client.aclose()

@@ -7,7 +7,6 @@ up to a cap, and the API key is hidden, whole or in part, in every message and a
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -22,7 +21,7 @@ from ..http import KeepAliveTransport
 from ..models import Extraction
 from ..protocols.aa import AUGMENTATION_PATH, encode_payload, parse_extraction
 from ..ratelimit import retry_after_seconds
-from .base import AugmentationRequest, check_settings
+from .base import AugmentationRequest, LoopClient, check_settings
 
 DEFAULT_BASE_URL = "https://api.memorilabs.ai"
 API_KEY_ENV = "MEMORI_API_KEY"
@@ -80,9 +79,7 @@ class MemoriBackend:
         self._redact = KeyRedactor(self._api_key)
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         self._parsed_endpoint: tuple[str, httpx.URL] | None = None
-        self._client = client
-        self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._owns_client = client is None
+        self._clients = LoopClient(client, lambda: default_client(self.timeout))
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
 
@@ -132,7 +129,7 @@ class MemoriBackend:
         try:
             # follow_redirects=False even on a caller's client: a redirect means a wrong base
             # URL, and following it would send the key and a billed request elsewhere.
-            async with self._http_client().stream(
+            async with self._clients.get().stream(
                     "POST", self._url(), content=encode_payload(request),
                     headers={"Authorization": f"Bearer {self._api_key}",
                              "Content-Type": "application/json"},
@@ -193,25 +190,9 @@ class MemoriBackend:
             self._parsed_endpoint = (endpoint, httpx.URL(endpoint))
         return self._parsed_endpoint[1]
 
-    def _http_client(self) -> httpx.AsyncClient:
-        if not self._owns_client:
-            return self._client
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            # A client's pooled connections belong to the loop that opened them: one left
-            # from an earlier asyncio.run would send on a closed loop. It cannot be closed
-            # from here either; dropping it lets its sockets go with it.
-            self._client, self._client_loop = default_client(self.timeout), loop
-        return self._client
-
     async def aclose(self) -> None:
         """Close the client the backend made (a caller's client is the caller's to close)."""
-        if not self._owns_client or self._client is None:
-            return
-        client, loop = self._client, self._client_loop
-        self._client = self._client_loop = None
-        if loop is asyncio.get_running_loop():  # a client of a closed loop cannot be closed
-            await client.aclose()
+        await self._clients.aclose()
 
 
 class KeyRedactor:

@@ -9,7 +9,6 @@ part, in every message, repr and stored answer.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
@@ -24,7 +23,7 @@ from ..models import Extraction, Usage
 from ..pricing import Pricing, estimate_tokens
 from ..protocols import chat
 from ..ratelimit import RateLimiter, retry_after_seconds
-from .base import AugmentationRequest, check_settings
+from .base import AugmentationRequest, LoopClient, check_settings
 from .memori import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, ERROR_BODY_BYTES,
                      KeyRedactor, _detail, default_client, read_body)
 
@@ -118,9 +117,7 @@ class OpenAIBackend:
         self._paced: dict[int, int] = {}
         self.timeout = timeout
         self.max_response_bytes = DEFAULT_MAX_RESPONSE_BYTES
-        self._client = client
-        self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._owns_client = client is None
+        self._clients = LoopClient(client, default_client)
 
     def __repr__(self) -> str:  # never the key nor the headers, which may hold secrets
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
@@ -231,7 +228,7 @@ class OpenAIBackend:
         try:
             # No redirects: one means a wrong base URL, and following it would send the key
             # elsewhere.
-            async with self._http_client().stream(
+            async with self._clients.get().stream(
                     "POST", self.endpoint, content=content, headers=headers,
                     follow_redirects=False,
                     timeout=httpx.Timeout(self.timeout, connect=DEFAULT_CONNECT_TIMEOUT)
@@ -279,23 +276,9 @@ class OpenAIBackend:
             return TransientError(detail or "server error", **context)
         return RequestFailedError(detail or response.reason_phrase, **context)
 
-    def _http_client(self) -> httpx.AsyncClient:
-        if not self._owns_client:
-            return self._client
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            # A client's connections belong to the loop that opened them (see MemoriBackend).
-            self._client, self._client_loop = default_client(), loop
-        return self._client
-
     async def aclose(self) -> None:
         """Close the client the backend made (a caller's client is the caller's to close)."""
-        if not self._owns_client or self._client is None:
-            return
-        client, loop = self._client, self._client_loop
-        self._client = self._client_loop = None
-        if loop is asyncio.get_running_loop():
-            await client.aclose()
+        await self._clients.aclose()
 
 
 def _usage_of(data: bytes) -> Usage | None:
