@@ -101,10 +101,10 @@ class OpenAIBackend:
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         self.temperature = temperature
         self.max_tokens = max_tokens
-        self.headers = dict(headers or {})
+        self._headers = dict(headers or {})  # private: values may be secrets
         # Keys in extra headers (Azure's api-key, a gateway's token) are hidden like the key.
         self._redact = _Redactors([self._api_key] + [
-            value for name, value in self.headers.items() if _SECRET_HEADER.search(name)])
+            value for name, value in self._headers.items() if _SECRET_HEADER.search(name)])
         self.pricing = (Pricing(float(prompt_price), float(completion_price))
                         if prompt_price is not None else None)
         # Always there: without limits of our own it still holds requests back while the
@@ -222,7 +222,7 @@ class OpenAIBackend:
 
     async def _post(self, content: bytes, context: dict
                     ) -> tuple[int, httpx.Response, bytes, bool]:
-        headers = {**self.headers, "Content-Type": "application/json"}
+        headers = {**self._headers, "Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         try:
