@@ -124,16 +124,17 @@ def pricing_of(backend: Any) -> Pricing | None:
 def prompt_overhead_of(backend: Any) -> int:
     """Characters the backend adds around each request's messages (its
     ``prompt_overhead_characters()``, a method or a number), 0 when it does not say."""
-    overhead = getattr(backend, "prompt_overhead_characters", None)
-    if callable(overhead):
-        overhead = overhead()
-    return int(overhead) if overhead else 0
+    return _characters(backend, "prompt_overhead_characters")
 
 
 def message_overhead_of(backend: Any) -> int:
     """Characters the backend adds around each message's content (its
     ``message_overhead_characters()``, a method or a number), 0 when it does not say."""
-    overhead = getattr(backend, "message_overhead_characters", None)
+    return _characters(backend, "message_overhead_characters")
+
+
+def _characters(backend: Any, name: str) -> int:
+    overhead = getattr(backend, name, None)
     if callable(overhead):
         overhead = overhead()
     return int(overhead) if overhead else 0

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .._version import __version__
 from ..errors import TransientError
 from ..models import Extraction, Triple
+from . import read_json_object
 
 if TYPE_CHECKING:  # the backends import this module: no import cycle at run time
     from ..backends.base import AugmentationRequest
@@ -159,12 +160,9 @@ def parse_request(raw: bytes) -> tuple[dict | None, str | None]:
         >>> parse_request(b'{"conversation": {"messages": []}}')
         ({'conversation': {'messages': []}}, None)
     """
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return None, f"Request body is not valid JSON: {exc}"
-    if not isinstance(body, dict):
-        return None, "Request body must be a JSON object"
+    body, problem = read_json_object(raw)
+    if problem:
+        return None, problem
     conversation = body.get("conversation")
     messages = conversation.get("messages") if isinstance(conversation, dict) else None
     if not isinstance(messages, list):

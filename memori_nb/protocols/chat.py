@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import TransientError
 from ..models import Extraction, Message, Triple, Usage
+from . import read_json_object
 
 if TYPE_CHECKING:  # the backends import this module: no import cycle at run time
     from ..backends.base import AugmentationRequest
@@ -225,7 +226,7 @@ def message_overhead_characters(role: str = "assistant", *, timestamp: bool = Fa
 
     Example:
         >>> message_overhead_characters("user"), message_overhead_characters(timestamp=True)
-        (33, 83)
+        (33, 80)
     """
     row = {"role": role, "content": ""}
     if timestamp:
@@ -456,12 +457,9 @@ def request_mode(body: dict) -> str | None:
 def parse_request(raw: bytes) -> tuple[ChatRequest | None, str | None]:
     """Read a chat-completions request: ``(request, None)``, or ``(None, problem)`` naming
     what is wrong (a server answers 400 with it)."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return None, f"Request body is not valid JSON: {exc}"
-    if not isinstance(body, dict):
-        return None, "Request body must be a JSON object"
+    body, problem = read_json_object(raw)
+    if problem:
+        return None, problem
     messages = body.get("messages")
     if not (isinstance(messages, list) and messages and all(
             isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages)):
