@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
 import threading
@@ -27,6 +28,7 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 PROGRESS_MODELS = {"FloatProgressModel", "IntProgressModel"}
 # The shipped sample file holds 37 conversations.
 SAMPLE_CONVERSATIONS = 37
+LOCOMO = NOTEBOOKS.parent.parent / "shared" / "data" / "locomo" / "locomo10.json"
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ def errors(nb: nbformat.NotebookNode) -> list[str]:
 
 
 @pytest.mark.parametrize("name", ["quickstart.ipynb", "backfill_from_dataframe.ipynb",
-                                  "analysis.ipynb"])
+                                  "analysis.ipynb", "extraction_quality.ipynb"])
 def test_notebook_is_clean_on_disk(name):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     nbformat.validate(nb)
@@ -126,6 +128,25 @@ def test_analysis_runs_standalone(kernel_env):
     assert "messages is empty" in plain and "lives_in" in plain
     assert any("image/png" in out.get("data", {}) for cell in nb.cells
                if cell.cell_type == "code" for out in cell.outputs)
+
+
+def test_extraction_quality_shows_sources_recall_and_the_figures(kernel_env):
+    pytest.importorskip("onnxruntime")  # recall embeds with the model of memori_nb[recall]
+    nb = execute("extraction_quality.ipynb", kernel_env)
+    assert errors(nb) == []
+    outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+    printed = "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
+    html = "".join(str(out.get("data", {}).get("text/html", "")) for out in outputs)
+    # the sources table: facts beside their turns; recall: facts with their conversations
+    assert "<th>message</th>" in html and "<th>position</th>" in html
+    assert "<th>conversations</th>" in html and "<th>score</th>" in html
+    assert any("image/png" in out.get("data", {}) for out in outputs)  # the predicate chart
+    if LOCOMO.exists():
+        assert "LoCoMo: 1 chat" in printed
+        assert re.search(r"observations matched: \d+ of \d+ = \d+\.\d%", printed)
+        assert re.search(r"top-5 facts' sources: \d+ of \d+ \(ceiling \d+", printed)
+    else:
+        assert "using the shipped sample" in printed and "skipped" in printed
 
 
 # --- seed_dataframe and run_sync inside a running event loop (as in a kernel) -------------
