@@ -128,12 +128,80 @@ def test_verbs_match_in_any_case_and_objects_keep_their_casing():
 @pytest.mark.parametrize("sentence", [
     "I like it.", "I love you!", "I'd like to book a table.", "I would love a refund.",
     "I'm not from here.", "I used to live in Paris.", "I have a question about my order.",
-    "I'm a bit confused about my bill.", "my wife is a doctor.", "We live in Chicago.",
+    "my wife is a doctor.", "We live in Chicago.",
     "Can you help me reset my password?", "Thanks, that was really helpful!",
-    "I drive to work.", "Call me back later.", "",
+    "Call me back later.", "",
 ])
 def test_no_fact_where_there_is_none(sentence):
     assert triples_of(sentence) == []
+
+
+@pytest.mark.parametrize(("sentence", "expected"), [
+    ("I went to a support group yesterday.", ("went_to", "support group", "place")),
+    ("I went to a LGBTQ support group yesterday and it was so powerful.",
+     ("went_to", "LGBTQ support group", "place")),
+    ("I'm swamped with the kids & work.", ("is_swamped_with", "kids & work", "thing")),
+    ("I painted that lake sunrise last year.", ("painted", "lake sunrise", "thing")),
+    ("I paint landscapes.", ("paints", "landscapes", "thing")),
+    ("I ran a charity race for mental health last Saturday.",
+     ("ran", "charity race for mental health", "thing")),
+    ("I usually go hiking on weekends.", ("goes", "hiking", "activity")),
+    ("I volunteer at the animal shelter.", ("volunteers_at", "animal shelter", "thing")),
+    ("I drive to work.", ("drives_to", "work", "place")),            # not a possession
+    ("I'm a bit confused about my bill.", ("is_confused_about", "bill", "thing")),
+    ("I'm looking forward to the concert.", ("is_looking_forward_to", "concert", "thing")),
+    ("I'm thinking about going back to school.",
+     ("is_thinking_about", "going back to school", "activity")),
+    ("I've been volunteering at a shelter.", ("has_been_volunteering_at", "shelter", "thing")),
+    ("I've been to Japan twice.", ("has_been_to", "Japan", "place")),
+    ("I’ve started taking pottery classes.", ("has_started", "taking pottery classes",
+                                              "activity")),
+    ("We went camping last week.", ("went", "camping", "activity")),
+    ("We adopted a rescue greyhound.", ("adopted", "rescue greyhound", "thing")),
+    ("When I was a kid, I loved drawing.", ("loved", "drawing", "activity")),
+])
+def test_general_clause_rule(sentence, expected):
+    triples = extract(user(sentence)).triples
+    assert [(t.predicate, t.object_name, t.object_type) for t in triples] == [expected]
+    assert extract(user(sentence)).attributes == ("experiences",)
+
+
+def test_general_rule_objects_are_short_and_end_with_their_clause():
+    assert triples_of("I started a new job at the bakery last month because I needed it.") == [
+        ("started", "new job at the bakery", "thing")]
+    (triple,) = extract(user("I built a tiny wooden cabin by the lake near my parents' old "
+                             "farm in the hills.")).triples
+    assert len(triple.object_name.split()) <= 5
+    assert triple.object_name.startswith("tiny wooden cabin")
+    assert triples_of("The advice I got was really helpful.") == []
+
+
+@pytest.mark.parametrize("sentence", [
+    # opinions, agreement, talk about the conversation
+    "I think so.", "I guess you're right.", "I agree with you.", "I know what you mean.",
+    "I see.", "I mean, it was fine.", "I bet you did!", "I completely agree.",
+    "Thanks! I really appreciate it.", "I totally get that.",
+    # wishes, hopes, things not done
+    "I can't wait to see it!", "I hope you have a great day.", "I wish I had a dog.",
+    "I want a new bike.", "I never went to Paris.", "We should get coffee sometime.",
+    # feelings about the other person, replies
+    "I'm so glad for you!", "I'm sorry to hear that.", "I'm happy for you!", "I'm not sure.",
+    "I'm so proud of all you've achieved!", "I'm excited to see you!", "I'm doing great, thanks!",
+    # hypotheticals, questions, quotes: not even the specific rules fire
+    "If I had a dog, I'd walk it daily.", "If I have a dog named Rex, he'll be spoiled.",
+    "Maybe I should try yoga.", "Did I tell you I went to Paris?",
+    "Do you think I should move to Berlin?", "What if I moved to Lisbon",
+    'She said "I went to Paris" to everyone.', "He wrote “I live in Rome” on the card.",
+])
+def test_conversational_noise_gives_nothing(sentence):
+    assert triples_of(sentence) == []
+
+
+def test_quotes_only_hide_what_is_inside_them():
+    assert triples_of('She said "I went to Paris" but I went to Rome.') == [
+        ("went_to", "Rome", "place")]
+    assert triples_of("He wrote “I painted a barn” and I painted a boat.") == [
+        ("painted", "boat", "thing")]
 
 
 def test_assistant_and_system_text_is_ignored():
@@ -158,30 +226,47 @@ def test_same_input_gives_the_same_output():
     assert extract(messages) == extract(list(messages)) == extract(tuple(messages))
 
 
-def test_summary_names_the_first_user_message_and_the_fact_count():
+def test_summary_is_made_of_the_facts_found():
     messages = [Message(role="assistant", content="Hello!"),
-                *user("I just bought a Tesla Model 3!", "I live in Denver.")]
-    summary = extract(messages).summary
-    assert summary == "User talked about: I just bought a Tesla Model 3! (2 facts)."
+                *user("I just bought a Tesla Model 3!", "I live in Lisbon.", "I love hiking.")]
+    assert extract(messages).summary == "User owns Tesla Model 3; lives in Lisbon; likes hiking."
 
 
-def test_summary_is_shortened_and_handles_no_user_messages():
-    summary = extract(user("word " * 200)).summary
-    assert len(summary) < 200 and "…" in summary
-    assert extract([Message(role="assistant", content="Hi")]).summary == (
-        "No user messages (0 facts).")
+def test_summary_puts_specific_facts_first_and_counts_what_does_not_fit():
+    summary = extract(user("I painted a lake sunrise.", "I live in Lisbon.")).summary
+    assert summary == "User lives in Lisbon; painted lake sunrise."
+    many = extract(user(*(f"I visited city number {n}." for n in range(30)))).summary
+    assert many.startswith("User visited city number 0; visited city number 1;")
+    assert many.endswith(" more facts.") and len(many) < 200
+
+
+def test_summary_without_facts_names_the_most_frequent_words():
+    summary = extract(user("Hey! How was the weekend? Did the garden survive the storm?",
+                           "The storm flattened the tomatoes, the garden is a mess.",
+                           "Tomatoes again next year, storm or not.")).summary
+    assert summary == ("No facts found; the user's most frequent words: storm, garden, "
+                       "tomatoes, weekend, survive.")
+    assert extract(user("ok", "lol")).summary == "No facts found."
+    assert extract([Message(role="assistant", content="Hi")]).summary == "No user messages."
+
+
+def test_summary_of_a_long_message_is_short_and_not_its_beginning():
+    text = "Here is the log you asked for: " + "error timeout retry " * 5000
+    summary = extract(user(text)).summary
+    assert summary == ("No facts found; the user's most frequent words: error, timeout, "
+                       "retry, asked.")
+    assert "Here is" not in summary
 
 
 def test_summary_carries_the_previous_chunk_over_and_stays_short():
     first = extract(user("I live in Denver."))
     second = extract(user("I love hiking."), summary=first.summary)
-    assert second.summary.startswith(first.summary)
-    assert "I love hiking." in second.summary
+    assert second.summary == "User lives in Denver. | User likes hiking."
     summary = second.summary
     for _ in range(20):                       # a long chain of chunks stays bounded
         summary = extract(user("I love hiking."), summary=summary).summary
         assert len(summary) <= 300
-    assert summary.endswith("User talked about: I love hiking. (1 fact).")
+    assert summary.endswith(" | User likes hiking.")
 
 
 def test_attributes_name_the_topics_found_sorted():
@@ -246,5 +331,5 @@ def test_local_backend_augments_a_request_offline():
 
     result = asyncio.run(run())
     assert result.facts == ("user owns Tesla Model 3",)
-    assert result.summary.startswith("Earlier chunk. | User talked about:")
+    assert result.summary == "Earlier chunk. | User owns Tesla Model 3."
     assert result == extract(request.messages, request.summary)

@@ -24,21 +24,51 @@ only (assistant and system text is ignored), as triples about the subject ``user
   "I'm going to Lisbon" (``plans_to_go_to``), "I'm planning a trip to ..." (``is_planning``);
 - names: "my name is ...", "call me ..." (``is_named``; the name must be capitalised);
 - diet and health: "I'm allergic to ...", "I have a peanut allergy" (``is_allergic_to``),
-  "I'm vegetarian" (``follows_diet``), "I don't eat ..." (``avoids_eating``).
+  "I'm vegetarian" (``follows_diet``), "I don't eat ..." (``avoids_eating``);
+- anything else said as a first-person clause, by one general rule tried where none of the
+  above matches (topic attribute ``experiences``): "I <verb> [particle] [preposition]
+  <object>", "we <past verb> ...", "I'm [so] <word> [preposition] <object>" and "I've [been]
+  <participle> ...". The predicate is the verb as said, in the third person, with its
+  particle and preposition: "I went to a support group yesterday" → ``went_to`` "support
+  group", "I paint landscapes" → ``paints``, "I'm swamped with the kids & work" →
+  ``is_swamped_with``, "I've been volunteering at a shelter" → ``has_been_volunteering_at``,
+  "we went camping" → ``went`` "camping". The object is at most five words, cut like the
+  others; an object that is only vague words ("great", "a lot"), names the other person
+  ("you", "your") or is the rest of another clause ("the advice I got was ...") is dropped.
+
+No rule fires where the clause is not a statement of the user's: after "if", "wish",
+"unless", "whether", "maybe", "what/how/why", a modal or "do/did" ("if I had a dog", "can I
+ask", "what I want"), in a sentence ending with "?", or inside quotes. The general rule also
+skips verbs of opinion, talk and wishes ("I think/guess/know/mean/see/agree/hope/wish/bet",
+"I can't wait", "I want", "I used to") and states about the other person or the talk ("I'm
+glad/sorry/happy for you", "I'm sure", "I'm not ..."); after "we" it takes only past tenses
+("we should", "we live" give nothing: what the user did with others, not plans or habits of
+a group).
+
+The summary is made of what was found: "User owns Tesla Model 3; lives in Denver; likes
+hiking." (specific facts first, as many as fit in about 120 characters, then "and N more
+facts"); with no facts, "No facts found; the user's most frequent words: ..." (the five most
+frequent words of four letters or more that are not chat filler, from the first 20,000
+characters the user wrote).
 
 "I'm", "I’m" (curly apostrophe), "Im" and "I am" all work, adverbs such as "just", "really",
 "also" are skipped, the verb part matches in any case, and objects keep their original
 casing, cut at the end of their clause ("and", "because", "last year", ...) and stripped of
 articles. What it **cannot** do:
 
-- understand anything not phrased as one of those patterns: no paraphrase, no inference,
-  first person singular only ("we live in Chicago" gives nothing);
+- understand anything not said in the first person: no paraphrase, no inference, nothing
+  about "my kids are ..." or "she ..." beyond the named relatives and pets above;
+- tell a verb from a noun or adjective: the general rule trusts that the word after "I" is a
+  verb, so its predicates are only as good as the phrasing ("I read three books" →
+  ``reads``: the present and past of "read", "run", "put" ... are one word), and a clause
+  cut at five words can lose its end;
 - resolve references ("I bought it", "she lives there" give nothing);
 - handle negation beyond "don't/do not like" → ``dislikes`` and "don't eat" →
   ``avoids_eating``; other negated statements simply do not match ("I'm not from here"),
   nor does the past ("I used to live in ...");
 - tell facts about other people unless phrased as "my <relative or pet> <Name>";
-- tell quoted or reported speech, hypotheticals, sarcasm or jokes from statements;
+- tell reported speech without quotes ("she told me I'm ..."), sarcasm or jokes from
+  statements, or hypotheticals not introduced by one of the words above;
 - read other languages.
 
 Example:
@@ -67,7 +97,8 @@ MAX_SUMMARY_CHARS = 300
 # Two stages keep this fast (a few µs per message), both on a lowercased copy of the text
 # (same length, so positions map back to the original, whose casing objects keep):
 # _HEAD finds where a first-person statement starts ("i ", "i'm ", "i’ve ", "i have ", "my ",
-# "call me "), skipping adverbs; then only the rules of that kind are tried, anchored there.
+# "call me ", "we "), skipping adverbs; then only the rules of that kind are tried, anchored
+# there, and where none matches, the general clause rule (below) of that kind.
 # A rule is (kind, pattern up to the object, predicate, object type, object pattern).
 # The object pattern starts with its capturing group; predicates ending in "_" take their
 # suffix from the rule's (?P<k>...) keyword group ("has_" + "wife", "favorite_" + "food").
@@ -79,10 +110,11 @@ _ADV = (r"(?:(?:just|recently|finally|really|also|actually|still|absolutely|tota
 # Each kind of head ends in a group named after the kind that captures (without consuming)
 # the next letter, so ``head.lastgroup`` is the kind and ``head.group(kind)`` the letter.
 _HEAD = re.compile(
-    rf"[icm](?<![\w'’ʼ`´][icm])(?:"
+    rf"[icmw](?<![\w'’ʼ`´][icmw])(?:"
     rf"(?<=i)(?:{_AP}?m|\s+am)\s+{_ADV}(?=(?P<im>[^\W_]?))"
     rf"|(?<=i)(?:{_AP}ve|\s+have)\s+{_ADV}(?=(?P<ive>[^\W_]?))"
     rf"|(?<=i)\s+{_ADV}(?=(?P<i>[^\W_]?))"
+    rf"|(?<=w)e\s+{_ADV}(?=(?P<we>[^\W_]?))"
     rf"|(?<=m)y\s+(?=(?P<my>[^\W_]?))"
     rf"|(?<=c)all\s+me\s+(?=(?P<call>)))")
 _DONT = rf"(?:don{_AP}?t|do\s+not)\s+(?:really\s+)?"
@@ -213,7 +245,7 @@ def _rules_for(kind: str, letter: str) -> re.Pattern[str] | None:
     key = (kind, letter)
     if key not in _PATTERNS:
         letter = "0" if letter.isdigit() else letter
-        alternatives = [alternative for letters, alternative in _RULES_BY_KIND[kind]
+        alternatives = [alternative for letters, alternative in _RULES_BY_KIND.get(kind, ())
                         if kind == "call" or letter in letters]
         _PATTERNS[key] = re.compile("|".join(alternatives)) if alternatives else None
     return _PATTERNS[key]
@@ -225,7 +257,8 @@ def _rules_for(kind: str, letter: str) -> re.Pattern[str] | None:
 _CLAUSE = ("and", "but", "because", "cause", "so", "since", "which", "that", "who", "when",
            "whenever", "while", "though", "although", "if", "or", "until", "unless", "whereas",
            "plus", "lol", "haha")
-_TAIL = ("last", "next", "this", "tomorrow", "tonight", "today", "later", "soon", "now",
+_TAIL = ("last", "next", "this", "tomorrow", "tonight", "today", "yesterday", "lately",
+         "nowadays", r"these\s+days", "later", "soon", "now",
          r"right\s+now", "ago", "recently", "originally", "again", "someday", "eventually", "too",
          r"as\s+well", r"a\s+lot", r"so\s+much", r"very\s+much", "anyway", "every", "each",
          "once", "twice", "before", "after", r"more\s+than",
@@ -299,20 +332,21 @@ _TOPICS = (  # (predicate prefix, attribute); "has_<x>" is "pets" or "family" by
 # Triples are frozen, so equal ones can be shared: building one (and its fact string and
 # topic) costs more than finding it. A found fact is (fact string, triple, topic attribute).
 _Found = tuple[str, Triple, str]
-_FOUND_CACHE: dict[tuple[str, str, str], _Found] = {}
+_FOUND_CACHE: dict[tuple[str, str, str, str | None], _Found] = {}
 _FOUND_CACHE_SIZE = 20_000
 
 
-def _found(predicate: str, name: str, object_type: str) -> _Found:
+def _found(predicate: str, name: str, object_type: str, topic: str | None = None) -> _Found:
     """The fact ``user --predicate--> name``, shared when seen before."""
-    key = (predicate, name, object_type)
+    key = (predicate, name, object_type, topic)
     found = _FOUND_CACHE.get(key)
     if found is None:
         if len(_FOUND_CACHE) >= _FOUND_CACHE_SIZE:
             _FOUND_CACHE.clear()
         triple = Triple(subject_name=SUBJECT_NAME, subject_type=SUBJECT_TYPE,
                         predicate=predicate, object_name=name, object_type=object_type)
-        found = _FOUND_CACHE[key] = (triple.fact, triple, _topic(predicate, object_type))
+        found = _FOUND_CACHE[key] = (triple.fact, triple,
+                                      topic or _topic(predicate, object_type))
     return found
 
 
@@ -389,6 +423,162 @@ def _guess_type(name: str) -> str:
     return "thing"
 
 
+# --- the general clause rule -----------------------------------------------------------------
+# Tried where no rule above matched: "I <verb> [particle] [preposition] <object>", "we <past
+# verb> ...", "I'm [so] <word> [preposition] <object>", "I've [been] <participle> ...". The
+# predicate is the verb as said, in the third person ("I paint ..." → ``paints``, "I went to
+# ..." → ``went_to``, "I'm swamped with ..." → ``is_swamped_with``, "I've been to ..." →
+# ``has_been_to``); the object is the rest of the clause, cut like the others and kept short.
+_PREPS = ("to|at|in|into|on|onto|with|for|about|from|through|by|over|around|across|after|"
+          "towards?|near|of")
+_PREPS_SET = frozenset(_PREPS.replace("?", "").split("|")) | {"toward"}
+_PARTICLES = "up|out|back|off|down|away|together|along|forward"
+_INTENSE = (r"(?:(?:so|super|very|really|pretty|quite|extremely|incredibly|truly|totally|"
+            r"kinda|a\s+bit|a\s+little|all|still|also|just|currently|now|finally|always|"
+            r"usually|often|sometimes|even|actually)\s+)*")
+_OFTEN = (r"(?:(?:usually|often|sometimes|even|both|all|only|almost|first|probably|ever|"
+          r"once|occasionally|mostly|then|later|eventually|also|always|still|never\s+really)"
+          r"\s+)*")
+_GENERIC = {
+    kind: re.compile(rf"{prefix}(?P<v>[a-z]+)(?:\s+(?P<pa>{_PARTICLES}))?"
+                     rf"(?:\s+(?P<p>{_PREPS}))?\s+(?P<o>[^\W\d_]{_OBJ[1:]}")
+    for kind, prefix in (("i", _OFTEN), ("we", _OFTEN), ("im", _INTENSE),
+                         ("ive", r"(?P<been>been\s+)?"))}
+MAX_GENERIC_WORDS = 5
+GENERAL_TOPIC = "experiences"                # the attribute of the general rule's facts
+# Verbs after "I"/"we" that start an opinion, talk about the conversation, a wish, a modal or
+# a negation rather than a fact: "I think so", "I can't wait", "I wish I had", "I used to".
+_NOT_FACT_VERBS = frozenset(
+    "think thought guess know knew mean meant see saw agree hope hoped wish bet believe "
+    "suppose wonder wondered understand imagine reckon can could would will should shall "
+    "might must may do did does don didn doesn cant won wouldn couldn shouldn need needed "
+    "want wanted used wanna gotta gonna am was were are is be been have has had get "
+    "appreciate hear heard say said tell told ask asked promise recommend suggest thank "
+    "totally also just really actually still always never not last your more".split())
+# Words after "I'm" that are feelings about the other person or the talk, replies or
+# negations, not facts: "I'm glad you ...", "I'm sorry to hear", "I'm sure", "I'm not".
+_NOT_FACT_STATES = frozenset(
+    "glad sorry happy sure not afraid here there all just so curious wondering "
+    "going gonna a an the in on at with for to about from by really your more up "
+    "lucky excited grateful thankful no never".split())
+# Past tenses and participles that do not end in -ed (the rest do); some are also presents.
+_IRREGULAR_PAST = frozenset(
+    "went gone ran run made took taken got gotten found met did done gave given came began "
+    "begun wrote written read drew drawn won lost felt left kept spent sent built taught "
+    "brought caught sang sung swam swum ate eaten drank drunk rode ridden flew flown grew grown "
+    "wore worn chose chosen held sold paid led fell fallen broke broken forgot forgotten sat "
+    "stood slept hit put set cut let quit bought seen become became shot sought fought dug "
+    "hung lit stuck struck spun threw thrown bit bitten hid hidden shook shaken woke woken "
+    "had".split())
+_PAST_LIKE_PRESENT = frozenset("read run put set cut hit let quit come become".split())
+_LY_VERBS = frozenset("fly apply rely reply supply multiply bully".split())
+# Verbs after which "to/at/in/from X" is a place.
+_MOTION = frozenset(
+    "went gone go goes going moved move moving travel travelled traveled traveling travelling "
+    "live lived living grew flew fly flying drove drive driving came come coming walked walk "
+    "hiked hike stayed stay staying visited visit returned return headed head".split())
+# Objects that are a reply, a feeling about the talk or a vague quantity, not a thing.
+_VAGUE = frozenset(
+    "great good well fine okay ok alright better worse best awesome amazing cool nice bad "
+    "tough hard busy tired bit little lot lots kind sort way much many more most some any "
+    "same other another thing things stuff sure true right new old lucky ready excited "
+    "question questions news story ton tons".split())
+# An object starting with one of these is not one ("I run before work"), nor one starting
+# with a verb: it is the rest of a relative clause ("the advice I got was really helpful").
+_DANGLING = _PREPS_SET | _ARTICLES | frozenset("and or but your his her their some during "
+                                               "like as before since until than".split())
+_CLAUSE_VERBS = frozenset("was is were are has had be".split())
+# An object naming the other person is about them or the talk: "I'm proud of all you did".
+_YOU = frozenset("you you've you're you'd you'll your yours u ya".split())
+# A modal or a form of "be" in the object starts another clause ("the cake I made was ...").
+_CUT_GENERIC = _cut(_CLAUSE, _TAIL, ("is", "was", "were", "are", "did", "does", "do", "would",
+                                    "could", "should", "will", "can", "might"))
+# The word before a clause that makes it a hypothetical, an inverted question, an embedded
+# question or reported speech: "if I had", "wish I was", "can I ask", "what I want", "said I".
+_HEARSAY = re.compile(r"\b(?:if|wish|unless|whether|suppose|imagine|maybe|what|how|why|can|"
+                      r"could|should|would|do|did|will|said|says)[ \t]+$")
+_SENTENCE_END = re.compile(r"[.!?\n]")
+
+
+def _hearsay(low: str, head: int, pos: int) -> bool:
+    """Whether the clause at ``head`` is a question, a hypothetical or reported speech."""
+    if _HEARSAY.search(low, max(0, head - 12), head) is not None:
+        return True                           # "if I", "can I", "she said I"
+    stop = _SENTENCE_END.search(low, pos, pos + 300)
+    return stop is not None and stop.group() == "?"
+
+
+def _quoted(low: str, head: int,
+            state: tuple[int, bool, bool]) -> tuple[bool, tuple[int, bool, bool]]:
+    """Whether ``head`` is inside quotes; ``state`` (scanned up to, straight quote open, curly
+    quote open) carries the scan over, so a message is read once however many heads it has."""
+    start, straight, curly = state
+    straight ^= low.count('"', start, head) % 2 == 1
+    opening, closing = low.rfind("“", start, head), low.rfind("”", start, head)
+    if opening != closing:                    # the later one of the two decides
+        curly = opening > closing
+    return straight or curly, (head, straight, curly)
+
+
+def _third_person(verb: str) -> str:
+    """The predicate word for "I <verb>": past tenses as said, present ones with -s."""
+    if verb.endswith("ed") or verb in _IRREGULAR_PAST and verb not in _PAST_LIKE_PRESENT:
+        return verb
+    if verb.endswith(("s", "sh", "ch", "x", "z", "o")):
+        return verb + "es"
+    if verb.endswith("y") and len(verb) > 2 and verb[-2] not in "aeiou":
+        return verb[:-1] + "ies"
+    return verb + "s"
+
+
+def _generic(kind: str, text: str, low: str, pos: int) -> tuple[_Found | None, int]:
+    """The general clause rule at ``pos`` (after the head of ``kind``): (fact or None, end)."""
+    match = _GENERIC[kind].match(low, pos)
+    if match is None:
+        return None, pos
+    verb = match.group("v")
+    if kind == "im":
+        if verb in _NOT_FACT_STATES:
+            return None, pos
+        words = ["is", verb]
+    elif kind == "ive":
+        if verb in _NOT_FACT_VERBS or not (
+                verb.endswith(("ed", "en", "wn")) or verb in _IRREGULAR_PAST
+                or match.group("been") and (verb.endswith("ing") or verb in _PREPS_SET)):
+            return None, pos                  # "I have a question": not a perfect tense
+        words = ["has", "been", verb] if match.group("been") else ["has", verb]
+    else:
+        if (verb in _NOT_FACT_VERBS or verb in _PREPS_SET
+                or verb.endswith("ly") and verb not in _LY_VERBS):   # "I completely agree"
+            return None, pos
+        if kind == "we" and not (verb.endswith("ed") or verb in _IRREGULAR_PAST
+                                 and verb not in _PAST_LIKE_PRESENT):
+            return None, pos                  # "we should", "we need": only what "we" did
+        words = [_third_person(verb)]
+    words += [w for w in (match.group("pa"), match.group("p")) if w]
+    start, end = match.span("o")
+    cut = _CUT_GENERIC.search(low, start, end)
+    if cut is not None:
+        end = cut.start()
+    object_words = text[start:end].split()
+    while object_words and object_words[0].lower() in _ARTICLES:
+        del object_words[0]
+    del object_words[MAX_GENERIC_WORDS:]
+    while object_words and object_words[-1].lower() in _DANGLING:
+        del object_words[-1]
+    lowered = [w.lower().replace("’", "'") for w in object_words]
+    if (not lowered or lowered[0] in _STOP_FIRST or lowered[0] in _CLAUSE_VERBS
+            or lowered[0] in _DANGLING or all(w.strip("'") in _VAGUE for w in lowered)
+            or not _YOU.isdisjoint(lowered)):
+        return None, end
+    name = _capped(" ".join(object_words))
+    if not name:
+        return None, end
+    object_type = "place" if words[-1] in ("to", "at", "in", "from", "into") and (
+        verb in _MOTION or verb in _PREPS_SET) else _guess_type(name)
+    return _found("_".join(words), name, object_type, GENERAL_TOPIC), end
+
+
 def _facts_in(text: str) -> list[_Found]:
     """All facts in one user message, in order of appearance."""
     found: list[_Found] = []
@@ -396,13 +586,28 @@ def _facts_in(text: str) -> list[_Found]:
     if len(low) != len(text):                 # positions in low must map back to text
         low = _lower_same_length(text)
     pos = 0
+    quotes = '"' in low or "“" in low
+    quote_state = (0, False, False)
     while (head := _HEAD.search(low, pos)) is not None:
         pos = head.end()
         kind = head.lastgroup
         key = (kind, head.group(kind))
         rules = _PATTERNS[key] if key in _PATTERNS else _rules_for(*key)
         if rules is None or (match := rules.match(low, pos)) is None:
-            continue                          # e.g. "I think": no rule starts with "t"
+            # No specific rule: the general clause rule. Either way a clause that is a
+            # question, a hypothetical or reported ("if I had a dog", "did I tell you I
+            # went") or quoted gives nothing.
+            if kind in _GENERIC:
+                fact, end = _generic(kind, text, low, pos)
+                if fact is not None:
+                    pos = end
+                    if not _hearsay(low, head.start(), head.end()):
+                        if quotes:            # quoted speech is someone else's words
+                            quoted, quote_state = _quoted(low, head.start(), quote_state)
+                            if quoted:
+                                continue
+                        found.append(fact)
+            continue
         group = match.lastgroup
         predicate, object_type, is_name, keyword_group = _RULE_INFO[group]
         start, end = match.span(group)
@@ -432,6 +637,12 @@ def _facts_in(text: str) -> list[_Found]:
                     continue
             else:
                 object_type = "activity"
+        if _hearsay(low, head.start(), head.end()):
+            continue                          # "if I have a dog named Rex", "do I live in"
+        if quotes:
+            quoted, quote_state = _quoted(low, head.start(), quote_state)
+            if quoted:
+                continue
         found.append(_found(predicate, name, object_type))
         if predicate in _FOLLOW_ORG and (org := _AT_ORG.match(low, pos)) is not None:
             start, end = org.span(1)
@@ -452,8 +663,9 @@ def extract(messages: Sequence[Message], summary: str | None = None) -> Extracti
 
     Returns:
         An :class:`~memori_nb.models.Extraction`: triples about subject ``user`` (duplicate
-        facts removed, first occurrence kept), their fact strings, a summary and sorted topic
-        attributes (e.g. ``("location", "personal_preferences")``).
+        facts removed, first occurrence kept), their fact strings, a summary of the facts
+        found (or, with none, of the user's most frequent words), after the previous one, and
+        sorted topic attributes (e.g. ``("location", "personal_preferences")``).
 
     Example:
         >>> from memori_nb.models import Message
@@ -463,31 +675,71 @@ def extract(messages: Sequence[Message], summary: str | None = None) -> Extracti
         >>> result.facts
         ('user lives_in Porto', 'user likes surfing')
     """
-    triples: dict[str, Triple] = {}           # by fact, in first-seen order
-    topics: set[str] = set()
-    first_user = None
+    found: dict[str, _Found] = {}             # by fact, in first-seen order
+    user_texts = []
     for message in messages:
         if message.role != "user":
             continue
-        text = message.content
-        if first_user is None and text and not text.isspace():
-            first_user = text
-        for fact, triple, topic in _facts_in(text):
-            if fact not in triples:
-                triples[fact] = triple
-                topics.add(topic)
-    return Extraction(triples=tuple(triples.values()), facts=tuple(triples),
-                      summary=_summarize(first_user, len(triples), summary),
-                      attributes=tuple(sorted(topics)))
+        user_texts.append(message.content)
+        for fact in _facts_in(message.content):
+            found.setdefault(fact[0], fact)
+    return Extraction(triples=tuple(triple for _fact, triple, _topic in found.values()),
+                      facts=tuple(found), summary=_summarize(user_texts, found, summary),
+                      attributes=tuple(sorted({topic for *_, topic in found.values()})))
 
 
-def _summarize(first_user: str | None, fact_count: int, previous: str | None) -> str:
-    """Deterministic summary: the first user message, the fact count, the previous summary."""
-    noun = "fact" if fact_count == 1 else "facts"
-    if first_user is None:
-        text = f"No user messages ({fact_count} {noun})."
+# Words that say nothing about what a conversation was about, for the summary of one with no
+# facts: greetings, thanks, fillers, and common verbs and adjectives of chat.
+_CHAT_WORDS = frozenset("""
+about after again also always anything around back because been before being could does
+doing done down even ever every from going gonna good great have having here hey hello
+into just know like little look looks lots made make many maybe more most much need never
+nice only other over really right said same should some something sound sounds still sure
+take than thank thanks that their them then there these they thing things think this those
+through time today very want well were what when where which while will with would yeah
+your yours awesome amazing glad happy love cool okay wow totally definitely though
+""".split())
+_SUMMARY_WORD = re.compile(r"[^\W\d_][\w'’-]*[^\W\d_]")
+MAX_TOPIC_WORDS = 5
+MAX_TOPIC_SCAN = 20_000                     # characters of user text read for topic words
+
+
+def _summarize(user_texts: list[str], found: dict[str, _Found], previous: str | None) -> str:
+    """Deterministic summary of what was found, after the previous chunk's summary.
+
+    With facts: the facts as a sentence ("User owns Tesla Model 3; lives in Denver."), those
+    of the specific rules before the general clause rule's, as many as fit, then how many
+    more. Without: the user's most frequent content words (ties in order of appearance),
+    said to be no more than that.
+    """
+    if found:
+        ordered = sorted(found.values(), key=lambda f: f[2] == GENERAL_TOPIC)  # stable
+        parts: list[str] = []
+        used = 0
+        for _fact, triple, _topic in ordered:
+            part = f"{triple.predicate.replace('_', ' ')} {triple.object_name}"
+            if parts and used + len(part) > MAX_TOPIC_CHARS:
+                break
+            parts.append(part)
+            used += len(part) + 2
+        more = len(found) - len(parts)
+        text = "User " + "; ".join(parts) + (f"; and {more} more facts." if more > 1 else
+                                            "; and 1 more fact." if more else ".")
+    elif user_texts:
+        counts: dict[str, int] = {}
+        seen = 0
+        for text in user_texts:
+            for word in _SUMMARY_WORD.findall(text[:MAX_TOPIC_SCAN - seen].lower()):
+                if len(word) > 3 and word not in _CHAT_WORDS and "'" not in word:
+                    counts[word] = counts.get(word, 0) + 1
+            seen += len(text)
+            if seen >= MAX_TOPIC_SCAN:
+                break
+        top = sorted(counts, key=lambda w: -counts[w])[:MAX_TOPIC_WORDS]   # stable: ties
+        text = ("No facts found; the user's most frequent words: " + ", ".join(top) + "."
+                if top else "No facts found.")
     else:
-        text = f"User talked about: {_shorten(first_user, MAX_TOPIC_CHARS)} ({fact_count} {noun})."
+        text = "No user messages."
     if previous and not previous.isspace():   # keep the newest part whole, shorten the rest
         text = f"{_shorten(previous, MAX_SUMMARY_CHARS - len(text) - 3)} | {text}"
     return text
