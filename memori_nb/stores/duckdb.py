@@ -21,8 +21,9 @@ Tables (all created by :meth:`DuckDBStore.build`, idempotently):
   like facts): the memory model. ``fact_mentions`` and ``attribute_mentions`` say which
   conversation stated what (a fact mention also has ``positions``, the messages that stated
   it as :func:`memori_nb.provenance.locate` finds them, and their source times ``first_said``
-  and ``last_said``: the conversation's span when no message was found), so that a conversation seeded again (forced, or with changed
-  content) replaces what its earlier version contributed: rows and counts are as after one run.
+  and ``last_said``: the conversation's span when no message was found), so that a
+  conversation seeded again (forced, or with changed content) replaces what its earlier
+  version contributed: rows, counts and fact times are as after one run.
 - ``partial_conversations``: what the finished chunks of a conversation returned when a run
   stopped in the middle of it (quota), so the next run sends only the rest.
 
