@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Sequence
+from functools import lru_cache
 
 from .models import Message
 from .recall import _STOPWORDS
@@ -65,22 +66,13 @@ def locate(facts: Sequence[str], messages: Sequence[Message]) -> list[tuple[int,
     """
     if not facts:
         return []
-    # Each word is searched for by a stem every form of it starts with (a substring search
-    # is cheaper than splitting every message into words), then checked whole.
     needles: dict[str, list[tuple[int, str, int, frozenset[str] | None]]] = {}
     needs_object = []
     for f, fact in enumerate(facts):
-        object_words, predicate_words = fact_words(fact)
-        needs_object.append(bool(object_words))
-        for weight, group in ((OBJECT_WEIGHT, object_words), (PREDICATE_WEIGHT, predicate_words)):
-            for word in group:
-                if _unspaced(word):
-                    needles.setdefault(word, []).append((f, word, weight, None))
-                    continue
-                forms = _inflections(word)
-                needle = min(forms, key=len)
-                needle = needle[:-1] if needle.endswith("y") and len(needle) > 3 else needle
-                needles.setdefault(needle, []).append((f, word, weight, frozenset(forms)))
+        has_object, searches = _searches(fact)
+        needs_object.append(has_object)
+        for needle, word, weight, forms in searches:
+            needles.setdefault(needle, []).append((f, word, weight, forms))
     scores: list[dict[int, int]] = [{} for _ in facts]  # fact -> {message: score}
     counted: list[set[int]] = [set() for _ in facts]  # messages that count for the fact
     users = [i for i, m in enumerate(messages) if m.role == "user"]
@@ -111,12 +103,33 @@ def _score(messages: Sequence[Message], which: list[int], needles: dict[str, lis
     if not which or not needles:
         return
     lowered = [messages[i].content.lower() for i in which]
+    # The words that make a message count are looked for everywhere; the others (predicate
+    # words, which only add to a score) only in the messages found that way.
+    decisive = {needle: entries for needle, entries in needles.items()
+                if any(weight == OBJECT_WEIGHT or not needs_object[f]
+                       for f, _, weight, _ in entries)}
+    hits: set[tuple[int, int, str, int]] = set()  # (message, fact, word, weight)
+    _find(lowered, which, decisive, hits)
+    others = {needle: entries for needle, entries in needles.items() if needle not in decisive}
+    holding = {hit[0] for hit in hits}
+    found = [k for k, i in enumerate(which) if i in holding]
+    if others and found:
+        _find([lowered[k] for k in found], [which[k] for k in found], others, hits)
+    for i, f, _, weight in hits:
+        scores[f][i] = scores[f].get(i, 0) + weight
+        if weight == OBJECT_WEIGHT or not needs_object[f]:
+            counted[f].add(i)
+
+
+def _find(lowered: list[str], which: list[int], needles: dict[str, list],
+          hits: set[tuple[int, int, str, int]]) -> None:
+    """Add to ``hits`` (message, fact, word, weight) for each whole word of ``needles``
+    in the lower-cased texts of messages ``which``."""
     starts, at = [], 0
     for text in lowered:
         starts.append(at)
         at += len(text) + 1
-    text = "\n".join(lowered)
-    hits: set[tuple[int, int, str, int]] = set()  # (message, fact, word, weight)
+    text = "\n".join(lowered)  # one search per needle, however many messages
     for needle, entries in needles.items():
         pos = text.find(needle)
         while pos >= 0:
@@ -129,10 +142,28 @@ def _score(messages: Sequence[Message], which: list[int], needles: dict[str, lis
                 if forms is None or whole in forms:
                     hits.add((message, f, word, weight))
             pos = text.find(needle, pos + len(needle))
-    for i, f, _, weight in hits:
-        scores[f][i] = scores[f].get(i, 0) + weight
-        if weight == OBJECT_WEIGHT or not needs_object[f]:
-            counted[f].add(i)
+
+
+@lru_cache(maxsize=8192)  # an entity's facts come back conversation after conversation
+def _searches(fact: str) -> tuple[bool, tuple[tuple[str, str, int, frozenset[str] | None], ...]]:
+    """(whether the fact has object words, and per word: the substring to search for, the
+    word, its weight, the whole words that count as it (None: any occurrence counts)).
+
+    A word is searched for by a stem all its forms start with (a substring search is
+    cheaper than splitting every message into words), then checked whole.
+    """
+    object_words, predicate_words = fact_words(fact)
+    searches = []
+    for weight, group in ((OBJECT_WEIGHT, object_words), (PREDICATE_WEIGHT, predicate_words)):
+        for word in group:
+            if _unspaced(word):
+                searches.append((word, word, weight, None))
+                continue
+            forms = _inflections(word)
+            needle = min(forms, key=len)
+            needle = needle[:-1] if needle.endswith("y") and len(needle) > 3 else needle
+            searches.append((needle, word, weight, frozenset(forms)))
+    return bool(object_words), tuple(searches)
 
 
 def fact_words(fact: str) -> tuple[list[str], list[str]]:

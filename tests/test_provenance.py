@@ -246,6 +246,22 @@ def test_an_older_duckdb_file_moves_its_seeding_times_and_gains_source_times(tmp
         store.close()
 
 
+def test_mentions_an_earlier_sql_store_wrote_show_their_conversations(tmp_path):
+    pytest.importorskip("onnxruntime")
+    m = Memori(conn=f"sqlite:///{tmp_path / 'm.db'}", backend="local")
+    seed(m, [TESLA, SURF])
+    # As an earlier version left them: mentions, no located messages.
+    m.sql("DELETE FROM memori_nb_fact_sources")
+    sources = m.store.fact_sources("u1", ["user lives_in Lisbon"])
+    assert sources.conversation_id.tolist() == ["c1", "c2"]
+    assert sources[["position", "role", "said_at", "message"]].isna().all(axis=None)
+    # Fact times fall back to the span of the conversations that stated it.
+    lisbon = by_fact(m.facts()).loc["user lives_in Lisbon"]
+    assert [str(lisbon.first_seen), str(lisbon.last_seen)] == ["2023-05-01 09:59:00",
+                                                               "2024-02-03 08:00:09"]
+    m.close()
+
+
 # --- m.sources ------------------------------------------------------------------------------
 
 def test_sources_of_a_stored_fact(tmp_path):

@@ -25,7 +25,7 @@ its ``memori_conversation`` row), ``memori_nb_triple_mentions`` /
 ``memori_nb_attribute_mentions`` (which conversations stated a triple or an attribute),
 ``memori_nb_fact_sources`` (beside Memori's ``memori_entity_fact_mention``: per fact and
 conversation, the ``position`` of each message that stated it and its source time
-``said_at``; one row with both NULL when no message was found), and
+``said_at``; no row when no message was found), and
 ``memori_nb_partial_conversations`` (what the finished chunks of a conversation returned when
 a run stopped in the middle of it, so the next run sends only the rest), and
 ``memori_nb_store`` (the database's id, which names its journal directory on this machine).
@@ -601,11 +601,16 @@ class SqlStore:
             (see :mod:`memori_nb.provenance`) gives one row with position, role, said_at
             and message NULL.
         """
+        # Every mention of a conversation memori_nb seeded, with its located messages if any
+        # (none for an earlier version's, which did not look).
         select = ("SELECT e.external_id, f.content, l.conversation_id, s.position, s.said_at, "
-                  "s.conversation_id FROM memori_nb_fact_sources s JOIN memori_entity_fact f "
-                  "ON f.id = s.fact_id JOIN memori_entity e ON e.id = f.entity_id "
+                  "m.conversation_id FROM memori_entity_fact_mention m "
+                  "JOIN memori_entity_fact f ON f.id = m.fact_id "
+                  "JOIN memori_entity e ON e.id = f.entity_id "
                   "JOIN memori_nb_seeded_conversations l "
-                  "ON l.memori_conversation_id = s.conversation_id")
+                  "ON l.memori_conversation_id = m.conversation_id "
+                  "LEFT JOIN memori_nb_fact_sources s ON s.fact_id = m.fact_id "
+                  "AND s.conversation_id = m.conversation_id")
         with self._transaction(write=False) as cursor:
             if facts is not None:
                 wanted = set(facts)
@@ -769,8 +774,8 @@ class _BatchWrite:
         """Write where each fact was stated (memori_nb_fact_sources); return the source time
         of each (fact id, conversation) mention: its latest located message's, else the
         conversation's."""
-        rows: dict[tuple[int, int, int | None], Any] = {}
-        times: dict[tuple[int, int], Any] = {}
+        rows: dict[tuple[int, int, int], Any] = {}
+        latest: dict[tuple[int, int], datetime | None] = {}
         t = self.store._time
         for i, r in enumerate(self.done):
             unique = list(dict.fromkeys(_facts_of(r)))
@@ -785,20 +790,14 @@ class _BatchWrite:
                 stamps = [_utc(messages[p].timestamp) for p in positions]
                 for p, stamp in zip(positions, stamps):
                     rows[(pk, conversation, p)] = t(stamp)
-                if not positions:
-                    rows.setdefault((pk, conversation, None), None)
-                known = [stamp for stamp in stamps if stamp is not None]
-                times[(pk, conversation)] = t(max(known)) if known else said[conversation]
-        # Two texts of one fact (same uniq) in one conversation: located either way, one
-        # mention; the "none found" row goes when the other text found a message.
-        found = {(pk, c) for pk, c, p in rows if p is not None}
+                # Two texts of one fact (same uniq) in one conversation: one mention.
+                known = [stamp for stamp in stamps + [latest.get((pk, conversation))]
+                         if stamp is not None]
+                latest[(pk, conversation)] = max(known) if known else None
         self.store._many(self.cursor, "INSERT INTO memori_nb_fact_sources VALUES (?, ?, ?, ?)",
-                         [(pk, c, p, when) for (pk, c, p), when in sorted(
-                             rows.items(), key=lambda item: (item[0][0], item[0][1],
-                                                             -1 if item[0][2] is None
-                                                             else item[0][2]))
-                          if p is not None or (pk, c) not in found])
-        return times
+                         [(pk, c, p, when) for (pk, c, p), when in sorted(rows.items())])
+        return {(pk, c): t(when) if when is not None else said[c]
+                for (pk, c), when in latest.items()}
 
     def _ids_by_key(self, table: str, column: str, keys: Iterable[str]) -> dict[str, int]:
         """Insert missing rows keyed by ``column``; return every key's id."""
