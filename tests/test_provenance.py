@@ -172,6 +172,23 @@ def test_a_fact_no_message_holds_has_one_row_without_a_message(tmp_path):
     store.close()
 
 
+def test_a_dead_runs_journal_replayed_into_the_store_keeps_the_sources(tmp_path):
+    from test_journal import SAID, dead_run, finished_record
+
+    from memori_nb.stores.journal import journal_beside, replay
+    db = tmp_path / "m.duckdb"
+    store = DuckDBStore(str(db))
+    store.build()
+    dead_run(db, finished_record("c1", "user lives in Lisbon"))
+    assert replay(journal_beside(str(db)), store) == 1
+    sources = store.fact_sources("u1")
+    assert sources[["conversation_id", "position", "role"]].values.tolist() == [
+        ["c1", 0, "user"]]
+    assert sources.said_at[0] == SAID.replace(tzinfo=None)
+    assert store.facts().first_seen[0] == SAID.replace(tzinfo=None)
+    store.close()
+
+
 CHANGED = {"id": "c1", "messages": [
     {"role": "user", "content": "Small talk first.", "timestamp": "2023-06-01T10:00:00Z"},
     {"role": "user", "content": "I live in Lisbon.", "timestamp": "2023-06-01T10:01:00Z"}]}
