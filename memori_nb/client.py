@@ -209,3 +209,37 @@ class Memori:
             raise ConfigurationError("recall needs an entity: call m.attribution(entity_id=...) "
                                      "or pass entity_id=")
         return recall_facts(self.store, entity, query, limit=limit)
+
+    def sources(self, fact_or_query: str, *, entity_id: str | None = None, limit: int = 5):
+        """Facts beside the messages they came from, as a DataFrame.
+
+        Args:
+            fact_or_query: a fact of the entity, exactly as stored (``m.facts()`` lists
+                them), or a question: then the sources of the ``limit`` facts
+                :meth:`recall` finds for it, best first.
+            entity_id: whose facts; defaults to the one recall uses.
+            limit: how many recalled facts to show for a question.
+
+        Returns:
+            One row per (fact, source message): entity_id, fact, conversation_id, position,
+            role, said_at and message (the text around the fact's words). See
+            :mod:`memori_nb.provenance` for how the messages are found.
+
+        Example:
+            >>> m.sources("user lives_in Lisbon")                   # doctest: +SKIP
+            >>> m.sources("where does the user live?", limit=3)     # doctest: +SKIP
+        """
+        entity = entity_id or self.entity_id
+        stated = self.store.fact_sources(entity, [fact_or_query])
+        if len(stated) and stated.entity_id.nunique() == 1:  # a fact of one entity
+            return stated
+        recalled = self.recall(fact_or_query, limit, entity_id=entity_id)
+        facts = [hit["content"] for hit in recalled]
+        if not facts:
+            return self.store.fact_sources(entity, [])
+        entity = entity or recalled[0].get("entity_id")
+        frame = self.store.fact_sources(entity, facts)
+        # Best recalled fact first.
+        rank = {fact: i for i, fact in enumerate(facts)}
+        return frame.sort_values("fact", key=lambda column: column.map(rank),
+                                 kind="stable").reset_index(drop=True)

@@ -210,6 +210,18 @@ def facts(db: Any = DEFAULT_DB, entity_id: str | None = None) -> pd.DataFrame:
     return _query(db, "facts", entity_id)
 
 
+def sources(fact_or_query: str, *, db: Any = DEFAULT_DB, entity_id: str | None = None,
+            limit: int = 5) -> pd.DataFrame:
+    """Facts beside the messages they came from: ``fact_or_query`` is a stored fact, or a
+    question whose ``limit`` recalled facts are shown (see :meth:`Memori.sources`)."""
+    m = Memori(conn=db, backend="local")
+    try:
+        m.config.storage.build()
+        return m.sources(fact_or_query, entity_id=entity_id, limit=limit)
+    finally:
+        m.close()
+
+
 def triples(db: Any = DEFAULT_DB, entity_id: str | None = None) -> pd.DataFrame:
     """Extracted triples, one row per time a conversation produced one."""
     return _query(db, "triples", entity_id)

@@ -107,10 +107,12 @@ def test_every_kind_of_conn_seeds_memoris_tables(conn_kind, embedder):
     # A fact's count is the number of conversations that stated it.
     assert facts.loc["user lives_in Lisbon", "mention_count"] == 2
     assert facts.loc["user owns Tesla Model 3", "mention_count"] == 1
-    # Its times are when it was said at the source.
-    assert str(facts.loc["user owns Tesla Model 3", "last_seen"]) == "2023-05-01 10:00:05"
+    # Its times are when the messages stating it were said at the source (the user's
+    # message, not the assistant's reply after it); seeding times have their own columns.
+    assert str(facts.loc["user owns Tesla Model 3", "last_seen"]) == "2023-05-01 10:00:00"
     assert str(facts.loc["user lives_in Lisbon", "last_seen"]) == "2024-02-03 08:00:00"
-    assert str(facts.loc["user lives_in Lisbon", "first_seen"]) == "2023-05-01 10:00:05"
+    assert str(facts.loc["user lives_in Lisbon", "first_seen"]) == "2023-05-01 10:00:00"
+    assert facts.first_seeded.notna().all() and (facts.first_seeded <= facts.last_seeded).all()
 
     rows = m.sql("SELECT content, content_embedding FROM memori_entity_fact")
     for content, blob in rows.itertuples(index=False):

@@ -71,6 +71,17 @@ def extraction_from_json(text: str) -> Extraction:
     return extraction_from_dict(json.loads(text))
 
 
+def with_excerpts(frame: Any) -> Any:
+    """A ``fact_sources`` DataFrame with each message cut to the part around its fact's
+    words (:func:`memori_nb.provenance.excerpt`) and positions as nullable integers."""
+    from ..provenance import excerpt
+
+    frame["position"] = frame["position"].astype("Int64")
+    frame["message"] = [excerpt(text, fact) if isinstance(text, str) else None
+                        for text, fact in zip(frame["message"], frame["fact"])]
+    return frame
+
+
 # Runs this process started and has not finished: a run row naming this very process
 # (a restarted container reuses pid and hostname) is only alive if it is one of these.
 _OWN_RUNS: set[str] = set()

@@ -14,11 +14,16 @@ Tables (all created by :meth:`DuckDBStore.build`, idempotently):
   seeded last) and ``messages`` (each message with the time it was said at the source). Source
   times are UTC.
 - ``entities``, ``facts`` (deduplicated per entity, with ``mention_count``: how many
-  conversations stated it, ``first_seen``, ``last_seen``), ``triples`` (one row per extracted
+  conversations stated it; ``first_seen``/``last_seen``: the earliest and latest source time
+  of the messages that stated it, NULL when the input had no times; ``first_seeded``/
+  ``last_seeded``: when memori_nb first and last wrote it), ``triples`` (one row per extracted
   triple, with its conversation), ``conversation_summaries``, ``process_attributes`` (counted
   like facts): the memory model. ``fact_mentions`` and ``attribute_mentions`` say which
-  conversation stated what, so that a conversation seeded again (forced, or with changed
-  content) replaces what its earlier version contributed: rows and counts are as after one run.
+  conversation stated what (a fact mention also has ``positions``, the messages that stated
+  it as :func:`memori_nb.provenance.locate` finds them, and their source times ``first_said``
+  and ``last_said``: the conversation's span when no message was found), so that a
+  conversation seeded again (forced, or with changed content) replaces what its earlier
+  version contributed: rows, counts and fact times are as after one run.
 - ``partial_conversations``: what the finished chunks of a conversation returned when a run
   stopped in the middle of it (quota), so the next run sends only the rest.
 
@@ -32,7 +37,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -43,9 +48,10 @@ import pandas as pd
 
 from ..errors import StoreError
 from ..models import SeedConfig, SeedCounters
+from ..provenance import locate
 from .base import (PartialRecord, ResultRecord, claim_run, extraction_from_json,
                    extraction_to_json, orphaned_reason, release_run, run_is_orphaned,
-                   this_process)
+                   this_process, with_excerpts)
 from .journal import journal_beside
 
 DEFAULT_DB = "memori.duckdb"
@@ -120,6 +126,23 @@ CREATE TABLE IF NOT EXISTS partial_conversations (
 
 _NOW = "timezone('UTC', now())"
 
+# Added to databases an earlier version built (and to new ones, in the same order); see
+# DuckDBStore._add_fact_provenance.
+_FACT_PROVENANCE = """
+ALTER TABLE fact_mentions ADD COLUMN IF NOT EXISTS positions INTEGER[];
+ALTER TABLE fact_mentions ADD COLUMN IF NOT EXISTS first_said TIMESTAMP;
+ALTER TABLE fact_mentions ADD COLUMN IF NOT EXISTS last_said TIMESTAMP;
+ALTER TABLE facts ADD COLUMN first_seeded TIMESTAMP;
+ALTER TABLE facts ADD COLUMN last_seeded TIMESTAMP;
+UPDATE facts SET first_seeded = first_seen, last_seeded = last_seen;
+UPDATE fact_mentions SET first_said = c.started_at, last_said = c.ended_at FROM conversations c
+WHERE c.entity_id = fact_mentions.entity_id AND c.conversation_id = fact_mentions.conversation_id;
+UPDATE facts SET first_seen = s.first_said, last_seen = s.last_said
+FROM (SELECT f.entity_id, f.fact, min(m.first_said) AS first_said, max(m.last_said) AS last_said
+      FROM facts f LEFT JOIN fact_mentions m USING (entity_id, fact) GROUP BY ALL) s
+WHERE facts.entity_id = s.entity_id AND facts.fact = s.fact;
+"""
+
 
 class DuckDBStore:
     """Memories and run ledger in DuckDB.
@@ -181,6 +204,7 @@ class DuckDBStore:
         with self._writing("create the tables"):
             self.conn.execute(_SCHEMA)
             self._drop_growing_keys()
+            self._add_fact_provenance()
             host, _ = this_process()
             running = self.conn.execute("SELECT run_id, host, pid FROM runs WHERE status = "
                                         "'running' AND host = ?", [host]).fetchall()
@@ -209,6 +233,25 @@ class DuckDBStore:
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
+
+    def _add_fact_provenance(self) -> None:
+        """Give ``facts`` and ``fact_mentions`` their provenance columns, once, in one
+        transaction. An earlier version kept seeding times in ``facts.first_seen``/
+        ``last_seen``: they move to ``first_seeded``/``last_seeded``, and the fact times become
+        the span of the conversations that stated it (their messages' positions are unknown)."""
+        present = self.conn.execute(
+            "SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND table_name = 'facts' AND column_name = "
+            "'first_seeded'").fetchone()[0]
+        if present:
+            return
+        self.conn.execute("BEGIN TRANSACTION")
+        try:
+            self.conn.execute(_FACT_PROVENANCE)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Close the connection if the store opened it."""
@@ -422,10 +465,54 @@ class DuckDBStore:
                         [run_id or self.latest_run_id()])
 
     def facts(self, entity_id: str | None = None) -> pd.DataFrame:
-        """Deduplicated facts, most mentioned first; all entities unless one is given."""
+        """Deduplicated facts, most mentioned first; all entities unless one is given.
+
+        Columns: entity_id, fact, mention_count (conversations that stated it), first_seen
+        and last_seen (source times of the messages that stated it; NULL when the input had
+        no times), first_seeded and last_seeded (when memori_nb wrote it).
+        """
         where, params = _entity_filter(entity_id)
-        return self.sql(f"SELECT * FROM facts {where} "
+        return self.sql(f"SELECT entity_id, fact, mention_count, first_seen, last_seen, "
+                        f"first_seeded, last_seeded FROM facts {where} "
                         f"ORDER BY entity_id, mention_count DESC, fact", params)
+
+    def fact_sources(self, entity_id: str | None = None,
+                     facts: Sequence[str] | None = None) -> pd.DataFrame:
+        """Facts beside the messages that stated them: one row per (fact, source message).
+
+        Args:
+            entity_id: one entity's facts (all entities by default).
+            facts: only these fact texts (all by default).
+
+        Returns:
+            A DataFrame with entity_id, fact, conversation_id, position (of the message in
+            its conversation), role, said_at (source time), message (its text, cut to the
+            part around the fact's words). A conversation in which no message was found
+            (see :mod:`memori_nb.provenance`) gives one row with position, role, said_at
+            and message NULL.
+
+        Example:
+            >>> store = DuckDBStore(":memory:"); store.build()
+            >>> list(store.fact_sources().columns)
+            ['entity_id', 'fact', 'conversation_id', 'position', 'role', 'said_at', 'message']
+        """
+        where, params = _entity_filter(entity_id)
+        wanted = pd.DataFrame({"fact": list(dict.fromkeys(facts or ()))})
+        semi = "SEMI JOIN wanted USING (fact)" if facts is not None else ""
+        with self._lock:
+            frame = _query_df(self.conn, f"""
+                WITH s AS (
+                    SELECT entity_id, fact, conversation_id,
+                           unnest(CASE WHEN len(positions) > 0 THEN positions
+                                       ELSE [NULL::INTEGER] END) AS position
+                    FROM fact_mentions {semi} {where})
+                SELECT s.entity_id, s.fact, s.conversation_id, s.position, m.role, m.said_at,
+                       m.content AS message
+                FROM s LEFT JOIN messages m ON m.entity_id = s.entity_id
+                     AND m.conversation_id = s.conversation_id AND m.position = s.position
+                ORDER BY s.entity_id, s.fact, m.said_at NULLS LAST, s.conversation_id,
+                         s.position NULLS LAST""", params, wanted=wanted)
+        return with_excerpts(frame)
 
     def entity_summaries(self) -> pd.DataFrame:
         """One row per entity: conversations, facts, mentions, triples, source time span."""
@@ -452,6 +539,18 @@ SELECT e.entity_id,
        e.first_seen AS first_seeded, e.last_seen AS last_seeded
 FROM entities e ORDER BY e.entity_id
 """
+
+
+def _query_df(conn: duckdb.DuckDBPyConnection, sql: str, params: list[Any],
+              **frames: pd.DataFrame) -> pd.DataFrame:
+    """Run ``sql`` with DataFrames registered as views; the result as a DataFrame."""
+    for name, frame in frames.items():
+        conn.register(name, frame)
+    try:
+        return conn.execute(sql, params).df()
+    finally:
+        for name in frames:
+            conn.unregister(name)
 
 
 def _query_frame(conn: duckdb.DuckDBPyConnection, sql: str, **frames: pd.DataFrame) -> list:
@@ -496,7 +595,7 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
             continue
         ext = record.extraction
         ledger.append((entity, cid, content_hash, ext.summary))
-        facts += [(entity, cid, fact) for fact in ext.facts]
+        facts += _fact_mentions(entity, cid, ext.facts, record.conversation)
         triples += [(entity, cid, t.subject_name, t.subject_type, t.predicate, t.object_name,
                      t.object_type) for t in ext.triples]
         if record.conversation is not None:
@@ -527,7 +626,7 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
         "batch_results": frame(results, columns=list(_RESULT_FRAME_COLUMNS)),
         "batch_ledger": frame(ledger, columns=[
             "entity_id", "conversation_id", "content_hash", "summary"]),
-        "batch_facts": frame(facts, columns=["entity_id", "conversation_id", "fact"]),
+        "batch_facts": _fact_frame(facts),
         "batch_triples": frame(triples, columns=[
             "entity_id", "conversation_id", "subject_name", "subject_type", "predicate",
             "object_name", "object_type"]),
@@ -536,6 +635,34 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
         "batch_conversations": conversations_frame,
         "batch_messages": messages_frame,
     }
+
+
+def _fact_mentions(entity: str, cid: str, facts: tuple[str, ...],
+                   conversation: Any) -> list[tuple]:
+    """(entity, conversation, fact, positions, first_said, last_said) per distinct fact: the
+    messages that stated it and their source times (the conversation's span when none of
+    them has a time); positions and times NULL without the conversation."""
+    unique = list(dict.fromkeys(facts))
+    if conversation is None:
+        return [(entity, cid, fact, None, None, None) for fact in unique]
+    messages = conversation.messages
+    said = [m.timestamp for m in messages]
+    span = [t for t in said if t is not None]
+    start, end = (min(span), max(span)) if span else (None, None)
+    rows = []
+    for fact, positions in zip(unique, locate(unique, messages)):
+        times = [said[p] for p in positions if said[p] is not None]
+        rows.append((entity, cid, fact, list(positions),
+                     min(times) if times else start, max(times) if times else end))
+    return rows
+
+
+def _fact_frame(rows: list[tuple]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows, columns=[
+        "entity_id", "conversation_id", "fact", "positions", "first_said", "last_said"])
+    for column in ("first_said", "last_said"):
+        frame[column] = _naive_utc(frame[column])
+    return frame
 
 
 # The columns of a batch's conversation_results rows (all but finished_at), by name: a
@@ -553,13 +680,20 @@ def _naive_utc(values: pd.Series) -> pd.Series:
 
 
 # What an earlier version of a conversation contributed, taken away before the batch adds
-# its own: counts go down by its mentions, its rows go. (A fact whose count reaches 0 is
+# its own: counts go down by its mentions, its rows go, and the times of its facts become
+# those of their other mentions (the batch's own are added after). (A fact whose count reaches 0 is
 # deleted only at the end: deleting a key and inserting it again in one transaction fails on
 # DuckDB before 1.2.)
 _FORGET = """
-UPDATE facts SET mention_count = facts.mention_count - gone.n
-FROM (SELECT entity_id, fact, count(*) AS n FROM fact_mentions
-      SEMI JOIN batch_replaced USING (entity_id, conversation_id) GROUP BY ALL) gone
+UPDATE facts SET mention_count = facts.mention_count - gone.n, first_seen = gone.first_said,
+    last_seen = gone.last_said
+FROM (WITH g AS (SELECT entity_id, fact, count(*) AS n FROM fact_mentions
+                 SEMI JOIN batch_replaced USING (entity_id, conversation_id) GROUP BY ALL)
+      SELECT g.entity_id, g.fact, g.n, min(m.first_said) AS first_said,
+             max(m.last_said) AS last_said
+      FROM g LEFT JOIN (SELECT * FROM fact_mentions ANTI JOIN batch_replaced
+                        USING (entity_id, conversation_id)) m USING (entity_id, fact)
+      GROUP BY ALL) gone
 WHERE facts.entity_id = gone.entity_id AND facts.fact = gone.fact;
 UPDATE process_attributes SET mention_count = process_attributes.mention_count - gone.n
 FROM (SELECT process_id, attribute, count(*) AS n FROM attribute_mentions
@@ -604,15 +738,21 @@ def _write_statements(run_id: str) -> list[tuple[str, str]]:
         (f"INSERT INTO entities SELECT DISTINCT entity_id, {_NOW}, {_NOW} FROM batch_ledger "
          f"ON CONFLICT DO UPDATE SET last_seen = excluded.last_seen", "batch_ledger"),
         # A count is of conversations: a fact said twice in one conversation counts once.
-        ("INSERT INTO fact_mentions SELECT DISTINCT * FROM batch_facts", "batch_facts"),
-        # Facts known already count the batch's mentions; the others are added.
-        (f"UPDATE facts SET mention_count = facts.mention_count + b.n, last_seen = {_NOW} "
-         f"FROM (SELECT entity_id, fact, count(DISTINCT conversation_id) AS n "
-         f"FROM batch_facts GROUP BY ALL) b "
+        # (batch_facts has one row per fact and conversation.)
+        ("INSERT INTO fact_mentions (entity_id, conversation_id, fact, positions, first_said, "
+         "last_said) SELECT * FROM batch_facts", "batch_facts"),
+        # Facts known already count the batch's mentions; the others are added. Source
+        # times widen to the batch's (least/greatest skip NULLs).
+        (f"UPDATE facts SET mention_count = facts.mention_count + b.n, "
+         f"first_seen = least(facts.first_seen, b.first_said), "
+         f"last_seen = greatest(facts.last_seen, b.last_said), last_seeded = {_NOW} "
+         f"FROM (SELECT entity_id, fact, count(*) AS n, min(first_said) AS first_said, "
+         f"max(last_said) AS last_said FROM batch_facts GROUP BY ALL) b "
          f"WHERE facts.entity_id = b.entity_id AND facts.fact = b.fact; "
-         f"INSERT INTO facts SELECT entity_id, fact, count(DISTINCT conversation_id), {_NOW}, "
-         f"{_NOW} FROM batch_facts ANTI JOIN facts USING (entity_id, fact) GROUP BY ALL",
-         "batch_facts"),
+         f"INSERT INTO facts (entity_id, fact, mention_count, first_seen, last_seen, "
+         f"first_seeded, last_seeded) SELECT entity_id, fact, count(*), min(first_said), "
+         f"max(last_said), {_NOW}, {_NOW} FROM batch_facts ANTI JOIN facts "
+         f"USING (entity_id, fact) GROUP BY ALL", "batch_facts"),
         (f"INSERT INTO triples SELECT entity_id, conversation_id, '{run}', subject_name, "
          f"subject_type, predicate, object_name, object_type, {_NOW} FROM batch_triples",
          "batch_triples"),

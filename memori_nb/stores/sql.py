@@ -9,9 +9,10 @@ attributes. Where memori_nb differs, on purpose:
 - counts are the number of distinct conversations that stated a fact (or triple, or
   attribute), recounted after every write, so re-running or forcing a conversation never
   inflates them (the SDK adds one per insert);
-- a fact's ``date_last_time`` is when it was said at the source: the time of the last
-  message of the latest conversation that stated it, when the input had timestamps; the
-  seeding time otherwise;
+- a fact's ``date_last_time`` is when it was said at the source: the time of the latest
+  message that stated it (see :mod:`memori_nb.provenance`), or of the last message of its
+  conversation when that message has none, when the input had timestamps; the seeding time
+  otherwise;
 - a conversation seeded again (forced, or with changed content) replaces what its earlier
   version contributed.
 
@@ -21,7 +22,10 @@ and ``cost`` for backends that bill by token), ``memori_nb_conversation_results`
 same three columns per conversation),
 ``memori_nb_seeded_conversations`` (the ledger, which also links each seeded conversation to
 its ``memori_conversation`` row), ``memori_nb_triple_mentions`` /
-``memori_nb_attribute_mentions`` (which conversations stated a triple or an attribute), and
+``memori_nb_attribute_mentions`` (which conversations stated a triple or an attribute),
+``memori_nb_fact_sources`` (beside Memori's ``memori_entity_fact_mention``: per fact and
+conversation, the ``position`` of each message that stated it and its source time
+``said_at``; no row when no message was found), and
 ``memori_nb_partial_conversations`` (what the finished chunks of a conversation returned when
 a run stopped in the middle of it, so the next run sends only the rest), and
 ``memori_nb_store`` (the database's id, which names its journal directory on this machine).
@@ -48,9 +52,10 @@ import pandas as pd
 
 from ..errors import StoreError
 from ..models import SeedConfig, SeedCounters
+from ..provenance import locate
 from .base import (PartialRecord, ResultRecord, claim_run, extraction_from_json,
                    extraction_to_json, orphaned_reason, release_run, run_is_orphaned,
-                   this_process)
+                   this_process, with_excerpts)
 from .connection import SqlConnection, open_sql_connection
 from .journal import journal_beside, journal_in_cache
 from .memori_schema import MAX_EXTERNAL_ID, MAX_NAME, SCHEMA_REVISION, memori_ddl
@@ -89,6 +94,12 @@ CREATE TABLE IF NOT EXISTS memori_nb_attribute_mentions (
     attribute_id {int} NOT NULL, conversation_id {int} NOT NULL,
     PRIMARY KEY (attribute_id, conversation_id));
 CREATE TABLE IF NOT EXISTS memori_nb_store (store_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS memori_nb_fact_sources (
+    fact_id {int} NOT NULL, conversation_id {int} NOT NULL, position {int}, said_at {time});
+CREATE INDEX IF NOT EXISTS idx_memori_nb_fact_sources_fact
+    ON memori_nb_fact_sources (fact_id, conversation_id);
+CREATE INDEX IF NOT EXISTS idx_memori_nb_fact_sources_conversation
+    ON memori_nb_fact_sources (conversation_id);
 CREATE TABLE IF NOT EXISTS memori_nb_partial_conversations (
     entity_id TEXT NOT NULL, conversation_id TEXT NOT NULL, content_hash TEXT NOT NULL,
     process_id TEXT, run_id TEXT, chunks_done {int}, chunk_count {int}, summary TEXT,
@@ -557,17 +568,84 @@ class SqlStore:
         return pd.DataFrame(rows, columns=["entity_id", "conversation_id", "warning"])
 
     def facts(self, entity_id: str | None = None) -> pd.DataFrame:
-        """Deduplicated facts, most mentioned first: ``mention_count`` is how many
-        conversations stated the fact, ``first_seen``/``last_seen`` when (source times)."""
+        """Deduplicated facts, most mentioned first.
+
+        Columns: entity_id, fact, mention_count (conversations that stated it), first_seen
+        and last_seen (source times of the messages that stated it; NULL when the input had
+        no times), first_seeded and last_seeded (when memori_nb seeded the conversations
+        that stated it). Facts the app's own SDK wrote have no times here.
+        """
         where, params = _entity_where(entity_id)
+        inner = ("WHERE m.entity_id IN (SELECT id FROM memori_entity WHERE external_id = ?)"
+                 if entity_id else "")
         return self._select(
             f"SELECT e.external_id AS entity_id, f.content AS fact, "
-            f"f.num_times AS mention_count, (SELECT min(l.said_at) FROM "
-            f"memori_entity_fact_mention m JOIN memori_nb_seeded_conversations l ON "
-            f"l.memori_conversation_id = m.conversation_id WHERE m.fact_id = f.id) AS first_seen, "
-            f"f.date_last_time AS last_seen FROM memori_entity_fact f JOIN memori_entity e "
-            f"ON e.id = f.entity_id {where} ORDER BY e.external_id, f.num_times DESC, f.content",
-            params)
+            f"f.num_times AS mention_count, t.first_seen, t.last_seen, t.first_seeded, "
+            f"t.last_seeded FROM memori_entity_fact f JOIN memori_entity e "
+            f"ON e.id = f.entity_id LEFT JOIN ({_FACT_TIMES.format(where=inner)}) t "
+            f"ON t.fact_id = f.id {where} "
+            f"ORDER BY e.external_id, f.num_times DESC, f.content", params + params)
+
+    def fact_sources(self, entity_id: str | None = None,
+                     facts: Sequence[str] | None = None) -> pd.DataFrame:
+        """Facts beside the messages that stated them: one row per (fact, source message).
+
+        Args:
+            entity_id: one entity's facts (all entities by default).
+            facts: only these fact texts (all by default).
+
+        Returns:
+            A DataFrame with entity_id, fact, conversation_id, position (of the message in
+            its conversation), role, said_at (source time), message (its text, cut to the
+            part around the fact's words). A conversation in which no message was found
+            (see :mod:`memori_nb.provenance`) gives one row with position, role, said_at
+            and message NULL.
+        """
+        # Every mention of a conversation memori_nb seeded, with its located messages if any
+        # (none for an earlier version's, which did not look).
+        select = ("SELECT e.external_id, f.content, l.conversation_id, s.position, s.said_at, "
+                  "m.conversation_id FROM memori_entity_fact_mention m "
+                  "JOIN memori_entity_fact f ON f.id = m.fact_id "
+                  "JOIN memori_entity e ON e.id = f.entity_id "
+                  "JOIN memori_nb_seeded_conversations l "
+                  "ON l.memori_conversation_id = m.conversation_id "
+                  "LEFT JOIN memori_nb_fact_sources s ON s.fact_id = m.fact_id "
+                  "AND s.conversation_id = m.conversation_id")
+        with self._transaction(write=False) as cursor:
+            if facts is not None:
+                wanted = set(facts)
+                rows = [row for row in self._rows_in(
+                    cursor, select + " WHERE f.uniq IN ({keys})", sorted({uniq(t) for t in wanted}))
+                        if row[1] in wanted and entity_id in (None, row[0])]
+            else:
+                where, params = _entity_where(entity_id)
+                rows = self._rows(cursor, f"{select} {where}", params)
+            # A position is the message's rank in its conversation (messages are inserted
+            # in order).
+            conversations = sorted({row[5] for row in rows if row[3] is not None})
+            ids: dict[int, list[int]] = {}
+            for conversation, pk in self._rows_in(
+                    cursor, "SELECT conversation_id, id FROM memori_conversation_message "
+                            "WHERE conversation_id IN ({keys}) ORDER BY conversation_id, id",
+                    conversations):
+                ids.setdefault(conversation, []).append(pk)
+            at = {(row[5], row[3]): ids[row[5]][row[3]] for row in rows
+                  if row[3] is not None and row[3] < len(ids.get(row[5], ()))}
+            messages = {pk: (role, content) for pk, role, content in self._rows_in(
+                cursor, "SELECT id, role, content FROM memori_conversation_message "
+                        "WHERE id IN ({keys})", sorted(set(at.values())))}
+        records = []
+        for e, fact, cid, position, said, mc in rows:
+            role, content = messages.get(at.get((mc, position)), (None, None))
+            records.append((e, fact, cid, position, role, said, content))
+        frame = pd.DataFrame.from_records(
+            records,
+            columns=["entity_id", "fact", "conversation_id", "position", "role", "said_at",
+                     "message"])
+        frame["said_at"] = pd.to_datetime(frame["said_at"])
+        frame = frame.sort_values(["entity_id", "fact", "said_at", "conversation_id",
+                                   "position"], na_position="last", kind="stable")
+        return with_excerpts(frame.reset_index(drop=True))
 
     def triples(self, entity_id: str | None = None) -> pd.DataFrame:
         """The knowledge graph: one row per (entity, subject, predicate, object)."""
@@ -611,6 +689,18 @@ class SqlStore:
         return [(row[0], row[1], bytes(row[2]), row[3]) for row in rows]
 
 
+# Per fact: its source times over the conversations memori_nb seeded that stated it (the
+# located messages' times; the conversation's span when they have none) and seeding times.
+_FACT_TIMES = """SELECT m.fact_id, min(coalesce(s.first_said, l.started_at)) AS first_seen,
+       max(coalesce(s.last_said, l.ended_at)) AS last_seen, min(l.seeded_at) AS first_seeded,
+       max(l.seeded_at) AS last_seeded
+FROM memori_entity_fact_mention m JOIN memori_nb_seeded_conversations l
+     ON l.memori_conversation_id = m.conversation_id
+LEFT JOIN (SELECT fact_id, conversation_id, min(said_at) AS first_said,
+                  max(said_at) AS last_said
+           FROM memori_nb_fact_sources GROUP BY fact_id, conversation_id) s
+     ON s.fact_id = m.fact_id AND s.conversation_id = m.conversation_id
+{where} GROUP BY m.fact_id"""
 # A new fact, triple or attribute row is inserted with this time and a count of 0, then
 # takes its count and time from its mentions in the same transaction.
 _NEVER = datetime(1, 1, 1)
@@ -638,6 +728,7 @@ class _BatchWrite:
         self.done = list(latest.values())
         self.vectors = vectors
         self.now = store._now()
+        self.fact_ids: dict[tuple[int, str], int] = {}  # (entity, uniq) -> fact id
 
     def run(self) -> None:
         s = self.store
@@ -655,9 +746,11 @@ class _BatchWrite:
              len(r.conversation.messages) if r.conversation else None, *spans[i])
             for i, r in enumerate(self.done)])
         said = {conversations[i]: spans[i][2] for i in range(len(self.done))}
-        self._count_in("facts", said, self._link("memori_entity_fact", [
+        facts = self._link("memori_entity_fact", [
             (entities[r.result.entity_id], uniq(fact), fact, conversations[i])
-            for i, r in enumerate(self.done) for fact in _facts_of(r)]))
+            for i, r in enumerate(self.done) for fact in _facts_of(r)])
+        self._count_in("facts", said, facts,
+                       self._write_fact_sources(entities, conversations, said))
         self._count_in("graph", said, self._link_triples(entities, conversations))
         self._count_in("attributes", said, self._link("memori_process_attribute", [
             (processes[r.process_id], uniq(a), a, conversations[i])
@@ -675,6 +768,36 @@ class _BatchWrite:
         first, last = (min(said), max(said)) if said else (None, None)
         t = self.store._time
         return t(first), t(last), t(last) if last is not None else self.now
+
+    def _write_fact_sources(self, entities: dict[str, int], conversations: list[int],
+                            said: dict[int, Any]) -> dict[tuple[int, int], Any]:
+        """Write where each fact was stated (memori_nb_fact_sources); return the source time
+        of each (fact id, conversation) mention: its latest located message's, else the
+        conversation's."""
+        rows: dict[tuple[int, int, int], Any] = {}
+        latest: dict[tuple[int, int], datetime | None] = {}
+        t = self.store._time
+        for i, r in enumerate(self.done):
+            unique = list(dict.fromkeys(_facts_of(r)))
+            if not unique:
+                continue
+            conversation = conversations[i]
+            messages = r.conversation.messages if r.conversation is not None else ()
+            located = locate(unique, messages) if messages else [()] * len(unique)
+            entity = entities[r.result.entity_id]
+            for fact, positions in zip(unique, located):
+                pk = self.fact_ids[(entity, uniq(fact))]
+                stamps = [_utc(messages[p].timestamp) for p in positions]
+                for p, stamp in zip(positions, stamps):
+                    rows[(pk, conversation, p)] = t(stamp)
+                # Two texts of one fact (same uniq) in one conversation: one mention.
+                known = [stamp for stamp in stamps + [latest.get((pk, conversation))]
+                         if stamp is not None]
+                latest[(pk, conversation)] = max(known) if known else None
+        self.store._many(self.cursor, "INSERT INTO memori_nb_fact_sources VALUES (?, ?, ?, ?)",
+                         [(pk, c, p, when) for (pk, c, p), when in sorted(rows.items())])
+        return {(pk, c): t(when) if when is not None else said[c]
+                for (pk, c), when in latest.items()}
 
     def _ids_by_key(self, table: str, column: str, keys: Iterable[str]) -> dict[str, int]:
         """Insert missing rows keyed by ``column``; return every key's id."""
@@ -713,6 +836,7 @@ class _BatchWrite:
             # Children first: SQLite enforces no foreign keys unless asked to.
             for table, column, ids in (
                     ("memori_entity_fact_mention", "conversation_id", old),
+                    ("memori_nb_fact_sources", "conversation_id", old),
                     ("memori_nb_triple_mentions", "conversation_id", old),
                     ("memori_nb_attribute_mentions", "conversation_id", old),
                     ("memori_conversation_message", "conversation_id", old),
@@ -776,6 +900,8 @@ class _BatchWrite:
         ids = {(o, u): pk for o, u, pk in s._rows_in(
             cursor, f"SELECT {owner}, uniq, id FROM {table} WHERE ({owner}, uniq) IN ({{keys}})",
             list(new), width=2)}
+        if table == "memori_entity_fact":
+            self.fact_ids = ids
         mentions = {(ids[(o, u)], c, o) for o, u, _, c in rows}
         if table == "memori_entity_fact":
             s._many(cursor, "INSERT INTO memori_entity_fact_mention (uuid, entity_id, fact_id, "
@@ -830,16 +956,17 @@ class _BatchWrite:
         s._many(cursor, "INSERT INTO memori_nb_triple_mentions VALUES (?, ?)", sorted(mentions))
         return mentions
 
-    def _count_in(self, kind: str, said: dict[int, Any], mentions: set[tuple[int, int]]) -> None:
+    def _count_in(self, kind: str, said: dict[int, Any], mentions: set[tuple[int, int]],
+                  times: dict[tuple[int, int], Any] | None = None) -> None:
         """Add each new mention to its row's count; its time becomes the latest source time
-        of the conversations that stated it."""
+        of the conversations that stated it (of the mention, in ``times``, when given)."""
         if not mentions:
             return
         added: Counter = Counter()
         latest: dict[int, Any] = {}
         for pk, conversation in mentions:
             added[pk] += 1
-            when = said[conversation]
+            when = times[(pk, conversation)] if times else said[conversation]
             if pk not in latest or when > latest[pk]:
                 latest[pk] = when
         table = _MENTIONS[kind][0]
