@@ -10,7 +10,6 @@ import httpx
 
 from .backends import AugmentationBackend, resolve_backend
 from .engine import OnProgress, ProgressSink, seed_all
-from .errors import ConfigurationError
 from .models import SeedConfig, SeedData, SeedResult
 from .sources import to_seeds
 from .validation import options_for

@@ -23,6 +23,7 @@ from memori_nb.recall import RECALL_FACTS  # noqa: E402
 from memori_nb.stores import DuckDBStore  # noqa: E402
 
 STORES = ["duckdb", "sqlite"]
+ALL_STORES = STORES + ["postgresql"]
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,14 @@ def conn_for(kind: str, tmp_path) -> str:
     return str(tmp_path / "m.duckdb") if kind == "duckdb" else f"sqlite:///{tmp_path / 'm.db'}"
 
 
+@pytest.fixture(params=ALL_STORES)
+def store(request, tmp_path) -> tuple[str, str]:
+    """(kind, conn) of an empty store: DuckDB, SQLite, or a real PostgreSQL database."""
+    kind = request.param
+    return kind, request.getfixturevalue("pg_url") if kind == "postgresql" \
+        else conn_for(kind, tmp_path)
+
+
 def said(cid: str, *facts: str, at: datetime | None = None) -> dict:
     """A conversation in which the user states ``facts`` (at ``at``, when given)."""
     message = {"role": "user", "content": "\n".join(facts)}
@@ -95,10 +104,10 @@ def stating(entity: dict, word: str) -> list[str]:
         word in m["content"].lower() for m in c["messages"] if m["role"] == "user")]
 
 
-@pytest.mark.parametrize("kind", STORES)
-def test_the_right_fact_comes_first_with_its_conversations_and_times(kind, tmp_path, model):
+def test_the_right_fact_comes_first_with_its_conversations_and_times(store, model):
+    kind, conn = store
     data = sample()
-    m = Memori(conn=conn_for(kind, tmp_path), backend="local", embedder=model)
+    m = Memori(conn=conn, backend="local", embedder=model)
     asyncio.run(m.seed([SeedData.for_conversations(entity_id=e["entity_id"],
                                                    conversations=e["conversations"])
                         for e in data]))
@@ -142,10 +151,9 @@ def test_both_stores_rank_alike(tmp_path, model):
         assert ours[1] == pytest.approx(theirs[1], abs=1e-5)
 
 
-@pytest.mark.parametrize("kind", STORES)
-def test_a_fact_stated_in_several_conversations_lists_them_earliest_first(kind, tmp_path,
-                                                                         model):
-    m = Memori(conn=conn_for(kind, tmp_path), backend=StatedFacts(), embedder=model)
+def test_a_fact_stated_in_several_conversations_lists_them_earliest_first(store, model):
+    _, conn = store
+    m = Memori(conn=conn, backend=StatedFacts(), embedder=model)
     day = datetime(2024, 5, 1, tzinfo=timezone.utc)
     seed(m, "ann", said("late", "user likes jazz", at=day + timedelta(days=9)),
          said("early", "user likes jazz", "user lives_in Lisbon", at=day))
@@ -206,6 +214,17 @@ def test_duckdb_a_fact_whose_vector_is_missing_gets_one_at_the_next_recall(tmp_p
     m.close()
 
 
+def test_duckdb_recalls_from_a_database_built_before_recall_existed(tmp_path, model):
+    path = str(tmp_path / "m.duckdb")
+    m = Memori(conn=path, backend=StatedFacts(), embedder=model)
+    seed(m, "ann", said("a1", "user likes jazz", "user has_dog Rex"))
+    m.sql("DROP TABLE fact_embeddings")
+    m.close()
+    m = Memori(conn=path, backend="local", embedder=model)  # no run builds it
+    assert m.recall("pets")[0]["content"] == "user has_dog Rex"
+    m.close()
+
+
 @pytest.mark.parametrize("kind", STORES)
 def test_only_the_entitys_most_recent_facts_are_candidates(kind, tmp_path, model):
     recorder = Recording(model)
@@ -225,9 +244,9 @@ def test_only_the_entitys_most_recent_facts_are_candidates(kind, tmp_path, model
     m.close()
 
 
-@pytest.mark.parametrize("kind", STORES)
-def test_the_entity_defaults_to_the_attributed_one_else_the_only_one(kind, tmp_path, model):
-    m = Memori(conn=conn_for(kind, tmp_path), backend=StatedFacts(), embedder=model)
+def test_the_entity_defaults_to_the_attributed_one_else_the_only_one(store, model):
+    _, conn = store
+    m = Memori(conn=conn, backend=StatedFacts(), embedder=model)
     m.config.storage.build()
     with pytest.raises(ConfigurationError, match="holds none yet"):
         m.recall("pets")

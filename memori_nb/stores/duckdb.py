@@ -63,6 +63,12 @@ _UNINDEXED_KEYS = {"seeded_conversations": ("entity_id", "conversation_id", "con
                    "facts": ("entity_id", "fact"),
                    "conversation_summaries": ("entity_id", "conversation_id")}
 
+# Recall's vectors, one per distinct fact text whatever the entity, made by the first recall
+# that needs them (seeding never embeds). Unique by text: inserts skip texts already here.
+_FACT_EMBEDDINGS = """
+CREATE TABLE IF NOT EXISTS fact_embeddings (
+    fact VARCHAR NOT NULL, embedding FLOAT[384] NOT NULL);
+"""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
@@ -121,11 +127,7 @@ CREATE TABLE IF NOT EXISTS partial_conversations (
     run_id VARCHAR, chunks_done INTEGER, chunk_count INTEGER, summary VARCHAR,
     extraction JSON, updated_at TIMESTAMP,
     PRIMARY KEY (entity_id, conversation_id, content_hash));
--- Recall's vectors, one per distinct fact text whatever the entity, made on the first recall
--- that needs them (seeding never embeds). Unique by text: inserts skip texts already here.
-CREATE TABLE IF NOT EXISTS fact_embeddings (
-    fact VARCHAR NOT NULL, embedding FLOAT[384] NOT NULL);
-"""
+""" + _FACT_EMBEDDINGS
 
 _NOW = "timezone('UTC', now())"
 
@@ -484,7 +486,10 @@ class DuckDBStore:
         """Embed the recall candidates of ``entity_id`` that have no vector yet, a batch at a
         time (each batch kept at once). The model runs outside the lock: a seeding run in
         this process goes on writing meanwhile."""
-        with self._lock:
+        with self._writing("look for facts to embed"):
+            # A database an earlier version built, and that no run has built since, has no
+            # table for them yet.
+            self.conn.execute(_FACT_EMBEDDINGS)
             texts = [row[0] for row in self.conn.execute(
                 f"SELECT fact FROM ({_CANDIDATES}) ANTI JOIN fact_embeddings USING (fact)",
                 {"entity": entity_id, "candidates": RECALL_FACTS}).fetchall()]

@@ -626,7 +626,7 @@ class SqlStore:
         matrix = np.frombuffer(b"".join(bytes(row[1]) for row in rows), dtype="<f4").reshape(
             len(rows), EMBEDDING_DIM)
         similarity = matrix @ np.asarray(query_vector, dtype=np.float32)
-        return [(rows[i][0], float(similarity[i]), rows[i][2])
+        return [(rows[i][0], float(similarity[i]), _read_time(rows[i][2]))
                 for i in np.argsort(-similarity, kind="stable")[:pool]]
 
     def fact_details(self, entity_id: str, facts: list[str]) -> dict[str, dict[str, Any]]:
@@ -647,16 +647,18 @@ class SqlStore:
                                          f"f.content IN ({{keys}})",
                                  sorted(set(facts))) if entity else []
         details: dict[str, dict[str, Any]] = {}
+        stated: dict[str, list[tuple]] = {}
         for fact, pk, last, conversation, started, said in rows:
-            found = details.setdefault(fact, {"id": pk, "conversations": [], "first_seen": None,
-                                              "last_seen": _read_time(last), "_said": []})
+            details.setdefault(fact, {"id": pk, "conversations": [], "first_seen": None,
+                                      "last_seen": _read_time(last)})
             if conversation is not None:
-                said = _read_time(said)  # the source time of its last message, or seeding's
-                found["_said"].append((_read_time(started) or said, conversation, said))
-        for found in details.values():
-            mentions = sorted(found.pop("_said"), key=lambda m: (m[0] is None, m[0] or 0, m[1]))
-            found["conversations"] = [conversation for _, conversation, _ in mentions]
-            found["first_seen"] = min((s for _, _, s in mentions if s is not None), default=None)
+                said = _read_time(said)  # its last message's source time, else when seeded
+                stated.setdefault(fact, []).append((_read_time(started) or said, conversation,
+                                                    said))
+        for fact, mentions in stated.items():
+            mentions.sort()
+            details[fact]["conversations"] = [conversation for _, conversation, _ in mentions]
+            details[fact]["first_seen"] = min(said for _, _, said in mentions)
         return details
 
     def only_entity(self) -> tuple[str | None, int]:
