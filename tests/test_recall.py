@@ -9,6 +9,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from importlib import resources
 
+import duckdb
 import pytest
 
 pytest.importorskip("onnxruntime")
@@ -214,7 +215,7 @@ def test_duckdb_a_fact_whose_vector_is_missing_gets_one_at_the_next_recall(tmp_p
     m.close()
 
 
-def test_duckdb_recalls_from_a_database_built_before_recall_existed(tmp_path, model):
+def test_duckdb_recalls_from_a_database_built_before_recall_existed_or_read_only(tmp_path, model):
     path = str(tmp_path / "m.duckdb")
     m = Memori(conn=path, backend=StatedFacts(), embedder=model)
     seed(m, "ann", said("a1", "user likes jazz", "user has_dog Rex"))
@@ -223,6 +224,11 @@ def test_duckdb_recalls_from_a_database_built_before_recall_existed(tmp_path, mo
     m = Memori(conn=path, backend="local", embedder=model)  # no run builds it
     assert m.recall("pets")[0]["content"] == "user has_dog Rex"
     m.close()
+    # Once the vectors are there, a read-only connection recalls too.
+    read_only = duckdb.connect(path, read_only=True)
+    m = Memori(conn=read_only, backend="local", embedder=model)
+    assert m.recall("music")[0]["content"] == "user likes jazz"
+    read_only.close()
 
 
 @pytest.mark.parametrize("kind", STORES)

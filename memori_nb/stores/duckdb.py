@@ -488,8 +488,11 @@ class DuckDBStore:
         this process goes on writing meanwhile."""
         with self._writing("look for facts to embed"):
             # A database an earlier version built, and that no run has built since, has no
-            # table for them yet.
-            self.conn.execute(_FACT_EMBEDDINGS)
+            # table for them yet. (Looked up first: a read-only database may still recall.)
+            if not self.conn.execute("SELECT count(*) FROM duckdb_tables() WHERE "
+                                     "database_name = current_database() AND schema_name = "
+                                     "'main' AND table_name = 'fact_embeddings'").fetchone()[0]:
+                self.conn.execute(_FACT_EMBEDDINGS)
             texts = [row[0] for row in self.conn.execute(
                 f"SELECT fact FROM ({_CANDIDATES}) ANTI JOIN fact_embeddings USING (fact)",
                 {"entity": entity_id, "candidates": RECALL_FACTS}).fetchall()]
