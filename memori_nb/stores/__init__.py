@@ -24,7 +24,7 @@ def open_store(conn: Any = DEFAULT_DB, *, embedder: Any = None) -> Store:
         return conn
     if is_sql_conn(conn):
         return SqlStore(conn, embedder=embedder)
-    return DuckDBStore(conn)
+    return DuckDBStore(conn, embedder=embedder)
 
 
 __all__ = ["DEFAULT_DB", "DuckDBStore", "ResultRecord", "SqlStore", "Store", "open_store"]

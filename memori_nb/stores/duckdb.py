@@ -26,6 +26,8 @@ Tables (all created by :meth:`DuckDBStore.build`, idempotently):
   version contributed: rows, counts and fact times are as after one run.
 - ``partial_conversations``: what the finished chunks of a conversation returned when a run
   stopped in the middle of it (quota), so the next run sends only the rest.
+- ``fact_embeddings``: recall's vectors (``FLOAT[384]``), one per distinct fact text, computed
+  by the first recall that needs them rather than while seeding.
 
 All writes of a batch happen in one transaction, with DataFrame appends rather than one INSERT
 per row. A lock serialises use of the connection, because the engine writes from a worker
@@ -49,6 +51,7 @@ import pandas as pd
 from ..errors import StoreError
 from ..models import SeedConfig, SeedCounters
 from ..provenance import locate
+from ..recall import RECALL_FACTS
 from .base import (PartialRecord, ResultRecord, claim_run, extraction_from_json,
                    extraction_to_json, orphaned_reason, release_run, run_is_orphaned,
                    this_process, with_excerpts)
@@ -57,6 +60,8 @@ from .journal import journal_beside
 DEFAULT_DB = "memori.duckdb"
 # The memory a database file memori_nb opens may use (``SET memory_limit`` raises it).
 MEMORY_LIMIT = "256MB"
+# Fact texts embedded per model call and insert when recall fills ``fact_embeddings``.
+EMBED_BATCH = 256
 
 # The keys of the tables that grow with every conversation, which have no index (_SCHEMA).
 _UNINDEXED_KEYS = {"seeded_conversations": ("entity_id", "conversation_id", "content_hash"),
@@ -64,6 +69,12 @@ _UNINDEXED_KEYS = {"seeded_conversations": ("entity_id", "conversation_id", "con
                    "facts": ("entity_id", "fact"),
                    "conversation_summaries": ("entity_id", "conversation_id")}
 
+# Recall's vectors, one per distinct fact text whatever the entity, made by the first recall
+# that needs them (seeding never embeds). Unique by text: inserts skip texts already here.
+_FACT_EMBEDDINGS = """
+CREATE TABLE IF NOT EXISTS fact_embeddings (
+    fact VARCHAR NOT NULL, embedding FLOAT[384] NOT NULL);
+"""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
@@ -122,7 +133,7 @@ CREATE TABLE IF NOT EXISTS partial_conversations (
     run_id VARCHAR, chunks_done INTEGER, chunk_count INTEGER, summary VARCHAR,
     extraction JSON, updated_at TIMESTAMP,
     PRIMARY KEY (entity_id, conversation_id, content_hash));
-"""
+""" + _FACT_EMBEDDINGS
 
 _NOW = "timezone('UTC', now())"
 
@@ -152,6 +163,8 @@ class DuckDBStore:
             ``MEMORY_LIMIT``, so a long run stays small: ``store.conn.execute("SET
             memory_limit = '4GB'")`` for big analytical queries), ``":memory:"``, or an open
             ``duckdb`` connection (used as it is, and left open by :meth:`close`).
+        embedder: what embeds facts and queries for recall (default: the bundled
+            all-MiniLM-L6-v2, :class:`memori_nb.embeddings.Embedder`, loaded on first use).
 
     Raises:
         StoreError: the database cannot be opened (bad path; or locked by another process,
@@ -167,7 +180,9 @@ class DuckDBStore:
     max_id_length = None
     threadsafe = True
 
-    def __init__(self, conn: str | Path | duckdb.DuckDBPyConnection = DEFAULT_DB) -> None:
+    def __init__(self, conn: str | Path | duckdb.DuckDBPyConnection = DEFAULT_DB, *,
+                 embedder: Any = None) -> None:
+        self._embedder = embedder
         if isinstance(conn, duckdb.DuckDBPyConnection):
             self.conn, self._owns_conn, self.path = conn, False, None
         else:
@@ -524,7 +539,103 @@ class DuckDBStore:
         return self.sql(f"SELECT * FROM triples {where} ORDER BY entity_id, conversation_id",
                         params)
 
+    # --- recall -------------------------------------------------------------------------
 
+    @property
+    def embedder(self) -> Any:
+        """What embeds facts and queries for recall (made on first use)."""
+        if self._embedder is None:
+            from ..embeddings import Embedder
+
+            self._embedder = Embedder()
+        return self._embedder
+
+    def similar_facts(self, entity_id: str, query_vector: Any,
+                      pool: int) -> list[tuple[str, float, Any]]:
+        """(fact, similarity, last_seen) of the ``pool`` facts of ``entity_id`` most similar
+        to ``query_vector`` (a unit 384-float vector), best first.
+
+        The candidates are the entity's ``RECALL_FACTS`` most recent facts, as Memori reads
+        them; those without a vector in ``fact_embeddings`` are embedded first and kept.
+        The ranking is DuckDB's ``array_inner_product`` (the cosine: vectors are unit length).
+
+        Raises:
+            ConfigurationError: the embedding model or its packages are not installed.
+            StoreError: the database refused.
+        """
+        self._embed_missing(entity_id)
+        with self._writing("rank the facts"):
+            return self.conn.execute(_SIMILAR_FACTS, {
+                "entity": entity_id, "candidates": RECALL_FACTS, "pool": pool,
+                "query": query_vector}).fetchall()
+
+    def _embed_missing(self, entity_id: str) -> None:
+        """Embed the recall candidates of ``entity_id`` that have no vector yet, a batch at a
+        time (each batch kept at once). The model runs outside the lock: a seeding run in
+        this process goes on writing meanwhile."""
+        with self._writing("look for facts to embed"):
+            # A database an earlier version built, and that no run has built since, has no
+            # table for them yet. (Looked up first: a read-only database may still recall.)
+            if not self.conn.execute("SELECT count(*) FROM duckdb_tables() WHERE "
+                                     "database_name = current_database() AND schema_name = "
+                                     "'main' AND table_name = 'fact_embeddings'").fetchone()[0]:
+                self.conn.execute(_FACT_EMBEDDINGS)
+            texts = [row[0] for row in self.conn.execute(
+                f"SELECT fact FROM ({_CANDIDATES}) ANTI JOIN fact_embeddings USING (fact)",
+                {"entity": entity_id, "candidates": RECALL_FACTS}).fetchall()]
+        for start in range(0, len(texts), EMBED_BATCH):
+            batch = texts[start:start + EMBED_BATCH]
+            frame = pd.DataFrame({"fact": batch, "embedding": list(self.embedder.embed(batch))})
+            with self._writing("keep the fact embeddings"):
+                self.conn.register("batch_embeddings", frame)
+                try:
+                    # Anti join: another recall may have stored some of these meanwhile.
+                    self.conn.execute("INSERT INTO fact_embeddings SELECT fact, "
+                                      "embedding::FLOAT[384] FROM batch_embeddings "
+                                      "ANTI JOIN fact_embeddings USING (fact)")
+                finally:
+                    self.conn.unregister("batch_embeddings")
+
+    def fact_details(self, entity_id: str, facts: list[str]) -> dict[str, dict[str, Any]]:
+        """For each of ``facts`` of ``entity_id``: ``id`` (None here), ``conversations`` (the
+        ids of the conversations that stated it, earliest first), ``first_seen`` and
+        ``last_seen``, as the ``facts`` table has them."""
+        with self._lock:
+            rows = self.conn.execute(_FACT_DETAILS, [entity_id, list(facts)]).fetchall()
+        return {fact: {"id": None, "conversations": list(conversations or ()),
+                       "first_seen": first, "last_seen": last}
+                for fact, first, last, conversations in rows}
+
+    def only_entity(self) -> tuple[str | None, int]:
+        """(the entity, 1) when the store holds exactly one entity; else (None, how many)."""
+        with self._lock:
+            count, first = self.conn.execute(
+                "SELECT count(*), min(entity_id) FROM entities").fetchone()
+        return (first if count == 1 else None), count
+
+
+# Recall's candidates: an entity's most recent facts (Memori reads 1,000), newest first:
+# by source time, else (input without times) by when they were seeded, as Memori's
+# date_last_time is.
+_CANDIDATES = """
+SELECT fact, coalesce(last_seen, last_seeded) AS last_seen FROM facts WHERE entity_id = $entity
+ORDER BY 2 DESC NULLS LAST, mention_count DESC, fact LIMIT $candidates
+"""
+_SIMILAR_FACTS = f"""
+SELECT c.fact, array_inner_product(e.embedding, $query::FLOAT[384]) AS similarity, c.last_seen
+FROM ({_CANDIDATES}) c JOIN fact_embeddings e USING (fact)
+ORDER BY similarity DESC, c.last_seen DESC NULLS LAST, c.fact
+LIMIT $pool
+"""
+_FACT_DETAILS = """
+SELECT f.fact, f.first_seen, f.last_seen,
+       list(m.conversation_id ORDER BY m.first_said NULLS LAST, m.conversation_id)
+           FILTER (WHERE m.conversation_id IS NOT NULL) AS conversations
+FROM facts f
+LEFT JOIN fact_mentions m ON m.entity_id = f.entity_id AND m.fact = f.fact
+WHERE f.entity_id = ? AND list_contains(?, f.fact)
+GROUP BY ALL
+"""
 _ENTITY_SUMMARY = """
 SELECT e.entity_id,
        (SELECT count(*) FROM conversations c WHERE c.entity_id = e.entity_id) AS conversations,

@@ -53,6 +53,7 @@ import pandas as pd
 from ..errors import StoreError
 from ..models import SeedConfig, SeedCounters
 from ..provenance import locate
+from ..recall import RECALL_FACTS
 from .base import (PartialRecord, ResultRecord, claim_run, extraction_from_json,
                    extraction_to_json, orphaned_reason, release_run, run_is_orphaned,
                    this_process, with_excerpts)
@@ -676,17 +677,77 @@ class SqlStore:
             " WHERE l.entity_id = e.external_id) AS last_message_at "
             "FROM memori_entity e ORDER BY e.external_id")
 
-    def entity_facts(self, entity_id: str, limit: int = 1000) -> list[tuple[int, str, bytes, Any]]:
-        """(id, content, embedding bytes, date_last_time) of an entity's most recent facts,
-        as Memori's recall reads them (by ``date_last_time``, then ``num_times``)."""
+    # --- recall -------------------------------------------------------------------------
+
+    def similar_facts(self, entity_id: str, query_vector: Any,
+                      pool: int) -> list[tuple[str, float, Any]]:
+        """(fact, similarity, date_last_time) of the ``pool`` facts of ``entity_id`` most
+        similar to ``query_vector`` (a unit 384-float vector), best first.
+
+        As Memori's recall: the entity's ``RECALL_FACTS`` most recent facts (by
+        ``date_last_time``, then ``num_times``), ranked by inner product with their stored
+        ``content_embedding`` (vectors of another length cannot be compared and are skipped).
+        """
+        import numpy as np
+
+        from ..embeddings import EMBEDDING_DIM
+
         with self._transaction(write=False) as cursor:
-            rows = self._rows(cursor, "SELECT f.id, f.content, f.content_embedding, "
-                                      "f.date_last_time FROM memori_entity_fact f JOIN "
-                                      "memori_entity e ON e.id = f.entity_id WHERE "
-                                      "e.external_id = ? ORDER BY f.date_last_time DESC, "
-                                      "f.num_times DESC, f.id DESC LIMIT ?",
-                              [entity_id, limit])
-        return [(row[0], row[1], bytes(row[2]), row[3]) for row in rows]
+            rows = self._rows(cursor, "SELECT f.content, f.content_embedding, f.date_last_time "
+                                      "FROM memori_entity_fact f JOIN memori_entity e ON "
+                                      "e.id = f.entity_id WHERE e.external_id = ? ORDER BY "
+                                      "f.date_last_time DESC, f.num_times DESC, f.id DESC "
+                                      "LIMIT ?", [entity_id, RECALL_FACTS])
+        rows = [row for row in rows if row[1] is not None and len(row[1]) == EMBEDDING_DIM * 4]
+        if not rows:
+            return []
+        matrix = np.frombuffer(b"".join(bytes(row[1]) for row in rows), dtype="<f4").reshape(
+            len(rows), EMBEDDING_DIM)
+        similarity = matrix @ np.asarray(query_vector, dtype=np.float32)
+        return [(rows[i][0], float(similarity[i]), _read_time(rows[i][2]))
+                for i in np.argsort(-similarity, kind="stable")[:pool]]
+
+    def fact_details(self, entity_id: str, facts: list[str]) -> dict[str, dict[str, Any]]:
+        """For each of ``facts`` of ``entity_id``: ``id`` (its ``memori_entity_fact`` row),
+        ``conversations`` (the ids of the seeded conversations that stated it, earliest
+        first; the app's own conversations have none), ``first_seen`` and ``last_seen``, as
+        :meth:`facts` shows them."""
+        with self._transaction(write=False) as cursor:
+            entity = self._rows(cursor, "SELECT id FROM memori_entity WHERE external_id = ?",
+                                [entity_id])
+            if not entity:
+                return {}
+            eid = int(entity[0][0])
+            times = _FACT_TIMES.format(where=f"WHERE m.entity_id = {eid}")
+            rows = self._rows_in(
+                cursor, "SELECT f.content, f.id, t.first_seen, t.last_seen, l.conversation_id, "
+                        "l.started_at FROM memori_entity_fact f LEFT JOIN (" + times + ") t "
+                        "ON t.fact_id = f.id LEFT JOIN memori_entity_fact_mention m "
+                        "ON m.fact_id = f.id LEFT JOIN memori_nb_seeded_conversations l "
+                        "ON l.memori_conversation_id = m.conversation_id "
+                        f"WHERE f.entity_id = {eid} AND f.content IN ({{keys}})",
+                sorted(set(facts)))
+        details: dict[str, dict[str, Any]] = {}
+        stated: dict[str, list[tuple]] = {}
+        for fact, pk, first, last, conversation, started in rows:
+            details.setdefault(fact, {"id": pk, "conversations": [],
+                                      "first_seen": _read_time(first),
+                                      "last_seen": _read_time(last)})
+            if conversation is not None:
+                stated.setdefault(fact, []).append((_read_time(started) is None,
+                                                    _read_time(started), conversation))
+        for fact, mentions in stated.items():
+            # Earliest first; conversations without source times last, by id.
+            mentions.sort(key=lambda m: (m[0], m[1] or datetime.min, m[2]))
+            details[fact]["conversations"] = list(dict.fromkeys(c for *_, c in mentions))
+        return details
+
+    def only_entity(self) -> tuple[str | None, int]:
+        """(the entity, 1) when the store holds exactly one entity; else (None, how many)."""
+        with self._transaction(write=False) as cursor:
+            count, first = self._rows(cursor, "SELECT count(*), min(external_id) "
+                                              "FROM memori_entity")[0]
+        return (first if count == 1 else None), int(count)
 
 
 # Per fact: its source times over the conversations memori_nb seeded that stated it (the
@@ -994,6 +1055,11 @@ def _utc(value: Any) -> datetime | None:
     if not isinstance(value, datetime):
         return None
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+def _read_time(value: Any) -> datetime | None:
+    """A time as read back: SQLite's text as a datetime; PostgreSQL's datetime as it is."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _facts_of(record: ResultRecord) -> tuple[str, ...]:
