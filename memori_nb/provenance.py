@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from .models import Message
-from .recall import _STOPWORDS
+from .recall import STOPWORDS
 
 #: The most messages given as the sources of one fact in one conversation.
 MAX_SOURCES = 5
@@ -38,7 +38,7 @@ MAX_SOURCES = 5
 EXCERPT_CHARS = 300
 
 # Subjects that name the speaker, not what was said; and first-person words.
-_IGNORED = _STOPWORDS | {"user", "my", "me", "am", "im", "ive", "myself", "s", "t"}
+_IGNORED = STOPWORDS | {"user", "my", "me", "am", "im", "ive", "myself", "s", "t"}
 # Letters and digits of any script; "_" splits a predicate into its words.
 _WORD = re.compile(r"[^\W_]+")
 OBJECT_WEIGHT, PREDICATE_WEIGHT = 2, 1

@@ -31,7 +31,7 @@ LEXICAL_WEIGHT = 0.15
 LEXICAL_WEIGHT_SHORT = 0.30
 BM25_K1, BM25_B = 1.2, 0.75
 # Words that say nothing about which fact is meant.
-_STOPWORDS = frozenset(
+STOPWORDS = frozenset(
     "a an and are as at be by did do does for from had has have how i in is it of on or that "
     "the their then there to was were what when where which who why with you your".split())
 _WORD = re.compile(r"[a-z0-9]+")
@@ -115,7 +115,7 @@ def only_entity(store: Any) -> str:
 
 def words(text: str) -> list[str]:
     """Lower-cased words of ``text`` without stopwords."""
-    return [w for w in _WORD.findall((text or "").lower()) if w not in _STOPWORDS]
+    return [w for w in _WORD.findall((text or "").lower()) if w not in STOPWORDS]
 
 
 def bm25_scores(query: str, documents: list[str]) -> list[float]:
