@@ -486,6 +486,7 @@ class _SeedRun:
         attributes: list[str] = []
         spent: list[Usage] = []  # the tokens of every answer, failed attempts' included
         summary = None
+        sources = None  # where the backend says each fact was said (one chunk only)
         done = first = 0
         warnings = job.conversation.warnings
         if count > 1:
@@ -511,6 +512,8 @@ class _SeedRun:
                 attributes.extend(extraction.attributes)
                 warnings += extraction.warnings
                 summary = extraction.summary or summary
+                # Positions in a chunk are the conversation's only when it was not split.
+                sources = extraction.sources if chunk is job.conversation.messages else None
                 if done < count and self.journal.on_disk:  # paid for: journaled now
                     self.journal.chunk_done(_progress(job, done, summary, triples, facts,
                                                       attributes))
@@ -533,7 +536,8 @@ class _SeedRun:
                       f"{'the rest' if done else 'it'}",
                 chunks_processed=done, duration_ms=self._ms_since(started),
                 warnings=warnings, **self._accounting(spent)), None
-        extraction, changed = safe_extraction(_merged(summary, triples, facts, attributes))
+        extraction, changed = safe_extraction(_merged(summary, triples, facts, attributes,
+                                                      sources))
         if changed:
             warnings += ("unstorable characters replaced (in the backend's answer)",)
         return ConversationResult(
@@ -664,11 +668,12 @@ class _SeedRun:
 
 
 def _merged(summary: str | None, triples: list[Triple], facts: list[str],
-            attributes: list[str]) -> Extraction:
+            attributes: list[str], sources: Any = None) -> Extraction:
     """What the chunks of one conversation returned, as one Extraction. Chunks often
     restate a fact: each triple, fact and attribute is kept once."""
     return Extraction(triples=tuple(dict.fromkeys(triples)), facts=tuple(dict.fromkeys(facts)),
-                      summary=summary, attributes=tuple(dict.fromkeys(attributes)))
+                      summary=summary, attributes=tuple(dict.fromkeys(attributes)),
+                      sources=sources)
 
 
 def _progress(job: _Job, done: int, summary: str | None, triples: list[Triple],

@@ -247,7 +247,10 @@ class Usage:
 class Extraction:
     """What augmentation returned for one request. ``usage``: the tokens it used, when the
     backend bills by token (None for the AA service and the local extractor). ``warnings``:
-    what the backend left out of the answer (a malformed triple), kept with the result."""
+    what the backend left out of the answer (a malformed triple), kept with the result.
+    ``sources``: (fact, positions of the request's messages that stated it) pairs, from a
+    backend that knows them (the local extractor); the stores find the others themselves
+    (:mod:`memori_nb.provenance`)."""
 
     triples: tuple[Triple, ...] = ()
     facts: tuple[str, ...] = ()
@@ -255,6 +258,7 @@ class Extraction:
     attributes: tuple[str, ...] = ()
     usage: Usage | None = None
     warnings: tuple[str, ...] = ()
+    sources: tuple[tuple[str, tuple[int, ...]], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -187,6 +188,17 @@ def _open_store(db) -> Store:
     return store
 
 
+@contextmanager
+def _reading(db) -> Iterator[Memori]:
+    """A Memori on ``db`` for queries only (no backend is used), closed afterwards."""
+    m = Memori(conn=db, backend="local")
+    try:
+        m.config.storage.build()
+        yield m
+    finally:
+        m.close()
+
+
 def _query(db, method: str, *args: Any) -> pd.DataFrame:
     store = _open_store(db)
     try:
@@ -214,12 +226,8 @@ def sources(fact_or_query: str, *, db: Any = DEFAULT_DB, entity_id: str | None =
             limit: int = 5) -> pd.DataFrame:
     """Facts beside the messages they came from: ``fact_or_query`` is a stored fact, or a
     question whose ``limit`` recalled facts are shown (see :meth:`Memori.sources`)."""
-    m = Memori(conn=db, backend="local")
-    try:
-        m.config.storage.build()
+    with _reading(db) as m:
         return m.sources(fact_or_query, entity_id=entity_id, limit=limit)
-    finally:
-        m.close()
 
 
 def triples(db: Any = DEFAULT_DB, entity_id: str | None = None) -> pd.DataFrame:
@@ -263,13 +271,8 @@ def recall(query: str, db: Any = DEFAULT_DB, entity_id: str | None = None,
 
         recall("what pet does the user have?", db="memori.duckdb", entity_id="user-ana")
     """
-    from .recall import recall_facts
-
-    store = _open_store(db)
-    try:
-        rows = recall_facts(store, entity_id, query, limit=limit)
-    finally:
-        store.close()
+    with _reading(db) as m:
+        rows = m.recall(query, limit, entity_id=entity_id)
     return pd.DataFrame(rows, columns=["content", "score", "similarity", "conversations",
                                        "first_seen", "last_seen", "date_last_time",
                                        "entity_id", "id"])

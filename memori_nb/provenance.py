@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 from .models import Message
@@ -44,13 +44,16 @@ _WORD = re.compile(r"[^\W_]+")
 OBJECT_WEIGHT, PREDICATE_WEIGHT = 2, 1
 
 
-def locate(facts: Sequence[str], messages: Sequence[Message]) -> list[tuple[int, ...]]:
+def locate(facts: Sequence[str], messages: Sequence[Message],
+           known: Mapping[str, tuple[int, ...]] | None = None) -> list[tuple[int, ...]]:
     """The positions of the messages that stated each fact, by the rule in this module's
     docstring.
 
     Args:
         facts: fact texts, e.g. ``"user owns Tesla Model 3"``.
         messages: the whole conversation, in order.
+        known: positions the backend reported for some facts (``Extraction.sources``): those
+            are taken as they are, and only the other facts are looked for.
 
     Returns:
         One tuple per fact: 0-based positions in ``messages``, in order; ``()`` when no
@@ -64,6 +67,10 @@ def locate(facts: Sequence[str], messages: Sequence[Message]) -> list[tuple[int,
         ...         Message(role="assistant", content="Congrats on the Tesla!")])
         [(1,)]
     """
+    if known:
+        wanted = [fact for fact in facts if fact not in known]
+        found = dict(zip(wanted, locate(wanted, messages))) if wanted else {}
+        return [known[fact] if fact in known else found[fact] for fact in facts]
     if not facts:
         return []
     needles: dict[str, list[tuple[int, str, int, frozenset[str] | None]]] = {}

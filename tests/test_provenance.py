@@ -72,6 +72,38 @@ def test_a_word_inside_another_word_does_not_count():
         == [(1,)]
 
 
+def test_positions_a_backend_reported_are_kept_and_only_the_others_looked_for():
+    messages = [user("I live in Lisbon."), user("Lisbon, yes: I live in Lisbon!"),
+                user("I have a dog named Rex.")]
+    known = {"user lives_in Lisbon": (0,)}
+    assert locate(["user lives_in Lisbon", "user has_dog Rex"], messages, known) == [
+        (0,), (2,)]
+
+
+def test_the_local_extractor_says_which_messages_stated_each_fact():
+    from memori_nb.backends.local import extract
+    messages = [user("I live in Lisbon."), assistant("Lisbon! I live in Lisbon too."),
+                user("Still, I live in Lisbon."), user("I have a dog named Rex.")]
+    assert dict(extract(messages).sources) == {"user lives_in Lisbon": (0, 2),
+                                               "user has_dog Rex": (3,)}
+
+
+def test_a_split_conversation_is_located_in_the_whole_conversation(tmp_path):
+    # Chunks have positions of their own: the store locates the facts in the conversation.
+    from memori_nb import SeedConfig
+    m = Memori(conn=str(tmp_path / "m.duckdb"), backend="local")
+    m.config.storage.build()
+    talk = [{"role": "user", "content": f"Message {i} about nothing."} for i in range(7)]
+    talk.append({"role": "user", "content": "I have a dog named Rex."})
+    data = SeedData.for_conversations(entity_id="u1", conversations=[{"id": "c1",
+                                                                      "messages": talk}])
+    result = asyncio.run(m.seed(data, seed_config=SeedConfig(max_messages_per_request=3)))
+    assert result.results[0].chunks_processed == 3
+    assert m.store.fact_sources("u1")[["fact", "position"]].values.tolist() == [
+        ["user has_dog Rex", 7]]
+    m.close()
+
+
 def test_fact_words_drop_the_subject_and_split_the_predicate():
     assert fact_words("user is_allergic_to pollen") == (["pollen"], ["allergic"])
     assert fact_words("likes green tea") == (["likes", "green", "tea"], [])

@@ -83,6 +83,7 @@ import re
 from collections.abc import Sequence
 
 from ..models import Extraction, Message, Triple
+from ..provenance import MAX_SOURCES
 from .base import AugmentationRequest
 
 __all__ = ["LocalBackend", "extract"]
@@ -676,16 +677,22 @@ def extract(messages: Sequence[Message], summary: str | None = None) -> Extracti
         ('user lives_in Porto', 'user likes surfing')
     """
     found: dict[str, _Found] = {}             # by fact, in first-seen order
+    said_in: dict[str, list[int]] = {}        # by fact, the messages that stated it
     user_texts = []
-    for message in messages:
+    for position, message in enumerate(messages):
         if message.role != "user":
             continue
         user_texts.append(message.content)
         for fact in _facts_in(message.content):
             found.setdefault(fact[0], fact)
+            positions = said_in.setdefault(fact[0], [])
+            if not positions or positions[-1] != position:
+                positions.append(position)
     return Extraction(triples=tuple(triple for _fact, triple, _topic in found.values()),
                       facts=tuple(found), summary=_summarize(user_texts, found, summary),
-                      attributes=tuple(sorted({topic for *_, topic in found.values()})))
+                      attributes=tuple(sorted({topic for *_, topic in found.values()})),
+                      sources=tuple((fact, tuple(positions[:MAX_SOURCES]))
+                                    for fact, positions in said_in.items()))
 
 
 # Words that say nothing about what a conversation was about, for the summary of one with no

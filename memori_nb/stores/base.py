@@ -49,16 +49,22 @@ _TRIPLE_FIELDS = ("subject_name", "subject_type", "predicate", "object_name", "o
 
 def extraction_to_dict(extraction: Extraction) -> dict[str, Any]:
     """An Extraction as plain JSON values (triples as lists)."""
-    return {"triples": [[getattr(t, f) for f in _TRIPLE_FIELDS] for t in extraction.triples],
+    data = {"triples": [[getattr(t, f) for f in _TRIPLE_FIELDS] for t in extraction.triples],
             "facts": list(extraction.facts), "summary": extraction.summary,
             "attributes": list(extraction.attributes)}
+    if extraction.sources is not None:
+        data["sources"] = [[fact, list(positions)] for fact, positions in extraction.sources]
+    return data
 
 
 def extraction_from_dict(data: dict[str, Any]) -> Extraction:
     """The Extraction :func:`extraction_to_dict` made."""
     triples = tuple(Triple(**dict(zip(_TRIPLE_FIELDS, t))) for t in data["triples"])
+    sources = data.get("sources")  # absent from what an earlier version wrote
     return Extraction(triples=triples, facts=tuple(data["facts"]), summary=data["summary"],
-                      attributes=tuple(data["attributes"]))
+                      attributes=tuple(data["attributes"]),
+                      sources=None if sources is None else tuple(
+                          (fact, tuple(positions)) for fact, positions in sources))
 
 
 def extraction_to_json(extraction: Extraction) -> str:

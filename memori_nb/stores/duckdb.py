@@ -49,7 +49,7 @@ import duckdb
 import pandas as pd
 
 from ..errors import StoreError
-from ..models import SeedConfig, SeedCounters
+from ..models import Extraction, SeedConfig, SeedCounters
 from ..provenance import locate
 from ..recall import RECALL_FACTS
 from .base import (PartialRecord, ResultRecord, claim_run, extraction_from_json,
@@ -706,7 +706,7 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
             continue
         ext = record.extraction
         ledger.append((entity, cid, content_hash, ext.summary))
-        facts += _fact_mentions(entity, cid, ext.facts, record.conversation)
+        facts += _fact_mentions(entity, cid, ext, record.conversation)
         triples += [(entity, cid, t.subject_name, t.subject_type, t.predicate, t.object_name,
                      t.object_type) for t in ext.triples]
         if record.conversation is not None:
@@ -748,12 +748,11 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
     }
 
 
-def _fact_mentions(entity: str, cid: str, facts: tuple[str, ...],
-                   conversation: Any) -> list[tuple]:
+def _fact_mentions(entity: str, cid: str, ext: Extraction, conversation: Any) -> list[tuple]:
     """(entity, conversation, fact, positions, first_said, last_said) per distinct fact: the
     messages that stated it and their source times (the conversation's span when none of
     them has a time); positions and times NULL without the conversation."""
-    unique = list(dict.fromkeys(facts))
+    unique = list(dict.fromkeys(ext.facts))
     if conversation is None:
         return [(entity, cid, fact, None, None, None) for fact in unique]
     messages = conversation.messages
@@ -761,7 +760,7 @@ def _fact_mentions(entity: str, cid: str, facts: tuple[str, ...],
     span = [t for t in said if t is not None]
     start, end = (min(span), max(span)) if span else (None, None)
     rows = []
-    for fact, positions in zip(unique, locate(unique, messages)):
+    for fact, positions in zip(unique, locate(unique, messages, dict(ext.sources or ()))):
         times = [said[p] for p in positions if said[p] is not None]
         rows.append((entity, cid, fact, list(positions),
                      min(times) if times else start, max(times) if times else end))

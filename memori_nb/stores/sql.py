@@ -844,7 +844,8 @@ class _BatchWrite:
                 continue
             conversation = conversations[i]
             messages = r.conversation.messages if r.conversation is not None else ()
-            located = locate(unique, messages) if messages else [()] * len(unique)
+            located = (locate(unique, messages, dict(r.extraction.sources or ())) if messages
+                       else [()] * len(unique))
             entity = entities[r.result.entity_id]
             for fact, positions in zip(unique, located):
                 pk = self.fact_ids[(entity, uniq(fact))]
