@@ -4,9 +4,10 @@ LoCoMo (../shared/data/locomo/locomo10.json) has 1,986 questions about its ten t
 chats, each with ``evidence``: the turns that answer it (``D3:5`` is session 3, turn 5). The
 sessions are seeded as ``locomo_extraction.py`` seeds them (each from each speaker's view: the
 entity is ``"{sample_id}:{speaker}"``, the conversation id the session, ``session_3``). Each
-question that names exactly one of the two speakers (1,813 of them) is asked through
-``Memori.recall(question, entity_id=<that speaker>, limit=5)``; it is a **hit** when a
-conversation that stated one of the five facts is an evidence session. Per backend it prints:
+question that names exactly one of the two speakers and whose evidence sessions exist (1,810
+of them) is asked through ``Memori.recall(question, entity_id=<that speaker>, limit=5)``; it
+is a **hit** when a conversation that stated one of the five facts is an evidence session.
+Per backend it prints:
 
 - the hit share, per question category as numbered in the file (category 5 is adversarial:
   the question names the wrong speaker or an event nobody mentioned; the headline leaves it

@@ -247,7 +247,7 @@ def runs(db: Any = DEFAULT_DB) -> pd.DataFrame:
 
 
 
-def recall(query: str, db: Any = DEFAULT_DB, entity_id: str | None = None,
+def recall(query: str, *, db: Any = DEFAULT_DB, entity_id: str | None = None,
            limit: int = 5) -> pd.DataFrame:
     """The facts most relevant to ``query`` for an entity, best first, as Memori's recall
     ranks them (see :meth:`memori_nb.Memori.recall`), one row per fact.

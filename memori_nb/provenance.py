@@ -138,17 +138,22 @@ def _find(lowered: list[str], which: list[int], needles: dict[str, list],
         at += len(text) + 1
     text = "\n".join(lowered)  # one search per needle, however many messages
     for needle, entries in needles.items():
+        # The messages each whole word starting with the needle is in; then the facts
+        # looking for it (a word said often in a long conversation with many facts would
+        # otherwise cost occurrences times facts).
+        where: dict[str | None, set[int]] = {}
         pos = text.find(needle)
         while pos >= 0:
             whole = None
             if pos == 0 or not text[pos - 1].isalnum():
                 match = _WORD.match(text, pos)
                 whole = match.group() if match else None
-            message = which[bisect_right(starts, pos) - 1]
-            for f, word, weight, forms in entries:
-                if forms is None or whole in forms:
-                    hits.add((message, f, word, weight))
+            where.setdefault(whole, set()).add(which[bisect_right(starts, pos) - 1])
             pos = text.find(needle, pos + len(needle))
+        for f, word, weight, forms in entries:
+            for whole, messages in where.items():
+                if forms is None or whole in forms:
+                    hits.update((message, f, word, weight) for message in messages)
 
 
 @lru_cache(maxsize=8192)  # an entity's facts come back conversation after conversation

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("sqlalchemy")
 
-from memori_nb import ConfigurationError, Memori, SeedData  # noqa: E402
+from memori_nb import ConfigurationError, Memori, SeedData, StoreError  # noqa: E402
 from memori_nb import embeddings as emb  # noqa: E402
 from memori_nb.embeddings import Embedder  # noqa: E402
 from memori_nb.models import Extraction  # noqa: E402
@@ -229,6 +229,29 @@ def test_duckdb_recalls_from_a_database_built_before_recall_existed_or_read_only
     m = Memori(conn=read_only, backend="local", embedder=model)
     assert m.recall("music")[0]["content"] == "user likes jazz"
     read_only.close()
+
+
+def test_duckdb_read_only_before_the_vectors_exist_says_what_to_do(tmp_path, model):
+    path = str(tmp_path / "m.duckdb")
+    m = Memori(conn=path, backend=StatedFacts(), embedder=model)
+    seed(m, "ann", said("a1", "user likes jazz", "user has_dog Rex"))
+    m.close()
+    read_only = duckdb.connect(path, read_only=True)
+    m = Memori(conn=read_only, backend="local", embedder=model)
+    with pytest.raises(StoreError, match="2 facts of 'ann' have no embedding yet.*read-only"):
+        m.recall("music")
+    assert m.recall("music", entity_id="nobody") == []
+    read_only.close()
+
+
+def test_a_refused_recall_leaves_the_store_usable(tmp_path, model):
+    m = Memori(conn=str(tmp_path / "m.duckdb"), backend=StatedFacts(), embedder=model)
+    seed(m, "ann", said("a1", "user likes jazz"))
+    seed(m, "bob", said("b1", "user likes tea"))
+    with pytest.raises(ConfigurationError, match="2 entities"):
+        m.sources("what music?")
+    assert m.sources("what music?", entity_id="ann").fact.tolist() == ["user likes jazz"]
+    m.close()
 
 
 @pytest.mark.parametrize("kind", STORES)

@@ -284,6 +284,14 @@ class DuckDBStore:
             try:
                 yield
             except duckdb.Error as exc:
+                if isinstance(exc, duckdb.BinderException):
+                    # A column this version reads is missing: an earlier version's file,
+                    # which build() upgrades (a read-only connection cannot).
+                    raise StoreError(
+                        f"could not {doing}: the database lacks what this memori_nb version "
+                        f"keeps (an earlier version built it); open it once for writing, e.g. "
+                        f"Memori(conn=path), to upgrade it ({str(exc).splitlines()[0]})"
+                    ) from exc
                 raise StoreError(f"could not {doing}: {exc}") from exc
 
     def journal_dir(self) -> Path | None:
@@ -487,9 +495,11 @@ class DuckDBStore:
         no times), first_seeded and last_seeded (when memori_nb wrote it).
         """
         where, params = _entity_filter(entity_id)
-        return self.sql(f"SELECT entity_id, fact, mention_count, first_seen, last_seen, "
-                        f"first_seeded, last_seeded FROM facts {where} "
-                        f"ORDER BY entity_id, mention_count DESC, fact", params)
+        with self._writing("read the facts"):
+            return self.conn.execute(f"SELECT entity_id, fact, mention_count, first_seen, "
+                                     f"last_seen, first_seeded, last_seeded FROM facts {where} "
+                                     f"ORDER BY entity_id, mention_count DESC, fact",
+                                     params).df()
 
     def fact_sources(self, entity_id: str | None = None,
                      facts: Sequence[str] | None = None) -> pd.DataFrame:
@@ -514,8 +524,8 @@ class DuckDBStore:
         where, params = _entity_filter(entity_id)
         wanted = pd.DataFrame({"fact": list(dict.fromkeys(facts or ()))})
         semi = "SEMI JOIN wanted USING (fact)" if facts is not None else ""
-        with self._lock:
-            frame = _query_df(self.conn, f"""
+        with self._writing("read the facts' sources"):
+            frame = _query_frame(self.conn, f"""
                 WITH s AS (
                     SELECT entity_id, fact, conversation_id,
                            unnest(CASE WHEN len(positions) > 0 THEN positions
@@ -526,7 +536,7 @@ class DuckDBStore:
                 FROM s LEFT JOIN messages m ON m.entity_id = s.entity_id
                      AND m.conversation_id = s.conversation_id AND m.position = s.position
                 ORDER BY s.entity_id, s.fact, m.said_at NULLS LAST, s.conversation_id,
-                         s.position NULLS LAST""", params, wanted=wanted)
+                         s.position NULLS LAST""", params, as_frame=True, wanted=wanted)
         return with_excerpts(frame)
 
     def entity_summaries(self) -> pd.DataFrame:
@@ -563,44 +573,53 @@ class DuckDBStore:
             ConfigurationError: the embedding model or its packages are not installed.
             StoreError: the database refused.
         """
-        self._embed_missing(entity_id)
+        if not self._embed_missing(entity_id):
+            return []
         with self._writing("rank the facts"):
             return self.conn.execute(_SIMILAR_FACTS, {
                 "entity": entity_id, "candidates": RECALL_FACTS, "pool": pool,
                 "query": query_vector}).fetchall()
 
-    def _embed_missing(self, entity_id: str) -> None:
+    def _embed_missing(self, entity_id: str) -> bool:
         """Embed the recall candidates of ``entity_id`` that have no vector yet, a batch at a
-        time (each batch kept at once). The model runs outside the lock: a seeding run in
-        this process goes on writing meanwhile."""
+        time (each batch kept at once); False when the entity has no facts. The model runs
+        outside the lock: a seeding run in this process goes on writing meanwhile."""
         with self._writing("look for facts to embed"):
             # A database an earlier version built, and that no run has built since, has no
             # table for them yet. (Looked up first: a read-only database may still recall.)
-            if not self.conn.execute("SELECT count(*) FROM duckdb_tables() WHERE "
-                                     "database_name = current_database() AND schema_name = "
-                                     "'main' AND table_name = 'fact_embeddings'").fetchone()[0]:
+            (has_table, read_only), = self.conn.execute(
+                "SELECT (SELECT count(*) FROM duckdb_tables() WHERE database_name = "
+                "current_database() AND schema_name = 'main' AND table_name = "
+                "'fact_embeddings') > 0, (SELECT readonly FROM duckdb_databases() WHERE "
+                "database_name = current_database())").fetchall()
+            if not has_table and not read_only:
                 self.conn.execute(_FACT_EMBEDDINGS)
+                has_table = True
+            missing = (f"SELECT fact FROM ({_CANDIDATES}) ANTI JOIN fact_embeddings USING (fact)"
+                       if has_table else f"SELECT fact FROM ({_CANDIDATES})")
             texts = [row[0] for row in self.conn.execute(
-                f"SELECT fact FROM ({_CANDIDATES}) ANTI JOIN fact_embeddings USING (fact)",
-                {"entity": entity_id, "candidates": RECALL_FACTS}).fetchall()]
+                missing, {"entity": entity_id, "candidates": RECALL_FACTS}).fetchall()]
+            if not has_table and not texts:
+                return False
+        if texts and read_only:
+            raise StoreError(f"{len(texts)} facts of {entity_id!r} have no embedding yet, and "
+                             f"this database is open read-only: recall once with it open for "
+                             f"writing (the vectors are kept), then read-only recall works")
         for start in range(0, len(texts), EMBED_BATCH):
             batch = texts[start:start + EMBED_BATCH]
             frame = pd.DataFrame({"fact": batch, "embedding": list(self.embedder.embed(batch))})
             with self._writing("keep the fact embeddings"):
-                self.conn.register("batch_embeddings", frame)
-                try:
-                    # Anti join: another recall may have stored some of these meanwhile.
-                    self.conn.execute("INSERT INTO fact_embeddings SELECT fact, "
-                                      "embedding::FLOAT[384] FROM batch_embeddings "
-                                      "ANTI JOIN fact_embeddings USING (fact)")
-                finally:
-                    self.conn.unregister("batch_embeddings")
+                # Anti join: another recall may have stored some of these meanwhile.
+                _query_frame(self.conn, "INSERT INTO fact_embeddings SELECT fact, "
+                             "embedding::FLOAT[384] FROM batch_embeddings "
+                             "ANTI JOIN fact_embeddings USING (fact)", batch_embeddings=frame)
+        return True
 
     def fact_details(self, entity_id: str, facts: list[str]) -> dict[str, dict[str, Any]]:
         """For each of ``facts`` of ``entity_id``: ``id`` (None here), ``conversations`` (the
         ids of the conversations that stated it, earliest first), ``first_seen`` and
         ``last_seen``, as the ``facts`` table has them."""
-        with self._lock:
+        with self._writing("read the facts' conversations"):
             rows = self.conn.execute(_FACT_DETAILS, [entity_id, list(facts)]).fetchall()
         return {fact: {"id": None, "conversations": list(conversations or ()),
                        "first_seen": first, "last_seen": last}
@@ -608,9 +627,9 @@ class DuckDBStore:
 
     def only_entity(self) -> tuple[str | None, int]:
         """(the entity, 1) when the store holds exactly one entity; else (None, how many)."""
-        with self._lock:
-            count, first = self.conn.execute(
-                "SELECT count(*), min(entity_id) FROM entities").fetchone()
+        with self._writing("count the entities"):
+            (count, first), = self.conn.execute(
+                "SELECT count(*), min(entity_id) FROM entities").fetchall()
         return (first if count == 1 else None), count
 
 
@@ -652,24 +671,14 @@ FROM entities e ORDER BY e.entity_id
 """
 
 
-def _query_df(conn: duckdb.DuckDBPyConnection, sql: str, params: list[Any],
-              **frames: pd.DataFrame) -> pd.DataFrame:
-    """Run ``sql`` with DataFrames registered as views; the result as a DataFrame."""
+def _query_frame(conn: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None,
+                 *, as_frame: bool = False, **frames: pd.DataFrame) -> Any:
+    """Run ``sql`` with DataFrames registered as views; all its rows (or a DataFrame)."""
     for name, frame in frames.items():
         conn.register(name, frame)
     try:
-        return conn.execute(sql, params).df()
-    finally:
-        for name in frames:
-            conn.unregister(name)
-
-
-def _query_frame(conn: duckdb.DuckDBPyConnection, sql: str, **frames: pd.DataFrame) -> list:
-    """Run ``sql`` with DataFrames registered as views; returns all rows."""
-    for name, frame in frames.items():
-        conn.register(name, frame)
-    try:
-        return conn.execute(sql).fetchall()
+        result = conn.execute(sql, params or [])
+        return result.df() if as_frame else result.fetchall()
     finally:
         for name in frames:
             try:
