@@ -2,7 +2,9 @@
 
 Backends report facts per conversation, not per message (neither the Advanced Augmentation
 protocol nor the chat protocol says where a fact came from), so memori_nb finds the sources
-itself, the same way for every backend. The rule, for one fact and one conversation:
+itself, the same way for every backend, unless the backend said (``Extraction.sources``: the
+local extractor knows which message it read a fact in). The rule, for one fact and one
+conversation:
 
 1. The fact's content words: lower-cased words, stop words left out. A fact shaped like
    ``"user lives_in Cape Town"`` (subject, predicate, object, as triples make them) loses its
