@@ -222,6 +222,11 @@ def test_quotes_are_closed_on_their_line_and_inch_marks_are_not_quotes():
         ("likes", "dogs", "thing")]
     assert triples_of('I\'m 6\'2" and she said "I live in Rome" but I live in Denver.') == [
         ("lives_in", "Denver", "place")]
+    # Overlapping straight and curly quotes hide what either holds.
+    assert triples_of('He said “a "b” I live in Rome" and I love cats.') == [
+        ("likes", "cats", "thing")]
+    assert triples_of('“I love "x" and I live in Rome” I love dogs.') == [
+        ("likes", "dogs", "thing")]
 
 
 @pytest.mark.parametrize("sentence", [

@@ -128,9 +128,9 @@ _NUM = r"(?:an?|one|two|three|four|five|six|\d+)\s+"
 # Up to three words; _proper_name keeps the leading capitalised ones of the original text,
 # so "my wife is a doctor" gives nothing and "my wife Anna and I" gives "Anna".
 _NAME = r"([^\W\d_][\w'’-]*(?:[ \t]+[^\W\d_][\w'’-]*){0,2})"
-# The object: everything up to sentence punctuation or the end of the line (a line break is
+# The object: everything up to sentence punctuation, a quote or the end of the line (a break is
 # NUL in the text the patterns read: see _facts_in); _clean cuts it at clause words.
-_OBJ = r"([^\x00.!?;,:()\"…]{1,100})"
+_OBJ = r"([^\x00.!?;,:()\"“”…]{1,100})"
 
 _PETS = ("dog|cat|puppy|kitten|parrot|bird|hamster|rabbit|bunny|turtle|tortoise|goldfish|"
          "fish|horse|pony|snake|lizard|gecko|guinea\\s+pig|ferret|budgie")
@@ -525,9 +525,10 @@ _INCHES = re.compile(r'(?<=\d)"')
 
 
 def _quote_spans(low: str) -> list[tuple[int, int]]:
-    """The (opening, closing) positions of the quotes in ``low``: a straight quote is closed by
-    the next one, a "“" by the next "”", on the same line; a quote not closed on its line is a
-    stray mark, not a quote, and hides nothing."""
+    """Where the quotes in ``low`` are: (opening, closing) positions, in order, not overlapping
+    (a straight and a curly quote that overlap are one). A straight quote is closed by the next
+    one, a "“" by the next "”", on the same line; a quote not closed on its line is a stray
+    mark, not a quote, and hides nothing."""
     spans = []
     straight = curly = -1
     for mark in _QUOTE_MARK.finditer(low):
@@ -548,7 +549,14 @@ def _quote_spans(low: str) -> list[tuple[int, int]]:
                 curly = -1
         else:                                 # a new line: unclosed quotes were none
             straight = curly = -1
-    return spans
+    spans.sort()
+    merged = spans[:1]
+    for opening, closing in spans[1:]:
+        if opening < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(closing, merged[-1][1]))
+        else:
+            merged.append((opening, closing))
+    return merged
 
 
 def _third_person(verb: str) -> str:
@@ -628,7 +636,8 @@ def _facts_in(text: str) -> list[_Found]:
         low = _INCHES.sub("″", low)
         quotes = '"' in low
     quotes = quotes or "“" in low
-    spans: list[tuple[int, int]] | None = None
+    spans: list[tuple[int, int]] | None = None   # the quotes, found at the first fact
+    inside = 0                                # the first quote not closed before the head
     pos = 0
     while (head := _HEAD.search(low, pos)) is not None:
         pos = head.end()
@@ -695,10 +704,12 @@ def _facts_in(text: str) -> list[_Found]:
         if question and (stop := _SENTENCE_END.search(low, head.end(), head.end() + 300)) \
                 is not None and stop.group() == "?":
             continue
-        if quotes:
+        if quotes:                            # heads come in order: walk the quotes once
             if spans is None:
                 spans = _quote_spans(low)
-            if any(opening < at < closing for opening, closing in spans):
+            while inside < len(spans) and spans[inside][1] < at:
+                inside += 1
+            if inside < len(spans) and spans[inside][0] < at:
                 continue
         found.append(fact)
         if org is not None:                   # "a nurse at the city hospital"
