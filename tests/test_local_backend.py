@@ -204,6 +204,63 @@ def test_quotes_only_hide_what_is_inside_them():
         ("painted", "boat", "thing")]
 
 
+def test_quotes_are_closed_on_their_line_and_inch_marks_are_not_quotes():
+    # A " after a digit is inches; a quote not closed on its line is a stray mark: neither
+    # hides the rest of the message.
+    assert triples_of('I\'m 5\'10" tall. I live in Paris and I love cats.') == [
+        ("lives_in", "Paris", "place"), ("likes", "cats", "thing")]
+    assert triples_of('I own a 12" laptop. I live in Oslo.') == [
+        ("owns", '12" laptop', "product"), ("lives_in", "Oslo", "place")]
+    assert triples_of('She said "hi. I live in Paris. I love cats.') == [
+        ("lives_in", "Paris", "place"), ("likes", "cats", "thing")]
+    assert triples_of('He wrote "hi\nI live in Oslo" on it') == [("lives_in", "Oslo", "place")]
+    assert triples_of("He said “hi. I love dogs.") == [("likes", "dogs", "thing")]
+    # A quote closed on its line hides all it holds, several sentences too, and no more.
+    assert triples_of('She said "I\'m tired. I live in Rome." I love cats.') == [
+        ("likes", "cats", "thing")]
+    assert triples_of("He said “I live in Rome. I love cats.” I love dogs.") == [
+        ("likes", "dogs", "thing")]
+    assert triples_of('I\'m 6\'2" and she said "I live in Rome" but I live in Denver.') == [
+        ("lives_in", "Denver", "place")]
+    # Overlapping straight and curly quotes hide what either holds.
+    assert triples_of('He said “a "b” I live in Rome" and I love cats.') == [
+        ("likes", "cats", "thing")]
+    assert triples_of('“I love "x" and I live in Rome” I love dogs.') == [
+        ("likes", "dogs", "thing")]
+
+
+@pytest.mark.parametrize("sentence", [
+    "I no longer live in Paris.", "I almost bought a Tesla.", "I nearly moved to Rome.",
+    "I barely know Python.", "I hardly ever play chess.", "I never really liked sushi.",
+    "I'm no longer vegetarian.", "I'm almost done with my thesis.", "I'm hardly a fan of jazz.",
+    "We almost went camping.", "We never went camping.", "I've never been to Japan.",
+])
+def test_negations_and_near_misses_give_nothing(sentence):
+    assert triples_of(sentence) == []
+
+
+def test_negations_and_near_misses_hide_only_their_own_clause():
+    assert triples_of("I never eat pork.") == [("avoids_eating", "pork", "food")]
+    assert triples_of("I no longer eat meat.") == [("avoids_eating", "meat", "food")]
+    assert triples_of("I live in Oslo and I almost missed the bus.") == [
+        ("lives_in", "Oslo", "place")]
+    assert triples_of("I almost bought a Tesla, but I bought a Volvo.") == [
+        ("owns", "Volvo", "product")]
+
+
+def test_no_rule_reads_across_a_line_break():
+    assert triples_of("I live in\nI love cats") == [("likes", "cats", "thing")]
+    assert triples_of("I live in\r\nI love cats") == [("likes", "cats", "thing")]
+    assert triples_of("I love\ncats") == []
+    assert triples_of("My sister's name is\nAnna") == []
+    assert triples_of("I went to\nthe gym") == []
+    assert triples_of("I work as a nurse\nat the city hospital") == [
+        ("works_as", "nurse", "occupation")]
+    # Each line on its own still gives its facts.
+    assert triples_of("I live in Paris\r\nI love cats\nmy dog Rex") == [
+        ("lives_in", "Paris", "place"), ("likes", "cats", "thing"), ("has_dog", "Rex", "pet")]
+
+
 def test_assistant_and_system_text_is_ignored():
     messages = [
         Message(role="system", content="I live in the cloud and I love helping."),

@@ -38,12 +38,15 @@ only (assistant and system text is ignored), as triples about the subject ``user
 
 No rule fires where the clause is not a statement of the user's: after "if", "wish",
 "unless", "whether", "maybe", "what/how/why", a modal or "do/did" ("if I had a dog", "can I
-ask", "what I want"), in a sentence ending with "?", or inside quotes. The general rule also
-skips verbs of opinion, talk and wishes ("I think/guess/know/mean/see/agree/hope/wish/bet",
-"I can't wait", "I want", "I used to") and states about the other person or the talk ("I'm
-glad/sorry/happy for you", "I'm sure", "I'm not ..."); after "we" it takes only past tenses
-("we should", "we live" give nothing: what the user did with others, not plans or habits of
-a group).
+ask", "what I want"), in a sentence ending with "?", or inside quotes (a quote is closed on
+its own line, else it is a stray mark and hides nothing; a ``"`` right after a digit is inches:
+"I'm 5'10\" tall", "a 12\" laptop"). The general rule also skips verbs of opinion, talk and
+wishes ("I think/guess/know/mean/see/agree/hope/wish/bet", "I can't wait", "I want", "I used
+to"), negations and near misses ("I no longer ...", "I never ...", "I almost/nearly/barely/
+hardly ...") and states about the other person or the talk ("I'm glad/sorry/happy for you",
+"I'm sure", "I'm not ...", "I'm no longer ..."); after "we" it takes only past tenses ("we
+should", "we live" give nothing: what the user did with others, not plans or habits of a
+group). No rule reads across a line break: "I live in" at the end of a line gives nothing.
 
 The summary is made of what was found: "User owns Tesla Model 3; lives in Denver; likes
 hiking." (specific facts first, as many as fit in about 120 characters, then "and N more
@@ -63,9 +66,9 @@ articles. What it **cannot** do:
   ``reads``: the present and past of "read", "run", "put" ... are one word), and a clause
   cut at five words can lose its end;
 - resolve references ("I bought it", "she lives there" give nothing);
-- handle negation beyond "don't/do not like" → ``dislikes`` and "don't eat" →
-  ``avoids_eating``; other negated statements simply do not match ("I'm not from here"),
-  nor does the past ("I used to live in ...");
+- handle negation beyond "don't/do not like" → ``dislikes`` and "don't/never/no longer eat"
+  → ``avoids_eating``; other negated statements simply do not match ("I'm not from here",
+  "I no longer live in ..."), nor does the past ("I used to live in ...");
 - tell facts about other people unless phrased as "my <relative or pet> <Name>";
 - tell reported speech without quotes ("she told me I'm ..."), sarcasm or jokes from
   statements, or hypotheticals not introduced by one of the words above;
@@ -96,7 +99,8 @@ MAX_SUMMARY_CHARS = 300
 
 # --- the patterns ---------------------------------------------------------------------------
 # Two stages keep this fast (a few µs per message), both on a lowercased copy of the text
-# (same length, so positions map back to the original, whose casing objects keep):
+# (same length, so positions map back to the original, whose casing objects keep; line
+# breaks are NUL there, so that no rule reads across one):
 # _HEAD finds where a first-person statement starts ("i ", "i'm ", "i’ve ", "i have ", "my ",
 # "call me ", "we "), skipping adverbs; then only the rules of that kind are tried, anchored
 # there, and where none matches, the general clause rule (below) of that kind.
@@ -124,8 +128,9 @@ _NUM = r"(?:an?|one|two|three|four|five|six|\d+)\s+"
 # Up to three words; _proper_name keeps the leading capitalised ones of the original text,
 # so "my wife is a doctor" gives nothing and "my wife Anna and I" gives "Anna".
 _NAME = r"([^\W\d_][\w'’-]*(?:[ \t]+[^\W\d_][\w'’-]*){0,2})"
-# The object: everything up to sentence punctuation; _clean cuts it at clause words.
-_OBJ = r"([^\n.!?;,:()\"…]{1,100})"
+# The object: everything up to sentence punctuation, a quote or the end of the line (a break is
+# NUL in the text the patterns read: see _facts_in); _clean cuts it at clause words.
+_OBJ = r"([^\x00.!?;,:()\"“”…]{1,100})"
 
 _PETS = ("dog|cat|puppy|kitten|parrot|bird|hamster|rabbit|bunny|turtle|tortoise|goldfish|"
          "fish|horse|pony|snake|lizard|gecko|guinea\\s+pig|ferret|budgie")
@@ -195,7 +200,8 @@ _RULES: tuple[tuple[str, str, str, str, str], ...] = (
     ("i", rf"drive\s+(?={_ART})", "drives", "product", _OBJ),
     ("i", rf"(?:hate|dislike|detest|loathe|can{_AP}?t\s+stand|{_DONT}(?:like|enjoy))\s+",
      "dislikes", "thing", _OBJ),
-    ("i", rf"(?:{_DONT}|never\s+|can{_AP}?t\s+|cannot\s+)eat\s+", "avoids_eating", "food", _OBJ),
+    ("i", rf"(?:{_DONT}|never\s+|no\s+longer\s+|can{_AP}?t\s+|cannot\s+)eat\s+",
+     "avoids_eating", "food", _OBJ),
     ("i", r"(?:love|like|enjoy|adore)\s+", "likes", "thing", _OBJ),
     ("i", r"prefer\s+", "prefers", "thing", _OBJ),
     ("i", r"play\s+", "plays", "activity", _OBJ),
@@ -239,6 +245,7 @@ _RULE_INFO = {f"o{i}": (predicate, object_type, obj is _NAME,
                         f"k{i}" if "(?P<k>" in before else None)
               for i, (_kind, before, predicate, object_type, obj) in enumerate(_RULES)}
 _PATTERNS: dict[tuple[str, str], re.Pattern[str] | None] = {}
+_UNSEEN = object()                          # a (kind, letter) whose rules are not compiled yet
 
 
 def _rules_for(kind: str, letter: str) -> re.Pattern[str] | None:
@@ -331,8 +338,9 @@ _TOPICS = (  # (predicate prefix, attribute); "has_<x>" is "pets" or "family" by
     ("plans_to", "plans"), ("is_planning", "plans"),
 )
 # Triples are frozen, so equal ones can be shared: building one (and its fact string and
-# topic) costs more than finding it. A found fact is (fact string, triple, topic attribute).
-_Found = tuple[str, Triple, str]
+# topic) costs more than finding it. A found fact is (fact string, triple, topic attribute,
+# its part of the summary).
+_Found = tuple[str, Triple, str, str]
 _FOUND_CACHE: dict[tuple[str, str, str, str | None], _Found] = {}
 _FOUND_CACHE_SIZE = 20_000
 
@@ -347,7 +355,8 @@ def _found(predicate: str, name: str, object_type: str, topic: str | None = None
         triple = Triple(subject_name=SUBJECT_NAME, subject_type=SUBJECT_TYPE,
                         predicate=predicate, object_name=name, object_type=object_type)
         found = _FOUND_CACHE[key] = (triple.fact, triple,
-                                      topic or _topic(predicate, object_type))
+                                      topic or _topic(predicate, object_type),
+                                      f"{predicate.replace('_', ' ')} {name}")
     return found
 
 
@@ -374,18 +383,22 @@ def _clean(text: str, low: str, start: int, end: int, object_type: str,
     if cut is not None:
         end = cut.start()
     words = text[start:end].split()
-    while len(words) > 1 and words[0].lower() in _ARTICLES:
-        del words[0]
     if not words:
         return "", end
     first = words[0].lower()
+    while first in _ARTICLES and len(words) > 1:
+        del words[0]
+        first = words[0].lower()
     if (first == "to" and predicate not in _KEEP_TO
             or first == "about" and object_type == "topic") and len(words) > 1:
         del words[0]                          # "I'm learning about X": the topic is X
         first = words[0].lower()
     if first in _STOP_FIRST and not (first == "to" and len(words) > 1):
         return "", end
-    return _capped(" ".join(words)), end
+    name = " ".join(words)
+    if len(name) > MAX_OBJECT_CHARS:
+        return _capped(name), end
+    return name.rstrip(" '’-*~"), end
 
 
 def _capped(name: str) -> str:
@@ -397,11 +410,11 @@ def _capped(name: str) -> str:
 
 def _proper_name(words: str) -> str:
     """The leading capitalised words ("Anna and I" → "Anna"); "" if there are none."""
-    kept = []
-    for word in words.split():
+    kept = words.split()
+    for index, word in enumerate(kept):
         if not word[0].isupper():
+            del kept[index:]
             break
-        kept.append(word)
     if not kept or kept[0] == "I":
         return ""
     return _capped(" ".join(kept))
@@ -437,9 +450,8 @@ _PARTICLES = "up|out|back|off|down|away|together|along|forward"
 _INTENSE = (r"(?:(?:so|super|very|really|pretty|quite|extremely|incredibly|truly|totally|"
             r"kinda|a\s+bit|a\s+little|all|still|also|just|currently|now|finally|always|"
             r"usually|often|sometimes|even|actually)\s+)*")
-_OFTEN = (r"(?:(?:usually|often|sometimes|even|both|all|only|almost|first|probably|ever|"
-          r"once|occasionally|mostly|then|later|eventually|also|always|still|never\s+really)"
-          r"\s+)*")
+_OFTEN = (r"(?:(?:usually|often|sometimes|even|both|all|only|first|probably|ever|"
+          r"once|occasionally|mostly|then|later|eventually|also|always|still)\s+)*")
 _GENERIC = {
     kind: re.compile(rf"{prefix}(?P<v>[a-z]+)(?:\s+(?P<pa>{_PARTICLES}))?"
                      rf"(?:\s+(?P<p>{_PREPS}))?\s+(?P<o>[^\W\d_]{_OBJ[1:]}")
@@ -447,21 +459,25 @@ _GENERIC = {
                          ("ive", r"(?P<been>been\s+)?"))}
 MAX_GENERIC_WORDS = 5
 GENERAL_TOPIC = "experiences"                # the attribute of the general rule's facts
-# Verbs after "I"/"we" that start an opinion, talk about the conversation, a wish, a modal or
-# a negation rather than a fact: "I think so", "I can't wait", "I wish I had", "I used to".
+# Verbs after "I"/"we" that start an opinion, talk about the conversation, a wish, a modal, a
+# negation or a near miss rather than a fact: "I think so", "I can't wait", "I wish I had", "I
+# used to", "I no longer live", "I almost bought" (adverbs in -ly are not verbs either: "I
+# barely/hardly/nearly ...").
 _NOT_FACT_VERBS = frozenset(
     "think thought guess know knew mean meant see saw agree hope hoped wish bet believe "
     "suppose wonder wondered understand imagine reckon can could would will should shall "
     "might must may do did does don didn doesn cant won wouldn couldn shouldn need needed "
     "want wanted used wanna gotta gonna am was were are is be been have has had get "
     "appreciate hear heard say said tell told ask asked promise recommend suggest thank "
-    "totally also just really actually still always never not last your more".split())
+    "totally also just really actually still always never not last your more no almost "
+    "seldom".split())
 # Words after "I'm" that are feelings about the other person or the talk, replies or
 # negations, not facts: "I'm glad you ...", "I'm sorry to hear", "I'm sure", "I'm not".
 _NOT_FACT_STATES = frozenset(
     "glad sorry happy sure not afraid here there all just so curious wondering "
     "going gonna a an the in on at with for to about from by really your more up "
-    "lucky excited grateful thankful no never".split())
+    "lucky excited grateful thankful no never almost nearly barely hardly scarcely rarely "
+    "seldom".split())
 # Past tenses and participles that do not end in -ed (the rest do); some are also presents.
 _IRREGULAR_PAST = frozenset(
     "went gone ran run made took taken got gotten found met did done gave given came began "
@@ -496,29 +512,51 @@ _CUT_GENERIC = _cut(_CLAUSE, _TAIL, ("is", "was", "were", "are", "did", "does", 
                                     "could", "should", "will", "can", "might"))
 # The word before a clause that makes it a hypothetical, an inverted question, an embedded
 # question or reported speech: "if I had", "wish I was", "can I ask", "what I want", "said I".
-_HEARSAY = re.compile(r"\b(?:if|wish|unless|whether|suppose|imagine|maybe|what|how|why|can|"
-                      r"could|should|would|do|did|will|said|says)[ \t]+$")
-_SENTENCE_END = re.compile(r"[.!?\n]")
+_HEARSAY_WORDS = frozenset("if wish unless whether suppose imagine maybe what how why can could "
+                           "should would do did will said says".split())
+_HEARSAY = re.compile(rf"\b(?:{'|'.join(sorted(_HEARSAY_WORDS))})[ \t]+$")
+_SENTENCE_END = re.compile(r"[.!?\x00]")
 
 
-def _hearsay(low: str, head: int, pos: int) -> bool:
-    """Whether the clause at ``head`` is a question, a hypothetical or reported speech."""
-    if _HEARSAY.search(low, max(0, head - 12), head) is not None:
-        return True                           # "if I", "can I", "she said I"
-    stop = _SENTENCE_END.search(low, pos, pos + 300)
-    return stop is not None and stop.group() == "?"
+# Quotes, and line ends (NUL: see _facts_in), where a quote not closed on its line is dropped.
+_QUOTE_MARK = re.compile('["“”\x00]')
+# A straight quote right after a digit is inches (5'10", a 12" laptop), not a quote.
+_INCHES = re.compile(r'(?<=\d)"')
 
 
-def _quoted(low: str, head: int,
-            state: tuple[int, bool, bool]) -> tuple[bool, tuple[int, bool, bool]]:
-    """Whether ``head`` is inside quotes; ``state`` (scanned up to, straight quote open, curly
-    quote open) carries the scan over, so a message is read once however many heads it has."""
-    start, straight, curly = state
-    straight ^= low.count('"', start, head) % 2 == 1
-    opening, closing = low.rfind("“", start, head), low.rfind("”", start, head)
-    if opening != closing:                    # the later one of the two decides
-        curly = opening > closing
-    return straight or curly, (head, straight, curly)
+def _quote_spans(low: str) -> list[tuple[int, int]]:
+    """Where the quotes in ``low`` are: (opening, closing) positions, in order, not overlapping
+    (a straight and a curly quote that overlap are one). A straight quote is closed by the next
+    one, a "“" by the next "”", on the same line; a quote not closed on its line is a stray
+    mark, not a quote, and hides nothing."""
+    spans = []
+    straight = curly = -1
+    for mark in _QUOTE_MARK.finditer(low):
+        at = mark.start()
+        char = low[at]
+        if char == '"':
+            if straight < 0:
+                straight = at
+            else:
+                spans.append((straight, at))
+                straight = -1
+        elif char == "“":
+            if curly < 0:
+                curly = at
+        elif char == "”":
+            if curly >= 0:
+                spans.append((curly, at))
+                curly = -1
+        else:                                 # a new line: unclosed quotes were none
+            straight = curly = -1
+    spans.sort()
+    merged = spans[:1]
+    for opening, closing in spans[1:]:
+        if opening < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(closing, merged[-1][1]))
+        else:
+            merged.append((opening, closing))
+    return merged
 
 
 def _third_person(verb: str) -> str:
@@ -586,70 +624,99 @@ def _facts_in(text: str) -> list[_Found]:
     low = text.lower()
     if len(low) != len(text):                 # positions in low must map back to text
         low = _lower_same_length(text)
+    # No rule reads across a line break: in ``low`` it is NUL, which "\s" does not match and
+    # objects, names and sentences end at (same length, so positions still map back).
+    if "\n" in low:
+        low = low.replace("\n", "\x00")
+    if "\r" in low:
+        low = low.replace("\r", "\x00")
+    question = "?" in low
+    quotes = False
+    if '"' in low:                            # inches become "″": neither quotes nor an end
+        low = _INCHES.sub("″", low)
+        quotes = '"' in low
+    quotes = quotes or "“" in low
+    spans: list[tuple[int, int]] | None = None   # the quotes, found at the first fact
+    inside = 0                                # the first quote not closed before the head
     pos = 0
-    quotes = '"' in low or "“" in low
-    quote_state = (0, False, False)
     while (head := _HEAD.search(low, pos)) is not None:
         pos = head.end()
         kind = head.lastgroup
         key = (kind, head.group(kind))
-        rules = _PATTERNS[key] if key in _PATTERNS else _rules_for(*key)
+        rules = _PATTERNS.get(key, _UNSEEN)
+        if rules is _UNSEEN:
+            rules = _rules_for(*key)
+        org = None
         if rules is None or (match := rules.match(low, pos)) is None:
-            # No specific rule: the general clause rule. Either way a clause that is a
-            # question, a hypothetical or reported ("if I had a dog", "did I tell you I
-            # went") or quoted gives nothing.
-            if kind in _GENERIC:
-                fact, end = _generic(kind, text, low, pos)
-                if fact is not None:
-                    pos = end
-                    if not _hearsay(low, head.start(), head.end()):
-                        if quotes:            # quoted speech is someone else's words
-                            quoted, quote_state = _quoted(low, head.start(), quote_state)
-                            if quoted:
-                                continue
-                        found.append(fact)
-            continue
-        group = match.lastgroup
-        predicate, object_type, is_name, keyword_group = _RULE_INFO[group]
-        start, end = match.span(group)
-        if keyword_group is not None:         # has_<relative/pet>, favorite_<category>
-            keyword = "_".join(match.group(keyword_group).replace("-", " ").split())
-            keyword = _SUFFIX_ALIASES.get(keyword, keyword)
-            if predicate == "has_" and keyword in _PETS_SET:
-                object_type = "pet"
-            elif predicate == "favorite_":
-                object_type = _FAVORITE_TYPES.get(keyword, "thing")
-            predicate += keyword
-        if is_name:
-            pos = start                       # only the capitalised words were the name
-            name = _proper_name(text[start:end])
-        else:
-            name, pos = _clean(text, low, start, end, object_type, predicate)
-            pos = max(pos, start + 1)
-        if not name:
-            continue
-        if object_type == "thing":
-            object_type = _guess_type(name)
-        elif object_type == "activity or place":     # "I'm going to Lisbon / the gym"?
-            if low.startswith("the ", start) or text[start].isupper() and not text.isupper():
-                predicate, object_type = "plans_to_go_to", "place"
-                name, pos = _clean(text, low, start, end, object_type, predicate)
-                if not name:
-                    continue
-            else:
-                object_type = "activity"
-        if _hearsay(low, head.start(), head.end()):
-            continue                          # "if I have a dog named Rex", "do I live in"
-        if quotes:
-            quoted, quote_state = _quoted(low, head.start(), quote_state)
-            if quoted:
+            # No specific rule: the general clause rule.
+            if kind not in _GENERIC:
                 continue
-        found.append(_found(predicate, name, object_type))
-        if predicate in _FOLLOW_ORG and (org := _AT_ORG.match(low, pos)) is not None:
+            fact, end = _generic(kind, text, low, pos)
+            if fact is None:
+                continue
+            pos = end
+        else:
+            group = match.lastgroup
+            predicate, object_type, is_name, keyword_group = _RULE_INFO[group]
+            start, end = match.span(group)
+            if keyword_group is not None:     # has_<relative/pet>, favorite_<category>
+                keyword = "_".join(match.group(keyword_group).replace("-", " ").split())
+                keyword = _SUFFIX_ALIASES.get(keyword, keyword)
+                if predicate == "has_" and keyword in _PETS_SET:
+                    object_type = "pet"
+                elif predicate == "favorite_":
+                    object_type = _FAVORITE_TYPES.get(keyword, "thing")
+                predicate += keyword
+            if is_name:
+                pos = start                   # only the capitalised words were the name
+                name = _proper_name(text[start:end])
+            else:
+                name, pos = _clean(text, low, start, end, object_type, predicate)
+                if pos <= start:
+                    pos = start + 1
+            if not name:
+                continue
+            if object_type == "thing":
+                object_type = _guess_type(name)
+            elif object_type == "activity or place":     # "I'm going to Lisbon / the gym"?
+                if low.startswith("the ", start) or text[start].isupper() and not text.isupper():
+                    predicate, object_type = "plans_to_go_to", "place"
+                    name, pos = _clean(text, low, start, end, object_type, predicate)
+                    if not name:
+                        continue
+                else:
+                    object_type = "activity"
+            fact = _FOUND_CACHE.get((predicate, name, object_type, None))
+            if fact is None:
+                fact = _found(predicate, name, object_type)
+            if predicate in _FOLLOW_ORG:
+                org = _AT_ORG.match(low, pos)
+        # Nothing counts from a clause that is a hypothetical, an inverted or embedded question
+        # or reported ("if I had a dog", "can I ask", "she said I"), in a sentence ending with
+        # "?" ("did I tell you I went"), or quoted: someone else's words.
+        at = head.start()
+        if at and low[at - 1] in " \t":
+            # The word before, if it is one word after one space; else the regex decides.
+            word = low[low.rfind(" ", max(0, at - 12), at - 1) + 1:at - 1]
+            if (word in _HEARSAY_WORDS if word.isalpha()
+                    else _HEARSAY.search(low, max(0, at - 12), at) is not None):
+                continue
+        if question and (stop := _SENTENCE_END.search(low, head.end(), head.end() + 300)) \
+                is not None and stop.group() == "?":
+            continue
+        if quotes:                            # heads come in order: walk the quotes once
+            if spans is None:
+                spans = _quote_spans(low)
+            while inside < len(spans) and spans[inside][1] < at:
+                inside += 1
+            if inside < len(spans) and spans[inside][0] < at:
+                continue
+        found.append(fact)
+        if org is not None:                   # "a nurse at the city hospital"
             start, end = org.span(1)
             name, pos = _clean(text, low, start, end, "organization", "works_at")
             if name:
-                found.append(_found(_FOLLOW_ORG[predicate], name, "organization"))
+                found.append(_found(_FOLLOW_ORG[fact[1].predicate], name, "organization"))
     return found
 
 
@@ -676,23 +743,25 @@ def extract(messages: Sequence[Message], summary: str | None = None) -> Extracti
         >>> result.facts
         ('user lives_in Porto', 'user likes surfing')
     """
-    found: dict[str, _Found] = {}             # by fact, in first-seen order
-    said_in: dict[str, list[int]] = {}        # by fact, the messages that stated it
-    user_texts = []
-    for position, message in enumerate(messages):
-        if message.role != "user":
-            continue
-        user_texts.append(message.content)
-        for fact in _facts_in(message.content):
-            found.setdefault(fact[0], fact)
-            positions = said_in.setdefault(fact[0], [])
-            if not positions or positions[-1] != position:
-                positions.append(position)
-    return Extraction(triples=tuple(triple for _fact, triple, _topic in found.values()),
-                      facts=tuple(found), summary=_summarize(user_texts, found, summary),
-                      attributes=tuple(sorted({topic for *_, topic in found.values()})),
-                      sources=tuple((fact, tuple(positions[:MAX_SOURCES]))
-                                    for fact, positions in said_in.items()))
+    found: list[_Found] = []                  # each fact once, in first-seen order
+    said_in: dict[str, tuple[int, ...]] = {}  # by fact, the first messages that stated it
+    position = -1
+    for message in messages:
+        position += 1
+        if message.role == "user":
+            for fact in _facts_in(message.content):
+                key = fact[0]
+                if key not in said_in:
+                    found.append(fact)
+                    said_in[key] = (position,)
+                else:
+                    positions = said_in[key]
+                    if positions[-1] != position and len(positions) < MAX_SOURCES:
+                        said_in[key] = positions + (position,)
+    topics = {fact[2] for fact in found}
+    return Extraction(triples=tuple([fact[1] for fact in found]), facts=tuple(said_in),
+                      summary=_summarize(messages, found, GENERAL_TOPIC in topics, summary),
+                      attributes=tuple(sorted(topics)), sources=tuple(said_in.items()))
 
 
 # Words that say nothing about what a conversation was about, for the summary of one with no
@@ -711,31 +780,41 @@ MAX_TOPIC_WORDS = 5
 MAX_TOPIC_SCAN = 20_000                     # characters of user text read for topic words
 
 
-def _summarize(user_texts: list[str], found: dict[str, _Found], previous: str | None) -> str:
+def _summarize(messages: Sequence[Message], found: list[_Found], general: bool,
+               previous: str | None) -> str:
     """Deterministic summary of what was found, after the previous chunk's summary.
 
     With facts: the facts as a sentence ("User owns Tesla Model 3; lives in Denver."), those
-    of the specific rules before the general clause rule's, as many as fit, then how many
-    more. Without: the user's most frequent content words (ties in order of appearance),
-    said to be no more than that.
+    of the specific rules before the general clause rule's (``general``: there are some), as
+    many as fit, then how many more. Without: the user's most frequent content words (ties in
+    order of appearance), said to be no more than that.
     """
     if found:
-        ordered = sorted(found.values(), key=lambda f: f[2] == GENERAL_TOPIC)  # stable
-        parts: list[str] = []
-        used = 0
-        for _fact, triple, _topic in ordered:
-            part = f"{triple.predicate.replace('_', ' ')} {triple.object_name}"
-            if parts and used + len(part) > MAX_TOPIC_CHARS:
-                break
-            parts.append(part)
-            used += len(part) + 2
-        more = len(found) - len(parts)
-        text = "User " + "; ".join(parts) + (f"; and {more} more facts." if more > 1 else
-                                            "; and 1 more fact." if more else ".")
-    elif user_texts:
+        if general:                           # specific facts first, each in found order
+            found = [fact for fact in found if fact[2] != GENERAL_TOPIC] + [
+                fact for fact in found if fact[2] == GENERAL_TOPIC]
+        parts = [fact[3] for fact in found]
+        text = "; ".join(parts)
+        if len(text) <= MAX_TOPIC_CHARS:      # all fit (the usual case)
+            text = f"User {text}."
+        else:                                 # as many as fit, at least one
+            used = len(parts[0]) + 2
+            kept = 1
+            while kept < len(parts) and used + len(parts[kept]) <= MAX_TOPIC_CHARS:
+                used += len(parts[kept]) + 2
+                kept += 1
+            more = len(parts) - kept
+            text = "User " + "; ".join(parts[:kept]) + (
+                f"; and {more} more facts." if more > 1 else "; and 1 more fact." if more else ".")
+    else:
         counts: dict[str, int] = {}
         seen = 0
-        for text in user_texts:
+        users = 0
+        for message in messages:
+            if message.role != "user":
+                continue
+            users += 1
+            text = message.content
             for word in _SUMMARY_WORD.findall(text[:MAX_TOPIC_SCAN - seen].lower()):
                 if len(word) > 3 and word not in _CHAT_WORDS and "'" not in word:
                     counts[word] = counts.get(word, 0) + 1
@@ -744,9 +823,7 @@ def _summarize(user_texts: list[str], found: dict[str, _Found], previous: str | 
                 break
         top = sorted(counts, key=lambda w: -counts[w])[:MAX_TOPIC_WORDS]   # stable: ties
         text = ("No facts found; the user's most frequent words: " + ", ".join(top) + "."
-                if top else "No facts found.")
-    else:
-        text = "No user messages."
+                if top else "No facts found." if users else "No user messages.")
     if previous and not previous.isspace():   # keep the newest part whole, shorten the rest
         text = f"{_shorten(previous, MAX_SUMMARY_CHARS - len(text) - 3)} | {text}"
     return text
