@@ -715,16 +715,19 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
             continue
         ext = record.extraction
         ledger.append((entity, cid, content_hash, ext.summary))
-        facts += _fact_mentions(entity, cid, ext, record.conversation)
         triples += [(entity, cid, t.subject_name, t.subject_type, t.predicate, t.object_name,
                      t.object_type) for t in ext.triples]
-        if record.conversation is not None:
+        if record.conversation is None:
+            facts += [(entity, cid, fact, None, None, None) for fact in dict.fromkeys(ext.facts)]
+        else:
             msgs = record.conversation.messages
             count = len(msgs)
             said = [m.timestamp for m in msgs]
             known = [t for t in said if t is not None] if said.count(None) != count else ()
+            start, end = min(known, default=None), max(known, default=None)
+            facts += _fact_mentions(entity, cid, ext, msgs, said if known else None, start, end)
             conversations.append((entity, cid, record.conversation.title, content_hash, count,
-                                  min(known, default=None), max(known, default=None)))
+                                  start, end))
             entity_ids += [entity] * count
             conversation_ids += [cid] * count
             hashes += [content_hash] * count
@@ -757,19 +760,19 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
     }
 
 
-def _fact_mentions(entity: str, cid: str, ext: Extraction, conversation: Any) -> list[tuple]:
+def _fact_mentions(entity: str, cid: str, ext: Extraction, messages: Sequence[Any],
+                   said: list[Any] | None, start: Any, end: Any) -> list[tuple]:
     """(entity, conversation, fact, positions, first_said, last_said) per distinct fact: the
-    messages that stated it and their source times (the conversation's span when none of
-    them has a time); positions and times NULL without the conversation."""
+    messages that stated it and their source times (``said``, one per message, None when the
+    input had none; the conversation's span ``start``..``end`` when none of its messages
+    has a time)."""
     unique = list(dict.fromkeys(ext.facts))
-    if conversation is None:
-        return [(entity, cid, fact, None, None, None) for fact in unique]
-    messages = conversation.messages
-    said = [m.timestamp for m in messages]
-    span = [t for t in said if t is not None]
-    start, end = (min(span), max(span)) if span else (None, None)
+    located = locate(unique, messages, dict(ext.sources) if ext.sources else None)
+    if said is None:
+        return [(entity, cid, fact, list(positions), None, None)
+                for fact, positions in zip(unique, located)]
     rows = []
-    for fact, positions in zip(unique, locate(unique, messages, dict(ext.sources or ()))):
+    for fact, positions in zip(unique, located):
         times = [said[p] for p in positions if said[p] is not None]
         rows.append((entity, cid, fact, list(positions),
                      min(times) if times else start, max(times) if times else end))
