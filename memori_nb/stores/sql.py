@@ -589,19 +589,9 @@ class SqlStore:
 
     def fact_sources(self, entity_id: str | None = None,
                      facts: Sequence[str] | None = None) -> pd.DataFrame:
-        """Facts beside the messages that stated them: one row per (fact, source message).
-
-        Args:
-            entity_id: one entity's facts (all entities by default).
-            facts: only these fact texts (all by default).
-
-        Returns:
-            A DataFrame with entity_id, fact, conversation_id, position (of the message in
-            its conversation), role, said_at (source time), message (its text, cut to the
-            part around the fact's words). A conversation in which no message was found
-            (see :mod:`memori_nb.provenance`) gives one row with position, role, said_at
-            and message NULL.
-        """
+        """Facts beside the messages that stated them: one row per (fact, source message),
+        with the columns of :meth:`DuckDBStore.fact_sources` (all entities and facts unless
+        ``entity_id`` / ``facts`` narrow them)."""
         # Every mention of a conversation memori_nb seeded, with its located messages if any
         # (none for an earlier version's, which did not look).
         select = ("SELECT e.external_id, f.content, l.conversation_id, s.position, s.said_at, "
