@@ -161,6 +161,17 @@ def load_sessions(path: Path, samples: int | None, sessions: int | None) -> list
     return out
 
 
+def seeds_for(sessions: list[Session]) -> list[SeedData]:
+    """One SeedData per speaker, its sessions as conversations, dates read with DATE_FORMAT."""
+    by_entity: dict[str, list[Session]] = {}
+    for session in sessions:
+        by_entity.setdefault(session.entity_id, []).append(session)
+    return [SeedData.for_conversations(
+        entity_id=entity, timestamp_format=DATE_FORMAT,
+        conversations=[{"id": s.key, "messages": s.messages} for s in group])
+        for entity, group in by_entity.items()]
+
+
 def turn_text(turn: dict) -> str:
     """A turn's text; a shared photo is told by its caption, as LoCoMo's annotators saw it."""
     caption = turn.get("blip_caption")
@@ -284,13 +295,7 @@ async def run_backend(name: str, sessions: list[Session], args: argparse.Namespa
     backend = make_backend(name, args)
     m = Memori(conn=db_for(args.db, name), backend=backend)
     m.config.storage.build()
-    by_entity: dict[str, list[Session]] = {}
-    for session in sessions:
-        by_entity.setdefault(session.entity_id, []).append(session)
-    seeds = [SeedData.for_conversations(
-        entity_id=entity, timestamp_format=DATE_FORMAT,
-        conversations=[{"id": s.key, "messages": s.messages} for s in group])
-        for entity, group in by_entity.items()]
+    seeds = seeds_for(sessions)
     started = time.perf_counter()
     config = SeedConfig() if args.max_retries is None else SeedConfig(
         max_retries=args.max_retries)

@@ -35,10 +35,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from locomo_extraction import (DATA, DATE_FORMAT, db_for, load_sessions, make_backend,
-                               parser_for, share)
+from locomo_extraction import (DATA, db_for, load_sessions, make_backend, parser_for,
+                               seeds_for, share)
 
-from memori_nb import Memori, MemoriNbError, SeedConfig, SeedData
+from memori_nb import Memori, MemoriNbError, SeedConfig
 
 RECALLED = 5
 ADVERSARIAL = 5
@@ -141,14 +141,7 @@ def ask(m: Memori, questions: list[Question]) -> Report:
 
 
 async def seed(m: Memori, sessions, batch_size: int):
-    by_entity: dict[str, list] = {}
-    for s in sessions:
-        by_entity.setdefault(s.entity_id, []).append(s)
-    seeds = [SeedData.for_conversations(
-        entity_id=entity, timestamp_format=DATE_FORMAT,
-        conversations=[{"id": s.key, "messages": s.messages} for s in group])
-        for entity, group in by_entity.items()]
-    return await m.seed(seeds, seed_config=SeedConfig(), batch_size=batch_size)
+    return await m.seed(seeds_for(sessions), seed_config=SeedConfig(), batch_size=batch_size)
 
 
 def print_report(name: str, result, seconds: float, report: Report, facts: int) -> None:
