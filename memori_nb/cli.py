@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import signal
 import sys
@@ -15,10 +16,12 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from ._gc import input_set_aside
+from ._version import __version__
 from .backends import BACKEND_NAMES, resolve_backend
+from .backends.memori import API_KEY_ENV as MEMORI_KEY_ENV
 from .chunking import PlanRow, plan_seeds, total_plan
 from .client import Memori
-from .errors import ConfigurationError, MemoriNbError, StoreError
+from .errors import ConfigurationError, MemoriNbError, MissingApiKeyError, StoreError
 from .models import DEFAULT_BATCH_SIZE, SeedConfig, SeedData, SeedResult
 from .pricing import (COMPLETION_TOKENS_PER_REQUEST, bills_by_token, describe_usage,
                       estimate_requests, format_cost, message_overhead_of, pricing_of,
@@ -35,17 +38,21 @@ MAX_IN_JSON = 1000
 
 
 class _UsageError(Exception):
-    pass
+    def __init__(self, message: str, parser: argparse.ArgumentParser) -> None:
+        super().__init__(message)
+        self.parser = parser  # whose usage to show: the command's, not the top level's
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse would print usage and sys.exit(2)
-        raise _UsageError(message)
+        raise _UsageError(message, self)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m memori_nb",
                      description="Seed historical conversations into a memory store.")
+    # Handled in main rather than by argparse's version action, which prints to sys.stdout.
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     seed = commands.add_parser(
         "seed", help="seed a conversations file",
@@ -53,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "\"process_id\"?, \"conversations\": [...]}, or a list of such objects), "
                     "JSONL, Parquet or CSV (one row per message), or a ChatGPT or Claude.ai "
                     "data export (conversations.json, a folder of them, or the export's zip).")
+    # So that main can show seed's usage for arguments seed does not know.
+    seed.set_defaults(command_parser=seed)
     seed.add_argument("file", help="the file to read (its format is detected)")
     seed.add_argument("--format", choices=FORMATS, default=None,
                       help="the file's format, when detection is not wanted")
@@ -126,11 +135,17 @@ def main(argv: list[str] | None = None, *, stdout: IO[str] | None = None,
     err = stderr or sys.stderr
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            # argparse reports these from the top level; the command's usage is the helpful one.
+            _refuse_unknown(getattr(args, "command_parser", parser), unknown)
     except _UsageError as exc:
         print(f"error: {exc}", file=err)
-        print(parser.format_usage().rstrip(), file=err)
+        print(exc.parser.format_usage().rstrip(), file=err)
         return EXIT_USAGE
+    if args.version:
+        print(f"memori_nb {__version__}", file=out)
+        return EXIT_OK
     if args.command != "seed":
         parser.print_help(err)
         return EXIT_USAGE
@@ -147,16 +162,44 @@ def main(argv: list[str] | None = None, *, stdout: IO[str] | None = None,
                 return _dry_run(args, seeds, config, out, backend=_estimating_backend(args))
             return _seed(args, seeds, config, out, err)
     except StoreError as exc:
-        print(f"error: {exc}", file=err)
+        print(f"error: {_cli_wording(exc)}", file=err)
         return EXIT_FAILURES
     except MemoriNbError as exc:
-        print(f"error: {exc}", file=err)
+        print(f"error: {_cli_wording(exc)}", file=err)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted: every conversation that finished is saved in "
               f"{hide_password(str(args.db))}; run the same command again to continue",
               file=err)
         return EXIT_INTERRUPTED
+
+
+def _refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """Raise the usage error for arguments ``parser`` does not know, suggesting the option
+    a mistyped one was probably meant to be (``--dryrun``: ``--dry-run``)."""
+    options = [option for action in parser._actions for option in action.option_strings]
+    guesses = [match for given in unknown if given.startswith("-")
+               for match in difflib.get_close_matches(given.split("=", 1)[0], options, n=1)]
+    hint = f" (did you mean {' or '.join(dict.fromkeys(guesses))}?)" if guesses else ""
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+
+
+# Python keywords in library messages -> what a CLI user types instead.
+_CLI_WORDS = ((" or api_key=)", ")"), ("base_url=", "--base-url"),
+              ("pass model= (or --model)", "pass --model"))
+
+
+def _cli_wording(exc: MemoriNbError) -> str:
+    """``exc``'s message as a CLI user should read it: flags and environment variables
+    rather than the keyword arguments the Python-facing message names."""
+    if isinstance(exc, MissingApiKeyError):
+        # The CLI takes no key on the command line (it would show in ps and shell history).
+        return (f"the 'memori' backend needs an API key: set {MEMORI_KEY_ENV}, or use the "
+                f"offline backend (--backend local)")
+    text = str(exc)
+    for python, cli in _CLI_WORDS:
+        text = text.replace(python, cli)
+    return text
 
 
 def run_until_signal(coroutine: Any) -> Any:
@@ -365,12 +408,15 @@ def _warnings_table(out: IO[str], counts: dict[str, int],
 
 def _seed(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str],
           err: IO[str]) -> int:
-    memori = Memori(conn=args.db, backend=args.backend, base_url=args.base_url,
-                    **_backend_options(args))
+    backend = resolve_backend(args.backend, base_url=args.base_url, **_backend_options(args))
+    # Before the store is opened: a missing key must not leave an empty database file.
+    check_ready = getattr(backend, "check_ready", None)
+    if check_ready is not None:
+        check_ready()
+    memori = Memori(conn=args.db, backend=backend)
     try:
-        # Before anything is sent: a missing key stops here, and duplicates are listed
-        # (for a streamed file they are reported as the run reaches them).
-        memori.backend_ready()
+        # Before anything is sent, duplicates are listed (for a streamed file they are
+        # reported as the run reaches them).
         if isinstance(seeds, list):
             duplicates = [duplicate_reason(cid, where) for seed in seeds
                           for cid, where in find_duplicate_ids(seed.conversations).items()]

@@ -12,7 +12,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+import memori_nb
 from helpers import conversation
+from memori_nb import Memori, MissingApiKeyError
 from memori_nb.cli import main
 
 SAMPLE = str(files("memori_nb") / "data" / "sample_conversations.json")
@@ -86,10 +88,50 @@ def test_duplicates_are_reported_before_sending(tmp_path):
 
 def test_memori_backend_without_key_stops_before_sending(tmp_path, monkeypatch):
     monkeypatch.delenv("MEMORI_API_KEY", raising=False)
-    code, out, err = run("seed", SAMPLE, "--db", str(tmp_path / "db"))
+    db = tmp_path / "memori.duckdb"
+    code, out, err = run("seed", SAMPLE, "--db", str(db))
     assert code == 2 and out == ""
-    assert "MEMORI_API_KEY" in err and "--backend local" in err
-    assert "Traceback" not in err
+    assert err == ("error: the 'memori' backend needs an API key: set MEMORI_API_KEY, or use "
+                   "the offline backend (--backend local)\n")
+    assert not db.exists()  # no empty database left behind
+    # Python callers keep the wording of the keyword they pass.
+    with pytest.raises(MissingApiKeyError, match=r"pass api_key=\), or use the offline "
+                                                 r"backend \(backend='local'"):
+        Memori(conn=":memory:").backend_ready()
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["--base-url", "ftp://x"], {"MEMORI_API_KEY": "k"},
+     "base URL 'ftp://x' (from MEMORI_API_URL_BASE or --base-url) is not an http(s) address"),
+    ([], {"MEMORI_API_KEY": " key"}, "the API key (from MEMORI_API_KEY) has spaces"),
+    (["--backend", "openai"], {}, "needs a model: pass --model, or set OPENAI_MODEL"),
+])
+def test_settings_errors_name_flags_not_python_keywords(tmp_path, monkeypatch, argv, env,
+                                                        message):
+    monkeypatch.delenv("OPENAI_MODEL", raising=False)
+    monkeypatch.delenv("MEMORI_API_URL_BASE", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    db = tmp_path / "memori.duckdb"
+    code, out, err = run("seed", SAMPLE, "--db", str(db), *argv)
+    assert code == 2 and out == ""
+    assert message in err and "=)" not in err and "model=" not in err
+    assert not db.exists()
+
+
+def test_version_prints_the_package_version():
+    assert run("--version") == (0, f"memori_nb {memori_nb.__version__}\n", "")
+
+
+def test_a_mistyped_option_gets_the_commands_usage_and_a_suggestion():
+    code, out, err = run("seed", SAMPLE, "--dryrun")
+    assert code == 2 and out == ""
+    first, usage = err.split("\n", 1)
+    assert first == "error: unrecognized arguments: --dryrun (did you mean --dry-run?)"
+    assert usage.startswith("usage: python -m memori_nb seed ") and "[--dry-run]" in usage
+    # errors inside the command show its usage too, not the top level's
+    code, _, err = run("seed", SAMPLE, "--batch-size", "0")
+    assert code == 2 and "usage: python -m memori_nb seed " in err
 
 
 @pytest.mark.parametrize("content, message", [
