@@ -116,6 +116,7 @@ def test_backfill_runs_with_every_bar_at_100_percent(kernel_env):
     assert "HTTP 422" in plain
     assert "image/png" in {key for outs in outputs.values() for out in outs
                            for key in out.get("data", {})}
+    assert "with 3 Axes>" in plain  # plot_chunking_stats: characters, messages, requests
 
 
 def test_analysis_runs_standalone(kernel_env):
@@ -128,6 +129,7 @@ def test_analysis_runs_standalone(kernel_env):
     assert "messages is empty" in plain and "lives_in" in plain
     assert any("image/png" in out.get("data", {}) for cell in nb.cells
                if cell.cell_type == "code" for out in cell.outputs)
+    assert "<Figure size 900x350 with 1 Axes>" in plain  # the chart, wide enough to read
 
 
 def test_extraction_quality_shows_sources_recall_and_the_figures(kernel_env):

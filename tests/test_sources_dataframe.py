@@ -17,7 +17,7 @@ import memori_nb.plots
 import memori_nb.sources.dataframe
 import memori_nb.stats
 from memori_nb.chunking import plan_seeds, total_plan
-from memori_nb.errors import InvalidInputError
+from memori_nb.errors import ConfigurationError, InvalidInputError
 from memori_nb.models import Conversation, Message, SeedConfig, SeedData
 from memori_nb.plots import plot_chunking_stats
 from memori_nb.sources.dataframe import from_dataframe as read_frame
@@ -503,7 +503,17 @@ def test_stats_totals_refuses_a_frame_that_is_not_stats():
 # --- plotting ------------------------------------------------------------------------------
 
 
-def test_plot_draws_two_panels():
+def legend_of(ax):
+    return [text.get_text() for text in ax.get_legend().get_texts()]
+
+
+def bar_heights(ax):
+    """{bar centre: height} of an Axes' non-empty histogram bars."""
+    return {round(p.get_x() + p.get_width() / 2): p.get_height() for p in ax.patches
+            if p.get_height() > 0}
+
+
+def test_plot_draws_three_panels_with_both_limits():
     pytest.importorskip("matplotlib")
     from matplotlib.figure import Figure
 
@@ -511,24 +521,59 @@ def test_plot_draws_two_panels():
     stats = chunking_stats(stats_frame(), config)
     figure = plot_chunking_stats(stats, config=config)
     assert isinstance(figure, Figure)
-    characters_ax, requests_ax = figure.axes
-    assert characters_ax.get_xlabel() == "characters"
-    assert any("30 characters per request" in text.get_text()
-               for text in characters_ax.get_legend().get_texts())
-    heights = {round(p.get_x() + p.get_width() / 2): p.get_height()
-               for p in requests_ax.patches}
-    assert heights == {1: 2, 2: 2}  # two conversations need 1 request, two need 2
+    characters_ax, messages_ax, requests_ax = figure.axes
+    assert [ax.get_xlabel() for ax in figure.axes] == ["characters", "messages", "requests"]
+    assert figure._suptitle.get_text() == "4 conversations to send (1 invalid, not shown)"
+    # ana/c1 (38 characters, 3 messages) and bo/c1 (42 characters) are over a limit
+    assert legend_of(characters_ax) == [
+        "limit: 30 characters per request\n2 conversations over it are split"]
+    assert legend_of(messages_ax) == [
+        "limit: 2 messages per request\n1 conversation over it is split"]
+    assert bar_heights(messages_ax) == {1: 2, 2: 1, 3: 1}
+    assert bar_heights(requests_ax) == {1: 2, 2: 2}  # two conversations need 1 request, two 2
+    assert all(ax.get_yscale() == "linear" for ax in figure.axes)
 
 
-def test_plot_uses_a_log_scale_for_wide_ranges_and_given_axes():
+def test_plot_uses_log_scales_where_sizes_and_counts_span_orders_of_magnitude():
+    pytest.importorskip("matplotlib")
+    # 300 one-line chats and one marathon of 3,000 messages: on linear axes its bars vanish.
+    rows = [(f"c{i}", "user", "hi there") for i in range(300)]
+    rows += [("marathon", "user" if i % 2 == 0 else "assistant", "x" * 200)
+             for i in range(3_000)]
+    df = pd.DataFrame(rows, columns=["conversation_id", "role", "content"])
+    config = SeedConfig(max_messages_per_request=1_000)
+    figure = plot_chunking_stats(chunking_stats(df, config, entity_id="u1"), config=config)
+    characters_ax, messages_ax, requests_ax = figure.axes
+    assert characters_ax.get_xscale() == messages_ax.get_xscale() == "log"
+    assert all(ax.get_yscale() == "log" for ax in figure.axes)
+    assert bar_heights(requests_ax) == {1: 300, 3: 1}  # the marathon's bar is there
+    assert requests_ax.get_ylim()[0] < 1  # ... and has a height on the log axis
+    assert legend_of(messages_ax) == [
+        "limit: 1,000 messages per request\n1 conversation over it is split"]
+    assert legend_of(characters_ax) == [
+        "limit: 800,000 characters per request\nevery conversation fits"]
+    # the limit is on the axis, though far beyond every conversation's characters
+    assert characters_ax.get_xlim()[1] > 800_000
+
+
+def test_plot_draws_into_given_axes_two_or_three():
     plt = pytest.importorskip("matplotlib.pyplot")
     df = pd.DataFrame({"conversation_id": ["small", "big"], "role": ["user", "user"],
                        "content": ["a" * 5, "b" * 50_000]})
-    figure, axes = plt.subplots(1, 2)
+    stats = chunking_stats(df, entity_id="u1")
+    for panels in (3, 2):  # two: characters and requests, as before the messages panel
+        figure, axes = plt.subplots(1, panels)
+        try:
+            returned = plot_chunking_stats(stats, ax=axes)
+            assert returned is figure
+            assert axes[0].get_xscale() == "log"
+            assert axes[-1].get_xlabel() == "requests"
+        finally:
+            plt.close(figure)
+    figure, axes = plt.subplots(1, 4)
     try:
-        returned = plot_chunking_stats(chunking_stats(df, entity_id="u1"), ax=axes)
-        assert returned is figure
-        assert axes[0].get_xscale() == "log"
+        with pytest.raises(ConfigurationError, match="ax must be three matplotlib Axes"):
+            plot_chunking_stats(stats, ax=axes)
     finally:
         plt.close(figure)
 
