@@ -265,9 +265,10 @@ class Extraction:
 class ConversationResult:
     """The outcome of one conversation.
 
-    ``status`` is ``"succeeded"``, ``"failed"`` (``error`` says why) or ``"skipped"`` (not
-    sent: already seeded with the same content, or the run stopped before it; ``error``
-    says which). ``success`` is True only for ``"succeeded"``.
+    ``status`` is ``"succeeded"``, ``"failed"`` (``error`` says why in full, naming the
+    conversation; ``reason`` in a few words, without its name) or ``"skipped"`` (not sent:
+    ``reason`` says why, e.g. ``"already seeded"``; ``error`` is None). ``success`` is True
+    only for ``"succeeded"``.
     """
 
     conversation_id: str
@@ -285,14 +286,42 @@ class ConversationResult:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost: float | None = None
+    # Why it failed or was skipped, short enough for a table column (None when it succeeded).
+    reason: str | None = None
 
     @property
     def success(self) -> bool:
         return self.status == "succeeded"
 
 
-RESULT_COLUMNS = ("entity_id", "conversation_id", "status", "success", "triples_count",
-                  "chunks_processed", "duration_ms", "error", "summary", "warnings",
+# Where in a conversation a lone problem is, when the message starts with it: "row 551",
+# "messages[3]", "line 12".
+_LOCATION = re.compile(r"((?:rows? |lines? |messages\[)[^:;]{1,40}): ([^;]+)", re.DOTALL)
+
+
+def short_reason(error: str, conversation_id: str) -> str:
+    """``error`` without the conversation's name in front, for a table column.
+
+    Errors name their conversation (``"conversation 'c7': row 551: role is missing"``) so
+    that they read alone; beside the ``conversation_id`` column that prefix only pushes the
+    reason out of sight. A lone problem's location goes after it.
+
+    Example:
+        >>> short_reason("conversation 'c7': row 551: role is missing", "c7")
+        'role is missing (row 551)'
+    """
+    for prefix in (f"conversation {conversation_id!r}: ", f"conversation {conversation_id!r} is ",
+                   f"conversation {conversation_id!r} ", f"{conversation_id}: "):
+        if error.startswith(prefix):
+            error = error[len(prefix):]
+            break
+    located = _LOCATION.fullmatch(error)
+    return f"{located[2]} ({located[1]})" if located else error
+
+
+RESULT_COLUMNS = ("entity_id", "conversation_id", "status", "success", "reason",
+                  "triples_count", "chunks_processed", "duration_ms", "error", "summary",
+                  "warnings",
                   "prompt_tokens", "completion_tokens", "cost")
 
 
@@ -336,8 +365,9 @@ class SeedResult:
         """One row per conversation as a pandas DataFrame (columns: ``RESULT_COLUMNS``)."""
         import pandas as pd
 
-        rows = [(r.entity_id, r.conversation_id, r.status, r.success, r.triples_count,
-                 r.chunks_processed, r.duration_ms, r.error, r.summary, list(r.warnings),
+        rows = [(r.entity_id, r.conversation_id, r.status, r.success, r.reason,
+                 r.triples_count, r.chunks_processed, r.duration_ms, r.error, r.summary,
+                 list(r.warnings),
                  r.prompt_tokens, r.completion_tokens, r.cost)
                 for r in self.results]
         return pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS))
