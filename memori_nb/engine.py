@@ -27,8 +27,9 @@ from ._gc import fewer_young_collections
 from .backends.base import AugmentationBackend, AugmentationRequest
 from .chunking import oversize_reason, plan_conversation, split_messages
 from .errors import InvalidInputError, RateLimitedError, StoreError, TransientError
-from .models import (Conversation, ConversationResult, Extraction, Message, SeedConfig,
-                     SeedCounters, SeedData, SeedResult, Triple, Usage, short_reason)
+from .models import (ALREADY_SEEDED, Conversation, ConversationResult, Extraction, Message,
+                     SeedConfig, SeedCounters, SeedData, SeedResult, Triple, Usage,
+                     short_reason)
 from .pricing import pricing_of
 from .retry import RetryState
 from .stores.base import PartialRecord, ResultRecord, Store
@@ -72,9 +73,7 @@ class _Job:
 _LAST = 1 << 62  # the queue's priority of the workers' end marks: after every job
 
 
-# The reasons of skipped results, as summaries group them ("24 skipped (already seeded)");
-# the run's stopped_reason says why it stopped.
-ALREADY_SEEDED = "already seeded"
+# The reason of results the run stopped before (its stopped_reason says why it stopped).
 _NOT_SENT = "run stopped before it was sent"
 
 
@@ -339,6 +338,8 @@ class _SeedRun:
                 if store_failure is None:
                     raise  # a store that failed already said why; this would only repeat it
             if self.progress:
+                self.counters.stopped_reason = self.stop_reason or (
+                    str(store_failure) if store_failure else None)
                 self.progress.close(self.counters)
             if late_failure is not None:
                 raise _stopped_by_store(late_failure) from late_failure

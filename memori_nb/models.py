@@ -294,6 +294,10 @@ class ConversationResult:
         return self.status == "succeeded"
 
 
+# The reason of a result skipped because the ledger holds it with the same content (the
+# summaries group skipped results by reason: "24 skipped (already seeded)").
+ALREADY_SEEDED = "already seeded"
+
 # Where in a conversation a lone problem is, when the message starts with it: "row 551",
 # "messages[3]", "line 12".
 _LOCATION = re.compile(r"((?:rows? |lines? |messages\[)[^:;]{1,40}): ([^;]+)", re.DOTALL)
@@ -372,6 +376,20 @@ class SeedResult:
                 for r in self.results]
         return pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS))
 
+    def __str__(self) -> str:
+        """The run in one line, e.g. ``"Seeded 37 conversations in 3.1 s: 36 succeeded, 1
+        failed; 120 triples"`` or ``"Nothing to seed: all 37 conversations already seeded"``."""
+        from .wording import describe_seed_result
+
+        return describe_seed_result(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: a small table of the totals (tokens and cost when known, why
+        the run stopped)."""
+        from .wording import seed_result_html
+
+        return seed_result_html(self)
+
     def summary_dict(self) -> dict[str, Any]:
         """The run's totals as a JSON-ready dict (what ``--json`` prints); ``prompt_tokens``,
         ``completion_tokens`` and ``cost`` only when the run has them."""
@@ -404,6 +422,9 @@ class SeedCounters:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost: float | None = None
+    # Why the run stopped on an error (quota exhausted, service unreachable, store cannot be
+    # written), set before the sinks close; None when it ran to the end or was interrupted.
+    stopped_reason: str | None = None
 
     def count(self, result: ConversationResult) -> None:
         self.processed += 1
@@ -421,3 +442,13 @@ class SeedCounters:
             self.failed += 1
         else:
             self.skipped += 1
+
+    @property
+    def outcome(self) -> Literal["success", "warning", "danger"]:
+        """How a finished run's bar is coloured: ``"success"`` when nothing failed and it
+        ran to the end, ``"danger"`` when every conversation sent failed or the run stopped
+        on an error, ``"warning"`` (amber) otherwise (some failed, or it was interrupted)."""
+        if self.stopped_reason or (self.failed and not self.successful):
+            return "danger"
+        finished = self.total is None or self.processed >= self.total
+        return "warning" if self.failed or not finished else "success"
