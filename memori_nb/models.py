@@ -298,9 +298,11 @@ class ConversationResult:
 # summaries group skipped results by reason: "24 skipped (already seeded)").
 ALREADY_SEEDED = "already seeded"
 
-# Where in a conversation a lone problem is, when the message starts with it: "row 551",
-# "messages[3]", "line 12".
-_LOCATION = re.compile(r"((?:rows? |lines? |messages\[)[^:;]{1,40}): ([^;]+)", re.DOTALL)
+# Where in a conversation a problem is, when the message starts with it: "row 551",
+# "messages[3]", "line 12". Several problems are joined by "; ", each with its location.
+_WHERE = r"(?:rows? |lines? |messages\[)[^:;]{1,40}"
+_LOCATED = re.compile(rf"({_WHERE}): (.+)", re.DOTALL)
+_NEXT_PROBLEM = re.compile(rf"; {_WHERE}: ")
 
 
 def short_reason(error: str, conversation_id: str) -> str:
@@ -319,8 +321,10 @@ def short_reason(error: str, conversation_id: str) -> str:
         if error.startswith(prefix):
             error = error[len(prefix):]
             break
-    located = _LOCATION.fullmatch(error)
-    return f"{located[2]} ({located[1]})" if located else error
+    located = _LOCATED.fullmatch(error)
+    if located is None or _NEXT_PROBLEM.search(error):
+        return error
+    return f"{located[2]} ({located[1]})"
 
 
 RESULT_COLUMNS = ("entity_id", "conversation_id", "status", "success", "reason",
