@@ -316,8 +316,8 @@ def short_reason(error: str, conversation_id: str) -> str:
         >>> short_reason("conversation 'c7': row 551: role is missing", "c7")
         'role is missing (row 551)'
     """
-    for prefix in (f"conversation {conversation_id!r}: ", f"conversation {conversation_id!r} is ",
-                   f"conversation {conversation_id!r} ", f"{conversation_id}: "):
+    named = f"conversation {conversation_id!r}"
+    for prefix in (f"{named}: ", f"{named} is ", f"{named} ", f"{conversation_id}: "):
         if error.startswith(prefix):
             error = error[len(prefix):]
             break
@@ -329,8 +329,7 @@ def short_reason(error: str, conversation_id: str) -> str:
 
 RESULT_COLUMNS = ("entity_id", "conversation_id", "status", "success", "reason",
                   "triples_count", "chunks_processed", "duration_ms", "error", "summary",
-                  "warnings",
-                  "prompt_tokens", "completion_tokens", "cost")
+                  "warnings", "prompt_tokens", "completion_tokens", "cost")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -375,8 +374,7 @@ class SeedResult:
 
         rows = [(r.entity_id, r.conversation_id, r.status, r.success, r.reason,
                  r.triples_count, r.chunks_processed, r.duration_ms, r.error, r.summary,
-                 list(r.warnings),
-                 r.prompt_tokens, r.completion_tokens, r.cost)
+                 list(r.warnings), r.prompt_tokens, r.completion_tokens, r.cost)
                 for r in self.results]
         return pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS))
 

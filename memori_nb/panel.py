@@ -473,8 +473,8 @@ class SeedPanel:
         counters = self.sink.counters if self.sink is not None else None
         if stopped:
             saved = counters.successful if counters else 0
-            self._set_status(f"stopped — {saved:,} conversations saved; Run again to continue",
-                             "warning")
+            self._set_status(f"stopped — {plural(saved, 'conversation')} saved; Run again to "
+                             f"continue", "warning")
         elif self.error is not None:
             self.progress.bar_style = "danger"
             self._set_status(f"failed: {type(self.error).__name__}: {self.error}", "error")
