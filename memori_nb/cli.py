@@ -23,14 +23,14 @@ from .chunking import PlanRow, plan_seeds, total_plan
 from .client import Memori
 from .errors import ConfigurationError, MemoriNbError, MissingApiKeyError, StoreError
 from .models import DEFAULT_BATCH_SIZE, SeedConfig, SeedData, SeedResult
-from .pricing import (COMPLETION_TOKENS_PER_REQUEST, bills_by_token, describe_usage,
-                      estimate_requests, format_cost, message_overhead_of, pricing_of,
-                      prompt_overhead_of)
+from .pricing import (COMPLETION_TOKENS_PER_REQUEST, bills_by_token, estimate_requests,
+                      format_cost, message_overhead_of, pricing_of, prompt_overhead_of)
 from .progress import TqdmProgress
 from .sources import FORMATS, to_seeds
 from .stores import DEFAULT_DB
 from .stores.connection import hide_password
 from .validation import count_warnings, duplicate_reason, find_duplicate_ids
+from .wording import describe_seed_result
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_LISTED = 20
@@ -436,17 +436,15 @@ def _seed(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str],
 
 def _report(args, result: SeedResult, failures, warnings, out: IO[str], err: IO[str]) -> None:
     human = err if args.json else out
-    seconds = result.duration_ms / 1000
-    usage = describe_usage(result.prompt_tokens, result.completion_tokens, result.cost)
-    print(f"Seeded {result.total:,} conversations in {seconds:.1f} s: "
-          f"{result.successful:,} succeeded, {result.failed:,} failed, "
-          f"{result.skipped:,} skipped; {result.total_triples:,} triples"
-          f"{'; ' + usage if usage else ''}. "
-          f"Database: {hide_password(str(args.db))} (run {result.run_id}).", file=human)
+    print(describe_seed_result(result, suffix=f". Database: {hide_password(str(args.db))} "
+                                              f"(run {result.run_id})") + ".", file=human)
     if result.stopped_reason:
-        print(f"The run stopped early: {result.stopped_reason}. Conversations not sent are "
-              f"skipped; run the same command later to send them.", file=human)
-    _list(human, "Failed:", [f"{r.entity_id} / {r.conversation_id}: {r.error}"
+        print("Conversations not sent are skipped; run the same command later to send them.",
+              file=human)
+    # The short reason: the line already names the conversation (rows of an earlier
+    # version have only the error).
+    _list(human, "Failed:", [f"{r.entity_id} / {r.conversation_id}: "
+                             f"{r.reason if isinstance(r.reason, str) else r.error}"
                              for r in failures.itertuples()], result.failed)
     counts, examples = count_run_warnings(warnings)
     _warnings_table(human, counts, examples)

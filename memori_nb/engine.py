@@ -27,8 +27,9 @@ from ._gc import fewer_young_collections
 from .backends.base import AugmentationBackend, AugmentationRequest
 from .chunking import oversize_reason, plan_conversation, split_messages
 from .errors import InvalidInputError, RateLimitedError, StoreError, TransientError
-from .models import (Conversation, ConversationResult, Extraction, Message, SeedConfig,
-                     SeedCounters, SeedData, SeedResult, Triple, Usage)
+from .models import (ALREADY_SEEDED, Conversation, ConversationResult, Extraction, Message,
+                     SeedConfig, SeedCounters, SeedData, SeedResult, Triple, Usage,
+                     short_reason)
 from .pricing import pricing_of
 from .retry import RetryState
 from .stores.base import PartialRecord, ResultRecord, Store
@@ -70,6 +71,10 @@ class _Job:
 
 
 _LAST = 1 << 62  # the queue's priority of the workers' end marks: after every job
+
+
+# The reason of results the run stopped before (its stopped_reason says why it stopped).
+_NOT_SENT = "run stopped before it was sent"
 
 
 def _requests_left(job: _Job) -> int:
@@ -333,6 +338,8 @@ class _SeedRun:
                 if store_failure is None:
                     raise  # a store that failed already said why; this would only repeat it
             if self.progress:
+                self.counters.stopped_reason = self.stop_reason or (
+                    str(store_failure) if store_failure else None)
                 self.progress.close(self.counters)
             if late_failure is not None:
                 raise _stopped_by_store(late_failure) from late_failure
@@ -392,7 +399,7 @@ class _SeedRun:
         jobs.sort(key=lambda job: -_requests_left(job))
         for job in jobs:
             if self.stop_reason:
-                self._record_skipped(job, f"not sent: the run stopped ({self.stop_reason})")
+                self._record_skipped(job, _NOT_SENT)
             else:
                 await self.queue.put((-_requests_left(job), job.position, job))
         await self.writer.wait_for_room()
@@ -422,8 +429,8 @@ class _SeedRun:
             # The same conversation (entity, id, content) twice in one input is sent once.
             key = _run_key(job)
             if key in self.queued:
-                self._record_skipped(job, "already in this run: the input holds this "
-                                          "conversation twice (same id and content)")
+                self._record_skipped(job, "already in this run (the input holds it twice, "
+                                          "same id and content)")
                 continue
             self.queued.add(key)
             jobs.append(job)
@@ -437,8 +444,7 @@ class _SeedRun:
         seeded = await self._in_store(self.store.already_seeded, keys)
         skipped = {id(asked[index]) for index in seeded}
         for index in sorted(seeded):
-            self._record_skipped(asked[index], "already seeded with the same content in an "
-                                               "earlier run (force=True sends it again)")
+            self._record_skipped(asked[index], ALREADY_SEEDED)
         return [job for job in jobs if id(job) not in skipped]
 
     async def _with_partials(self, jobs: list[_Job]) -> list[_Job]:
@@ -458,7 +464,7 @@ class _SeedRun:
     async def _work(self) -> None:
         while (job := (await self.queue.get())[2]) is not None:
             if self.stop_reason:
-                self._record_skipped(job, f"not sent: the run stopped ({self.stop_reason})")
+                self._record_skipped(job, _NOT_SENT)
                 continue
             result, extraction = await self._process(job)
             self._record(job.position, result, job.process_id, job.content_hash, extraction,
@@ -525,15 +531,16 @@ class _SeedRun:
             if isinstance(stop, _GaveUp):
                 kept = (f"; the {done} chunks done are kept and the next run sends the rest"
                         if done else "")
+                error = f"conversation {cid!r}: {stop}{partly}{kept}"
                 return ConversationResult(
                     conversation_id=cid, entity_id=job.entity_id, status="failed",
-                    error=f"conversation {cid!r}: {stop}{partly}{kept}", chunks_processed=done,
+                    error=error, reason=short_reason(error, cid), chunks_processed=done,
                     duration_ms=self._ms_since(started), warnings=warnings,
                     **self._accounting(spent)), None
             return ConversationResult(
                 conversation_id=cid, entity_id=job.entity_id, status="skipped",
-                error=f"not finished{partly}: the run stopped ({stop}); run again to send "
-                      f"{'the rest' if done else 'it'}",
+                reason=(f"run stopped{partly}; the next run sends the rest" if done
+                        else "run stopped before it finished; the next run sends it"),
                 chunks_processed=done, duration_ms=self._ms_since(started),
                 warnings=warnings, **self._accounting(spent)), None
         extraction, changed = safe_extraction(_merged(summary, triples, facts, attributes,
@@ -621,9 +628,10 @@ class _SeedRun:
     # --- bookkeeping --------------------------------------------------------------------------
 
     def _record_skipped(self, job: _Job, reason: str) -> None:
+        """A conversation not sent; ``reason`` says why (it is no error: ``error`` is None)."""
         self._record(job.position, ConversationResult(
             conversation_id=job.conversation.id, entity_id=job.entity_id, status="skipped",
-            error=reason), job.process_id, job.content_hash)
+            reason=reason), job.process_id, job.content_hash)
 
     def _record(self, position: int, result: ConversationResult, process_id: str | None,
                 content_hash: str | None = None, extraction: Extraction | None = None,
@@ -694,9 +702,10 @@ def _stopped_by_store(cause: StoreError) -> StoreError:
                       f"and running again continues from there")
 
 
-def _failed(entity_id: str, conversation_id: str, reason: str) -> ConversationResult:
+def _failed(entity_id: str, conversation_id: str, error: str) -> ConversationResult:
     return ConversationResult(conversation_id=conversation_id, entity_id=entity_id,
-                              status="failed", error=reason)
+                              status="failed", error=error,
+                              reason=short_reason(error, conversation_id))
 
 
 @dataclass(frozen=True, slots=True)

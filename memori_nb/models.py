@@ -265,9 +265,10 @@ class Extraction:
 class ConversationResult:
     """The outcome of one conversation.
 
-    ``status`` is ``"succeeded"``, ``"failed"`` (``error`` says why) or ``"skipped"`` (not
-    sent: already seeded with the same content, or the run stopped before it; ``error``
-    says which). ``success`` is True only for ``"succeeded"``.
+    ``status`` is ``"succeeded"``, ``"failed"`` (``error`` says why in full, naming the
+    conversation; ``reason`` in a few words, without its name) or ``"skipped"`` (not sent:
+    ``reason`` says why, e.g. ``"already seeded"``; ``error`` is None). ``success`` is True
+    only for ``"succeeded"``.
     """
 
     conversation_id: str
@@ -285,15 +286,50 @@ class ConversationResult:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost: float | None = None
+    # Why it failed or was skipped, short enough for a table column (None when it succeeded).
+    reason: str | None = None
 
     @property
     def success(self) -> bool:
         return self.status == "succeeded"
 
 
-RESULT_COLUMNS = ("entity_id", "conversation_id", "status", "success", "triples_count",
-                  "chunks_processed", "duration_ms", "error", "summary", "warnings",
-                  "prompt_tokens", "completion_tokens", "cost")
+# The reason of a result skipped because the ledger holds it with the same content (the
+# summaries group skipped results by reason: "24 skipped (already seeded)").
+ALREADY_SEEDED = "already seeded"
+
+# Where in a conversation a problem is, when the message starts with it: "row 551",
+# "messages[3]", "line 12". Several problems are joined by "; ", each with its location.
+_WHERE = r"(?:rows? |lines? |messages\[)[^:;]{1,40}"
+_LOCATED = re.compile(rf"({_WHERE}): (.+)", re.DOTALL)
+_NEXT_PROBLEM = re.compile(rf"; {_WHERE}: ")
+
+
+def short_reason(error: str, conversation_id: str) -> str:
+    """``error`` without the conversation's name in front, for a table column.
+
+    Errors name their conversation (``"conversation 'c7': row 551: role is missing"``) so
+    that they read alone; beside the ``conversation_id`` column that prefix only pushes the
+    reason out of sight. A lone problem's location goes after it.
+
+    Example:
+        >>> short_reason("conversation 'c7': row 551: role is missing", "c7")
+        'role is missing (row 551)'
+    """
+    named = f"conversation {conversation_id!r}"
+    for prefix in (f"{named}: ", f"{named} is ", f"{named} ", f"{conversation_id}: "):
+        if error.startswith(prefix):
+            error = error[len(prefix):]
+            break
+    located = _LOCATED.fullmatch(error)
+    if located is None or _NEXT_PROBLEM.search(error):
+        return error
+    return f"{located[2]} ({located[1]})"
+
+
+RESULT_COLUMNS = ("entity_id", "conversation_id", "status", "success", "reason",
+                  "triples_count", "chunks_processed", "duration_ms", "error", "summary",
+                  "warnings", "prompt_tokens", "completion_tokens", "cost")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -336,11 +372,25 @@ class SeedResult:
         """One row per conversation as a pandas DataFrame (columns: ``RESULT_COLUMNS``)."""
         import pandas as pd
 
-        rows = [(r.entity_id, r.conversation_id, r.status, r.success, r.triples_count,
-                 r.chunks_processed, r.duration_ms, r.error, r.summary, list(r.warnings),
-                 r.prompt_tokens, r.completion_tokens, r.cost)
+        rows = [(r.entity_id, r.conversation_id, r.status, r.success, r.reason,
+                 r.triples_count, r.chunks_processed, r.duration_ms, r.error, r.summary,
+                 list(r.warnings), r.prompt_tokens, r.completion_tokens, r.cost)
                 for r in self.results]
         return pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS))
+
+    def __str__(self) -> str:
+        """The run in one line, e.g. ``"Seeded 37 conversations in 3.1 s: 36 succeeded, 1
+        failed; 120 triples"`` or ``"Nothing to seed: all 37 conversations already seeded"``."""
+        from .wording import describe_seed_result
+
+        return describe_seed_result(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: a small table of the totals (tokens and cost when known, why
+        the run stopped)."""
+        from .wording import seed_result_html
+
+        return seed_result_html(self)
 
     def summary_dict(self) -> dict[str, Any]:
         """The run's totals as a JSON-ready dict (what ``--json`` prints); ``prompt_tokens``,
@@ -374,6 +424,9 @@ class SeedCounters:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost: float | None = None
+    # Why the run stopped on an error (quota exhausted, service unreachable, store cannot be
+    # written), set before the sinks close; None when it ran to the end or was interrupted.
+    stopped_reason: str | None = None
 
     def count(self, result: ConversationResult) -> None:
         self.processed += 1
@@ -391,3 +444,13 @@ class SeedCounters:
             self.failed += 1
         else:
             self.skipped += 1
+
+    @property
+    def outcome(self) -> Literal["success", "warning", "danger"]:
+        """How a finished run's bar is coloured: ``"success"`` when nothing failed and it
+        ran to the end, ``"danger"`` when every conversation sent failed or the run stopped
+        on an error, ``"warning"`` (amber) otherwise (some failed, or it was interrupted)."""
+        if self.stopped_reason or (self.failed and not self.successful):
+            return "danger"
+        finished = self.total is None or self.processed >= self.total
+        return "warning" if self.failed or not finished else "success"

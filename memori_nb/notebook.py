@@ -19,8 +19,8 @@ import pandas as pd
 from .client import Memori
 from .sources import to_seeds
 from .models import SeedConfig, SeedData, SeedResult
-from .pricing import describe_usage
 from .progress import TqdmProgress
+from .wording import describe_seed_result
 from .stores import DEFAULT_DB, Store, open_store
 
 T = TypeVar("T")
@@ -159,17 +159,9 @@ async def _seed(seeds: list[SeedData], *, db, backend, seed_config, batch_size, 
 
 def describe_result(result: SeedResult) -> str:
     """One line a person reads after a run (with its tokens and cost when the backend
-    reported them)."""
-    usage = describe_usage(result.prompt_tokens, result.completion_tokens, result.cost)
-    text = (f"{result.total:,} conversations: {result.successful:,} succeeded, "
-            f"{result.failed:,} failed, {result.skipped:,} skipped; "
-            f"{result.total_triples:,} triples{'; ' + usage if usage else ''} in "
-            f"{result.duration_ms / 1000:.1f} s (run {result.run_id})")
-    if result.skipped and not result.stopped_reason:
-        text += ". Skipped conversations were already seeded with the same content"
-    if result.stopped_reason:
-        text += f". The run stopped early: {result.stopped_reason}"
-    return text
+    reported them), e.g. ``"Seeded 1 conversation in 0.2 s: 1 succeeded; 3 triples (run
+    ab12)"`` or ``"Nothing to seed: all 37 conversations already seeded (run ab12)"``."""
+    return describe_seed_result(result, suffix=f" (run {result.run_id})")
 
 
 def _progress_bar(seeds: list[SeedData]) -> TqdmProgress:

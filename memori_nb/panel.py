@@ -37,6 +37,7 @@ from .stats import chunking_stats, stats_totals
 from .models import ConversationResult, SeedConfig, SeedCounters, SeedData, SeedResult
 from .pricing import describe_usage, format_cost
 from .stores import DEFAULT_DB
+from .wording import plural
 
 __all__ = ["SeedPanel", "WidgetProgress", "seed_panel"]
 
@@ -53,7 +54,8 @@ _TABLE_STYLE = ("<style>.memori-nb-table{border-collapse:collapse;margin:2px 0 8
                 "font-size:12px}.memori-nb-table th,.memori-nb-table td{padding:2px 8px;"
                 "text-align:right;border-bottom:1px solid #ddd}"
                 ".memori-nb-table th{font-weight:600}</style>")
-_RESULT_COLUMNS = ["entity_id", "conversation_id", "status", "error", "triples_count",
+# "reason", not "error": the error repeats the conversation's name, pushing why out of sight.
+_RESULT_COLUMNS = ["entity_id", "conversation_id", "status", "reason", "triples_count",
                    "chunks_processed", "duration_ms"]
 # Shown only when the run has them (a backend that bills by token).
 _TOKEN_COLUMNS = ["prompt_tokens", "completion_tokens", "cost"]
@@ -97,13 +99,9 @@ class WidgetProgress:
     def close(self, counters: SeedCounters) -> None:
         self.counters = counters
         self._refresh(counters)
-        finished = counters.total is not None and counters.processed >= counters.total
-        if not finished:
-            self.bar.bar_style = "warning"  # stopped early
-        elif counters.failed:
-            self.bar.bar_style = "warning"
-        else:
-            self.bar.bar_style = "success"
+        # Green only when nothing failed; amber when some failed or the run was stopped;
+        # red when all failed or it stopped on an error.
+        self.bar.bar_style = counters.outcome
 
     def _refresh(self, counters: SeedCounters) -> None:
         self.refreshes += 1
@@ -475,8 +473,8 @@ class SeedPanel:
         counters = self.sink.counters if self.sink is not None else None
         if stopped:
             saved = counters.successful if counters else 0
-            self._set_status(f"stopped — {saved:,} conversations saved; Run again to continue",
-                             "warning")
+            self._set_status(f"stopped — {plural(saved, 'conversation')} saved; Run again to "
+                             f"continue", "warning")
         elif self.error is not None:
             self.progress.bar_style = "danger"
             self._set_status(f"failed: {type(self.error).__name__}: {self.error}", "error")
@@ -485,17 +483,19 @@ class SeedPanel:
 
             self._set_status(describe_result(self.result),
                              "warning" if self.result.failed else "success")
+        # Failures first, each with its short reason; then every result, failed, succeeded
+        # and skipped in that order (as the store lists them), skipped ones saying why.
         outputs = []
+        if self.failures is not None and len(self.failures):
+            outputs.append(_results_output(
+                self.failures[["entity_id", "conversation_id", "reason"]],
+                f"Failures ({len(self.failures):,})"))
         if self.results is not None and len(self.results):
             columns = _RESULT_COLUMNS + [c for c in _TOKEN_COLUMNS if c in self.results.columns
                                          and self.results[c].notna().any()]
             shown = self.results[[c for c in columns if c in self.results.columns]]
-            outputs.append(_html_output(
-                _TABLE_STYLE + _table(shown, f"Results ({len(shown):,} conversations)"), shown))
-        if self.failures is not None and len(self.failures):
-            shown = self.failures[["entity_id", "conversation_id", "error"]]
-            outputs.append(_html_output(
-                _TABLE_STYLE + _table(shown, f"Failures ({len(shown):,})"), shown))
+            outputs.append(_results_output(
+                shown, f"Results ({plural(len(shown), 'conversation')})"))
         self.output.outputs = tuple(outputs)
 
 
@@ -523,6 +523,16 @@ def _table(frame: pd.DataFrame, title: str) -> str:
     body = shown.to_html(index=False, border=0, na_rep="", classes="memori-nb-table")
     note = f"<p><i>… and {more:,} more rows</i></p>" if more > 0 else ""
     return f"<p><b>{html.escape(title)}</b></p>{body}{note}"
+
+
+def _results_output(frame: pd.DataFrame, title: str) -> dict[str, Any]:
+    """A results table of at most MAX_TABLE_ROWS rows, saying where the rest are."""
+    more = len(frame) - MAX_TABLE_ROWS
+    note = (f"<p><i>{more:,} more: every row is in <code>panel.results</code> and "
+            f"<code>panel.failures</code> (or <code>m.results()</code> / "
+            f"<code>m.failures()</code>)</i></p>" if more > 0 else "")
+    return _html_output(_TABLE_STYLE + _table(frame.head(MAX_TABLE_ROWS), title) + note,
+                        frame)
 
 
 def _html_output(markup: str, frame: pd.DataFrame) -> dict[str, Any]:

@@ -61,10 +61,24 @@ class TqdmProgress:
         self.bar.update(1)
 
     def close(self, counters: SeedCounters) -> None:
+        """Show the final counts and colour the bar: green when nothing failed, amber when
+        some conversations failed (or the run was interrupted), red when all failed or the
+        run stopped on an error (:attr:`SeedCounters.outcome`)."""
         if self.bar is None:
             return
         self.bar.set_postfix(postfix_for(counters), refresh=False)
+        outcome = counters.outcome
+        widget = getattr(self.bar, "container", None)  # tqdm.notebook's bar, in Jupyter
+        if widget is None:
+            self.bar.colour = _TERMINAL_COLOURS[outcome]  # drawn by close()'s last refresh
         self.bar.close()
+        if widget is not None:
+            # close() colours by the count alone (green at the total, else red): say more.
+            widget.children[1].bar_style = outcome
+
+
+# The console bar's colour per outcome (tqdm's ``colour``: a name or #hex).
+_TERMINAL_COLOURS = {"success": "green", "warning": "yellow", "danger": "red"}
 
 
 def postfix_for(counters: SeedCounters) -> dict[str, int | str]:

@@ -105,11 +105,16 @@ def test_backfill_runs_with_every_bar_at_100_percent(kernel_env):
     assert len(bars) >= 4
     for bar in bars:
         assert bar["value"] == bar["max"] > 0
-        assert bar["bar_style"] == "success"
+    # Green only where nothing failed (the panel's run of one clean customer); amber for the
+    # first local run and the cloud run (some failed); red for the second local run, where
+    # the one conversation sent (the invalid one) failed again.
+    styles = [bar["bar_style"] for bar in bars]
+    assert styles.count("warning") == 2 and styles.count("danger") == 1
+    assert set(styles) == {"success", "warning", "danger"}
     outputs = {cell.id: cell.outputs for cell in nb.cells if cell.cell_type == "code"}
     printed = "".join(out.get("text", "") for outs in outputs.values() for out in outs
                       if out.output_type == "stream")
-    assert "0 succeeded, 1 failed, 300 skipped" in printed        # the second run
+    assert "0 succeeded, 1 failed, 300 skipped (already seeded)" in printed  # the second run
     assert "299 succeeded, 2 failed" in printed                    # against the faulty server
     plain = "".join(str(out.get("data", {}).get("text/plain", ""))
                     for outs in outputs.values() for out in outs)
@@ -122,11 +127,14 @@ def test_backfill_runs_with_every_bar_at_100_percent(kernel_env):
 def test_analysis_runs_standalone(kernel_env):
     nb = execute("analysis.ipynb", kernel_env)
     assert errors(nb) == []
+    # The run seeds two invalid conversations beside the sample ones: its bar ends amber.
     for bar in progress_bars(nb):
-        assert bar["value"] == bar["max"] and bar["bar_style"] == "success"
+        assert bar["value"] == bar["max"] and bar["bar_style"] == "warning"
     plain = "".join(str(out.get("data", {}).get("text/plain", ""))
                     for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
     assert "messages is empty" in plain and "lives_in" in plain
+    # "Failures by reason" groups on the short reason, without the conversation's name.
+    assert "ana-empty" in plain and "conversation 'ana-empty'" not in plain
     assert any("image/png" in out.get("data", {}) for cell in nb.cells
                if cell.cell_type == "code" for out in cell.outputs)
     assert "<Figure size 900x350 with 1 Axes>" in plain  # the chart, wide enough to read

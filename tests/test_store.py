@@ -57,7 +57,8 @@ def test_build_creates_every_table_and_can_run_again(store):
 def test_write_stores_results_and_the_ledger_only_for_successes(store):
     store.write("r1", [ok("c1", facts=["user likes tea"]), failed("c2"),
                        ResultRecord(ConversationResult(conversation_id="c3", entity_id="u1",
-                                                       status="skipped", error="already seeded"),
+                                                       status="skipped",
+                                                       reason="already seeded"),
                                     "hash-c3", None, None)])
     results = store.sql("select conversation_id, status, error, warnings, duration_ms "
                         "from conversation_results order by conversation_id")

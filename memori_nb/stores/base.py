@@ -44,6 +44,11 @@ class PartialRecord:
         return (self.entity_id, self.conversation_id, self.content_hash)
 
 
+# How results() lists a run's rows: failed first (what needs a look), then succeeded, then
+# skipped (nothing happened to them), as a SQL ORDER BY key every store's dialect reads.
+RESULT_ORDER_SQL = ("CASE status WHEN 'failed' THEN 0 WHEN 'succeeded' THEN 1 "
+                    "WHEN 'skipped' THEN 2 ELSE 3 END")
+
 _TRIPLE_FIELDS = ("subject_name", "subject_type", "predicate", "object_name", "object_type")
 
 

@@ -6,8 +6,8 @@ Tables (all created by :meth:`DuckDBStore.build`, idempotently):
   ``pid`` of the process running it: a run whose process died shows as ``unfinished``;
   ``prompt_tokens``, ``completion_tokens`` and ``cost`` in US dollars for backends that bill
   by token, else NULL).
-- ``conversation_results``: one row per conversation per run (status, error, chunks, triples,
-  timings, tokens and cost as in ``runs``): the run ledger.
+- ``conversation_results``: one row per conversation per run (status, error and its short
+  reason, chunks, triples, timings, tokens and cost as in ``runs``): the run ledger.
 - ``seeded_conversations``: the no-double-billing ledger, one row per (entity, conversation id,
   content hash) that succeeded. A later run skips what is here unless forced.
 - ``conversations`` (title, source timestamps of the first and last message, the content hash
@@ -52,7 +52,8 @@ from ..errors import StoreError
 from ..models import Extraction, SeedConfig, SeedCounters
 from ..provenance import locate
 from ..recall import RECALL_FACTS
-from .base import (PartialRecord, ResultRecord, claim_run, extraction_from_json,
+from .base import (RESULT_ORDER_SQL, PartialRecord, ResultRecord, claim_run,
+                   extraction_from_json,
                    extraction_to_json, orphaned_reason, release_run, run_is_orphaned,
                    this_process, with_excerpts)
 from .journal import journal_beside
@@ -133,6 +134,9 @@ CREATE TABLE IF NOT EXISTS partial_conversations (
     run_id VARCHAR, chunks_done INTEGER, chunk_count INTEGER, summary VARCHAR,
     extraction JSON, updated_at TIMESTAMP,
     PRIMARY KEY (entity_id, conversation_id, content_hash));
+-- A result's short reason (the error without the conversation's name; why a row was
+-- skipped): NULL in rows an earlier version wrote.
+ALTER TABLE conversation_results ADD COLUMN IF NOT EXISTS reason VARCHAR;
 """ + _FACT_EMBEDDINGS
 
 _NOW = "timezone('UTC', now())"
@@ -468,16 +472,19 @@ class DuckDBStore:
 
     def results(self, run_id: str | None = None, *, status: str | None = None,
                 limit: int | None = None) -> pd.DataFrame:
-        """Per-conversation results of one run (the latest by default)."""
+        """Per-conversation results of one run (the latest by default): failed first, then
+        succeeded, then skipped, each in the order they finished. ``reason`` says why a row
+        failed or was skipped in a few words (``error`` has the whole message)."""
         run_id = run_id or self.latest_run_id()
         where = " AND status = ?" if status else ""
         return self.sql(f"SELECT * FROM conversation_results WHERE run_id = ?{where} "
-                        f"ORDER BY finished_at, entity_id, conversation_id"
+                        f"ORDER BY {RESULT_ORDER_SQL}, finished_at, entity_id, conversation_id"
                         + (f" LIMIT {int(limit)}" if limit is not None else ""),
                         [run_id] + ([status] if status else []))
 
     def failures(self, run_id: str | None = None, *, limit: int | None = None) -> pd.DataFrame:
-        """The failed conversations of one run (the latest by default), with their errors."""
+        """The failed conversations of one run (the latest by default), with their errors
+        and short reasons, in the order they finished."""
         return self.results(run_id, status="failed", limit=limit)
 
     def warnings(self, run_id: str | None = None) -> pd.DataFrame:
@@ -710,7 +717,7 @@ def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFr
         results.append((run_id, entity, record.process_id, cid, content_hash, r.status,
                         r.error, r.chunks_processed, r.triples_count, r.duration_ms,
                         list(r.warnings), r.summary, r.prompt_tokens, r.completion_tokens,
-                        r.cost))
+                        r.cost, r.reason))
         if latest.get((entity, cid)) != i:
             continue
         ext = record.extraction
@@ -788,11 +795,11 @@ def _fact_frame(rows: list[tuple]) -> pd.DataFrame:
 
 
 # The columns of a batch's conversation_results rows (all but finished_at), by name: a
-# database an earlier version built has the token columns last, after finished_at.
+# database an earlier version built has the token and reason columns last, after finished_at.
 _RESULT_FRAME_COLUMNS = (
     "run_id", "entity_id", "process_id", "conversation_id", "content_hash", "status", "error",
     "chunks_processed", "triples_count", "duration_ms", "warnings", "summary", "prompt_tokens",
-    "completion_tokens", "cost")
+    "completion_tokens", "cost", "reason")
 
 
 def _naive_utc(values: pd.Series) -> pd.Series:

@@ -19,7 +19,7 @@ attributes. Where memori_nb differs, on purpose:
 memori_nb's own tables: ``memori_nb_runs`` (with the ``host`` and ``pid`` running each run:
 a run whose process died shows as ``unfinished``; ``prompt_tokens``, ``completion_tokens``
 and ``cost`` for backends that bill by token), ``memori_nb_conversation_results`` (with the
-same three columns per conversation),
+same three columns per conversation, and each result's short ``reason``),
 ``memori_nb_seeded_conversations`` (the ledger, which also links each seeded conversation to
 its ``memori_conversation`` row), ``memori_nb_triple_mentions`` /
 ``memori_nb_attribute_mentions`` (which conversations stated a triple or an attribute),
@@ -54,7 +54,8 @@ from ..errors import StoreError
 from ..models import SeedConfig, SeedCounters
 from ..provenance import locate
 from ..recall import RECALL_FACTS
-from .base import (PartialRecord, ResultRecord, claim_run, extraction_from_json,
+from .base import (RESULT_ORDER_SQL, PartialRecord, ResultRecord, claim_run,
+                   extraction_from_json,
                    extraction_to_json, orphaned_reason, release_run, run_is_orphaned,
                    this_process, with_excerpts)
 from .connection import SqlConnection, open_sql_connection
@@ -112,15 +113,18 @@ CREATE TABLE IF NOT EXISTS memori_nb_partial_conversations (
 _ADDED_COLUMNS = {
     "memori_nb_runs": (("host", "TEXT"), ("pid", "{int}"), ("prompt_tokens", "{int}"),
                        ("completion_tokens", "{int}"), ("cost", "{float}")),
+    # reason: a result's short reason (the error without the conversation's name; why a
+    # row was skipped); NULL in rows an earlier version wrote.
     "memori_nb_conversation_results": (("prompt_tokens", "{int}"),
-                                       ("completion_tokens", "{int}"), ("cost", "{float}")),
+                                       ("completion_tokens", "{int}"), ("cost", "{float}"),
+                                       ("reason", "TEXT")),
 }
 # The columns of memori_nb_conversation_results a write fills, by name (a database an
-# earlier version built has the token columns last).
+# earlier version built has the token and reason columns last).
 _RESULT_COLUMNS = ("run_id", "entity_id", "process_id", "conversation_id", "content_hash",
                    "status", "error", "chunks_processed", "triples_count", "duration_ms",
                    "warnings", "summary", "finished_at", "prompt_tokens", "completion_tokens",
-                   "cost")
+                   "cost", "reason")
 _TIME_COLUMNS = {"started_at", "finished_at", "seeded_at", "ended_at", "said_at", "first_seen",
                  "last_seen", "first_message_at", "last_message_at", "first_seeded",
                  "last_seeded"}
@@ -505,7 +509,8 @@ class SqlStore:
                      r.content_hash, r.result.status, r.result.error,
                      r.result.chunks_processed, r.result.triples_count, r.result.duration_ms,
                      json.dumps(list(r.result.warnings)), r.result.summary, now,
-                     r.result.prompt_tokens, r.result.completion_tokens, r.result.cost)
+                     r.result.prompt_tokens, r.result.completion_tokens, r.result.cost,
+                     r.result.reason)
                     for r in records])
 
     # --- queries ------------------------------------------------------------------------
@@ -545,18 +550,21 @@ class SqlStore:
 
     def results(self, run_id: str | None = None, *, status: str | None = None,
                 limit: int | None = None) -> pd.DataFrame:
-        """Per-conversation results of one run (the latest by default)."""
+        """Per-conversation results of one run (the latest by default): failed first, then
+        succeeded, then skipped, each in the order they finished. ``reason`` says why a row
+        failed or was skipped in a few words (``error`` has the whole message)."""
         where = " AND status = ?" if status else ""
         frame = self._select(
             f"SELECT * FROM memori_nb_conversation_results WHERE run_id = ?{where} "
-            f"ORDER BY finished_at, entity_id, conversation_id"
+            f"ORDER BY {RESULT_ORDER_SQL}, finished_at, entity_id, conversation_id"
             + (f" LIMIT {int(limit)}" if limit is not None else ""),
             [run_id or self.latest_run_id()] + ([status] if status else []))
         frame["warnings"] = [json.loads(w) if w else [] for w in frame["warnings"]]
         return _token_counts(frame)
 
     def failures(self, run_id: str | None = None, *, limit: int | None = None) -> pd.DataFrame:
-        """The failed conversations of one run (the latest by default), with their errors."""
+        """The failed conversations of one run (the latest by default), with their errors
+        and short reasons, in the order they finished."""
         return self.results(run_id, status="failed", limit=limit)
 
     def warnings(self, run_id: str | None = None) -> pd.DataFrame:

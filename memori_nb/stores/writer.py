@@ -188,7 +188,8 @@ def _one_by_one(store: Store, run_id: str, part: list[ResultRecord], batch_error
             except StoreError as exc:
                 failure = exc
         stored = ResultRecord(replace(record.result, status="failed", triples_count=0,
-                                      error=f"finished, but the store refused it: {failure}"),
+                                      error=f"finished, but the store refused it: {failure}",
+                                      reason="finished, but the store refused it"),
                               record.content_hash, record.process_id, None)
         try:
             store.write(run_id, [stored])

@@ -1,0 +1,120 @@
+"""The words and small HTML that describe a finished run, shared by the notebook helpers, the
+panel and the CLI (``str(result)`` and Jupyter's display of a :class:`SeedResult` too).
+
+Pure: takes a :class:`~memori_nb.models.SeedResult`, returns text.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+
+from .models import ALREADY_SEEDED, SeedResult
+from .pricing import describe_usage, format_cost
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 conversation"``, ``"2 conversations"``, ``"1,234 triples"``.
+
+    Example:
+        >>> plural(1, "conversation"), plural(0, "triple")
+        ('1 conversation', '0 triples')
+    """
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def skipped_reasons(result: SeedResult) -> dict[str, int]:
+    """Why the run's conversations were skipped, most common first: ``{"already seeded": 24}``.
+
+    From the per-conversation results when the run kept them; otherwise a run that was not
+    stopped skipped only what was already seeded, and a stopped one cannot tell (``{}``).
+    """
+    if not result.skipped:
+        return {}
+    if result.results:
+        # A reason's first words group it ("already in this run (same id ...)").
+        return dict(Counter(_label(r.reason) for r in result.results
+                            if r.status == "skipped").most_common())
+    return {} if result.stopped_reason else {ALREADY_SEEDED: result.skipped}
+
+
+def describe_seed_result(result: SeedResult, *, suffix: str = "") -> str:
+    """One line a person reads after a run: counts with their reasons, triples, tokens and
+    cost when the backend reported them, and why the run stopped early.
+
+    Args:
+        result: the run.
+        suffix: said after the counts, before why the run stopped (e.g. ``" (run ab12)"``).
+
+    Example:
+        >>> from memori_nb.models import SeedResult
+        >>> describe_seed_result(SeedResult(run_id="r1", total=37, successful=0, failed=0,
+        ...                                 skipped=37, total_triples=0, duration_ms=80))
+        'Nothing to seed: all 37 conversations already seeded'
+    """
+    text = _counts(result) + suffix
+    if result.stopped_reason:
+        text += f". The run stopped early: {result.stopped_reason}"
+    return text
+
+
+def _counts(result: SeedResult) -> str:
+    reasons = skipped_reasons(result)
+    if result.total and result.skipped == result.total and not result.stopped_reason:
+        if list(reasons) == [ALREADY_SEEDED]:
+            return ("Nothing to seed: the conversation is already seeded" if result.total == 1
+                    else f"Nothing to seed: all {result.total:,} conversations already seeded")
+        return f"Nothing to seed: {_skipped(result.skipped, reasons)}"
+    if not result.total and not result.stopped_reason:
+        return "Nothing to seed: no conversations"
+    parts = [f"{result.successful:,} succeeded"]
+    if result.failed:
+        parts.append(f"{result.failed:,} failed")
+    if result.skipped:
+        parts.append(_skipped(result.skipped, reasons))
+    text = (f"Seeded {plural(result.total, 'conversation')} in "
+            f"{result.duration_ms / 1000:.1f} s: {', '.join(parts)}")
+    if result.successful:
+        text += f"; {plural(result.total_triples, 'triple')}"
+    usage = describe_usage(result.prompt_tokens, result.completion_tokens, result.cost)
+    return f"{text}; {usage}" if usage else text
+
+
+def seed_result_html(result: SeedResult) -> str:
+    """A small HTML table of a run's totals (tokens and cost when known, why it stopped):
+    how Jupyter shows a :class:`SeedResult`."""
+    reasons = skipped_reasons(result)
+    skipped = f"{result.skipped:,}" + (f" ({_why(reasons)})" if reasons else "")
+    rows = [("succeeded", f"{result.successful:,}"), ("failed", f"{result.failed:,}"),
+            ("skipped", skipped), ("triples", f"{result.total_triples:,}"),
+            ("duration", f"{result.duration_ms / 1000:.1f} s")]
+    if result.prompt_tokens is not None or result.completion_tokens is not None:
+        rows.append(("tokens", f"{result.prompt_tokens or 0:,} prompt + "
+                               f"{result.completion_tokens or 0:,} completion"))
+    if result.cost is not None:
+        rows.append(("cost", format_cost(result.cost)))
+    if result.stopped_reason:
+        rows.append(("stopped", result.stopped_reason))
+    rows.append(("run", result.run_id))
+    cells = "".join(f"<tr><th style='text-align:left'>{html.escape(name)}</th>"
+                    f"<td style='text-align:left'>{html.escape(value)}</td></tr>"
+                    for name, value in rows)
+    caption = html.escape(_counts(result))
+    return (f"<table class='memori-nb-result'><caption style='text-align:left'>{caption}"
+            f"</caption>{cells}</table>")
+
+
+def _skipped(count: int, reasons: dict[str, int]) -> str:
+    """``"24 skipped (already seeded)"``, ``"3 skipped (2 already seeded, 1 run stopped
+    before it was sent)"``, or ``"3 skipped"`` when the reasons are not known."""
+    return f"{count:,} skipped" + (f" ({_why(reasons)})" if reasons else "")
+
+
+def _why(reasons: dict[str, int]) -> str:
+    if len(reasons) == 1:
+        return next(iter(reasons))
+    return ", ".join(f"{n:,} {why}" for why, n in reasons.items())
+
+
+def _label(reason: str | None) -> str:
+    return (reason or "no reason given").split(" (")[0].split(";")[0]
