@@ -29,12 +29,13 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from .backends import BACKEND_NAMES
+from .backends import BACKEND_NAMES, resolve_backend
 from .client import Memori
 from .errors import ConfigurationError
 from .sources import to_seeds
 from .stats import chunking_stats, stats_totals
 from .models import ConversationResult, SeedConfig, SeedCounters, SeedData, SeedResult
+from .plan import Plan, plan
 from .pricing import describe_usage, format_cost
 from .stores import DEFAULT_DB
 
@@ -296,21 +297,28 @@ class SeedPanel:
         return SeedConfig(**fields)
 
     def dry_run(self) -> pd.DataFrame:
-        """Recompute the chunking statistics with the chosen limits and show them.
+        """Plan the run with the chosen backend, limits and database, and show the plan:
+        how many conversations are to send, already seeded or invalid, the requests, ETA,
+        cost and what would stop the run (no API key), above the statistics.
 
-        Sends nothing and writes nothing.
+        Sends nothing and writes nothing. The plan itself is kept as ``self.plan``.
 
         Returns:
-            The per-conversation statistics (see :func:`memori_nb.chunking_stats`).
+            The per-conversation statistics (see :func:`memori_nb.chunking_stats`), with
+            the plan's ``status`` column.
         """
         try:
             config = self.config()
+            choice = self.backend.value
+            backend = (self._custom_backend if choice == "custom" else resolve_backend(
+                choice, api_key=self.api_key, base_url=self.base_url))
+            self.plan = plan(self.seeds, db=self._db, backend=backend, seed_config=config,
+                             force=bool(self.force.value))
         except Exception as exc:  # noqa: BLE001 - shown to the person clicking
             self._set_status(f"Cannot plan: {exc}", "error")
             raise
-        stats = chunking_stats(self.seeds, config, backend=self._estimating_backend())
-        self._show_stats(stats, dry_run=True, config=config)
-        return stats
+        self._show_stats(self.plan.stats, dry_run=True, config=config, plan=self.plan)
+        return self.plan.stats
 
     def _estimating_backend(self) -> Any:
         """The chosen backend object, whose prompt overhead and prices the statistics
@@ -445,13 +453,19 @@ class SeedPanel:
         self.status.value = f"<span{style}>{html.escape(text)}</span>"
 
     def _show_stats(self, stats: pd.DataFrame, *, dry_run: bool,
-                    config: SeedConfig | None = None) -> None:
+                    config: SeedConfig | None = None, plan: Plan | None = None) -> None:
         self.stats = stats
         overall = stats_totals(stats, by=None)
         per_entity = stats_totals(stats)
         row = overall.iloc[0]
         parts = []
-        if dry_run and config is not None:
+        if dry_run and config is not None and plan is not None:
+            parts.append(
+                f"<p><b>Dry run</b> with at most {config.max_messages_per_request:,} messages "
+                f"and {config.max_chars_per_request:,} characters per request. "
+                f"Nothing was sent.</p>")
+            parts.append(plan._repr_html_())
+        elif dry_run and config is not None:
             parts.append(
                 f"<p><b>Dry run</b> with at most {config.max_messages_per_request:,} messages "
                 f"and {config.max_chars_per_request:,} characters per request: "
