@@ -36,7 +36,7 @@ from .sources import to_seeds
 from .stats import chunking_stats, stats_totals
 from .models import ConversationResult, SeedConfig, SeedCounters, SeedData, SeedResult
 from .plan import Plan, plan
-from .pricing import describe_usage, format_cost
+from .pricing import describe_usage
 from .stores import DEFAULT_DB
 
 __all__ = ["SeedPanel", "WidgetProgress", "seed_panel"]
@@ -457,22 +457,14 @@ class SeedPanel:
         self.stats = stats
         overall = stats_totals(stats, by=None)
         per_entity = stats_totals(stats)
-        row = overall.iloc[0]
         parts = []
         if dry_run and config is not None and plan is not None:
+            # The plan (counts, ETA, cost, warnings) above the statistics it adds up.
             parts.append(
                 f"<p><b>Dry run</b> with at most {config.max_messages_per_request:,} messages "
                 f"and {config.max_chars_per_request:,} characters per request. "
                 f"Nothing was sent.</p>")
             parts.append(plan._repr_html_())
-        elif dry_run and config is not None:
-            parts.append(
-                f"<p><b>Dry run</b> with at most {config.max_messages_per_request:,} messages "
-                f"and {config.max_chars_per_request:,} characters per request: "
-                f"{int(row['valid']):,} valid conversations would take "
-                f"{int(row['requests']):,} requests ({int(row['over_limit']):,} over a limit, "
-                f"split into several; {int(row['invalid']):,} invalid)"
-                f"{html.escape(_estimate_text(row))}. Nothing was sent.</p>")
         parts.append(_table(overall, "Totals"))
         parts.append(_table(per_entity, "Per entity"))
         invalid = stats[stats["error"].notna()]
@@ -511,17 +503,6 @@ class SeedPanel:
             outputs.append(_html_output(
                 _TABLE_STYLE + _table(shown, f"Failures ({len(shown):,})"), shown))
         self.output.outputs = tuple(outputs)
-
-
-def _estimate_text(row: pd.Series) -> str:
-    """``", about 12,345 prompt + 2,000 completion tokens, $0.0123"`` from a totals row with
-    estimates; "" without."""
-    if "estimated_prompt_tokens" not in row:
-        return ""
-    cost = row["estimated_cost"]
-    return (f", about {int(row['estimated_prompt_tokens']):,} prompt + "
-            f"{int(row['estimated_completion_tokens']):,} completion tokens"
-            + (f", {format_cost(float(cost))}" if pd.notna(cost) else ""))
 
 
 def _table(frame: pd.DataFrame, title: str) -> str:

@@ -177,3 +177,18 @@ def test_bad_latency_is_refused():
         plan(sample(), backend="local", latency=-1)
     with pytest.raises(ConfigurationError, match="latency"):
         plan(sample(), backend="local", latency="2 s")
+
+
+def test_memori_sql_tables_are_asked_too(tmp_path):
+    pytest.importorskip("sqlalchemy")
+    pytest.importorskip("onnxruntime")
+    url = f"sqlite:///{tmp_path / 'memori.db'}"
+    seeds = sample()
+    memori = Memori(url, backend="local")
+    try:
+        assert asyncio.run(memori.seed(seeds[:1])).failed == 0
+        the_plan = memori.plan(seeds)
+    finally:
+        memori.close()
+    assert (the_plan.to_send, the_plan.already_seeded) == (37 - seeds[0].size, seeds[0].size)
+    assert plan(seeds, db=url, backend="local").already_seeded == seeds[0].size
