@@ -27,6 +27,7 @@ from .models import (Conversation, ConversationResult, Extraction, Message, Seed
 from .notebook import (entity_summaries, facts, failures, results, runs, seed_dataframe,
                        seed_dataframe_async, triples)
 from .panel import SeedPanel, seed_panel
+from .plan import Plan, plan
 from .progress import TqdmProgress
 from .sources import (FORMATS, detect_format, from_dataframe, load_seed_file, read_source,
                       to_seeds)
@@ -48,6 +49,7 @@ __all__ = [
     "Message",
     "MissingApiKeyError",
     "OpenAIBackend",
+    "Plan",
     "Pricing",
     "SeedConfig",
     "SeedData",
@@ -66,6 +68,7 @@ __all__ = [
     "failures",
     "from_dataframe",
     "load_seed_file",
+    "plan",
     "plot_chunking_stats",
     "read_source",
     "results",

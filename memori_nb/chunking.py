@@ -123,13 +123,17 @@ class PlanRow:
     over_limit: bool = False
     error: str | None = None
     warnings: tuple[str, ...] = ()
+    # The ledger's "same content" key (Conversation.content_hash), when asked for.
+    content_hash: str | None = None
 
 
-def plan_seeds(seeds: Iterable[SeedData], config: SeedConfig) -> Iterator[PlanRow]:
+def plan_seeds(seeds: Iterable[SeedData], config: SeedConfig, *,
+               content_hashes: bool = False) -> Iterator[PlanRow]:
     """Validate and size every conversation, without sending anything.
 
     An oversized conversation with ``chunk_large_conversations=False`` gets an error, as it
-    would fail when seeded.
+    would fail when seeded. With ``content_hashes``, each valid row carries the content hash
+    the ledger knows it by (so a plan can ask what was seeded before).
     """
     for seed in seeds:
         for index, parsed in check_conversations(seed):
@@ -146,7 +150,9 @@ def plan_seeds(seeds: Iterable[SeedData], config: SeedConfig) -> Iterator[PlanRo
                           messages=plan.messages, characters=plan.characters,
                           estimated_tokens=plan.estimated_tokens, requests=plan.requests,
                           largest_message=plan.largest_message, over_limit=plan.over_limit,
-                          error=error, warnings=seed_warnings + parsed.warnings)
+                          error=error, warnings=seed_warnings + parsed.warnings,
+                          content_hash=(parsed.content_hash()
+                                        if content_hashes and error is None else None))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,19 +12,19 @@ import difflib
 import json
 import signal
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import IO, Any
 
 from ._gc import input_set_aside
 from ._version import __version__
 from .backends import BACKEND_NAMES, resolve_backend
 from .backends.memori import API_KEY_ENV as MEMORI_KEY_ENV
-from .chunking import PlanRow, plan_seeds, total_plan
+from .chunking import PlanRow
 from .client import Memori
 from .errors import ConfigurationError, MemoriNbError, MissingApiKeyError, StoreError
 from .models import DEFAULT_BATCH_SIZE, SeedConfig, SeedData, SeedResult
-from .pricing import (COMPLETION_TOKENS_PER_REQUEST, bills_by_token, estimate_requests,
-                      format_cost, message_overhead_of, pricing_of, prompt_overhead_of)
+from .pricing import COMPLETION_TOKENS_PER_REQUEST, format_cost, pricing_of
+from .plan import Plan, count_noun, plan
 from .progress import TqdmProgress
 from .sources import FORMATS, to_seeds
 from .stores import DEFAULT_DB
@@ -320,72 +320,85 @@ def _estimating_backend(args) -> Any:
 
 def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str], *,
              backend: Any = None) -> int:
-    """Print the plan (``--json``: as one object) without sending anything; for a backend
-    that bills by token, with the tokens and cost it would take (estimates: see
-    :func:`memori_nb.pricing.estimate_requests`)."""
-    invalid: list[PlanRow] = []
-    oversized: list[PlanRow] = []
-
-    def noting(rows: Iterable[PlanRow]) -> Iterator[PlanRow]:
-        # One pass over a possibly streamed input: totals are exact, lists are capped.
-        for row in rows:
-            if row.error and len(invalid) < MAX_IN_JSON:
-                invalid.append(row)
-            if row.over_limit and len(oversized) < MAX_IN_JSON:
-                oversized.append(row)
-            yield row
-
-    totals = total_plan(noting(plan_seeds(seeds, config)))
-    pricing = pricing_of(backend)
-    estimate = estimate_requests(totals.characters, totals.requests,
-                                 overhead_characters=prompt_overhead_of(backend),
-                                 messages=totals.messages,
-                                 message_overhead_characters=message_overhead_of(backend),
-                                 pricing=pricing)
+    """Print the plan (``--json``: as one object) without sending anything: what the
+    database's ledger already holds, what is left to send and what it takes, for a backend
+    that bills by token the tokens and cost (estimates: see :func:`memori_nb.plan`), and
+    what would stop the run (no API key)."""
+    db = getattr(args, "db", None)
+    the_plan = plan(seeds, db=db, backend=backend, seed_config=config,
+                    force=bool(getattr(args, "force", False)))
+    stats = the_plan.stats
+    invalid = stats[stats["status"] == "invalid"].head(MAX_IN_JSON)
+    oversized = stats[(stats["status"] == "to_send") & stats["over_limit"]].head(MAX_IN_JSON)
     if args.json:
-        tokens = ({"estimated_prompt_tokens": estimate.prompt_tokens,
-                   "estimated_completion_tokens": estimate.completion_tokens,
-                   "estimated_cost": estimate.cost} if bills_by_token(backend) else {})
-        document = {"dry_run": True, **{k: getattr(totals, k) for k in totals.__slots__},
-                    **tokens,
+        tokens = ({"estimated_prompt_tokens": the_plan.prompt_tokens,
+                   "estimated_completion_tokens": the_plan.completion_tokens,
+                   "estimated_cost": the_plan.cost}
+                  if the_plan.prompt_tokens is not None else {})
+        document = {"dry_run": True, "entities": the_plan.entities,
+                    "conversations": the_plan.conversations,
+                    "valid": the_plan.conversations - the_plan.invalid,
+                    "invalid": the_plan.invalid, "to_send": the_plan.to_send,
+                    "already_seeded": the_plan.already_seeded,
+                    "messages": the_plan.messages, "characters": the_plan.characters,
+                    "estimated_tokens": the_plan.estimated_tokens,
+                    "requests": the_plan.requests, "over_limit": the_plan.over_limit,
+                    **tokens, "eta_seconds": the_plan.eta_seconds,
+                    "latency_assumed": the_plan.latency, "batch_size": the_plan.batch_size,
+                    "plan_warnings": list(the_plan.warnings),
+                    "warnings": the_plan.validation_warnings,
+                    "warning_examples": the_plan.validation_warning_examples,
                     "invalid_conversations": [
                         {"entity_id": r.entity_id, "conversation_id": r.conversation_id,
-                         "error": r.error} for r in invalid],
+                         "error": r.error} for r in invalid.itertuples()],
                     "over_limit_conversations": [
                         {"entity_id": r.entity_id, "conversation_id": r.conversation_id,
-                         "requests": r.requests} for r in oversized]}
+                         "requests": r.requests} for r in oversized.itertuples()]}
         print(json.dumps(document), file=out)
     else:
+        p = the_plan
         print(f"Plan for {args.file} (dry run: nothing is sent)", file=out)
-        print(f"  entities       {totals.entities:,}", file=out)
-        print(f"  conversations  {totals.conversations:,} ({totals.valid:,} valid, "
-              f"{totals.invalid:,} invalid)", file=out)
-        print(f"  messages       {totals.messages:,}", file=out)
-        print(f"  characters     {totals.characters:,} (about {totals.estimated_tokens:,} "
-              f"tokens)", file=out)
-        print(f"  requests       {totals.requests:,} after chunking (at most "
+        if db is not None:
+            print(f"  database       {hide_password(str(db))}", file=out)
+        print(f"  entities       {p.entities:,}", file=out)
+        print(f"  conversations  {p.conversations:,}: {p.to_send:,} to send, "
+              f"{p.already_seeded:,} already seeded, {p.invalid:,} invalid", file=out)
+        print(f"  messages       {p.messages:,} to send", file=out)
+        print(f"  characters     {p.characters:,} (about {p.estimated_tokens:,} tokens)",
+              file=out)
+        print(f"  requests       {p.requests:,} after chunking (at most "
               f"{config.max_messages_per_request:,} messages and "
               f"{config.max_chars_per_request:,} characters each)", file=out)
-        print(f"  over a limit   {totals.over_limit:,} conversations", file=out)
-        if bills_by_token(backend):
-            _print_estimate(out, estimate, pricing)
+        print(f"  over a limit   {count_noun(p.over_limit, 'conversation')}", file=out)
+        if p.prompt_tokens is not None:
+            _print_estimate(out, p, pricing_of(backend))
+        if p.to_send:
+            print(f"  time           {p.describe_eta()}", file=out)
+        elif p.conversations and p.already_seeded == p.conversations:
+            print(f"Nothing to send: all {p.already_seeded:,} already seeded "
+                  f"(--force sends them again).", file=out)
+        for warning in p.warnings:
+            print(f"Warning: {warning}", file=out)
         _list(out, "Over a limit (split into several requests):",
               [f"{r.entity_id} / {r.conversation_id}: {r.messages:,} messages, "
                f"{r.characters:,} characters -> {r.requests} requests"
-               for r in oversized if not r.error], totals.over_limit)
-        _list(out, "Invalid (would fail):", [_row_error(r) for r in invalid], totals.invalid)
-        _warnings_table(out, totals.warnings, totals.warning_examples)
-    return EXIT_FAILURES if totals.invalid else EXIT_OK
+               for r in oversized.head(MAX_LISTED).itertuples()], p.over_limit)
+        _list(out, "Invalid (would fail):",
+              [f"{r.entity_id} / {r.conversation_id}: {r.error}"
+               for r in invalid.head(MAX_LISTED).itertuples()], p.invalid)
+        _warnings_table(out, p.validation_warnings, p.validation_warning_examples)
+    return EXIT_FAILURES if the_plan.invalid else EXIT_OK
 
 
-def _print_estimate(out: IO[str], estimate: Any, pricing: Any) -> None:
-    """The dry run's token (and cost) estimate, saying how it was made."""
-    print(f"  prompt tokens  about {estimate.prompt_tokens:,} (characters / 4, with the "
+def _print_estimate(out: IO[str], the_plan: Plan, pricing: Any) -> None:
+    """The dry run's token (and cost) estimate for the conversations to send, saying how it
+    was made."""
+    print(f"  prompt tokens  about {the_plan.prompt_tokens:,} (characters / 4, with the "
           f"backend's instructions in each request)", file=out)
-    print(f"  completion     about {estimate.completion_tokens:,} tokens (an allowance of "
+    print(f"  completion     about {the_plan.completion_tokens:,} tokens (an allowance of "
           f"{COMPLETION_TOKENS_PER_REQUEST:,} per request)", file=out)
-    if estimate.cost is not None:
-        print(f"  cost           about {format_cost(estimate.cost)} (at "
+    if the_plan.cost is not None:
+        print(f"  cost           about {format_cost(the_plan.cost)} (at "
               f"${pricing.prompt_per_million:g} prompt / ${pricing.completion_per_million:g} "
               f"completion per million tokens)", file=out)
     else:

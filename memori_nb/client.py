@@ -11,6 +11,7 @@ import httpx
 from .backends import AugmentationBackend, resolve_backend
 from .engine import OnProgress, ProgressSink, seed_all
 from .models import SeedConfig, SeedData, SeedResult
+from .plan import Plan, plan
 from .sources import to_seeds
 from .validation import options_for
 from .stores import DEFAULT_DB, Store, open_store
@@ -141,6 +142,27 @@ class Memori:
         return await seed_all(seeds, backend=self.backend, store=self.store,
                               config=seed_config, on_progress=on_progress, progress=progress,
                               force=force, keep_results=keep_results)
+
+    def plan(self, data: Any, **kwargs: Any) -> Plan:
+        """What :meth:`seed` would do with ``data`` on this database and backend, sending
+        nothing: how many conversations are to send, already seeded or invalid, and the
+        requests, tokens, cost and time it would take (see :func:`memori_nb.plan`).
+
+        Args:
+            data: a DataFrame, a :class:`SeedData` or a list of them.
+            **kwargs: ``seed_config``, ``batch_size``, ``latency``, ``force`` and a
+                DataFrame's column keywords, as :func:`memori_nb.plan` takes them.
+
+        Returns:
+            A :class:`memori_nb.plan.Plan`.
+
+        Example:
+            >>> m = Memori(conn=":memory:", backend="local")
+            >>> m.plan(SeedData.for_conversations(entity_id="u1", conversations=[
+            ...     {"id": "c1", "messages": [{"role": "user", "content": "Hi."}]}])).to_send
+            1
+        """
+        return plan(data, db=self.store, backend=self.backend, **kwargs)
 
     def _with_process(self, seed: SeedData) -> SeedData:
         """The attribution's process_id for SeedData that has none of its own."""

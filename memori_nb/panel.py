@@ -29,13 +29,14 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from .backends import BACKEND_NAMES
+from .backends import BACKEND_NAMES, resolve_backend
 from .client import Memori
 from .errors import ConfigurationError
 from .sources import to_seeds
 from .stats import chunking_stats, stats_totals
 from .models import ConversationResult, SeedConfig, SeedCounters, SeedData, SeedResult
-from .pricing import describe_usage, format_cost
+from .plan import Plan, plan
+from .pricing import describe_usage
 from .stores import DEFAULT_DB
 from .wording import plural
 
@@ -294,21 +295,28 @@ class SeedPanel:
         return SeedConfig(**fields)
 
     def dry_run(self) -> pd.DataFrame:
-        """Recompute the chunking statistics with the chosen limits and show them.
+        """Plan the run with the chosen backend, limits and database, and show the plan:
+        how many conversations are to send, already seeded or invalid, the requests, ETA,
+        cost and what would stop the run (no API key), above the statistics.
 
-        Sends nothing and writes nothing.
+        Sends nothing and writes nothing. The plan itself is kept as ``self.plan``.
 
         Returns:
-            The per-conversation statistics (see :func:`memori_nb.chunking_stats`).
+            The per-conversation statistics (see :func:`memori_nb.chunking_stats`), with
+            the plan's ``status`` column.
         """
         try:
             config = self.config()
+            choice = self.backend.value
+            backend = (self._custom_backend if choice == "custom" else resolve_backend(
+                choice, api_key=self.api_key, base_url=self.base_url))
+            self.plan = plan(self.seeds, db=self._db, backend=backend, seed_config=config,
+                             force=bool(self.force.value))
         except Exception as exc:  # noqa: BLE001 - shown to the person clicking
             self._set_status(f"Cannot plan: {exc}", "error")
             raise
-        stats = chunking_stats(self.seeds, config, backend=self._estimating_backend())
-        self._show_stats(stats, dry_run=True, config=config)
-        return stats
+        self._show_stats(self.plan.stats, dry_run=True, config=config, plan=self.plan)
+        return self.plan.stats
 
     def _estimating_backend(self) -> Any:
         """The chosen backend object, whose prompt overhead and prices the statistics
@@ -443,20 +451,18 @@ class SeedPanel:
         self.status.value = f"<span{style}>{html.escape(text)}</span>"
 
     def _show_stats(self, stats: pd.DataFrame, *, dry_run: bool,
-                    config: SeedConfig | None = None) -> None:
+                    config: SeedConfig | None = None, plan: Plan | None = None) -> None:
         self.stats = stats
         overall = stats_totals(stats, by=None)
         per_entity = stats_totals(stats)
-        row = overall.iloc[0]
         parts = []
-        if dry_run and config is not None:
+        if dry_run and config is not None and plan is not None:
+            # The plan (counts, ETA, cost, warnings) above the statistics it adds up.
             parts.append(
                 f"<p><b>Dry run</b> with at most {config.max_messages_per_request:,} messages "
-                f"and {config.max_chars_per_request:,} characters per request: "
-                f"{int(row['valid']):,} valid conversations would take "
-                f"{int(row['requests']):,} requests ({int(row['over_limit']):,} over a limit, "
-                f"split into several; {int(row['invalid']):,} invalid)"
-                f"{html.escape(_estimate_text(row))}. Nothing was sent.</p>")
+                f"and {config.max_chars_per_request:,} characters per request. "
+                f"Nothing was sent.</p>")
+            parts.append(plan._repr_html_())
         parts.append(_table(overall, "Totals"))
         parts.append(_table(per_entity, "Per entity"))
         invalid = stats[stats["error"].notna()]
@@ -497,17 +503,6 @@ class SeedPanel:
             outputs.append(_results_output(
                 shown, f"Results ({plural(len(shown), 'conversation')})"))
         self.output.outputs = tuple(outputs)
-
-
-def _estimate_text(row: pd.Series) -> str:
-    """``", about 12,345 prompt + 2,000 completion tokens, $0.0123"`` from a totals row with
-    estimates; "" without."""
-    if "estimated_prompt_tokens" not in row:
-        return ""
-    cost = row["estimated_cost"]
-    return (f", about {int(row['estimated_prompt_tokens']):,} prompt + "
-            f"{int(row['estimated_completion_tokens']):,} completion tokens"
-            + (f", {format_cost(float(cost))}" if pd.notna(cost) else ""))
 
 
 def _table(frame: pd.DataFrame, title: str) -> str:

@@ -13,14 +13,15 @@ instead of being validated again message by message.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ._gc import paused_gc
-from .chunking import ConversationPlan, oversize_reason, plan_conversation, plan_seeds
+from .chunking import (ConversationPlan, PlanRow, oversize_reason, plan_conversation,
+                       plan_seeds)
 from .errors import ConfigurationError, InvalidInputError
 from .models import Conversation, Message, SeedConfig, SeedData
 from .pricing import (COMPLETION_TOKENS_PER_REQUEST, Pricing, bills_by_token, estimate_tokens,
@@ -91,32 +92,53 @@ def chunking_stats(data: pd.DataFrame | SeedData | Sequence[SeedData],
         >>> stats.loc[0, ["messages", "characters", "estimated_tokens", "requests"]].tolist()
         [3, 14, 4, 2]
     """
+    seeds = seeds_of(data, from_dataframe_kwargs)
+    config = config_of(config)
+    pricing = pricing_for(backend, pricing)
+    with paused_gc():  # the plan rows are acyclic; collections would rescan every message
+        rows = [row for seed in seeds for row in plan_rows(seed, config)]
+    return stats_frame(rows, backend, pricing)
+
+
+def seeds_of(data: Any, from_dataframe_kwargs: dict[str, Any]) -> list[SeedData]:
+    """What :func:`chunking_stats` takes (a DataFrame, a SeedData or a list of them) as a
+    list of SeedData."""
     if isinstance(data, pd.DataFrame):
-        seeds = from_dataframe(data, **from_dataframe_kwargs)
-    else:
-        if from_dataframe_kwargs:
-            raise InvalidInputError(
-                f"{', '.join(sorted(from_dataframe_kwargs))}: these keywords are for a "
-                f"DataFrame, but data is a {type(data).__name__}")
-        if isinstance(data, SeedData):
-            seeds = [data]
-        elif (isinstance(data, (list, tuple))
-              and all(isinstance(seed, SeedData) for seed in data)):
-            seeds = list(data)
-        else:
-            raise InvalidInputError(f"chunking_stats takes a DataFrame, a SeedData or a list "
-                                    f"of SeedData, got {type(data).__name__}")
+        return from_dataframe(data, **from_dataframe_kwargs)
+    if from_dataframe_kwargs:
+        raise InvalidInputError(
+            f"{', '.join(sorted(from_dataframe_kwargs))}: these keywords are for a "
+            f"DataFrame, but data is a {type(data).__name__}")
+    if isinstance(data, SeedData):
+        return [data]
+    if isinstance(data, (list, tuple)) and all(isinstance(seed, SeedData) for seed in data):
+        return list(data)
+    raise InvalidInputError(f"chunking_stats takes a DataFrame, a SeedData or a list "
+                            f"of SeedData, got {type(data).__name__}")
+
+
+def config_of(config: SeedConfig | None) -> SeedConfig:
+    """``config``, or ``SeedConfig()`` for None (ConfigurationError for anything else)."""
     if config is None:
-        config = SeedConfig()
-    elif not isinstance(config, SeedConfig):
+        return SeedConfig()
+    if not isinstance(config, SeedConfig):
         raise ConfigurationError(f"config must be a SeedConfig, got {type(config).__name__}")
+    return config
+
+
+def pricing_for(backend: Any, pricing: Pricing | None) -> Pricing | None:
+    """The prices to estimate with: ``pricing``, else the backend's (None: none known)."""
     if pricing is None:
-        pricing = pricing_of(backend)
-    elif not isinstance(pricing, Pricing):
+        return pricing_of(backend)
+    if not isinstance(pricing, Pricing):
         raise ConfigurationError(f"pricing must be a memori_nb.pricing.Pricing, got "
                                  f"{type(pricing).__name__}")
-    with paused_gc():  # the plan rows are acyclic; collections would rescan every message
-        rows = [row for seed in seeds for row in _plan_rows(seed, config)]
+    return pricing
+
+
+def stats_frame(rows: list[tuple], backend: Any, pricing: Pricing | None) -> pd.DataFrame:
+    """The frame of :func:`chunking_stats` from rows of STATS_COLUMNS values; with the token
+    and cost estimates when priced or when the backend bills by token."""
     frame = _plan_frame(rows)
     if pricing is None and not bills_by_token(backend):
         return frame  # tokens mean nothing to the AA service or the local extractor
@@ -206,11 +228,18 @@ def stats_totals(stats: pd.DataFrame, by: str | list[str] | None = "entity_id"
     return totals.reset_index()
 
 
-def _plan_rows(seed: SeedData, config: SeedConfig) -> Iterator[tuple]:
-    """The STATS_COLUMNS values of each conversation of ``seed``, in order."""
-    measured = _measured(seed)
+def plan_rows(seed: SeedData, config: SeedConfig, *, content_hashes: bool = False,
+              on_validated: Callable[[PlanRow], Any] | None = None) -> Iterator[tuple]:
+    """The STATS_COLUMNS values of each conversation of ``seed``, in order: from the
+    loader's measured sizes when it has them, else validated by :func:`plan_seeds`, which
+    then hands each of its rows (with its warnings, and its content hash when
+    ``content_hashes``) to ``on_validated`` first."""
+    measured = None if content_hashes else _measured(seed)
     if measured is None:
-        yield from map(_row_values, plan_seeds([seed], config))
+        for row in plan_seeds([seed], config, content_hashes=content_hashes):
+            if on_validated is not None:
+                on_validated(row)
+            yield _row_values(row)
         return
     for index, (raw, sizes) in enumerate(zip(seed.conversations, measured)):
         conversation_id = conversation_label(raw, index)

@@ -350,8 +350,12 @@ def test_panel_dry_run_with_a_token_backend_shows_the_estimate():
     stats = panel.dry_run()
     assert "estimated_cost" in stats.columns
     row = stats_totals(stats, by=None).iloc[0]
-    assert f"about {int(row['estimated_prompt_tokens']):,} prompt" in panel.stats_html.value
-    assert f"${row['estimated_cost']:,.4f}" in panel.stats_html.value
+    # The plan estimates the conversations to send as the CLI does (estimate_requests over
+    # their totals): within a token per conversation of the per-row sums.
+    plan = panel.plan
+    assert abs(plan.prompt_tokens - row["estimated_prompt_tokens"]) <= plan.to_send
+    assert f"about {plan.prompt_tokens:,} prompt" in panel.stats_html.value
+    assert f"${plan.cost:,.4f}" in panel.stats_html.value
     local = SeedPanel(seeds_for_estimates(), db=":memory:", backend="local")
     assert "estimated_cost" not in local.dry_run().columns
     assert "prompt +" not in local.stats_html.value

@@ -173,7 +173,7 @@ def test_a_real_chatgpt_export_seeds_with_an_entity_id(tmp_path):
     if not REAL_CHATGPT.exists():
         pytest.skip(f"{REAL_CHATGPT} is not here")
     code, out, err = run("seed", str(REAL_CHATGPT), "--dry-run", "--entity-id", "me")
-    assert code == 0 and "conversations  1 (1 valid" in out
+    assert code == 0 and "conversations  1: 1 to send, 0 already seeded, 0 invalid" in out
     code, out, err = run("seed", str(REAL_CHATGPT), "--backend", "local")
     assert code == 2 and "--entity-id" in err
     db = str(tmp_path / "db")
@@ -257,3 +257,37 @@ def test_role_map_on_the_command_line(tmp_path):
                          "--json", "--role-map", "agent=assistant,note=skip")
     assert code == 0, err
     assert json.loads(out)["warnings"] == {"note message left out": 1}
+
+
+def test_dry_run_on_a_seeded_database_says_nothing_is_left_to_send(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEMORI_API_KEY", raising=False)
+    db = str(tmp_path / "memori.duckdb")
+    assert run("seed", SAMPLE, "--backend", "local", "--db", db)[0] == 0
+    code, out, _ = run("seed", SAMPLE, "--dry-run", "--db", db)
+    assert code == 0
+    assert "conversations  37: 0 to send, 37 already seeded, 0 invalid" in out
+    assert "requests       0 after chunking" in out
+    assert "Nothing to send: all 37 already seeded (--force sends them again)." in out
+    # The default backend has no key: the dry run says so before a run would stop on it.
+    assert "Warning: nothing can be sent: the 'memori' backend needs an API key" in out
+    code, out, _ = run("seed", SAMPLE, "--dry-run", "--db", db, "--backend", "local")
+    assert "37 already seeded" in out and "Warning" not in out
+    code, out, _ = run("seed", SAMPLE, "--dry-run", "--db", db, "--json")
+    plan = json.loads(out)
+    assert (plan["to_send"], plan["already_seeded"], plan["requests"]) == (0, 37, 0)
+    assert "MEMORI_API_KEY" in plan["plan_warnings"][0]
+    code, out, _ = run("seed", SAMPLE, "--dry-run", "--db", db, "--backend", "local",
+                       "--force")
+    assert "conversations  37: 37 to send, 0 already seeded, 0 invalid" in out
+
+
+def test_dry_run_gives_an_eta_for_a_network_backend(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMORI_API_KEY", "a-key")
+    path = write_seed(tmp_path, [conversation(f"c{i}", "hello") for i in range(3)])
+    code, out, _ = run("seed", path, "--dry-run", "--batch-size", "2",
+                       "--db", str(tmp_path / "new.duckdb"))
+    assert code == 0 and "Warning" not in out
+    assert "conversations  3: 3 to send, 0 already seeded, 0 invalid" in out
+    assert "over a limit   0 conversations" in out
+    assert "time           about 4 s (3 requests, 2 at a time, 2 s each: assumed)" in out
+    assert not (tmp_path / "new.duckdb").exists()

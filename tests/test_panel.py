@@ -237,3 +237,26 @@ def test_a_backend_object_is_offered_as_custom(tmp_path):
     panel = SeedPanel(frame(2), db=str(tmp_path / "custom.duckdb"), backend=LocalBackend())
     assert panel.backend.value == "custom" and panel.backend.label == "custom: local"
     assert run(panel).successful == 2
+
+
+def test_dry_run_shows_the_plan_against_the_ledger_and_the_missing_key(monkeypatch):
+    monkeypatch.delenv("MEMORI_API_KEY", raising=False)
+    panel = seed_panel(frame(4, broken=True), db=":memory:", backend="local")
+    panel.dry_run()
+    html = panel.stats_html.value
+    assert "5 conversations: 4 to send, 0 already seeded, 1 invalid" in html
+    assert "to send: 4 requests" in html
+    assert run(panel).successful == 4
+    stats = panel.dry_run()  # the panel's database now holds them
+    assert stats["status"].tolist().count("already_seeded") == 4
+    html = panel.stats_html.value
+    assert "5 conversations: 0 to send, 4 already seeded, 1 invalid" in html
+    panel.force.value = True
+    panel.dry_run()
+    assert "4 to send, 0 already seeded" in panel.stats_html.value
+    panel.force.value = False
+    panel.backend.value = "memori"
+    panel.dry_run()
+    html = panel.stats_html.value
+    assert panel.plan.warnings and "MEMORI_API_KEY" in html
+    assert html.index("MEMORI_API_KEY") < html.index("Totals")  # above the stats table

@@ -1,0 +1,360 @@
+"""The plan of a run, before anything is sent: what the ledger already holds, what is left to
+send, what it will take (requests, tokens, cost, time) and what stands in the way.
+
+:func:`plan` sizes every conversation as :func:`memori_nb.chunking_stats` does, asks the
+database's ledger which were seeded before with the same content (the key the engine skips
+them by: entity, conversation id and content hash), prices what is left with
+:func:`memori_nb.pricing.estimate_requests`, and checks that the backend could send (its
+``check_ready()``). It sends nothing and writes nothing: a database file that does not exist
+yet is not created.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._gc import paused_gc
+from .backends import resolve_backend
+from .chunking import MAX_WARNING_EXAMPLES, PlanRow
+from .errors import ConfigurationError, InvalidInputError
+from .models import SeedConfig, SeedData
+from .pricing import (bills_by_token, describe_usage, estimate_requests, message_overhead_of,
+                      pricing_of, prompt_overhead_of)
+from .stats import config_of, plan_rows, seeds_of, stats_frame
+from .stores import Store, open_store
+from .stores.connection import is_sql_conn
+from .validation import count_warnings
+
+__all__ = ["DEFAULT_LATENCY", "STATUSES", "Plan", "plan"]
+
+#: Seconds a request is assumed to take (a network backend's round trip and the model's
+#: answer), for the ETA: an assumption, not a measurement; pass ``latency=`` to change it.
+DEFAULT_LATENCY = 2.0
+#: Values of the ``status`` column of :attr:`Plan.stats`.
+STATUSES = ("to_send", "already_seeded", "invalid")
+# Keys asked of the ledger at once (a bounded query however large the input).
+_LEDGER_WINDOW = 10_000
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Plan:
+    """What a run would do, from :func:`plan`: counts, estimates and warnings.
+
+    Attributes:
+        conversations: conversations in the input.
+        to_send, already_seeded, invalid: how many would be sent, skipped because the
+            ledger holds them with the same content (0 with ``force``), and fail validation.
+        entities: distinct entities.
+        messages, characters, estimated_tokens, requests: what the conversations to send
+            hold and take (requests after chunking; tokens are characters / 4).
+        over_limit: conversations to send that are split into several requests.
+        prompt_tokens, completion_tokens: the backend's estimate for the conversations to
+            send (None for a backend that does not bill by token).
+        cost: US dollars for them (None unless the backend's prices are known).
+        batch_size: requests in flight at once.
+        latency: seconds a request is assumed to take.
+        eta_seconds: ``ceil(requests / batch_size) * latency`` (None for an offline backend,
+            which waits on no network): an assumption, not a measurement.
+        backend: the backend's name.
+        force: whether conversations already seeded would be sent again.
+        warnings: what stands in the way (no API key, ...), as sentences.
+        validation_warnings, validation_warning_examples: what validation left out or
+            repaired, by kind (counts, and a few ``entity / conversation`` of each).
+        stats: one row per conversation, the columns of :func:`memori_nb.chunking_stats`
+            and ``status`` (one of ``STATUSES``).
+    """
+
+    conversations: int
+    to_send: int
+    already_seeded: int
+    invalid: int
+    entities: int
+    messages: int
+    characters: int
+    estimated_tokens: int
+    requests: int
+    over_limit: int
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost: float | None
+    batch_size: int
+    latency: float
+    eta_seconds: float | None
+    backend: str
+    force: bool
+    warnings: tuple[str, ...]
+    validation_warnings: dict[str, int] = field(default_factory=dict)
+    validation_warning_examples: dict[str, list[str]] = field(default_factory=dict)
+    stats: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+
+    def lines(self) -> list[str]:
+        """The plan in a few readable lines (what ``str(plan)`` joins)."""
+        lines = [f"{count_noun(self.conversations, 'conversation')}: {self.to_send:,} to send, "
+                 f"{self.already_seeded:,} already seeded, {self.invalid:,} invalid"]
+        if not self.to_send:
+            if self.conversations and self.already_seeded == self.conversations:
+                lines.append(f"nothing to send: all {self.conversations:,} already seeded")
+            else:
+                lines.append("nothing to send")
+        else:
+            lines.append(f"to send: {count_noun(self.requests, 'request')}, about "
+                         f"{count_noun(self.estimated_tokens, 'token')} "
+                         f"({count_noun(self.messages, 'message')})")
+            usage = describe_usage(self.prompt_tokens, self.completion_tokens, self.cost)
+            if usage:
+                lines.append(f"estimate: about {usage}"
+                             + ("" if self.cost is not None else " (no prices: cost unknown)"))
+            lines.append(f"time: {self.describe_eta()}")
+        lines += [f"warning: {warning}" for warning in self.warnings]
+        return lines
+
+    def describe_eta(self) -> str:
+        """``"about 10 s (5 requests, 8 at a time, 2.0 s each: assumed)"``."""
+        if self.eta_seconds is None:
+            return f"offline backend {self.backend!r}: no network round trips to wait for"
+        return (f"about {_duration(self.eta_seconds)} ({count_noun(self.requests, 'request')}, "
+                f"{self.batch_size:,} at a time, {self.latency:g} s each: assumed)")
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def __repr__(self) -> str:
+        return (f"<Plan {self.conversations} conversations: {self.to_send} to send, "
+                f"{self.already_seeded} already seeded, {self.invalid} invalid>")
+
+    def _repr_html_(self) -> str:
+        rows = [("conversations", f"{self.conversations:,}"),
+                ("to send", f"{self.to_send:,}"),
+                ("already seeded", f"{self.already_seeded:,}"),
+                ("invalid", f"{self.invalid:,}"),
+                ("requests", f"{self.requests:,}"),
+                ("estimated tokens", f"{self.estimated_tokens:,}")]
+        usage = describe_usage(self.prompt_tokens, self.completion_tokens, self.cost)
+        if usage:
+            rows.append(("estimate", f"about {usage}"))
+        if self.to_send:
+            rows.append(("time", self.describe_eta()))
+        body = "".join(f"<tr><th style='text-align:left'>{html.escape(name)}</th>"
+                       f"<td style='text-align:right'>{html.escape(value)}</td></tr>"
+                       for name, value in rows)
+        notes = "".join(f"<p style='color:#b45309'>&#9888; {html.escape(warning)}</p>"
+                        for warning in self.warnings)
+        lines = self.lines()
+        return (f"<div class='memori-nb-plan'><p><b>{html.escape(lines[0])}</b><br>"
+                f"{html.escape(lines[1])}</p>"
+                f"<table class='memori-nb-table'>{body}</table>{notes}</div>")
+
+
+def plan(data: pd.DataFrame | SeedData | Iterable[SeedData], *, db: Any = None,
+         backend: Any = None, seed_config: SeedConfig | None = None,
+         batch_size: int | None = None, latency: float = DEFAULT_LATENCY, force: bool = False,
+         **from_dataframe_kwargs: Any) -> Plan:
+    """Plan a run without sending anything: what is to send, already seeded or invalid, and
+    the requests, tokens, cost and time it would take.
+
+    Args:
+        data: a DataFrame (read with :func:`memori_nb.from_dataframe`), a :class:`SeedData`,
+            a list of them, or any iterable of SeedData (read once, as a run reads a stream).
+        db: the database a run would write: what :class:`memori_nb.Memori` takes as
+            ``conn`` (a DuckDB path, a connection, a SQL URL ...) or a store. Its ledger says
+            what was seeded before; None (or a file that does not exist yet) means nothing
+            was. It is only read (its tables are made if missing, as a run would).
+        backend: a backend name (``"memori"``, the default, ``"openai"``, ``"local"``) or
+            object: its prompt overhead and prices give the tokens and cost, its
+            ``check_ready()`` whether it could send.
+        seed_config: the limits (``SeedConfig()`` by default).
+        batch_size: requests in flight at once; overrides ``seed_config.batch_size``.
+        latency: seconds a request is assumed to take, for the ETA (``DEFAULT_LATENCY``).
+        force: plan to send again what the ledger holds (as ``seed(force=True)``).
+        **from_dataframe_kwargs: ``entity_id=``, ``conversation_col=`` ... for a DataFrame.
+
+    Returns:
+        A :class:`Plan`; ``str(plan)`` reads it out, and in Jupyter it shows as a table.
+
+    Raises:
+        InvalidInputError: ``data`` is none of the above.
+        ConfigurationError: a bad config, latency or backend.
+        StoreError: the database cannot be read.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"conversation_id": ["c1", "c1"], "role": ["user", "assistant"],
+        ...                    "content": ["I live in Oslo.", "Nice!"]})
+        >>> print(plan(df, backend="local", entity_id="u1"))
+        1 conversation: 1 to send, 0 already seeded, 0 invalid
+        to send: 1 request, about 5 tokens (2 messages)
+        time: offline backend 'local': no network round trips to wait for
+    """
+    if (not isinstance(latency, (int, float)) or isinstance(latency, bool)
+            or not math.isfinite(latency) or latency < 0):
+        raise ConfigurationError(f"latency must be seconds >= 0, got {latency!r}")
+    seeds = _seeds(data, from_dataframe_kwargs)
+    config = config_of(seed_config)
+    if batch_size is not None:
+        config = replace(config, batch_size=batch_size)
+    backend = resolve_backend("memori" if backend is None else backend)
+    warnings = _readiness(backend)
+    store, owned = _open(db)
+    try:
+        # The journal first: DuckDB's journal_dir() leaves its result open, which the
+        # ledger's next statement (not a registered frame) closes.
+        if store is not None and _journal_waits(store, backend):
+            warnings.append("an interrupted run left work in its journal; the run replays it "
+                            "first, so fewer conversations may be sent than planned here")
+        ledger = _Ledger(store) if store is not None and not force else None
+        tally = _Tally(ledger)
+        with paused_gc():  # the rows are acyclic; collections would rescan every message
+            rows = [row for seed in seeds for row in tally.rows_of(seed, config)]
+        tally.flush()
+    finally:
+        if owned:
+            store.close()
+    stats = stats_frame(rows, backend, pricing_of(backend))
+    valid = stats["error"].isna().to_numpy()
+    seeded = np.zeros(len(stats), dtype=bool)
+    seeded[list(tally.seeded)] = True
+    stats["status"] = np.where(~valid, "invalid", np.where(seeded, "already_seeded", "to_send"))
+    sending = stats[stats["status"] == "to_send"]
+    characters, requests = int(sending["characters"].sum()), int(sending["requests"].sum())
+    messages = int(sending["messages"].sum())
+    estimate = estimate_requests(characters, requests,
+                                 overhead_characters=prompt_overhead_of(backend),
+                                 messages=messages,
+                                 message_overhead_characters=message_overhead_of(backend),
+                                 pricing=pricing_of(backend))
+    tokens = bills_by_token(backend)
+    offline = not getattr(backend, "requires_network", True)
+    return Plan(conversations=len(stats), to_send=len(sending),
+                already_seeded=int(seeded.sum()), invalid=int((~valid).sum()),
+                entities=int(stats["entity_id"].nunique()), messages=messages,
+                characters=characters, estimated_tokens=int(sending["estimated_tokens"].sum()),
+                requests=requests, over_limit=int(sending["over_limit"].sum()),
+                prompt_tokens=estimate.prompt_tokens if tokens else None,
+                completion_tokens=estimate.completion_tokens if tokens else None,
+                cost=estimate.cost if tokens else None, batch_size=config.batch_size,
+                latency=float(latency),
+                eta_seconds=None if offline else (
+                    math.ceil(requests / config.batch_size) * float(latency)),
+                backend=getattr(backend, "name", type(backend).__name__), force=force,
+                warnings=tuple(warnings),
+                validation_warnings=dict(tally.warnings.most_common()),
+                validation_warning_examples=tally.examples, stats=stats)
+
+
+class _Ledger:
+    """The store's ledger, asked as the engine asks it: an entity it has never seen needs
+    no look-ups."""
+
+    def __init__(self, store: Store) -> None:
+        store.build()  # the engine's first step too; a run-less database has no tables yet
+        self.store = store
+        self.empty = store.ledger_is_empty()
+
+    def knows(self, entity_id: str) -> bool:
+        return not self.empty and bool(self.store.seeded_entities({entity_id}))
+
+    def seeded(self, keys: list[tuple[str, str, str]]) -> set[int]:
+        return self.store.already_seeded(keys)
+
+
+class _Tally:
+    """Collects, while the rows are made, the validation warnings and which conversations
+    the ledger holds (asked in windows of ``_LEDGER_WINDOW`` keys)."""
+
+    def __init__(self, ledger: _Ledger | None) -> None:
+        self.ledger = ledger
+        self.position = 0  # of the next row
+        self.seeded: set[int] = set()
+        self.pending: list[tuple[int, tuple[str, str, str]]] = []
+        self.warnings: Counter = Counter()
+        self.examples: dict[str, list[str]] = {}
+
+    def rows_of(self, seed: SeedData, config: SeedConfig) -> Iterator[tuple]:
+        if not isinstance(seed, SeedData):
+            raise InvalidInputError(f"expected SeedData, got {type(seed).__name__}")
+        hashes = self.ledger is not None and self.ledger.knows(seed.entity_id)
+        for row in plan_rows(seed, config, content_hashes=hashes, on_validated=self._validated):
+            self.position += 1
+            yield row
+
+    def _validated(self, row: PlanRow) -> None:
+        for kind, n in count_warnings(row.warnings).items() if row.warnings else ():
+            self.warnings[kind] += n
+            shown = self.examples.setdefault(kind, [])
+            if len(shown) < MAX_WARNING_EXAMPLES:
+                shown.append(f"{row.entity_id} / {row.conversation_id}")
+        if row.content_hash is not None:
+            self.pending.append((self.position,
+                                 (row.entity_id, row.conversation_id, row.content_hash)))
+            if len(self.pending) >= _LEDGER_WINDOW:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        found = self.ledger.seeded([key for _, key in self.pending])
+        self.seeded.update(self.pending[index][0] for index in found)
+        self.pending = []
+
+
+def _seeds(data: Any, from_dataframe_kwargs: dict[str, Any]) -> Iterable[SeedData]:
+    """SeedData from what chunking_stats takes, or a stream of SeedData as it is."""
+    if (not isinstance(data, (pd.DataFrame, SeedData, list, tuple, str, bytes, dict, Path))
+            and isinstance(data, Iterable) and not from_dataframe_kwargs):
+        return data  # streamed: each SeedData is checked as it comes
+    return seeds_of(data, from_dataframe_kwargs)
+
+
+def _open(db: Any) -> tuple[Store | None, bool]:
+    """The store to ask, and whether it was opened here (to close it). No store for no
+    database, an in-memory one (empty when opened) or a DuckDB file not made yet (opening it
+    would create it)."""
+    if db is None or (isinstance(db, (str, Path)) and not is_sql_conn(db)
+                      and (str(db) == ":memory:" or not Path(db).exists())):
+        return None, False
+    store = open_store(db)
+    return store, store is not db
+
+
+def _readiness(backend: Any) -> list[str]:
+    """Why the backend could not send (its ``check_ready()``), as warnings."""
+    check_ready = getattr(backend, "check_ready", None)
+    if check_ready is None:
+        return []
+    try:
+        check_ready()
+    except ConfigurationError as exc:  # MissingApiKeyError is one
+        return [f"nothing can be sent: {exc}"]
+    return []
+
+
+def _journal_waits(store: Any, backend: Any) -> bool:
+    """Whether an interrupted run's journal is waiting to be replayed (a network backend's
+    run replays it before it reads the ledger)."""
+    if not getattr(backend, "requires_network", True) or not hasattr(store, "journal_dir"):
+        return False
+    directory = store.journal_dir()
+    return directory is not None and any(Path(directory).glob("*.jsonl"))
+
+
+def count_noun(n: int, noun: str) -> str:
+    """``"1 conversation"``, ``"2 conversations"``, ``"1,234 tokens"``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    """``"40 s"``, ``"3 min"``, ``"2.5 h"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
