@@ -18,10 +18,9 @@ from typing import IO, Any
 from ._gc import input_set_aside
 from ._version import __version__
 from .backends import BACKEND_NAMES, resolve_backend
-from .backends.memori import API_KEY_ENV as MEMORI_KEY_ENV
 from .chunking import PlanRow
 from .client import Memori
-from .errors import ConfigurationError, MemoriNbError, MissingApiKeyError, StoreError
+from .errors import ConfigurationError, MemoriNbError, StoreError
 from .models import DEFAULT_BATCH_SIZE, SeedConfig, SeedData, SeedResult
 from .pricing import COMPLETION_TOKENS_PER_REQUEST, format_cost, pricing_of
 from .plan import Plan, count_noun, plan
@@ -184,19 +183,17 @@ def _refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None
     parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
 
 
-# Python keywords in library messages -> what a CLI user types instead.
-_CLI_WORDS = ((" or api_key=)", ")"), ("base_url=", "--base-url"),
-              ("pass model= (or --model)", "pass --model"))
+# Python keywords in library messages -> what a CLI user types instead. (The CLI takes no
+# key on the command line: it would show in ps and shell history.)
+_CLI_WORDS = ((" (or pass api_key=)", ""), (" or api_key=)", ")"),
+              ("(backend='local', or --backend local)", "(--backend local)"),
+              ("base_url=", "--base-url"), ("pass model= (or --model)", "pass --model"))
 
 
-def _cli_wording(exc: MemoriNbError) -> str:
-    """``exc``'s message as a CLI user should read it: flags and environment variables
+def _cli_wording(message: MemoriNbError | str) -> str:
+    """A library message as a CLI user should read it: flags and environment variables
     rather than the keyword arguments the Python-facing message names."""
-    if isinstance(exc, MissingApiKeyError):
-        # The CLI takes no key on the command line (it would show in ps and shell history).
-        return (f"the 'memori' backend needs an API key: set {MEMORI_KEY_ENV}, or use the "
-                f"offline backend (--backend local)")
-    text = str(exc)
+    text = str(message)
     for python, cli in _CLI_WORDS:
         text = text.replace(python, cli)
     return text
@@ -378,7 +375,7 @@ def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str], 
             print(f"Nothing to send: all {p.already_seeded:,} already seeded "
                   f"(--force sends them again).", file=out)
         for warning in p.warnings:
-            print(f"Warning: {warning}", file=out)
+            print(f"Warning: {_cli_wording(warning)}", file=out)
         _list(out, "Over a limit (split into several requests):",
               [f"{r.entity_id} / {r.conversation_id}: {r.messages:,} messages, "
                f"{r.characters:,} characters -> {r.requests} requests"

@@ -301,8 +301,8 @@ class DuckDBStore:
     def journal_dir(self) -> Path | None:
         """Where runs journal what they finish (beside the database file; None in memory)."""
         with self._lock:
-            path = self.conn.execute("SELECT path FROM duckdb_databases() "
-                                     "WHERE database_name = current_database()").fetchone()[0]
+            (path,), = self.conn.execute("SELECT path FROM duckdb_databases() "
+                                         "WHERE database_name = current_database()").fetchall()
         return journal_beside(path) if path else None
 
     # --- runs ---------------------------------------------------------------------------
