@@ -13,6 +13,7 @@ import json
 import signal
 import sys
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import IO, Any
 
 from ._gc import input_set_aside
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None, *, stdout: IO[str] | None = None,
         args, unknown = parser.parse_known_args(argv)
         if unknown:
             # argparse reports these from the top level; the command's usage is the helpful one.
-            _refuse_unknown(getattr(args, "command_parser", parser), unknown)
+            _refuse_unknown(getattr(args, "command_parser", parser), unknown, top=parser)
     except _UsageError as exc:
         print(f"error: {exc}", file=err)
         print(exc.parser.format_usage().rstrip(), file=err)
@@ -173,14 +174,43 @@ def main(argv: list[str] | None = None, *, stdout: IO[str] | None = None,
         return EXIT_INTERRUPTED
 
 
-def _refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
-    """Raise the usage error for arguments ``parser`` does not know, suggesting the option
-    a mistyped one was probably meant to be (``--dryrun``: ``--dry-run``)."""
-    options = [option for action in parser._actions for option in action.option_strings]
+def _refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str], *,
+                    top: argparse.ArgumentParser | None = None) -> None:
+    """Raise the usage error for arguments ``parser`` does not know. An option given on the
+    wrong side of the command says where it goes (``--dry-run`` after ``seed FILE``,
+    ``--version`` before the command); a mistyped one gets the option it was probably meant
+    to be (``--dryrun``: ``--dry-run``)."""
+    if top is not None:
+        _refuse_misplaced(parser, unknown, top)
+    options = _options(parser)
     guesses = [match for given in unknown if given.startswith("-")
                for match in difflib.get_close_matches(given.split("=", 1)[0], options, n=1)]
     hint = f" (did you mean {' or '.join(dict.fromkeys(guesses))}?)" if guesses else ""
     parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+
+
+def _refuse_misplaced(parser: argparse.ArgumentParser, unknown: list[str],
+                      top: argparse.ArgumentParser) -> None:
+    """The usage error for the first of ``unknown`` that is an option of the other level:
+    the top level's options go before the command, a command's after it (argparse leaves
+    them unknown there, and a guess among ``parser``'s own options would mislead)."""
+    commands = {name: sub for action in top._actions
+                if isinstance(action, argparse._SubParsersAction)
+                for name, sub in action.choices.items()}
+    for name in (given.split("=", 1)[0] for given in unknown if given.startswith("-")):
+        if parser is not top and name in _options(top):
+            top.error(f"{name} goes before the command: {top.prog} {name}")
+        for command, sub in commands.items():
+            # Unknown although the command has it: it was given before the command.
+            if name in _options(sub) and name not in _options(top):
+                where = " ".join([command] + [action.metavar or action.dest.upper()
+                                              for action in sub._actions
+                                              if not action.option_strings])
+                sub.error(f"{name} is an option of {command}: put it after `{where}`")
+
+
+def _options(parser: argparse.ArgumentParser) -> list[str]:
+    return [option for action in parser._actions for option in action.option_strings]
 
 
 # Python keywords in library messages -> what a CLI user types instead. (The CLI takes no
@@ -445,21 +475,28 @@ def _seed(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str],
 
 
 def _report(args, result: SeedResult, failures, warnings, out: IO[str], err: IO[str]) -> None:
+    """The run's summary, its failures and warnings, in the CLI's words (flags and
+    environment variables, not Python keywords); ``--json``: the summary as JSON on stdout
+    and the rest on stderr."""
     human = err if args.json else out
-    print(describe_seed_result(result, suffix=f". Database: {hide_password(str(args.db))} "
-                                              f"(run {result.run_id})") + ".", file=human)
+    # Why the run stopped is the library's message: reworded like every other one the CLI
+    # prints ("check OPENAI_BASE_URL (or --base-url)", not "base_url=").
+    said = replace(result, stopped_reason=_cli_wording(result.stopped_reason)) \
+        if result.stopped_reason else result
+    print(describe_seed_result(said, suffix=f". Database: {hide_password(str(args.db))} "
+                                            f"(run {result.run_id})") + ".", file=human)
     if result.stopped_reason:
         print("Conversations not sent are skipped; run the same command later to send them.",
               file=human)
     # The short reason: the line already names the conversation (rows of an earlier
     # version have only the error).
-    _list(human, "Failed:", [f"{r.entity_id} / {r.conversation_id}: "
-                             f"{r.reason if isinstance(r.reason, str) else r.error}"
+    _list(human, "Failed:", [f"{r.entity_id} / {r.conversation_id}: " + _cli_wording(
+                                 r.reason if isinstance(r.reason, str) else r.error)
                              for r in failures.itertuples()], result.failed)
     counts, examples = count_run_warnings(warnings)
     _warnings_table(human, counts, examples)
     if args.json:
-        print(json.dumps({**result.summary_dict(), "warnings": counts}), file=out)
+        print(json.dumps({**said.summary_dict(), "warnings": counts}), file=out)
 
 
 def count_run_warnings(warnings) -> tuple[dict[str, int], dict[str, list[str]]]:

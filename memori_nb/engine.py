@@ -26,7 +26,8 @@ from typing import Any, Protocol
 from ._gc import fewer_young_collections
 from .backends.base import AugmentationBackend, AugmentationRequest
 from .chunking import oversize_reason, plan_conversation, split_messages
-from .errors import InvalidInputError, RateLimitedError, StoreError, TransientError
+from .errors import (AugmentationError, EndpointError, InvalidInputError, QuotaExceededError,
+                     RateLimitedError, ServiceUnreachableError, StoreError, TransientError)
 from .models import (ALREADY_SEEDED, Conversation, ConversationResult, Extraction, Message,
                      SeedConfig, SeedCounters, SeedData, SeedResult, Triple, Usage,
                      short_reason)
@@ -73,8 +74,21 @@ class _Job:
 _LAST = 1 << 62  # the queue's priority of the workers' end marks: after every job
 
 
-# The reason of results the run stopped before (its stopped_reason says why it stopped).
-_NOT_SENT = "run stopped before it was sent"
+def _stop_cause(exc: BaseException) -> str | None:
+    """Why the run stopped, in two or three words for a skipped conversation's reason
+    ("run stopped (quota exhausted) before it was sent"); None when no short cause fits
+    (the run's stopped_reason says it in full)."""
+    if isinstance(exc, QuotaExceededError):
+        return "quota exhausted"
+    if isinstance(exc, AugmentationError) and exc.status_code in (401, 403):
+        return "API key refused"
+    if isinstance(exc, RateLimitedError):
+        return "rate limited"
+    if isinstance(exc, ServiceUnreachableError):
+        return "service unreachable"
+    if isinstance(exc, EndpointError):
+        return "wrong base URL"
+    return None
 
 
 def _requests_left(job: _Job) -> int:
@@ -226,6 +240,8 @@ class _SeedRun:
         self.counters = SeedCounters(total=None if None in sizes else sum(sizes))
         self.results: list[ConversationResult | None] = []
         self.stop_reason: str | None = None
+        # The stop's short cause, said in the reasons of the conversations it left unsent.
+        self.stop_cause: str | None = None
         self.gate = _RateGate(clock, sleep)
         self.window = _Window(config.batch_size)
         # Jobs by (requests still to send, most first; input order), so a giant validated
@@ -399,7 +415,7 @@ class _SeedRun:
         jobs.sort(key=lambda job: -_requests_left(job))
         for job in jobs:
             if self.stop_reason:
-                self._record_skipped(job, _NOT_SENT)
+                self._record_skipped(job, self._stopped("before it was sent"))
             else:
                 await self.queue.put((-_requests_left(job), job.position, job))
         await self.writer.wait_for_room()
@@ -464,7 +480,7 @@ class _SeedRun:
     async def _work(self) -> None:
         while (job := (await self.queue.get())[2]) is not None:
             if self.stop_reason:
-                self._record_skipped(job, _NOT_SENT)
+                self._record_skipped(job, self._stopped("before it was sent"))
                 continue
             result, extraction = await self._process(job)
             self._record(job.position, result, job.process_id, job.content_hash, extraction,
@@ -539,8 +555,9 @@ class _SeedRun:
                     **self._accounting(spent)), None
             return ConversationResult(
                 conversation_id=cid, entity_id=job.entity_id, status="skipped",
-                reason=(f"run stopped{partly}; the next run sends the rest" if done
-                        else "run stopped before it finished; the next run sends it"),
+                reason=(self._stopped(f"{partly.lstrip()}; the next run sends the rest")
+                        if done else self._stopped("before it finished; the next run sends "
+                                                   "it")),
                 chunks_processed=done, duration_ms=self._ms_since(started),
                 warnings=warnings, **self._accounting(spent)), None
         extraction, changed = safe_extraction(_merged(summary, triples, facts, attributes,
@@ -579,7 +596,8 @@ class _SeedRun:
                                           retry_delay=self.config.retry_delay,
                                           jitter=self.jitter())
                 if decision.action == "stop_run":
-                    self.stop_reason = self.stop_reason or decision.reason
+                    if self.stop_reason is None:
+                        self.stop_reason, self.stop_cause = decision.reason, _stop_cause(exc)
                     raise _RunStopped(decision.reason) from exc
                 if decision.action == "give_up":
                     tries = (f" (after {retries.attempts} attempts)" if retries.attempts > 1
@@ -626,6 +644,12 @@ class _SeedRun:
                                  conversation_id=request.conversation_id) from exc
 
     # --- bookkeeping --------------------------------------------------------------------------
+
+    def _stopped(self, when: str) -> str:
+        """The reason of a conversation the run stopped before it finished:
+        ``"run stopped (quota exhausted) before it was sent"``."""
+        cause = f" ({self.stop_cause})" if self.stop_cause else ""
+        return f"run stopped{cause} {when}"
 
     def _record_skipped(self, job: _Job, reason: str) -> None:
         """A conversation not sent; ``reason`` says why (it is no error: ``error`` is None)."""

@@ -118,8 +118,9 @@ def describe_counters(counters: SeedCounters) -> str:
     usage = describe_usage(counters.prompt_tokens, counters.completion_tokens, counters.cost)
     return (f"<b>{counters.processed:,}/{total}</b> conversations &middot; "
             f"{counters.successful:,} succeeded &middot; {counters.failed:,} failed &middot; "
-            f"{counters.skipped:,} skipped &middot; {counters.retries:,} retries &middot; "
-            f"{counters.triples:,} triples" + (f" &middot; {usage}" if usage else ""))
+            f"{counters.skipped:,} skipped &middot; "
+            f"{plural(counters.retries, 'retry', 'retries')} &middot; "
+            f"{plural(counters.triples, 'triple')}" + (f" &middot; {usage}" if usage else ""))
 
 
 class SeedPanel:
@@ -244,9 +245,9 @@ class SeedPanel:
         self._controls = [self.backend, self.batch_size, self.max_messages, self.max_chars,
                           self.force, self.dry_run_button]
         self.widget = widgets.VBox([
-            widgets.HTML(f"<h3 style='margin:0'>Seed {len(self.seeds):,} "
-                         f"{'entity' if len(self.seeds) == 1 else 'entities'}, "
-                         f"{self._total():,} conversations</h3>"),
+            widgets.HTML(f"<h3 style='margin:0'>Seed "
+                         f"{plural(len(self.seeds), 'entity', 'entities')}, "
+                         f"{plural(self._total(), 'conversation')}</h3>"),
             self.stats_html,
             widgets.HBox([self.backend, self.backend_hint]),
             widgets.HBox([self.batch_size, self.force]),
@@ -271,7 +272,8 @@ class SeedPanel:
         display(self.widget)
 
     def __repr__(self) -> str:
-        return (f"<SeedPanel {len(self.seeds)} entities, {self._total()} conversations, "
+        return (f"<SeedPanel {plural(len(self.seeds), 'entity', 'entities')}, "
+                f"{plural(self._total(), 'conversation')}, "
                 f"{'running' if self.running else 'idle'}>")
 
     # --- actions --------------------------------------------------------------------------

@@ -7,24 +7,27 @@ Pure: takes a :class:`~memori_nb.models.SeedResult`, returns text.
 from __future__ import annotations
 
 import html
+import re
 from collections import Counter
 
 from .models import ALREADY_SEEDED, SeedResult
 from .pricing import describe_usage, format_cost
 
 
-def plural(count: int, noun: str) -> str:
-    """``"1 conversation"``, ``"2 conversations"``, ``"1,234 triples"``.
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``"1 conversation"``, ``"2 conversations"``, ``"1,234 triples"``; ``nouns`` is the
+    plural when it is not ``noun + "s"``.
 
     Example:
-        >>> plural(1, "conversation"), plural(0, "triple")
-        ('1 conversation', '0 triples')
+        >>> plural(1, "conversation"), plural(0, "triple"), plural(2, "retry", "retries")
+        ('1 conversation', '0 triples', '2 retries')
     """
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def skipped_reasons(result: SeedResult) -> dict[str, int]:
-    """Why the run's conversations were skipped, most common first: ``{"already seeded": 24}``.
+    """Why the run's conversations were skipped, as count phrases, most common first:
+    ``{"already seeded": 24, "not sent": 3}`` (each reads after its count: "3 not sent").
 
     From the per-conversation results when the run kept them; otherwise a run that was not
     stopped skipped only what was already seeded, and a stopped one cannot tell (``{}``).
@@ -32,15 +35,18 @@ def skipped_reasons(result: SeedResult) -> dict[str, int]:
     if not result.skipped:
         return {}
     if result.results:
-        # A reason's first words group it ("already in this run (same id ...)").
-        return dict(Counter(_label(r.reason) for r in result.results
+        return dict(Counter(_skip_phrase(r.reason) for r in result.results
                             if r.status == "skipped").most_common())
     return {} if result.stopped_reason else {ALREADY_SEEDED: result.skipped}
 
 
 def describe_seed_result(result: SeedResult, *, suffix: str = "") -> str:
-    """One line a person reads after a run: counts with their reasons, triples, tokens and
-    cost when the backend reported them, and why the run stopped early.
+    """One line a person reads after a run: what happened to its conversations (succeeded,
+    failed, already seeded, not sent ...), triples, tokens and cost when the backend reported
+    them, and why the run stopped early.
+
+    "Seeded N conversations" leads only when some succeeded; otherwise the line starts with
+    the count of conversations ("3 conversations in 0.4 s: 3 failed").
 
     Args:
         result: the run.
@@ -51,6 +57,9 @@ def describe_seed_result(result: SeedResult, *, suffix: str = "") -> str:
         >>> describe_seed_result(SeedResult(run_id="r1", total=37, successful=0, failed=0,
         ...                                 skipped=37, total_triples=0, duration_ms=80))
         'Nothing to seed: all 37 conversations already seeded'
+        >>> describe_seed_result(SeedResult(run_id="r2", total=2, successful=0, failed=2,
+        ...                                 skipped=0, total_triples=0, duration_ms=80))
+        '2 conversations in 0.1 s: 2 failed'
     """
     text = _counts(result) + suffix
     if result.stopped_reason:
@@ -67,12 +76,16 @@ def _counts(result: SeedResult) -> str:
         return f"Nothing to seed: {_skipped(result.skipped, reasons)}"
     if not result.total and not result.stopped_reason:
         return "Nothing to seed: no conversations"
-    parts = [f"{result.successful:,} succeeded"]
+    # "0 succeeded" is said unless the failures already say that nothing succeeded.
+    parts = [f"{result.successful:,} succeeded"] if result.successful or not result.failed \
+        else []
     if result.failed:
         parts.append(f"{result.failed:,} failed")
     if result.skipped:
-        parts.append(_skipped(result.skipped, reasons))
-    text = (f"Seeded {plural(result.total, 'conversation')} in "
+        parts.append(_skipped(result.skipped, reasons, stopped=bool(result.stopped_reason)))
+    # "Seeded" only when something was: a run that stopped or failed throughout did not seed.
+    lead = "Seeded " if result.successful else ""
+    text = (f"{lead}{plural(result.total, 'conversation')} in "
             f"{result.duration_ms / 1000:.1f} s: {', '.join(parts)}")
     if result.successful:
         text += f"; {plural(result.total_triples, 'triple')}"
@@ -104,17 +117,34 @@ def seed_result_html(result: SeedResult) -> str:
             f"</caption>{cells}</table>")
 
 
-def _skipped(count: int, reasons: dict[str, int]) -> str:
-    """``"24 skipped (already seeded)"``, ``"3 skipped (2 already seeded, 1 run stopped
-    before it was sent)"``, or ``"3 skipped"`` when the reasons are not known."""
-    return f"{count:,} skipped" + (f" ({_why(reasons)})" if reasons else "")
+def _skipped(count: int, reasons: dict[str, int], *, stopped: bool = False) -> str:
+    """``"24 already seeded"``, ``"2 already seeded, 1 not sent"``; when the reasons are not
+    known (the run kept no results), ``"3 skipped (not sent or already seeded)"`` for a run
+    that stopped."""
+    if not reasons:
+        return f"{count:,} skipped" + (" (not sent or already seeded)" if stopped else "")
+    return ", ".join(f"{n:,} {phrase}" for phrase, n in reasons.items())
 
 
 def _why(reasons: dict[str, int]) -> str:
     if len(reasons) == 1:
         return next(iter(reasons))
-    return ", ".join(f"{n:,} {why}" for why, n in reasons.items())
+    return ", ".join(f"{n:,} {phrase}" for phrase, n in reasons.items())
 
 
-def _label(reason: str | None) -> str:
-    return (reason or "no reason given").split(" (")[0].split(";")[0]
+# "run stopped (quota exhausted) after 2 of 5 chunks; ...": some chunks went, not all.
+_PARTLY = re.compile(r"\bafter \d[\d,]* of \d")
+
+
+def _skip_phrase(reason: str | None) -> str:
+    """A skipped result's reason as a phrase that reads after any count: ``"already
+    seeded"``, ``"already in this run"``, ``"not sent"`` (the run stopped before it),
+    ``"partly sent"`` (it stopped between a conversation's chunks)."""
+    reason = reason or ""
+    if reason.startswith("run stopped"):
+        return "partly sent" if _PARTLY.search(reason) else "not sent"
+    # A reason's first words group it ("already in this run (same id ...)").
+    label = reason.split(" (")[0].split(";")[0]
+    if label in (ALREADY_SEEDED, "already in this run"):
+        return label
+    return f"skipped ({label or 'no reason given'})"

@@ -183,8 +183,8 @@ def test_a_quota_stop_inside_a_chunked_conversation_keeps_the_paid_chunks(tmp_pa
         m = Memori(conn=db, backend="memori", api_key=API_KEY, base_url=server.url)
         first = asyncio.run(m.seed(data, seed_config=config))
         assert first.stopped_reason and first.skipped == 1
-        assert first.conversations[0].reason == ("run stopped after 1 of 3 chunks; the next "
-                                                 "run sends the rest")
+        assert first.conversations[0].reason == ("run stopped (quota exhausted) after 1 of 3 "
+                                                 "chunks; the next run sends the rest")
         m.close()
         sent_first = server.request_count
         m = Memori(conn=db, backend="memori", api_key=API_KEY, base_url=server.url)

@@ -291,3 +291,65 @@ def test_dry_run_gives_an_eta_for_a_network_backend(tmp_path, monkeypatch):
     assert "over a limit   0 conversations" in out
     assert "time           about 4 s (3 requests, 2 at a time, 2 s each: assumed)" in out
     assert not (tmp_path / "new.duckdb").exists()
+
+
+def test_an_option_on_the_wrong_side_of_the_command_says_where_it_goes():
+    code, out, err = run("--dry-run", "seed", SAMPLE)
+    assert code == 2 and out == ""
+    first, usage = err.split("\n", 1)
+    assert first == "error: --dry-run is an option of seed: put it after `seed FILE`"
+    assert usage.startswith("usage: python -m memori_nb seed ")
+    code, _, err = run("--db=x.duckdb", "seed", SAMPLE)
+    assert err.startswith("error: --db is an option of seed: put it after `seed FILE`\n")
+    code, out, err = run("seed", SAMPLE, "--version")
+    assert code == 2 and out == ""
+    first, usage = err.split("\n", 1)
+    assert first == ("error: --version goes before the command: python -m memori_nb "
+                     "--version")
+    assert usage.startswith("usage: python -m memori_nb [-h] [--version]")
+    # a mistyped option still gets its suggestion
+    assert run("seed", SAMPLE, "--dryrun")[2].startswith(
+        "error: unrecognized arguments: --dryrun (did you mean --dry-run?)\n")
+
+
+def test_why_a_run_stopped_is_said_in_the_clis_words(tmp_path, monkeypatch):
+    from helpers import API_KEY
+    from memori_nb.testing import AugmentationServer
+
+    monkeypatch.setenv("MEMORI_API_KEY", API_KEY)
+    path = write_seed(tmp_path, [conversation("c1", "Hi."), conversation("c2", "Yo.")])
+    with AugmentationServer(api_key=API_KEY) as server:
+        # Not the augmentation endpoint: the 404 stops the run at once.
+        code, out, _ = run("seed", path, "--db", str(tmp_path / "m.duckdb"), "--base-url",
+                           server.url + "/nowhere", "--batch-size", "1")
+    assert code == 1
+    assert out.startswith("2 conversations in ") and "Seeded" not in out
+    assert ": 0 succeeded, 2 skipped (not sent or already seeded). Database: " in out
+    assert "The run stopped early: HTTP 404: " in out
+    assert "check MEMORI_API_URL_BASE (or --base-url)" in out and "base_url=" not in out
+
+
+def test_failures_the_cli_lists_are_in_its_words(tmp_path):
+    import pandas as pd
+    from types import SimpleNamespace
+
+    from memori_nb.cli import _report
+    from memori_nb.models import SeedResult
+
+    result = SeedResult(run_id="r1", total=2, successful=0, failed=1, skipped=1,
+                        total_triples=0, duration_ms=100,
+                        stopped_reason="the service is gone; check OPENAI_BASE_URL (or "
+                                       "base_url=)")
+    failures = pd.DataFrame({"entity_id": ["u1"], "conversation_id": ["c1"],
+                             "reason": ["refused; pass model= (or --model)"],
+                             "error": ["conversation 'c1': refused"]})
+    warnings = pd.DataFrame(columns=["entity_id", "conversation_id", "warning"])
+    for as_json in (False, True):
+        out, err = io.StringIO(), io.StringIO()
+        _report(SimpleNamespace(json=as_json, db="m.duckdb"), result, failures, warnings, out,
+                err)
+        human = err.getvalue() if as_json else out.getvalue()
+        assert "check OPENAI_BASE_URL (or --base-url)" in human
+        assert "  u1 / c1: refused; pass --model\n" in human
+        assert "=)" not in human and "model=" not in human
+    assert json.loads(out.getvalue())["stopped_reason"].endswith("(or --base-url)")

@@ -16,7 +16,8 @@ from memori_nb import Memori, SeedConfig, SeedData
 from memori_nb.backends import MemoriBackend
 from memori_nb.cli import main
 from memori_nb.engine import seed_all
-from memori_nb.models import ConversationResult, SeedCounters, SeedResult, short_reason
+from memori_nb.models import (ALREADY_SEEDED, ConversationResult, SeedCounters, SeedResult,
+                              short_reason)
 from memori_nb.panel import SeedPanel, WidgetProgress
 from memori_nb.progress import TqdmProgress
 from memori_nb.stores import DuckDBStore
@@ -87,10 +88,48 @@ def test_conversations_the_run_stopped_before_say_so():
         result = asyncio.run(_seed_cloud(server, [conversation(f"c{n}", f"I am {n}.")
                                                   for n in range(5)]))
     assert result.stopped_reason and result.skipped == 4
+    # Each says why the run stopped, in short (the run's stopped_reason says it in full).
     reasons = {r.reason for r in result.results if r.status == "skipped"}
-    assert reasons <= {"run stopped before it was sent",
-                       "run stopped before it finished; the next run sends it"}
+    assert reasons <= {"run stopped (quota exhausted) before it was sent",
+                       "run stopped (quota exhausted) before it finished; the next run "
+                       "sends it"}
     assert all(r.error is None for r in result.results if r.status == "skipped")
+    # The summary counts them as not sent: "Seeded" only leads when something was.
+    assert str(result).startswith("Seeded 5 conversations in ")
+    assert ": 1 succeeded, 4 not sent; 0 triples. The run stopped early: quota exhausted (HTTP " \
+           "429: " in str(result)
+
+
+def test_a_run_the_quota_stops_at_once_seeded_nothing_and_says_so():
+    with AugmentationServer(api_key=API_KEY, faults=lambda n, body: Fault.quota_exceeded()) \
+            as server:
+        result = asyncio.run(_seed_cloud(server, [conversation(f"c{n}", f"I am {n}.")
+                                                  for n in range(3)]))
+    text = str(result)
+    assert text.startswith("3 conversations in ") and "Seeded" not in text
+    assert ": 0 succeeded, 3 not sent. The run stopped early: quota exhausted (HTTP 429: " in text
+    assert "3 (not sent)" in result._repr_html_()
+
+
+def test_a_refused_key_is_the_cause_in_the_reasons_of_what_was_not_sent():
+    with AugmentationServer(api_key=API_KEY) as server:
+        backend = MemoriBackend(api_key="not-the-key", base_url=server.url)
+
+        async def go():
+            try:
+                return await seed_all([SeedData.for_conversations(
+                    entity_id="u1", conversations=[conversation("c1", "Hi."),
+                                                   conversation("c2", "Yo.")])],
+                    backend=backend, store=DuckDBStore(":memory:"),
+                    config=SeedConfig(batch_size=1, max_retries=0), jitter=lambda: 0.0)
+            finally:
+                await backend.aclose()
+
+        result = asyncio.run(go())
+    assert {r.reason.split(" before ")[0] for r in result.results} == {
+        "run stopped (API key refused)"}
+    assert str(result).startswith("2 conversations in ") and ": 0 succeeded, 2 not sent. " \
+        "The run stopped early: the API key was refused" in str(result)
 
 
 async def _seed_cloud(server, conversations, progress=None) -> SeedResult:
@@ -278,12 +317,23 @@ def test_summaries_use_singulars_and_say_when_nothing_was_sent():
         "Nothing to seed: all 37 conversations already seeded")
     assert str(result(total=1, skipped=1)) == "Nothing to seed: the conversation is already seeded"
     assert str(result(total=37, successful=12, failed=1, skipped=24, total_triples=30)) == (
-        "Seeded 37 conversations in 0.2 s: 12 succeeded, 1 failed, 24 skipped (already "
-        "seeded); 30 triples")
+        "Seeded 37 conversations in 0.2 s: 12 succeeded, 1 failed, 24 already seeded; "
+        "30 triples")
+    # Without its results a stopped run cannot tell what its skipped were.
     assert describe_seed_result(result(total=6, successful=2, skipped=4, total_triples=2,
                                        stopped_reason="quota exhausted")) == (
-        "Seeded 6 conversations in 0.2 s: 2 succeeded, 4 skipped; 2 triples. The run "
-        "stopped early: quota exhausted")
+        "Seeded 6 conversations in 0.2 s: 2 succeeded, 4 skipped (not sent or already "
+        "seeded); 2 triples. The run stopped early: quota exhausted")
+
+
+def test_a_run_that_seeded_nothing_does_not_say_seeded():
+    assert str(result(total=2, failed=2)) == "2 conversations in 0.2 s: 2 failed"
+    assert str(result(total=1, failed=1)) == "1 conversation in 0.2 s: 1 failed"
+    assert str(result(total=3, failed=1, skipped=2)) == (
+        "3 conversations in 0.2 s: 1 failed, 2 already seeded")
+    assert str(result(total=3, skipped=3, stopped_reason="quota exhausted")) == (
+        "3 conversations in 0.2 s: 0 succeeded, 3 skipped (not sent or already seeded). "
+        "The run stopped early: quota exhausted")
 
 
 def test_skipped_rows_are_counted_by_reason_when_the_run_kept_them():
@@ -292,7 +342,30 @@ def test_skipped_rows_are_counted_by_reason_when_the_run_kept_them():
                  for n, why in enumerate(["already seeded", "already seeded",
                                           "already in this run (twice in the input)"]))
     assert str(result(total=3, skipped=3, results=rows)) == (
-        "Nothing to seed: 3 skipped (2 already seeded, 1 already in this run)")
+        "Nothing to seed: 2 already seeded, 1 already in this run")
+
+
+def test_skipped_rows_read_as_counts_whatever_the_count():
+    def skipped(*reasons):
+        return tuple(ConversationResult(conversation_id=f"c{n}", entity_id="u1",
+                                        status="skipped", reason=why)
+                     for n, why in enumerate(reasons))
+
+    stopped = "run stopped (quota exhausted) before it was sent"
+    in_flight = "run stopped (quota exhausted) before it finished; the next run sends it"
+    partly = "run stopped (quota exhausted) after 2 of 5 chunks; the next run sends the rest"
+    rows = skipped(ALREADY_SEEDED, stopped, in_flight, partly)
+    assert str(result(total=5, successful=1, skipped=4, total_triples=3, results=rows,
+                      stopped_reason="quota exhausted (HTTP 429)")) == (
+        "Seeded 5 conversations in 0.2 s: 1 succeeded, 2 not sent, 1 already seeded, "
+        "1 partly sent; 3 triples. The run stopped early: quota exhausted (HTTP 429)")
+    assert str(result(total=1, skipped=1, results=skipped(stopped),
+                      stopped_reason="quota exhausted")) == (
+        "1 conversation in 0.2 s: 0 succeeded, 1 not sent. The run stopped early: quota "
+        "exhausted")
+    # A reason of another kind keeps its words after "skipped".
+    assert str(result(total=2, skipped=2, results=skipped("held back", "held back"))) == (
+        "Nothing to seed: 2 skipped (held back)")
 
 
 def test_the_cli_says_nothing_to_seed_and_singulars(tmp_path):
@@ -365,3 +438,19 @@ def test_the_panel_shows_failures_first_with_reasons_and_where_the_rest_are(tmp_
     assert panel.results.status.tolist() == ["failed"] + ["skipped"] * 24
     assert html.count("already seeded") == 19
     assert "5 more: every row is in <code>panel.results</code>" in html
+
+
+def test_the_panel_says_one_entity_one_conversation_one_retry():
+    from memori_nb.panel import describe_counters
+
+    line = describe_counters(SeedCounters(total=1, processed=1, successful=1, retries=1,
+                                          triples=1))
+    assert "1 retry &middot;" in line and line.endswith("1 triple")
+    assert "2 retries" in describe_counters(SeedCounters(total=1, retries=2, triples=2))
+    pytest.importorskip("ipywidgets")
+    panel = SeedPanel([SeedData.for_conversations(entity_id="u1", conversations=[
+        conversation("c1", "I live in Oslo.")])], db=":memory:", backend="local")
+    assert repr(panel) == "<SeedPanel 1 entity, 1 conversation, idle>"
+    assert "Seed 1 entity, 1 conversation</h3>" in panel.widget.children[0].value
+    two = SeedPanel(panel_frame(3, broken=False), db=":memory:", backend="local")
+    assert repr(two) == "<SeedPanel 1 entity, 3 conversations, idle>"

@@ -207,7 +207,7 @@ def test_panel_displays_as_a_widget():
     bundle = panel._repr_mimebundle_()
     data = bundle[0] if isinstance(bundle, tuple) else bundle
     assert "application/vnd.jupyter.widget-view+json" in data
-    assert "1 entity, 1 conversations" in panel.widget.children[0].value
+    assert "1 entity, 1 conversation<" in panel.widget.children[0].value
 
 
 def test_stop_before_the_run_starts_sends_nothing(tmp_path):
