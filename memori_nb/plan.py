@@ -421,13 +421,14 @@ def _not_made_yet(db: Any) -> bool:
 
 
 def _missing_table(exc: BaseException) -> bool:
-    """Whether ``exc`` says a table is missing: a database memori_nb never wrote (DuckDB's
-    catalog error, SQLite's "no such table", PostgreSQL's "does not exist")."""
-    if isinstance(exc, duckdb.CatalogException) or isinstance(exc.__cause__,
-                                                             duckdb.CatalogException):
-        return True
-    text = str(exc).lower()
-    return "no such table" in text or ("relation" in text and "does not exist" in text)
+    """Whether ``exc`` says the ledger's table of seeded conversations is missing (DuckDB's
+    catalog error, SQLite's "no such table", PostgreSQL's "does not exist"): a database no
+    run wrote, so nothing was seeded. (That table is as old as memori_nb; a database from an
+    earlier version that lacks only a newer table is not empty, and is reported unread.)"""
+    text = (str(exc).lower().splitlines() or [""])[0]  # DuckDB suggests other names after
+    return "seeded_conversations" in text and (
+        isinstance(exc, duckdb.CatalogException) or "no such table" in text
+        or "does not exist" in text)
 
 
 def _unread(exc: BaseException) -> str:

@@ -232,6 +232,20 @@ def test_a_database_without_memori_nb_tables_is_an_empty_ledger_and_stays_as_it_
         assert conn.execute("SELECT table_name FROM duckdb_tables()").fetchall() == [("notes",)]
 
 
+def test_an_earlier_versions_ledger_without_its_newer_table_is_reported_unread(tmp_path):
+    import duckdb
+
+    db = str(tmp_path / "old.duckdb")
+    with duckdb.connect(db) as conn:
+        conn.execute("CREATE TABLE seeded_conversations (entity_id VARCHAR, conversation_id "
+                     "VARCHAR, content_hash VARCHAR, run_id VARCHAR, seeded_at TIMESTAMP)")
+    warning, = plan(one_conversation_frame(), db=db, backend="local",
+                    entity_id="u1").warnings
+    assert warning.startswith("ledger not read: ") and "partial_conversations" in warning
+    with duckdb.connect(db) as conn:  # and it stays as it was: no table added
+        assert len(conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()) == 1
+
+
 def test_a_postgresql_database_is_not_built_by_a_plan(pg_url):
     the_plan = plan(one_conversation_frame(), db=pg_url, backend="local", entity_id="u1")
     assert (the_plan.to_send, the_plan.warnings) == (1, ())
