@@ -22,15 +22,15 @@ from .backends import BACKEND_NAMES, resolve_backend
 from .chunking import PlanRow
 from .client import Memori
 from .errors import ConfigurationError, MemoriNbError, StoreError
-from .models import DEFAULT_BATCH_SIZE, SeedConfig, SeedData, SeedResult
+from .models import DEFAULT_BATCH_SIZE, SeedConfig, SeedData, SeedResult, short_reason
 from .pricing import COMPLETION_TOKENS_PER_REQUEST, format_cost, pricing_of
-from .plan import Plan, count_noun, plan
+from .plan import Plan, plan
 from .progress import TqdmProgress
 from .sources import FORMATS, to_seeds
 from .stores import DEFAULT_DB
 from .stores.connection import hide_password
 from .validation import count_warnings, duplicate_reason, find_duplicate_ids
-from .wording import describe_seed_result
+from .wording import describe_seed_result, plural
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_LISTED = 20
@@ -372,7 +372,7 @@ def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str], 
                     "requests": the_plan.requests, "over_limit": the_plan.over_limit,
                     **tokens, "eta_seconds": the_plan.eta_seconds,
                     "latency_assumed": the_plan.latency, "batch_size": the_plan.batch_size,
-                    "plan_warnings": list(the_plan.warnings),
+                    "plan_warnings": [_cli_wording(w) for w in the_plan.warnings],
                     "warnings": the_plan.validation_warnings,
                     "warning_examples": the_plan.validation_warning_examples,
                     "invalid_conversations": [
@@ -391,12 +391,12 @@ def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str], 
         print(f"  conversations  {p.conversations:,}: {p.to_send:,} to send, "
               f"{p.already_seeded:,} already seeded, {p.invalid:,} invalid", file=out)
         print(f"  messages       {p.messages:,} to send", file=out)
-        print(f"  characters     {p.characters:,} (about {p.estimated_tokens:,} tokens)",
-              file=out)
+        print(f"  characters     {p.characters:,} (about "
+              f"{plural(p.estimated_tokens, 'token')})", file=out)
         print(f"  requests       {p.requests:,} after chunking (at most "
               f"{config.max_messages_per_request:,} messages and "
               f"{config.max_chars_per_request:,} characters each)", file=out)
-        print(f"  over a limit   {count_noun(p.over_limit, 'conversation')}", file=out)
+        print(f"  over a limit   {plural(p.over_limit, 'conversation')}", file=out)
         if p.prompt_tokens is not None:
             _print_estimate(out, p, pricing_of(backend))
         if p.to_send:
@@ -411,7 +411,8 @@ def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str], 
                f"{r.characters:,} characters -> {r.requests} requests"
                for r in oversized.head(MAX_LISTED).itertuples()], p.over_limit)
         _list(out, "Invalid (would fail):",
-              [f"{r.entity_id} / {r.conversation_id}: {r.error}"
+              [f"{r.entity_id} / {r.conversation_id}: "
+               f"{short_reason(r.error, r.conversation_id)}"
                for r in invalid.head(MAX_LISTED).itertuples()], p.invalid)
         _warnings_table(out, p.validation_warnings, p.validation_warning_examples)
     return EXIT_FAILURES if the_plan.invalid else EXIT_OK

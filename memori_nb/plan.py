@@ -6,7 +6,10 @@ database's ledger which were seeded before with the same content (the key the en
 them by: entity, conversation id and content hash), prices what is left with
 :func:`memori_nb.pricing.estimate_requests`, and checks that the backend could send (its
 ``check_ready()``). It sends nothing and writes nothing: a database file that does not exist
-yet is not created.
+yet is not created, and an existing database is only read (never built nor migrated). A
+database without memori_nb's tables has an empty ledger; one that cannot be opened or read
+(another process holds the DuckDB file, an unreachable server) is planned without its ledger,
+with a warning saying so.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 
 from ._gc import paused_gc
 from .backends import resolve_backend
 from .chunking import MAX_WARNING_EXAMPLES, PlanRow
-from .errors import ConfigurationError, InvalidInputError
+from .errors import ConfigurationError, InvalidInputError, StoreError
 from .models import SeedConfig, SeedData
 from .pricing import (bills_by_token, describe_usage, estimate_requests, message_overhead_of,
                       pricing_of, prompt_overhead_of)
@@ -33,6 +37,7 @@ from .stats import config_of, plan_rows, seeds_of, stats_frame
 from .stores import Store, open_store
 from .stores.connection import is_sql_conn
 from .validation import count_warnings
+from .wording import plural
 
 __all__ = ["DEFAULT_LATENCY", "STATUSES", "Plan", "plan"]
 
@@ -43,6 +48,8 @@ DEFAULT_LATENCY = 2.0
 STATUSES = ("to_send", "already_seeded", "invalid")
 # Keys asked of the ledger at once (a bounded query however large the input).
 _LEDGER_WINDOW = 10_000
+# What reading a database may raise (DuckDB's own errors for a table it lacks).
+_READ_ERRORS = (StoreError, duckdb.Error)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -62,8 +69,11 @@ class Plan:
         cost: US dollars for them (None unless the backend's prices are known).
         batch_size: requests in flight at once.
         latency: seconds a request is assumed to take.
-        eta_seconds: ``ceil(requests / batch_size) * latency`` (None for an offline backend,
-            which waits on no network): an assumption, not a measurement.
+        longest: the most requests of one conversation to send.
+        eta_seconds: ``max(ceil(requests / batch_size), longest) * latency`` (None for an
+            offline backend, which waits on no network): a conversation's chunks are sent
+            one after another, so one long conversation takes ``longest`` round trips however
+            large the batch. An assumption, not a measurement.
         backend: the backend's name.
         force: whether conversations already seeded would be sent again.
         warnings: what stands in the way (no API key, ...), as sentences.
@@ -83,6 +93,7 @@ class Plan:
     estimated_tokens: int
     requests: int
     over_limit: int
+    longest: int
     prompt_tokens: int | None
     completion_tokens: int | None
     cost: float | None
@@ -98,7 +109,7 @@ class Plan:
 
     def lines(self) -> list[str]:
         """The plan in a few readable lines (what ``str(plan)`` joins)."""
-        lines = [f"{count_noun(self.conversations, 'conversation')}: {self.to_send:,} to send, "
+        lines = [f"{plural(self.conversations, 'conversation')}: {self.to_send:,} to send, "
                  f"{self.already_seeded:,} already seeded, {self.invalid:,} invalid"]
         if not self.to_send:
             if self.conversations and self.already_seeded == self.conversations:
@@ -106,9 +117,9 @@ class Plan:
             else:
                 lines.append("nothing to send")
         else:
-            lines.append(f"to send: {count_noun(self.requests, 'request')}, about "
-                         f"{count_noun(self.estimated_tokens, 'token')} "
-                         f"({count_noun(self.messages, 'message')})")
+            lines.append(f"to send: {plural(self.requests, 'request')}, about "
+                         f"{plural(self.estimated_tokens, 'token')} "
+                         f"({plural(self.messages, 'message')})")
             usage = describe_usage(self.prompt_tokens, self.completion_tokens, self.cost)
             if usage:
                 lines.append(f"estimate: about {usage}"
@@ -118,18 +129,23 @@ class Plan:
         return lines
 
     def describe_eta(self) -> str:
-        """``"about 10 s (5 requests, 8 at a time, 2.0 s each: assumed)"``."""
+        """``"about 10 s (5 requests, 8 at a time, 2.0 s each: assumed)"``; when one
+        conversation's chunks, sent one after another, take longer than the rest, it says
+        so: ``"... 8 at a time, the longest conversation's 300 one after another, ..."``."""
         if self.eta_seconds is None:
             return f"offline backend {self.backend!r}: no network round trips to wait for"
-        return (f"about {_duration(self.eta_seconds)} ({count_noun(self.requests, 'request')}, "
-                f"{self.batch_size:,} at a time, {self.latency:g} s each: assumed)")
+        serial = (f", the longest conversation's {self.longest:,} one after another"
+                  if self.longest > math.ceil(self.requests / self.batch_size) else "")
+        return (f"about {_duration(self.eta_seconds)} ({plural(self.requests, 'request')}, "
+                f"{self.batch_size:,} at a time{serial}, {self.latency:g} s each: assumed)")
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
 
     def __repr__(self) -> str:
-        return (f"<Plan {self.conversations} conversations: {self.to_send} to send, "
-                f"{self.already_seeded} already seeded, {self.invalid} invalid>")
+        return (f"<Plan {plural(self.conversations, 'conversation')}: {self.to_send:,} "
+                f"to send, "
+                f"{self.already_seeded:,} already seeded, {self.invalid:,} invalid>")
 
     def _repr_html_(self) -> str:
         rows = [("conversations", f"{self.conversations:,}"),
@@ -166,8 +182,10 @@ def plan(data: pd.DataFrame | SeedData | Iterable[SeedData], *, db: Any = None,
             a list of them, or any iterable of SeedData (read once, as a run reads a stream).
         db: the database a run would write: what :class:`memori_nb.Memori` takes as
             ``conn`` (a DuckDB path, a connection, a SQL URL ...) or a store. Its ledger says
-            what was seeded before; None (or a file that does not exist yet) means nothing
-            was. It is only read (its tables are made if missing, as a run would).
+            what was seeded before; None, a file that does not exist yet, or a database
+            without memori_nb's tables means nothing was. It is only read: nothing is
+            created or migrated. One that cannot be opened or read (a DuckDB file another
+            process holds) is planned without it, with a warning.
         backend: a backend name (``"memori"``, the default, ``"openai"``, ``"local"``) or
             object: its prompt overhead and prices give the tokens and cost, its
             ``check_ready()`` whether it could send.
@@ -182,8 +200,7 @@ def plan(data: pd.DataFrame | SeedData | Iterable[SeedData], *, db: Any = None,
 
     Raises:
         InvalidInputError: ``data`` is none of the above.
-        ConfigurationError: a bad config, latency or backend.
-        StoreError: the database cannot be read.
+        ConfigurationError: a bad config, latency, backend or ``db``.
 
     Example:
         >>> import pandas as pd
@@ -203,21 +220,32 @@ def plan(data: pd.DataFrame | SeedData | Iterable[SeedData], *, db: Any = None,
         config = replace(config, batch_size=batch_size)
     backend = resolve_backend("memori" if backend is None else backend)
     warnings = _readiness(backend)
-    store, owned = _open(db)
+    store, owned, unread = _open(db)
     try:
-        # The journal first: DuckDB's journal_dir() leaves its result open, which the
-        # ledger's next statement (not a registered frame) closes.
-        if store is not None and _journal_waits(store, backend):
-            warnings.append("an interrupted run left work in its journal; the run replays it "
-                            "first, so fewer conversations may be sent than planned here")
-        ledger = _Ledger(store) if store is not None and not force else None
+        ledger = None
+        if store is not None:
+            try:
+                # The journal first: DuckDB's journal_dir() leaves its result open, which
+                # the ledger's next statement (not a registered frame) closes.
+                if _journal_waits(store, backend):
+                    warnings.append("an interrupted run left work in its journal; the run "
+                                    "replays it first, so fewer conversations may be sent "
+                                    "than planned here")
+                ledger = None if force else _Ledger(store)
+            except _READ_ERRORS as exc:
+                if not _missing_table(exc):  # no tables: no run wrote here, nothing seeded
+                    unread = _unread(exc)
         tally = _Tally(ledger)
         with paused_gc():  # the rows are acyclic; collections would rescan every message
-            rows = [row for seed in seeds for row in tally.rows_of(seed, config)]
+            rows = list(tally.rows(seeds, config))
         tally.flush()
+        unread = unread or tally.unread
     finally:
         if owned:
             store.close()
+    if unread:
+        warnings.append(f"ledger not read: {unread}; already-seeded conversations are "
+                        f"counted as to send")
     stats = stats_frame(rows, backend, pricing_of(backend))
     valid = stats["error"].isna().to_numpy()
     seeded = np.zeros(len(stats), dtype=bool)
@@ -225,6 +253,7 @@ def plan(data: pd.DataFrame | SeedData | Iterable[SeedData], *, db: Any = None,
     stats["status"] = np.where(~valid, "invalid", np.where(seeded, "already_seeded", "to_send"))
     sending = stats[stats["status"] == "to_send"]
     characters, requests = int(sending["characters"].sum()), int(sending["requests"].sum())
+    longest = int(sending["requests"].max()) if len(sending) else 0
     messages = int(sending["messages"].sum())
     estimate = estimate_requests(characters, requests,
                                  overhead_characters=prompt_overhead_of(backend),
@@ -238,12 +267,13 @@ def plan(data: pd.DataFrame | SeedData | Iterable[SeedData], *, db: Any = None,
                 entities=int(stats["entity_id"].nunique()), messages=messages,
                 characters=characters, estimated_tokens=int(sending["estimated_tokens"].sum()),
                 requests=requests, over_limit=int(sending["over_limit"].sum()),
+                longest=longest,
                 prompt_tokens=estimate.prompt_tokens if tokens else None,
                 completion_tokens=estimate.completion_tokens if tokens else None,
                 cost=estimate.cost if tokens else None, batch_size=config.batch_size,
                 latency=float(latency),
                 eta_seconds=None if offline else (
-                    math.ceil(requests / config.batch_size) * float(latency)),
+                    max(math.ceil(requests / config.batch_size), longest) * float(latency)),
                 backend=getattr(backend, "name", type(backend).__name__), force=force,
                 warnings=tuple(warnings),
                 validation_warnings=dict(tally.warnings.most_common()),
@@ -252,39 +282,64 @@ def plan(data: pd.DataFrame | SeedData | Iterable[SeedData], *, db: Any = None,
 
 class _Ledger:
     """The store's ledger, asked as the engine asks it: an entity it has never seen needs
-    no look-ups."""
+    no look-ups. Only read: the engine builds the tables before its first look-up, a plan
+    never does (a missing table is an empty ledger, see :func:`_missing_table`)."""
 
     def __init__(self, store: Store) -> None:
-        store.build()  # the engine's first step too; a run-less database has no tables yet
         self.store = store
         self.empty = store.ledger_is_empty()
 
-    def knows(self, entity_id: str) -> bool:
-        return not self.empty and bool(self.store.seeded_entities({entity_id}))
+    def known(self, entity_ids: set[str]) -> set[str]:
+        """Which of ``entity_ids`` the ledger has a conversation of (one query)."""
+        if self.empty or not entity_ids:
+            return set()
+        return self.store.seeded_entities(entity_ids)
 
     def seeded(self, keys: list[tuple[str, str, str]]) -> set[int]:
-        return self.store.already_seeded(keys)
+        return set() if self.empty else self.store.already_seeded(keys)
 
 
 class _Tally:
     """Collects, while the rows are made, the validation warnings and which conversations
-    the ledger holds (asked in windows of ``_LEDGER_WINDOW`` keys)."""
+    the ledger holds, in windows of ``_LEDGER_WINDOW`` keys. The entities the ledger knows
+    (whose conversations need a content hash to look up) are asked once for a list; a
+    stream cannot be held back to ask for many at once (a streaming source wants each
+    SeedData read before the next), so for a stream every conversation is hashed and looked
+    up (``known`` is None) rather than asking one query per entity. A ledger that fails to
+    answer is dropped (``unread`` says why) and what it answered forgotten."""
 
     def __init__(self, ledger: _Ledger | None) -> None:
         self.ledger = ledger
+        self.unread: str | None = None
+        self.known: set[str] | None = set()
         self.position = 0  # of the next row
         self.seeded: set[int] = set()
         self.pending: list[tuple[int, tuple[str, str, str]]] = []
         self.warnings: Counter = Counter()
         self.examples: dict[str, list[str]] = {}
 
-    def rows_of(self, seed: SeedData, config: SeedConfig) -> Iterator[tuple]:
-        if not isinstance(seed, SeedData):
-            raise InvalidInputError(f"expected SeedData, got {type(seed).__name__}")
-        hashes = self.ledger is not None and self.ledger.knows(seed.entity_id)
-        for row in plan_rows(seed, config, content_hashes=hashes, on_validated=self._validated):
-            self.position += 1
-            yield row
+    def rows(self, seeds: Iterable[SeedData], config: SeedConfig) -> Iterator[tuple]:
+        if isinstance(seeds, (list, tuple)):
+            seeds = [_check_seed(seed) for seed in seeds]
+            self._ask_entities({seed.entity_id for seed in seeds})
+        elif self.ledger is not None and not self.ledger.empty:
+            self.known = None  # a stream: hash and look up everything
+        for seed in seeds:
+            _check_seed(seed)
+            hashes = self.ledger is not None and (self.known is None
+                                                  or seed.entity_id in self.known)
+            for row in plan_rows(seed, config, content_hashes=hashes,
+                                 on_validated=self._validated):
+                self.position += 1
+                yield row
+
+    def _ask_entities(self, entity_ids: set[str]) -> None:
+        if self.ledger is None:
+            return
+        try:
+            self.known = self.ledger.known(entity_ids)
+        except _READ_ERRORS as exc:
+            self._drop_ledger(exc)
 
     def _validated(self, row: PlanRow) -> None:
         for kind, n in count_warnings(row.warnings).items() if row.warnings else ():
@@ -292,18 +347,33 @@ class _Tally:
             shown = self.examples.setdefault(kind, [])
             if len(shown) < MAX_WARNING_EXAMPLES:
                 shown.append(f"{row.entity_id} / {row.conversation_id}")
-        if row.content_hash is not None:
+        if row.content_hash is not None and self.ledger is not None:
             self.pending.append((self.position,
                                  (row.entity_id, row.conversation_id, row.content_hash)))
             if len(self.pending) >= _LEDGER_WINDOW:
                 self.flush()
 
     def flush(self) -> None:
-        if not self.pending:
+        if not self.pending or self.ledger is None:
             return
-        found = self.ledger.seeded([key for _, key in self.pending])
+        try:
+            found = self.ledger.seeded([key for _, key in self.pending])
+        except _READ_ERRORS as exc:
+            self._drop_ledger(exc)
+            return
         self.seeded.update(self.pending[index][0] for index in found)
         self.pending = []
+
+    def _drop_ledger(self, exc: Exception) -> None:
+        # Half a ledger would count some seeded conversations and not others: none.
+        self.ledger, self.unread = None, _unread(exc)
+        self.known, self.seeded, self.pending = set(), set(), []
+
+
+def _check_seed(seed: Any) -> SeedData:
+    if not isinstance(seed, SeedData):
+        raise InvalidInputError(f"expected SeedData, got {type(seed).__name__}")
+    return seed
 
 
 def _seeds(data: Any, from_dataframe_kwargs: dict[str, Any]) -> Iterable[SeedData]:
@@ -314,15 +384,58 @@ def _seeds(data: Any, from_dataframe_kwargs: dict[str, Any]) -> Iterable[SeedDat
     return seeds_of(data, from_dataframe_kwargs)
 
 
-def _open(db: Any) -> tuple[Store | None, bool]:
-    """The store to ask, and whether it was opened here (to close it). No store for no
-    database, an in-memory one (empty when opened) or a DuckDB file not made yet (opening it
+def _open(db: Any) -> tuple[Store | None, bool, str | None]:
+    """The store to ask, whether it was opened here (to close it), and why it could not be
+    opened (None: it was, or there is nothing to open). No store for no database, an
+    in-memory one (empty when opened) or a DuckDB or SQLite file not made yet (opening it
     would create it)."""
-    if db is None or (isinstance(db, (str, Path)) and not is_sql_conn(db)
-                      and (str(db) == ":memory:" or not Path(db).exists())):
-        return None, False
-    store = open_store(db)
-    return store, store is not db
+    if db is None or _not_made_yet(db):
+        return None, False, None
+    try:
+        store = open_store(db)
+    except StoreError as exc:  # locked by another process, server unreachable
+        return None, False, _unread(exc)
+    return store, store is not db, None
+
+
+def _not_made_yet(db: Any) -> bool:
+    """Whether opening ``db`` would create it: DuckDB in memory, or a DuckDB path or a
+    SQLite URL (or SQLAlchemy engine) naming a file that does not exist."""
+    if isinstance(db, (str, Path)) and not is_sql_conn(db):
+        return str(db) == ":memory:" or not Path(db).exists()
+    if isinstance(db, str):
+        url = db
+    elif type(db).__module__.startswith("sqlalchemy"):
+        url = getattr(db, "url", None)
+    else:
+        return False
+    try:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(url)
+    except Exception:  # noqa: BLE001 - no SQLAlchemy or a bad URL: open_store says which
+        return False
+    name = url.database or ""
+    return (url.get_backend_name() == "sqlite" and name not in ("", ":memory:")
+            and not name.startswith("file:") and not Path(name).exists())
+
+
+def _missing_table(exc: BaseException) -> bool:
+    """Whether ``exc`` says the ledger's table of seeded conversations is missing (DuckDB's
+    catalog error, SQLite's "no such table", PostgreSQL's "does not exist"): a database no
+    run wrote, so nothing was seeded. (That table is as old as memori_nb; a database from an
+    earlier version that lacks only a newer table is not empty, and is reported unread.)"""
+    text = (str(exc).lower().splitlines() or [""])[0]  # DuckDB suggests other names after
+    return "seeded_conversations" in text and (
+        isinstance(exc, duckdb.CatalogException) or "no such table" in text
+        or "does not exist" in text)
+
+
+def _unread(exc: BaseException) -> str:
+    """Why the ledger could not be read, in a few words: the first line, without the
+    advice after the reason (``"... is in use by process 42 (python)"``)."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text.split(", e.g. a notebook kernel")[0]
 
 
 def _readiness(backend: Any) -> list[str]:
@@ -344,11 +457,6 @@ def _journal_waits(store: Any, backend: Any) -> bool:
         return False
     directory = store.journal_dir()
     return directory is not None and any(Path(directory).glob("*.jsonl"))
-
-
-def count_noun(n: int, noun: str) -> str:
-    """``"1 conversation"``, ``"2 conversations"``, ``"1,234 tokens"``."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _duration(seconds: float) -> str:

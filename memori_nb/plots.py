@@ -30,7 +30,7 @@ def plot_chunking_stats(stats: pd.DataFrame, *, ax: Any = None,
     """Draw :func:`chunking_stats`: characters, messages and requests per conversation.
 
     Three histograms of the valid conversations: characters and messages per conversation,
-    each with its per-request limit marked when ``config`` is given (a conversation past a
+    each with its per-request limit marked (a conversation past a
     line is split into several requests), and how many conversations need 1, 2, 3 ...
     requests. An axis turns logarithmic where the values span orders of magnitude: sizes
     from a few characters to a marathon chat, or 300 conversations of one request beside one
@@ -44,7 +44,8 @@ def plot_chunking_stats(stats: pd.DataFrame, *, ax: Any = None,
         ax: three matplotlib Axes to draw into (characters, messages, requests; e.g. from
             ``plt.subplots(1, 3)``), or two (characters and requests, without the messages
             panel); a new figure when None.
-        config: the SeedConfig the stats were planned with, to mark its limits.
+        config: the SeedConfig the stats were planned with, to mark its limits (the
+            defaults, ``SeedConfig()``, when None).
 
     Returns:
         The matplotlib Figure.
@@ -67,6 +68,7 @@ def plot_chunking_stats(stats: pd.DataFrame, *, ax: Any = None,
     _check_stats(stats)
     if config is not None and not isinstance(config, SeedConfig):
         raise ConfigurationError(f"config must be a SeedConfig, got {type(config).__name__}")
+    config = SeedConfig() if config is None else config  # the limits a run would use
     if ax is None:
         fig, axes = plt.subplots(1, 3, figsize=(14, 4))
         # Closed in pyplot so a notebook shows it once, as the returned value.
@@ -83,10 +85,10 @@ def plot_chunking_stats(stats: pd.DataFrame, *, ax: Any = None,
     values = {name: stats[name].to_numpy(dtype=np.int64)[valid]
               for name in ("characters", "messages", "requests")}
     _draw_sizes(chars_ax, values["characters"], "characters",
-                None if config is None else config.max_chars_per_request, "tab:blue")
+                config.max_chars_per_request, "tab:blue")
     if len(axes) == 3:
         _draw_sizes(axes[1], values["messages"], "messages",
-                    None if config is None else config.max_messages_per_request, "tab:purple")
+                    config.max_messages_per_request, "tab:purple")
     requests = values["requests"]
     _draw_sizes(requests_ax, requests, "requests", None, "tab:green")
     requests_ax.set_title(f"Requests per conversation ({int(requests.sum()):,} in all)")
