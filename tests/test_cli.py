@@ -45,7 +45,7 @@ def test_dry_run_lists_invalid_and_oversized_conversations(tmp_path):
                                  conversation("huge", *["x" * 10] * 4001)])
     code, out, _ = run("seed", path, "--dry-run")
     assert code == 1
-    assert "1 invalid" in out and "'bad': messages is empty" in out
+    assert "1 invalid" in out and "user-1 / bad: messages is empty" in out
     assert "huge: 4,001 messages" in out and "-> 2 requests" in out
     code, out, _ = run("seed", path, "--dry-run", "--json")
     plan = json.loads(out)
