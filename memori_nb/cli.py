@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import difflib
 import json
+import re
 import signal
 import sys
 from collections.abc import Iterable
@@ -218,6 +219,7 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
 _CLI_WORDS = ((" (or pass api_key=)", ""), (" or api_key=)", ")"),
               ("(backend='local', or --backend local)", "(--backend local)"),
               ("base_url=", "--base-url"), ("pass model= (or --model)", "pass --model"))
+_ROLE_MAP_HINT = re.compile(r"role_map=\{'([^']*)': '(\w+)'\}")
 
 
 def _cli_wording(message: MemoriNbError | str) -> str:
@@ -226,7 +228,8 @@ def _cli_wording(message: MemoriNbError | str) -> str:
     text = str(message)
     for python, cli in _CLI_WORDS:
         text = text.replace(python, cli)
-    return text
+    # "map it with role_map={'robot': 'user'}" -> "map it with --role-map robot=user"
+    return _ROLE_MAP_HINT.sub(lambda m: f"--role-map {m[1]}={m[2]}", text)
 
 
 def run_until_signal(coroutine: Any) -> Any:
@@ -412,7 +415,7 @@ def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str], 
                for r in oversized.head(MAX_LISTED).itertuples()], p.over_limit)
         _list(out, "Invalid (would fail):",
               [f"{r.entity_id} / {r.conversation_id}: "
-               f"{short_reason(r.error, r.conversation_id)}"
+               f"{_cli_wording(short_reason(r.error, r.conversation_id))}"
                for r in invalid.head(MAX_LISTED).itertuples()], p.invalid)
         _warnings_table(out, p.validation_warnings, p.validation_warning_examples)
     return EXIT_FAILURES if the_plan.invalid else EXIT_OK

@@ -417,14 +417,13 @@ class SeedPanel:
             backend: Any = self._custom_backend
         else:
             backend = choice
-        memori = Memori(conn=self._db, backend=backend, api_key=self.api_key,
-                        base_url=self.base_url)
-        try:
-            memori.backend_ready()
-        except Exception:
-            memori.close()
-            raise
-        return memori
+        # Readiness (the API key) is checked before the store opens: a Run refused for a
+        # missing key must not leave an empty database file behind.
+        backend = resolve_backend(backend, api_key=self.api_key, base_url=self.base_url)
+        check_ready = getattr(backend, "check_ready", None)
+        if check_ready is not None:
+            check_ready()
+        return Memori(conn=self._db, backend=backend)
 
     def _total(self) -> int:
         return sum(seed.size or 0 for seed in self.seeds)

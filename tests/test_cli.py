@@ -259,6 +259,16 @@ def test_role_map_on_the_command_line(tmp_path):
     assert json.loads(out)["warnings"] == {"note message left out": 1}
 
 
+def test_an_unknown_role_is_explained_with_the_flag_that_maps_it(tmp_path):
+    path = write_seed(tmp_path, [{"id": "c1", "messages": [{"role": "robot", "content": "hi"}]}])
+    code, out, _ = run("seed", path, "--dry-run", "--backend", "local")
+    assert code == 1
+    assert "user-1 / c1: role 'robot' is not one of" in out
+    assert "map it with --role-map robot=user" in out and "role_map=" not in out
+    code, out, err = run("seed", path, "--backend", "local", "--db", str(tmp_path / "d"))
+    assert "--role-map robot=user" in out + err and "role_map=" not in out + err
+
+
 def test_dry_run_on_a_seeded_database_says_nothing_is_left_to_send(tmp_path, monkeypatch):
     monkeypatch.delenv("MEMORI_API_KEY", raising=False)
     db = str(tmp_path / "memori.duckdb")

@@ -127,6 +127,15 @@ def test_memori_backend_needs_a_key(monkeypatch):
     assert not panel.run_button.disabled and panel.backend_hint.value == ""
 
 
+def test_a_run_refused_for_a_missing_key_leaves_no_database_file(monkeypatch, tmp_path):
+    monkeypatch.delenv("MEMORI_API_KEY", raising=False)
+    db = tmp_path / "never.duckdb"
+    panel = SeedPanel(frame(2), db=str(db))
+    panel.backend.value = "memori"
+    assert run(panel) is None
+    assert "API key" in panel.status.value and not db.exists()
+
+
 def test_memori_backend_is_the_default_with_a_key(monkeypatch):
     monkeypatch.setenv("MEMORI_API_KEY", "k")
     panel = SeedPanel(frame(2), db=":memory:")
