@@ -66,8 +66,9 @@ class WidgetProgress:
     """A progress sink (the engine's ``ProgressSink``) that drives ipywidgets.
 
     Updates an ``IntProgress`` and an ``HTML`` label with succeeded / failed / skipped /
-    retries / triples, at most ``UPDATES_PER_SECOND`` times a second (every widget change is
-    a message to the browser), and always once more when the run closes.
+    retries / triples, the rate, the time elapsed and (with a known total) the time left, at
+    most ``UPDATES_PER_SECOND`` times a second (every widget change is a message to the
+    browser), and always once more when the run closes.
 
     Args:
         bar: an ``ipywidgets.IntProgress``.
@@ -82,9 +83,11 @@ class WidgetProgress:
         self.counters: SeedCounters | None = None
         self.refreshes = 0
         self._last = float("-inf")
+        self._started: float | None = None
 
     def start(self, counters: SeedCounters) -> None:
         self.counters = counters
+        self._started = self.clock()
         self.bar.bar_style = "info"
         self.bar.value = 0
         self.bar.max = max(counters.total or 0, 1)
@@ -109,18 +112,35 @@ class WidgetProgress:
         if counters.processed > self.bar.max:  # a streamed source had no total
             self.bar.max = counters.processed
         self.bar.value = counters.processed
-        self.label.value = describe_counters(counters)
+        elapsed = self.clock() - self._started if self._started is not None else None
+        self.label.value = describe_counters(counters, elapsed=elapsed)
 
 
-def describe_counters(counters: SeedCounters) -> str:
-    """The live counts as one line of HTML."""
+def describe_counters(counters: SeedCounters, *, elapsed: float | None = None) -> str:
+    """The live counts as one line of HTML; with ``elapsed`` (seconds since the run began),
+    the rate, the time elapsed and, when the total is known, an estimate of the time left."""
     total = f"{counters.total:,}" if counters.total is not None else "?"
     usage = describe_usage(counters.prompt_tokens, counters.completion_tokens, counters.cost)
-    return (f"<b>{counters.processed:,}/{total}</b> conversations &middot; "
+    text = (f"<b>{counters.processed:,}/{total}</b> conversations &middot; "
             f"{counters.successful:,} succeeded &middot; {counters.failed:,} failed &middot; "
             f"{counters.skipped:,} skipped &middot; "
             f"{plural(counters.retries, 'retry', 'retries')} &middot; "
             f"{plural(counters.triples, 'triple')}" + (f" &middot; {usage}" if usage else ""))
+    if elapsed is None or elapsed <= 0:
+        return text
+    rate = counters.processed / elapsed
+    text += f"<br>{rate:,.1f} conv/s &middot; {_clock(elapsed)} elapsed"
+    left = (counters.total or 0) - counters.processed
+    if counters.total is not None and left > 0 and rate > 0:
+        text += f" &middot; about {_clock(left / rate)} left"
+    return text
+
+
+def _clock(seconds: float) -> str:
+    """``75`` -> ``"1:15"``, ``3725`` -> ``"1:02:05"``."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class SeedPanel:

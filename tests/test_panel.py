@@ -209,6 +209,27 @@ def test_widget_progress_is_throttled():
     assert "1,000 succeeded" in label.value and "1,000 triples" in label.value
 
 
+def test_widget_progress_shows_rate_elapsed_and_time_left():
+    now = [100.0]
+    bar = SimpleNamespace(value=0, max=0, bar_style="")
+    label = SimpleNamespace(value="")
+    sink = WidgetProgress(bar, label, clock=lambda: now[0], interval=0)
+    counters = SeedCounters(total=400)
+    sink.start(counters)
+    result = ConversationResult(conversation_id="c", entity_id="u", status="succeeded")
+    for _ in range(100):
+        counters.count(result)
+    now[0] += 50.0  # 100 conversations in 50 s: 2 a second, 300 left
+    sink.update(counters, result)
+    assert "2.0 conv/s" in label.value and "0:50 elapsed" in label.value
+    assert "about 2:30 left" in label.value
+    for _ in range(300):
+        counters.count(result)
+    now[0] += 3600.0
+    sink.close(counters)
+    assert "1:00:50 elapsed" in label.value and "left" not in label.value
+
+
 def test_panel_displays_as_a_widget():
     panel = SeedPanel([SeedData.for_conversations(entity_id="u", conversations=[
         {"id": "c", "messages": [{"role": "user", "content": "hi"}]}])],
