@@ -21,7 +21,7 @@ from .sources import to_seeds
 from .models import SeedConfig, SeedData, SeedResult
 from .progress import TqdmProgress
 from .wording import describe_seed_result
-from .stores import DEFAULT_DB, Store, open_store
+from .stores import DEFAULT_DB
 
 T = TypeVar("T")
 
@@ -174,12 +174,6 @@ def _fields(config: SeedConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in config.__dataclass_fields__}
 
 
-def _open_store(db) -> Store:
-    store = open_store(db)
-    store.build()
-    return store
-
-
 @contextmanager
 def _reading(db) -> Iterator[Memori]:
     """A Memori on ``db`` for queries only (no backend is used), closed afterwards."""
@@ -192,11 +186,8 @@ def _reading(db) -> Iterator[Memori]:
 
 
 def _query(db, method: str, *args: Any) -> pd.DataFrame:
-    store = _open_store(db)
-    try:
-        return getattr(store, method)(*args)
-    finally:
-        store.close()
+    with _reading(db) as m:
+        return getattr(m.store, method)(*args)
 
 
 def results(db: Any = DEFAULT_DB, run_id: str | None = None) -> pd.DataFrame:

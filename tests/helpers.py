@@ -23,6 +23,23 @@ class FakeTime:
         await asyncio.sleep(0)
 
 
+def seed_with_fake_time(backend, conversations, store, *, fake_time, config=None):
+    """Seed ``conversations`` of entity ``user-1`` through ``backend`` into ``store`` on
+    ``fake_time`` (no jitter), closing the backend; the SeedResult."""
+    from memori_nb.engine import seed_all
+    from memori_nb.models import SeedConfig, SeedData
+
+    async def go():
+        try:
+            return await seed_all(
+                [SeedData.for_conversations(entity_id="user-1", conversations=conversations)],
+                backend=backend, store=store, config=config or SeedConfig(),
+                sleep=fake_time.sleep, clock=fake_time.clock, jitter=lambda: 0.0)
+        finally:
+            await backend.aclose()
+    return asyncio.run(go())
+
+
 def conversation(cid: str, *texts: str) -> dict:
     """A conversation alternating user/assistant turns, starting with the user."""
     roles = ("user", "assistant")

@@ -11,12 +11,11 @@ import pytest
 
 from memori_nb import Memori, SeedConfig, SeedData
 from memori_nb.backends import MemoriBackend
-from memori_nb.engine import seed_all
 from memori_nb.stores import DuckDBStore
 from memori_nb.testing import (AugmentationServer, Fault, fail_first,
                                fail_when_content_contains, refusing_url, sequence)
 
-from helpers import API_KEY, conversation
+from helpers import API_KEY, conversation, seed_with_fake_time
 
 def many(n, text="I live in Porto and I love hiking."):
     return [conversation(f"c{i}", text, "Nice!") for i in range(n)]
@@ -24,18 +23,9 @@ def many(n, text="I live in Porto and I love hiking."):
 
 def run_seed(url, conversations, *, fake_time, store=None, config=None, **backend_kwargs):
     store = store or DuckDBStore(":memory:")
-
-    async def go():
-        backend = MemoriBackend(**{"api_key": API_KEY, "base_url": url, **backend_kwargs})
-        try:
-            return await seed_all(
-                [SeedData.for_conversations(entity_id="user-1", conversations=conversations)],
-                backend=backend, store=store, config=config or SeedConfig(),
-                sleep=fake_time.sleep, clock=fake_time.clock, jitter=lambda: 0.0)
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(go()), store
+    backend = MemoriBackend(**{"api_key": API_KEY, "base_url": url, **backend_kwargs})
+    return seed_with_fake_time(backend, conversations, store, fake_time=fake_time,
+                               config=config), store
 
 
 def key_parts(text: str, key: str = API_KEY, size: int = 8) -> set[str]:

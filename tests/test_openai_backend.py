@@ -13,7 +13,7 @@ import duckdb
 import httpx
 import pytest
 
-from helpers import API_KEY, conversation
+from helpers import API_KEY, conversation, seed_with_fake_time
 from memori_nb import Memori, SeedConfig, SeedData, chunking_stats
 from memori_nb.backends import OpenAIBackend, resolve_backend
 from memori_nb.backends.base import AugmentationRequest
@@ -53,16 +53,8 @@ def seed(server, conversations, *, fake_time, config=None, backend=None, store=N
     store = store or DuckDBStore(":memory:")
     backend = backend or OpenAIBackend(**{"model": "tiny", "base_url": server.chat_base_url,
                                           "api_key": API_KEY, **options})
-
-    async def go():
-        try:
-            return await seed_all(
-                [SeedData.for_conversations(entity_id="user-1", conversations=conversations)],
-                backend=backend, store=store, config=config or SeedConfig(),
-                sleep=fake_time.sleep, clock=fake_time.clock, jitter=lambda: 0.0)
-        finally:
-            await backend.aclose()
-    return asyncio.run(go()), store
+    return seed_with_fake_time(backend, conversations, store, fake_time=fake_time,
+                               config=config), store
 
 
 def many(n):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import httpx
 
-from ..errors import ConfigurationError
+from ..errors import AugmentationError, ConfigurationError
 from ..models import Extraction, Message
 
 
@@ -72,6 +73,19 @@ def check_settings(api_key: str | None, base_url: str, *, key_from: str, url_fro
         raise ConfigurationError(
             f"the {what} base URL {base_url!r} (from {url_from} or base_url=) is not an "
             f"http(s) address such as {example}")
+
+
+@contextmanager
+def secrets_kept_out(redact: Callable[[str], str]) -> Iterator[None]:
+    """The last guard of a backend's ``augment``: an AugmentationError leaving the block has
+    its message passed through ``redact``, so whatever went into it, the key does not travel
+    on."""
+    try:
+        yield
+    except AugmentationError as exc:
+        exc.message = redact(exc.message)
+        exc.args = (exc.message,)
+        raise
 
 
 class LoopClient:

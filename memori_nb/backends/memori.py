@@ -21,7 +21,7 @@ from ..http import KeepAliveTransport
 from ..models import Extraction
 from ..protocols.aa import AUGMENTATION_PATH, encode_payload, parse_extraction
 from ..ratelimit import retry_after_seconds
-from .base import AugmentationRequest, LoopClient, check_settings
+from .base import AugmentationRequest, LoopClient, check_settings, secrets_kept_out
 
 DEFAULT_BASE_URL = "https://api.memorilabs.ai"
 API_KEY_ENV = "MEMORI_API_KEY"
@@ -115,13 +115,8 @@ class MemoriBackend:
                 its message never holds the API key.
         """
         self.check_ready()
-        try:
+        with secrets_kept_out(self._redact):
             return await self._augment(request)
-        except AugmentationError as exc:
-            # The last guard: whatever went into a message, the key does not travel on.
-            exc.message = self._redact(exc.message)
-            exc.args = (exc.message,)
-            raise
 
     async def _augment(self, request: AugmentationRequest) -> Extraction:
         cid = request.conversation_id

@@ -23,7 +23,7 @@ from ..models import Extraction, Usage
 from ..pricing import Pricing, estimate_tokens
 from ..protocols import chat
 from ..ratelimit import RateLimiter, retry_after_seconds
-from .base import AugmentationRequest, LoopClient, check_settings
+from .base import AugmentationRequest, LoopClient, check_settings, secrets_kept_out
 from .memori import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, ERROR_BODY_BYTES,
                      KeyRedactor, _detail, default_client, read_body)
 
@@ -158,12 +158,8 @@ class OpenAIBackend:
                 its message never holds the API key.
         """
         self.check_ready()
-        try:
+        with secrets_kept_out(self._redact):
             return await self._augment(request)
-        except AugmentationError as exc:
-            exc.message = self._redact(exc.message)
-            exc.args = (exc.message,)
-            raise
 
     async def ready(self, request: AugmentationRequest) -> None:
         """Wait until the client-side limits (``requests_per_minute``, ``tokens_per_minute``,
