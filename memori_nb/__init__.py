@@ -20,6 +20,7 @@ from .client import Memori
 from .plots import plot_chunking_stats
 from .pricing import Pricing, estimate_tokens
 from .stats import chunking_stats, stats_totals
+from .distributed import seed_distributed
 from .errors import (AugmentationError, ConfigurationError, InvalidInputError,
                      MemoriNbError, MissingApiKeyError, StoreError)
 from .models import (Conversation, ConversationResult, Extraction, Message, SeedConfig,
@@ -75,6 +76,7 @@ __all__ = [
     "runs",
     "seed_dataframe",
     "seed_dataframe_async",
+    "seed_distributed",
     "seed_panel",
     "stats_totals",
     "to_seeds",

@@ -12,3 +12,15 @@ def test_all_is_sorted_and_importable():
 def test_seeding_interface_names_are_public():
     for name in ("Memori", "SeedData", "SeedConfig", "SeedResult", "ConversationResult"):
         assert name in memori_nb.__all__
+
+
+def test_seed_distributed_is_public_and_dask_stays_unimported():
+    import subprocess
+    import sys
+
+    assert "seed_distributed" in memori_nb.__all__
+    code = ("import sys, memori_nb; print(any(m == 'dask' or m.startswith(('dask.', "
+            "'distributed')) for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"  # Dask is imported when a backfill runs, not before

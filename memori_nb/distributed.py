@@ -1,0 +1,853 @@
+"""Backfills on a Dask cluster: shards of entities seeded in Dask workers into one shared SQL
+store, under limits that hold for the whole cluster.
+
+:func:`seed_distributed` reads a source, splits it by entity into shards and runs
+:func:`seed_shard` (an ordinary engine run, one run in the ledger per shard) for each in a
+Dask worker. Every worker writes into the same PostgreSQL database, claiming conversations in
+its ledger before sending them, so two workers never send the same one and a killed worker's
+shard is finished by another. Around the backend on each worker, :class:`ClusterBackend`
+holds the cluster's limits: requests in flight (a ``distributed.Semaphore``), requests per
+minute (a second semaphore whose leases are returned a minute after each request, so the
+budget is one for the cluster, not divided) and the quota stop (a ``distributed.Event``:
+when the service says the quota is used up to one worker, every worker stops). Workers report
+counts through a ``distributed.Queue`` to one progress bar in the notebook.
+
+Dask is imported only when these functions run (``pip install 'memori_nb[dask]'``).
+
+:func:`seed_shard` is also the function to call from other engines (Ray Data's
+``map_batches``, Spark's ``mapInPandas``): see the README; there the limits are per task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .backends import AugmentationBackend, resolve_backend
+from .backends.base import AugmentationRequest
+from .errors import ConfigurationError, QuotaExceededError
+from .models import (ConversationResult, Extraction, SeedConfig, SeedCounters, SeedData,
+                     SeedResult)
+from .stores.connection import hide_password, is_sql_conn
+
+INSTALL_HINT = "pip install 'memori_nb[dask]'"
+# Worker processes of the LocalCluster made when no client is given.
+DEFAULT_WORKERS = 2
+# Shards per worker by default: a killed worker's shard is then a smaller share to redo.
+SHARDS_PER_WORKER = 2
+# How often a worker reports its counts to the notebook's bar.
+REPORT_SECONDS = 0.25
+# How often a worker asks whether another one ran out of quota.
+STOP_POLL_SECONDS = 0.2
+# Tries at building the schema: workers building a new PostgreSQL database at once collide.
+BUILD_TRIES = 5
+# The window of a requests-per-minute budget.
+MINUTE = 60.0
+# Where the key of each backend name comes from when api_key= is not given.
+_KEY_ENV = {"memori": "MEMORI_API_KEY", "openai": "OPENAI_API_KEY"}
+_URL_ENV = {"memori": "MEMORI_API_URL_BASE", "openai": "OPENAI_BASE_URL"}
+
+
+def _distributed():
+    """The ``distributed`` package, or a clear error saying how to install it."""
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ConfigurationError(f"seed_distributed runs on Dask, which is not installed: "
+                                 f"{INSTALL_HINT}") from exc
+    return distributed
+
+
+# --- the key, as it travels ------------------------------------------------------------------
+
+class Secret:
+    """A value (an API key) that shows as ``***`` in every repr, str, log and dashboard.
+
+    It is kept XOR-masked with a random pad, so the key's text is not in the pickled task a
+    Dask scheduler holds either; :meth:`reveal` gives it back where it is used.
+
+    Example:
+        >>> key = Secret("sk-live-123")
+        >>> key, key.reveal()
+        (Secret('***'), 'sk-live-123')
+    """
+
+    __slots__ = ("_masked", "_pad")
+
+    def __init__(self, value: str) -> None:
+        data = value.encode("utf-8")
+        self._pad = secrets.token_bytes(len(data))
+        self._masked = bytes(a ^ b for a, b in zip(data, self._pad))
+
+    def reveal(self) -> str:
+        return bytes(a ^ b for a, b in zip(self._masked, self._pad)).decode("utf-8")
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        return (_unmask, (self._masked, self._pad))
+
+
+def _unmask(masked: bytes, pad: bytes) -> Secret:
+    secret = Secret.__new__(Secret)
+    secret._masked, secret._pad = masked, pad
+    return secret
+
+
+# --- limits for the whole cluster --------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ClusterLimits:
+    """What a worker needs to find one call's shared limits on the scheduler (by name)."""
+
+    name: str
+    max_in_flight: int
+    requests_per_minute: float | None = None
+    # Seconds after which a dead worker's leases return to the cluster.
+    lease_timeout: float = 60.0
+
+    @property
+    def in_flight_name(self) -> str:
+        return f"{self.name}-in-flight"
+
+    @property
+    def rate_name(self) -> str:
+        return f"{self.name}-per-minute"
+
+    @property
+    def stop_name(self) -> str:
+        return f"{self.name}-stop"
+
+    @property
+    def progress_name(self) -> str:
+        return f"{self.name}-progress"
+
+
+# Semaphores by name, one object per worker process: each keeps its leases alive (refreshed
+# on the scheduler) until returned, also after the shard that took them ended.
+_SEMAPHORES: dict[str, Any] = {}
+
+
+async def _semaphore(name: str, max_leases: int, lease_timeout: float) -> Any:
+    found = _SEMAPHORES.get(name)
+    if found is None:
+        import dask
+
+        distributed = _distributed()
+        # The lease timeout is read when the semaphore registers: a killed worker's leases
+        # come back after it, not after Dask's default 30 s.
+        with dask.config.set({"distributed.scheduler.locks.lease-timeout":
+                              f"{lease_timeout}s"}):
+            found = distributed.Semaphore(max_leases=max_leases, name=name)
+            await found
+        _SEMAPHORES[name] = found
+    return found
+
+
+class ClusterBackend:
+    """A backend that holds the cluster's limits around the real one, on a worker.
+
+    Before each request (in ``ready``, so waiting does not count against the request's
+    timeout): the cluster's stop, the backend's own ``ready`` (its client-side limits), a
+    lease of the requests-per-minute budget (returned a minute later) and a lease of the
+    in-flight cap (returned when the answer is in). A quota-exhausted answer sets the stop
+    for every worker; the others then raise the same error before sending, and their runs
+    stop as a quota stop does.
+
+    Args:
+        inner: the real backend.
+        limits: the names and sizes of the shared limits.
+    """
+
+    def __init__(self, inner: AugmentationBackend, limits: ClusterLimits) -> None:
+        self.inner, self.limits = inner, limits
+        self.name = getattr(inner, "name", "custom")
+        self.requires_network = getattr(inner, "requires_network", True)
+        self.pricing = getattr(inner, "pricing", None)
+        self._inner_ready = getattr(inner, "ready", None)
+        self._in_flight = self._rate = self._stop = None
+        self._stopped = False
+        self._held: dict[int, int] = defaultdict(int)  # in-flight leases by request
+        self._watch: asyncio.Task | None = None
+        self._pending: set[asyncio.Task] = set()
+
+    def __repr__(self) -> str:
+        return f"ClusterBackend({self.inner!r}, {self.limits.name!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        # What the engine, plan and pricing ask of a backend beyond the protocol
+        # (prompt_overhead_characters, check_ready...) is the real backend's.
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    async def open(self) -> ClusterBackend:
+        """Find the shared limits on the scheduler and start watching for the stop."""
+        distributed = _distributed()
+        limits = self.limits
+        self._in_flight = await _semaphore(limits.in_flight_name, limits.max_in_flight,
+                                           limits.lease_timeout)
+        if limits.requests_per_minute:
+            self._rate = await _semaphore(limits.rate_name, int(limits.requests_per_minute),
+                                          limits.lease_timeout)
+        self._stop = distributed.Event(limits.stop_name)
+        self._stopped = await self._stop.is_set()
+        self._watch = asyncio.create_task(self._wait_for_stop())
+        return self
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a worker of this call ran out of quota."""
+        return self._stopped
+
+    async def _wait_for_stop(self) -> None:
+        # Polled, not Event.wait(): a wait cancelled at the end of the shard is logged as
+        # an error on the scheduler.
+        while not self._stopped:
+            await asyncio.sleep(STOP_POLL_SECONDS)
+            self._stopped = self._stopped or await self._stop.is_set()
+
+    def _check_stop(self, request: AugmentationRequest) -> None:
+        if self._stopped:
+            raise QuotaExceededError(
+                "the quota is used up: the service said so to another worker of this "
+                "cluster run, so nothing more is sent", conversation_id=request.conversation_id,
+                status_code=429)
+
+    async def ready(self, request: AugmentationRequest) -> None:
+        self._check_stop(request)
+        if self._inner_ready is not None:
+            await self._inner_ready(request)
+        if self._rate is not None:
+            await self._rate.acquire()
+            # Returned a minute later: at most the budget in any minute, cluster-wide.
+            asyncio.get_running_loop().call_later(MINUTE, self._later, self._rate.release)
+        await self._in_flight.acquire()
+        self._held[id(request)] += 1
+        if self._stopped:
+            self._return(request)
+            self._check_stop(request)
+
+    async def augment(self, request: AugmentationRequest) -> Extraction:
+        if not self._held.get(id(request)):  # a backend the engine asks no ready() of
+            await self.ready(request)
+        try:
+            self._check_stop(request)
+            return await self.inner.augment(request)
+        except QuotaExceededError:
+            self._stopped = True
+            await self._stop.set()
+            raise
+        finally:
+            self._return(request)
+
+    def _return(self, request: AugmentationRequest) -> None:
+        """Give back this request's in-flight lease (without waiting for the scheduler)."""
+        if self._held.get(id(request)):
+            self._held[id(request)] -= 1
+            if not self._held[id(request)]:
+                del self._held[id(request)]
+            self._later(self._in_flight.release)
+
+    def _later(self, release: Any) -> None:
+        task = asyncio.ensure_future(release())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def aclose(self) -> None:
+        """Give back leases a cancelled run left, stop watching, close the real backend."""
+        for key, count in list(self._held.items()):
+            for _ in range(count):
+                self._later(self._in_flight.release)
+        self._held.clear()
+        if self._watch is not None:
+            self._watch.cancel()
+        if self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        await self.inner.aclose()
+
+
+# --- progress ------------------------------------------------------------------------------
+
+_COUNTED = [f.name for f in fields(SeedCounters)
+            if f.name not in ("total", "window", "stopped_reason")]
+
+
+class _ShardReporter:
+    """The engine's progress sink on a worker: sends the shard's counts to the notebook
+    every :data:`REPORT_SECONDS` (and at the end) through a ``distributed.Queue``."""
+
+    def __init__(self, queue: Any, shard: int, attempt: str) -> None:
+        self.queue, self.shard, self.attempt = queue, shard, attempt
+        # Counts of the shard's earlier runs in this call (a retry after the lease).
+        self.before: dict[str, Any] = {}
+        self._sent = 0.0
+        self._tasks: set[asyncio.Task] = set()
+
+    def start(self, counters: SeedCounters) -> None:
+        self._send(counters)
+
+    def update(self, counters: SeedCounters, result: ConversationResult) -> None:
+        if time.monotonic() - self._sent >= REPORT_SECONDS:
+            self._send(counters)
+
+    def close(self, counters: SeedCounters) -> None:
+        self._send(counters)
+
+    def _send(self, counters: SeedCounters) -> None:
+        self._sent = time.monotonic()
+        counts = {name: _plus(self.before.get(name), getattr(counters, name))
+                  for name in _COUNTED}
+        task = asyncio.ensure_future(self.queue.put((self.shard, self.attempt, counts)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def flush(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _plus(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+class _ClusterBar:
+    """One tqdm bar (:class:`memori_nb.progress.TqdmProgress`) for every shard: each shard's
+    latest counts, the newest attempt of a shard replacing a dead worker's."""
+
+    def __init__(self, progress: Any, total: int) -> None:
+        self.progress, self.total = progress, total
+        self.latest: dict[int, tuple[str, dict]] = {}
+        self.counters = SeedCounters(total=total)
+        if progress is not None:
+            progress.open(total)
+
+    def report(self, shard: int, attempt: str, counts: dict) -> None:
+        self.latest[shard] = (attempt, counts)
+        summed = SeedCounters(total=self.total)
+        for _, shard_counts in self.latest.values():
+            for name, value in shard_counts.items():
+                setattr(summed, name, _plus(getattr(summed, name), value))
+        self.counters = summed
+        self._draw()
+
+    def _draw(self) -> None:
+        if self.progress is None or self.progress.bar is None:
+            return
+        from .progress import postfix_for
+
+        bar = self.progress.bar
+        bar.set_postfix(postfix_for(self.counters), refresh=False)
+        bar.n = self.counters.processed
+        bar.refresh()
+
+    def close(self, counters: SeedCounters) -> None:
+        self.counters = counters
+        if self.progress is not None and self.progress.bar is not None:
+            self.progress.bar.n = counters.processed
+            self.progress.close(counters)
+
+
+# --- one shard -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ShardSettings:
+    """What every shard of one call shares (pickled into each task: no key in the clear)."""
+
+    conn: str
+    backend: Any
+    api_key: Secret | None
+    base_url: str | None
+    backend_options: dict
+    seed_config: SeedConfig | None
+    lease_seconds: float
+    force: bool
+    keep_results: bool
+    limits: ClusterLimits | None = None
+
+
+_EMBEDDERS: dict[str, Any] = {}
+
+
+def _shared_embedder() -> Any:
+    """One embedding model per worker process, loaded once for all its shards."""
+    if "default" not in _EMBEDDERS:
+        from .embeddings import Embedder
+
+        _EMBEDDERS["default"] = Embedder()
+    return _EMBEDDERS["default"]
+
+
+def _claims_for(lease_seconds: float) -> dict:
+    """The engine's ``claims=`` for this run: a worker name unique to this process and run
+    (empty with an engine that has no claims yet)."""
+    from . import models
+
+    if not hasattr(models, "ClaimSettings"):  # TODO(i14): gone once the claims branch lands
+        return {}
+    return {"claims": models.ClaimSettings(
+        worker=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        lease_seconds=lease_seconds)}
+
+
+async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = None,
+                      progress: Any = None, sleep: Any = asyncio.sleep
+                      ) -> tuple[SeedResult, list[str]]:
+    """Seed one shard into the shared store: one engine run, and one more for the
+    conversations another worker held, after its lease ran out, until none is left.
+    The shard's result and the ids of its runs."""
+    from . import models
+    from .engine import seed_all
+    from .sources import to_seeds
+    from .stores import SqlStore
+
+    seeds = to_seeds(seeds)
+    seeds = list(seeds) if not isinstance(seeds, list) else seeds
+    own_backend = backend is None
+    if own_backend:
+        backend = resolve_backend(
+            settings.backend, api_key=settings.api_key.reveal() if settings.api_key else None,
+            base_url=settings.base_url, **settings.backend_options)
+    store = SqlStore(settings.conn, embedder=_shared_embedder())
+    results: list[SeedResult] = []
+    try:
+        await asyncio.to_thread(_build, store)
+        todo = seeds
+        while True:
+            result = await seed_all(todo, backend=backend, store=store,
+                                    config=settings.seed_config, progress=progress,
+                                    force=settings.force, keep_results=True,
+                                    **_claims_for(settings.lease_seconds))
+            results.append(result)
+            held = {(r.entity_id, r.conversation_id) for r in result.results
+                    if r is not None
+                    and r.reason == getattr(models, "CLAIMED_ELSEWHERE", object())}
+            if not held or result.stopped_reason or getattr(backend, "stopped", False):
+                break
+            # Another worker holds these (a dead one's claims expire): try once its lease
+            # has run out; a live worker will have seeded them by then, or renewed.
+            if progress is not None:
+                progress.before = _counts_without(progress.before, result, len(held))
+            await sleep(settings.lease_seconds)
+            todo = _only(todo, held)
+    finally:
+        store.close()
+        if own_backend:
+            await backend.aclose()
+    return _combined(results), [r.run_id for r in results]
+
+
+def _build(store: Any) -> None:
+    """Build the schema, again after a collision: CREATE TABLE IF NOT EXISTS is not safe
+    against another worker creating the same table at the same moment on PostgreSQL."""
+    from .errors import StoreError
+
+    for attempt in range(BUILD_TRIES):
+        try:
+            store.build()
+            return
+        except StoreError:
+            if attempt == BUILD_TRIES - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
+def _only(seeds: list[SeedData], wanted: set[tuple[str, str]]) -> list[SeedData]:
+    """The conversations of ``seeds`` named in ``wanted`` (entity id, conversation id)."""
+    from .models import Conversation
+    from .validation import check_conversations
+
+    kept = []
+    for seed in seeds:
+        conversations = [seed.conversations[index]
+                         for index, parsed in check_conversations(seed)
+                         if isinstance(parsed, Conversation)
+                         and (seed.entity_id, parsed.id) in wanted]
+        if conversations:
+            kept.append(replace(seed, conversations=conversations))
+    return kept
+
+
+def _counts_without(before: dict, result: SeedResult, held: int) -> dict:
+    """The counts of a shard's finished runs, without the conversations to retry."""
+    counts = dict(before)
+    for name, value in (("processed", result.total - held), ("successful", result.successful),
+                        ("failed", result.failed), ("skipped", result.skipped - held),
+                        ("triples", result.total_triples),
+                        ("chunked", result.chunked_conversations),
+                        ("prompt_tokens", result.prompt_tokens),
+                        ("completion_tokens", result.completion_tokens),
+                        ("cost", result.cost)):
+        counts[name] = _plus(counts.get(name), value)
+    return counts
+
+
+def _combined(runs: list[SeedResult]) -> SeedResult:
+    """A shard's runs as one result: a retried conversation's later result replaces the
+    'being seeded by another worker' skip of the run before."""
+    first = runs[0]
+    if len(runs) == 1:
+        return first
+    results = list(first.results)
+    where = {(r.entity_id, r.conversation_id): i for i, r in enumerate(results)}
+    for run in runs[1:]:
+        for r in run.results:
+            results[where[r.entity_id, r.conversation_id]] = r
+    return _summed(runs, results=tuple(results), duration_ms=sum(r.duration_ms for r in runs))
+
+
+def _summed(runs: Sequence[SeedResult], *, results: tuple, duration_ms: float,
+            cls: type = SeedResult, **extra: Any) -> SeedResult:
+    """Totals counted from ``results`` when kept, the runs' own counts otherwise."""
+    def total(name: str) -> Any:
+        values = [getattr(r, name) for r in runs if getattr(r, name) is not None]
+        return sum(values) if values else None
+
+    stopped = next((r.stopped_reason for r in runs if r.stopped_reason), None)
+    if results:
+        statuses = [r.status for r in results]
+        counts = dict(total=len(results), successful=statuses.count("succeeded"),
+                      failed=statuses.count("failed"), skipped=statuses.count("skipped"),
+                      total_triples=sum(r.triples_count for r in results))
+    else:
+        counts = {name: total(name) or 0 for name in
+                  ("total", "successful", "failed", "skipped", "total_triples")}
+    return cls(run_id=runs[0].run_id, duration_ms=duration_ms, results=results,
+               stopped_reason=stopped, chunked_conversations=total("chunked_conversations")
+               or 0, prompt_tokens=total("prompt_tokens"),
+               completion_tokens=total("completion_tokens"), cost=total("cost"),
+               **counts, **extra)
+
+
+async def _dask_shard(seeds: list[SeedData], settings: _ShardSettings, shard: int
+                      ) -> tuple[SeedResult, list[str]]:
+    """The task each Dask worker runs (on the worker's event loop): one shard under the
+    cluster's limits, reporting to the notebook's bar."""
+    distributed = _distributed()
+    inner = resolve_backend(
+        settings.backend, api_key=settings.api_key.reveal() if settings.api_key else None,
+        base_url=settings.base_url, **settings.backend_options)
+    backend = await ClusterBackend(inner, settings.limits).open()
+    reporter = _ShardReporter(distributed.Queue(settings.limits.progress_name), shard,
+                              uuid.uuid4().hex)
+    try:
+        return await _seed_shard(seeds, settings, backend=backend, progress=reporter)
+    finally:
+        await reporter.flush()
+        await backend.aclose()
+
+
+def seed_shard(seeds: Any, *, conn: str, backend: str | AugmentationBackend = "memori",
+               api_key: str | None = None, base_url: str | None = None,
+               seed_config: SeedConfig | None = None, lease_seconds: float = 60.0,
+               force: bool = False, **backend_options: Any) -> SeedResult:
+    """Seed one shard of a backfill into a shared SQL store, safely beside other processes.
+
+    An ordinary engine run (one run in the store's ledger) that claims each conversation
+    in the shared ledger before sending it: one another process holds is skipped, and
+    tried again once that claim's lease has run out (a dead process's claims expire). The
+    function :func:`seed_distributed` runs in each Dask worker, and the one to call from
+    Ray Data (``map_batches``) or Spark (``mapInPandas``); there, limits hold per call.
+
+    Args:
+        seeds: what :func:`memori_nb.to_seeds` reads: SeedData or a list of them, a
+            DataFrame (a pandas batch of rows), a file path.
+        conn: a SQLAlchemy URL of the shared database (``postgresql+psycopg://...``); each
+            process opens its own connection.
+        backend, api_key, base_url, **backend_options: as for :class:`memori_nb.Memori`.
+        seed_config: limits, retries and ``batch_size`` (requests in flight in this call).
+        lease_seconds: how long a claim holds without renewal (renewed while the run goes).
+        force: send again what the ledger says was seeded.
+
+    Returns:
+        The shard's :class:`SeedResult` (the run's, with a retry's results in place).
+
+    Raises:
+        ConfigurationError: ``conn`` is not a database URL; a bad backend setting.
+        MissingApiKeyError: the ``memori`` backend has no key.
+        StoreError: the database cannot be reached or written.
+
+    Example::
+
+        result = seed_shard(batch_frame, conn="postgresql+psycopg://app@db/memori",
+                            backend="memori", api_key=key)
+    """
+    settings = _settings(conn=conn, backend=backend, api_key=api_key, base_url=base_url,
+                         seed_config=seed_config, lease_seconds=lease_seconds, force=force,
+                         backend_options=backend_options)
+    return asyncio.run(_seed_shard(seeds, settings))[0]
+
+
+def _settings(*, conn: Any, backend: Any, api_key: str | None, base_url: str | None,
+              seed_config: SeedConfig | None, lease_seconds: float, force: bool,
+              backend_options: dict, limits: ClusterLimits | None = None) -> _ShardSettings:
+    """Check the settings where the call is made, and wrap the key for the trip."""
+    if not isinstance(conn, str) or not is_sql_conn(conn):
+        raise ConfigurationError(
+            f"conn must be the URL of a SQL database every worker can reach "
+            f"(postgresql+psycopg://user@host/db), got {_shown(conn)}: each worker opens its "
+            f"own connection, and a connection object cannot travel to another process")
+    if not (isinstance(lease_seconds, (int, float)) and lease_seconds > 0):
+        raise ConfigurationError(f"lease_seconds must be a positive number of seconds, got "
+                                 f"{lease_seconds!r}")
+    if isinstance(backend, str):
+        # The key and URL of the environment here, where the call is made: a worker's
+        # environment may not have them.
+        api_key = api_key if api_key is not None else os.environ.get(_KEY_ENV.get(backend, ""))
+        base_url = base_url or os.environ.get(_URL_ENV.get(backend, "")) or None
+        # Checked before any worker starts: a missing key or bad option fails here.
+        check_ready = getattr(resolve_backend(backend, api_key=api_key, base_url=base_url,
+                                              **backend_options), "check_ready", None)
+        if check_ready is not None:
+            check_ready()
+    elif api_key is not None or base_url is not None or backend_options:
+        raise ConfigurationError("api_key, base_url and backend options go with a backend "
+                                 "name; a backend object carries its own")
+    return _ShardSettings(conn=conn, backend=backend,
+                          api_key=Secret(api_key) if api_key else None, base_url=base_url,
+                          backend_options=dict(backend_options), seed_config=seed_config,
+                          lease_seconds=float(lease_seconds), force=force, keep_results=True,
+                          limits=limits)
+
+
+def _shown(conn: Any) -> str:
+    return repr(hide_password(conn)) if isinstance(conn, str) else type(conn).__name__
+
+
+# --- the whole backfill --------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DistributedSeedResult(SeedResult):
+    """A :class:`SeedResult` summed over the shards of a :func:`seed_distributed` call.
+
+    ``run_ids`` are the runs in the store (one per shard, more for a shard whose worker
+    died or that waited for claims): ``Memori(conn=url).results(run_id)`` for each, or
+    :meth:`results_frame`. ``run_id`` is the first of them. ``shards`` holds each shard's
+    own result.
+    """
+
+    run_ids: tuple[str, ...] = ()
+    shards: tuple[SeedResult, ...] = field(default=(), repr=False)
+
+
+def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int | None = None,
+                     backend: str | AugmentationBackend = "memori", api_key: str | None = None,
+                     base_url: str | None = None, seed_config: SeedConfig | None = None,
+                     max_in_flight: int | None = None,
+                     requests_per_minute: float | None = None, lease_seconds: float = 60.0,
+                     force: bool = False, progress: Any = True,
+                     **backend_options: Any) -> DistributedSeedResult:
+    """Seed a backfill on a Dask cluster: shards of entities in Dask workers, into one
+    shared SQL store, with limits that hold for the whole cluster.
+
+    Each shard is an ordinary run in the store's ledger (:func:`seed_shard`). Workers claim
+    conversations in the shared ledger before sending them, so none is sent twice at once;
+    a worker killed mid-run loses nothing that finished, and Dask gives its shard to another
+    worker, which sends again at most what was in flight. A re-run sends nothing seeded.
+
+    Args:
+        source: SeedData or a list of them, a DataFrame, a file path or a list of paths
+            (what :func:`memori_nb.to_seeds` reads), or a folder of Parquet files. Read
+            here, then split by entity (an entity's conversations stay in one shard).
+        conn: a SQLAlchemy URL every worker can reach: PostgreSQL
+            (``postgresql+psycopg://user@host/db``); SQLite only with one worker.
+        client: a ``distributed.Client``; None starts a ``LocalCluster`` of 2 worker
+            processes (1 for SQLite) for this call and closes it after.
+        shards: how many shards (default: 2 per worker).
+        backend, api_key, base_url, **backend_options: as for :class:`memori_nb.Memori`;
+            the key and URL default to this process's environment, and the key travels to
+            the workers masked (``***`` in every repr, log and dashboard).
+        seed_config: limits and retries; ``batch_size`` is the requests in flight per worker.
+        max_in_flight: requests in flight across the cluster (default ``batch_size``).
+        requests_per_minute: one budget for the whole cluster (not divided by workers).
+        lease_seconds: how long a claim, or a dead worker's share of ``max_in_flight``,
+            holds without renewal before it returns to the cluster.
+        force: send again what the ledger says was seeded.
+        progress: True for one tqdm bar for the cluster, False for none, or a
+            :class:`memori_nb.TqdmProgress`.
+
+    Returns:
+        A :class:`DistributedSeedResult`: the shards' results summed, in input order,
+        with the run ids. When one worker's quota ran out, every worker stopped:
+        ``stopped_reason`` says so, and what was not sent is skipped, for the next run.
+
+    Raises:
+        ConfigurationError: Dask is not installed (``pip install 'memori_nb[dask]'``),
+            ``conn`` is not a database URL, SQLite with several workers, a bad setting.
+        MissingApiKeyError: the ``memori`` backend has no key (before any worker starts).
+        StoreError: a worker could not reach or write the database (after the other
+            shards ended).
+
+    Example::
+
+        from distributed import Client
+        from memori_nb.distributed import seed_distributed
+
+        client = Client("tcp://scheduler:8786")
+        result = seed_distributed("exports/", conn="postgresql+psycopg://app@db/memori",
+                                  client=client, api_key=key, max_in_flight=64,
+                                  requests_per_minute=3000)
+        print(result)
+    """
+    distributed = _distributed()
+    config = seed_config or SeedConfig()
+    if max_in_flight is None:
+        max_in_flight = config.batch_size
+    if not (isinstance(max_in_flight, int) and max_in_flight > 0):
+        raise ConfigurationError(f"max_in_flight must be a positive integer, got "
+                                 f"{max_in_flight!r}")
+    if requests_per_minute is not None and not (
+            isinstance(requests_per_minute, (int, float)) and requests_per_minute >= 1):
+        raise ConfigurationError(f"requests_per_minute must be a number of at least 1, got "
+                                 f"{requests_per_minute!r}")
+    limits = ClusterLimits(name=f"memori_nb-{uuid.uuid4().hex[:12]}",
+                           max_in_flight=max_in_flight,
+                           requests_per_minute=requests_per_minute,
+                           lease_timeout=float(lease_seconds))
+    settings = _settings(conn=conn, backend=backend, api_key=api_key, base_url=base_url,
+                         seed_config=seed_config, lease_seconds=lease_seconds, force=force,
+                         backend_options=backend_options, limits=limits)
+    seeds = _read(source)
+    sqlite = conn.lower().startswith("sqlite")
+    own = client is None
+    cluster = None
+    if own:
+        cluster = distributed.LocalCluster(n_workers=1 if sqlite else DEFAULT_WORKERS,
+                                           processes=True, threads_per_worker=1,
+                                           dashboard_address=None)
+        client = distributed.Client(cluster)
+    try:
+        workers = len(client.scheduler_info(n_workers=-1)["workers"]) or 1
+        if sqlite and workers > 1:
+            raise ConfigurationError(
+                f"SQLite takes one writer at a time and lives on one machine: with "
+                f"{workers} workers, use PostgreSQL (conn='postgresql+psycopg://...'), or a "
+                f"client with one worker")
+        count = shards or SHARDS_PER_WORKER * workers
+        if not (isinstance(count, int) and count > 0):
+            raise ConfigurationError(f"shards must be a positive integer, got {shards!r}")
+        return _run(client, seeds, split_by_entity(seeds, count), settings, progress)
+    finally:
+        if own:
+            client.close()
+            cluster.close()
+
+
+def _read(source: Any) -> list[SeedData]:
+    """The whole source as SeedData (a folder: its Parquet files, in name order)."""
+    from .errors import InvalidInputError
+    from .sources import to_seeds
+
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        files = sorted(Path(source).rglob("*.parquet"))
+        if not files:
+            raise InvalidInputError(f"the folder {str(source)!r} holds no .parquet files")
+        source = files
+    if isinstance(source, (list, tuple)) and source and all(
+            isinstance(item, (str, Path)) for item in source):
+        return [seed for path in source for seed in to_seeds(path)]
+    return list(to_seeds(source))
+
+
+def split_by_entity(seeds: list[SeedData], shards: int) -> list[list[int]]:
+    """Indices of ``seeds`` per shard: an entity's SeedData together, the biggest entities
+    first onto the emptiest shard, so shards hold about as many conversations each.
+
+    Example:
+        >>> seeds = [SeedData.for_conversations(entity_id=e, conversations=[
+        ...     {"id": f"{e}{i}", "messages": [{"role": "user", "content": "Hi"}]}
+        ...     for i in range(n)]) for e, n in (("a", 3), ("b", 2), ("c", 2))]
+        >>> split_by_entity(seeds, 2)
+        [[0], [1, 2]]
+    """
+    by_entity: dict[str, list[int]] = defaultdict(list)
+    for index, seed in enumerate(seeds):
+        by_entity[seed.entity_id].append(index)
+    sizes = {entity: sum(seeds[i].size or 0 for i in indices)
+             for entity, indices in by_entity.items()}
+    loads = [0] * shards
+    assigned: list[list[int]] = [[] for _ in range(shards)]
+    for entity in sorted(by_entity, key=lambda e: -sizes[e]):
+        lightest = loads.index(min(loads))
+        assigned[lightest].extend(by_entity[entity])
+        loads[lightest] += sizes[entity]
+    return [sorted(indices) for indices in assigned if indices]
+
+
+def _run(client: Any, seeds: list[SeedData], shards: list[list[int]],
+         settings: _ShardSettings, progress: Any) -> DistributedSeedResult:
+    """Submit the shards, draw their progress, and sum their results in input order."""
+    distributed = _distributed()
+    from .progress import TqdmProgress
+
+    started = time.perf_counter()
+    total = sum(seed.size or 0 for seed in seeds)
+    if progress is True:
+        progress = TqdmProgress("seeding (cluster)")
+    bar = _ClusterBar(progress or None, total)
+    queue = distributed.Queue(settings.limits.progress_name, client=client)
+    futures = [client.submit(_dask_shard, [seeds[i] for i in indices], settings, number,
+                             key=f"memori_nb-shard-{number}-{settings.limits.name}",
+                             pure=False)
+               for number, indices in enumerate(shards)]
+    try:
+        while not all(future.done() for future in futures):
+            for shard, attempt, counts in queue.get(batch=True):
+                bar.report(shard, attempt, counts)
+            time.sleep(REPORT_SECONDS)
+    except BaseException:
+        client.cancel(futures)  # Ctrl-C: each worker saves what finished, then stops
+        raise
+    errors = [f for f in futures if f.status == "error"]
+    if errors:
+        errors[0].result()  # raises the first shard's error, as the worker raised it
+    gathered = client.gather(futures)
+    result = _cluster_result(seeds, shards, [outcome for outcome, _ in gathered],
+                             [run for _, runs in gathered for run in runs],
+                             time.perf_counter() - started)
+    counters = SeedCounters(total=total, processed=result.total,
+                            successful=result.successful, failed=result.failed,
+                            skipped=result.skipped, triples=result.total_triples,
+                            chunked=result.chunked_conversations,
+                            prompt_tokens=result.prompt_tokens,
+                            completion_tokens=result.completion_tokens, cost=result.cost,
+                            stopped_reason=result.stopped_reason)
+    counters.retries = bar.counters.retries
+    bar.close(counters)
+    return result
+
+
+def _cluster_result(seeds: list[SeedData], shards: list[list[int]],
+                    outcomes: list[SeedResult], run_ids: list[str], seconds: float
+                    ) -> DistributedSeedResult:
+    """The shards' results as one, each conversation at its place in the input."""
+    per_seed: dict[int, tuple] = {}
+    for indices, outcome in zip(shards, outcomes):
+        at = 0
+        for index in indices:
+            size = seeds[index].size or 0
+            per_seed[index] = outcome.results[at:at + size]
+            at += size
+    results = tuple(r for index in sorted(per_seed) for r in per_seed[index])
+    return _summed(outcomes, results=results, duration_ms=seconds * 1000,
+                   cls=DistributedSeedResult, run_ids=tuple(run_ids), shards=tuple(outcomes))
+
+
+__all__ = ["ClusterBackend", "ClusterLimits", "DistributedSeedResult", "INSTALL_HINT",
+           "Secret", "seed_distributed", "seed_shard", "split_by_entity"]

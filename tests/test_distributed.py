@@ -1,0 +1,291 @@
+"""Backfills on Dask: a LocalCluster of 2 worker processes, a real PostgreSQL server and the
+loopback AA server.
+
+Every conversation carries a tag ``[<entity>/<id>]`` in its first message, so what the
+server received can be matched with the ledger: sent once each, nothing lost when a worker
+is killed or the quota runs out, nothing sent again by a re-run.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+sa = pytest.importorskip("sqlalchemy")
+
+import dask  # noqa: E402
+
+from helpers import API_KEY  # noqa: E402
+from memori_nb import SeedConfig, SeedData, TqdmProgress  # noqa: E402
+from memori_nb.distributed import (Secret, seed_distributed, seed_shard,  # noqa: E402
+                                   split_by_entity)
+from memori_nb.errors import ConfigurationError  # noqa: E402
+from memori_nb.testing import AugmentationServer, Fault  # noqa: E402
+
+TAG = re.compile(r"\[([^\]/]+/[^\]]+)\]")
+# Short leases, so a killed worker's claims and in-flight leases come back within the test.
+LEASE = 2.0
+IN_FLIGHT = 4
+
+
+@pytest.fixture(scope="module")
+def client():
+    # The scheduler (in this process) checks leases often enough for 2 s leases.
+    with dask.config.set({"distributed.scheduler.locks.lease-validation-interval": "0.2s",
+                          "distributed.scheduler.allowed-failures": 5}):
+        cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                           dashboard_address=None)
+        with distributed.Client(cluster) as running:
+            yield running
+        cluster.close()
+
+
+def backfill(entities: int, per_entity: int, *, trigger: str | None = None) -> list[SeedData]:
+    """``entities`` users with ``per_entity`` tagged conversations each; ``trigger`` is put
+    in the fifth conversation of the first user."""
+    seeds = []
+    for e in range(entities):
+        conversations = []
+        for c in range(per_entity):
+            extra = f" {trigger}" if trigger and e == 0 and c == 4 else ""
+            conversations.append({"id": f"c{c}", "messages": [
+                {"role": "user", "content": f"[u{e}/c{c}] I live in Porto and I love "
+                                            f"hiking, note {c}.{extra}"},
+                {"role": "assistant", "content": "Noted."}]})
+        seeds.append(SeedData.for_conversations(entity_id=f"u{e}", conversations=conversations))
+    return seeds
+
+
+def tags_sent(server: AugmentationServer, *, answered: bool = False) -> list[str]:
+    """The tag of every request the server received (only those it answered, if asked)."""
+    tags = []
+    for request in server.requests:
+        if answered and request.fault is not None:
+            continue
+        messages = (request.body or {}).get("conversation", {}).get("messages", [])
+        found = TAG.search(messages[0]["content"]) if messages else None
+        if found:
+            tags.append(found[1])
+    return tags
+
+
+def ledger(url: str) -> list[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT entity_id, conversation_id FROM "
+                                        "memori_nb_seeded_conversations")).all()
+    finally:
+        engine.dispose()
+    return [f"{entity}/{conversation}" for entity, conversation in rows]
+
+
+def runs(url: str) -> dict[str, str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT run_id, status FROM memori_nb_runs")).all()
+    finally:
+        engine.dispose()
+    return dict(rows)
+
+
+def seed(client, seeds, url, server, **kwargs):
+    kwargs.setdefault("progress", False)
+    return seed_distributed(seeds, conn=url, client=client, api_key=API_KEY,
+                            base_url=server.url, max_in_flight=IN_FLIGHT,
+                            lease_seconds=LEASE, **kwargs)
+
+
+def test_every_conversation_is_seeded_once_and_a_rerun_sends_nothing(client, pg_url):
+    seeds = backfill(8, 15)
+    out = io.StringIO()
+    with AugmentationServer(api_key=API_KEY, latency=0.01) as server:
+        result = seed(client, seeds, pg_url, server,
+                      progress=TqdmProgress(file=out, notebook=False))
+        assert (result.total, result.successful, result.failed) == (120, 120, 0)
+        sent = tags_sent(server)
+        assert len(sent) == server.request_count == 120
+        assert sorted(sent) == sorted(ledger(pg_url))
+        assert server.max_in_flight <= IN_FLIGHT  # the cap holds for the cluster
+        assert len(result.run_ids) == 4 and len(set(result.run_ids)) == 4  # a run per shard
+        # Results in input order, as a local run gives them.
+        assert [(r.entity_id, r.conversation_id) for r in result.results] == [
+            (s.entity_id, c["id"]) for s in seeds for c in s.conversations]
+        assert "120/120" in out.getvalue()
+
+        again = seed(client, seeds, pg_url, server)
+        assert server.request_count == 120  # nothing sent again
+        assert (again.skipped, again.successful) == (120, 0)
+        assert {r.reason for r in again.results} == {"already seeded"}
+
+
+def test_a_worker_killed_mid_run_loses_nothing(client, pg_url):
+    seeds = backfill(8, 40)
+    total = 320
+    with AugmentationServer(api_key=API_KEY, latency=0.03) as server:
+        killed = []
+
+        def kill_one_worker() -> None:
+            while server.request_count < 60:
+                time.sleep(0.01)
+            killed.append(next(iter(client.run(os.getpid).values())))
+            os.kill(killed[0], signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_one_worker)
+        killer.start()
+        result = seed(client, seeds, pg_url, server)
+        killer.join()
+        seeded = ledger(pg_url)
+        sent = tags_sent(server)
+        assert sorted(seeded) == sorted(f"{s.entity_id}/{c['id']}" for s in seeds
+                                        for c in s.conversations)
+        assert result.failed == 0 and result.stopped_reason is None
+        assert result.total == total
+        assert set(sent) == set(seeded)
+        # What the dead worker had in flight is sent again, nothing more.
+        assert len(sent) - total <= IN_FLIGHT
+        assert server.max_in_flight <= IN_FLIGHT
+        print(f"killed at request 60; {len(sent) - total} sent again; runs {result.run_ids}")
+    # The worker did die mid-run: its run is in the store, never finished.
+    assert killed[0] not in client.run(os.getpid).values()
+    statuses = runs(pg_url)
+    assert len(statuses) == len(result.run_ids) + 1
+    assert sorted(statuses.values()).count("completed") == len(result.run_ids)
+
+
+def test_a_quota_stop_in_one_worker_stops_every_worker(client, pg_url):
+    seeds = backfill(8, 40, trigger="[quota]")
+    exhausted = [True]
+
+    def faults(number, body):
+        messages = body.get("conversation", {}).get("messages", []) if body else []
+        if exhausted[0] and messages and "[quota]" in messages[0]["content"]:
+            return Fault.quota_exceeded()
+        return None
+
+    with AugmentationServer(api_key=API_KEY, latency=0.03, faults=faults) as server:
+        result = seed(client, seeds, pg_url, server)
+        assert "quota" in result.stopped_reason
+        # Every shard's run stopped: the one told by the service, and the others.
+        assert all(shard.stopped_reason for shard in result.shards)
+        assert result.failed == 0 and result.skipped > 0
+        assert result.successful + result.skipped == result.total == 320
+        answered = tags_sent(server, answered=True)
+        assert sorted(answered) == sorted(ledger(pg_url))  # nothing answered is lost
+        assert len(answered) == result.successful
+        skipped = [r for r in result.results if r.status == "skipped"]
+        assert all(r.reason.startswith("run stopped (quota exhausted)") for r in skipped)
+
+        exhausted[0] = False  # the quota is back: the next run sends the rest, once
+        before = server.request_count
+        rest = seed(client, seeds, pg_url, server)
+        assert rest.stopped_reason is None and rest.successful == result.skipped
+        assert server.request_count - before == result.skipped
+        assert len(ledger(pg_url)) == 320
+
+
+def test_the_key_shows_in_no_task_repr_log_or_output(client, pg_url, capfd):
+    seeds = backfill(4, 10)
+    seen: list[str] = []
+
+    def tasks_on_scheduler(dask_scheduler=None):
+        out = []
+        for key, state in dask_scheduler.tasks.items():
+            if "memori_nb" in str(key):
+                out += [str(key), repr(state), repr(state.run_spec), str(state.run_spec)]
+                out.append(pickle.dumps(state.run_spec).decode("latin-1"))
+        return out
+
+    with AugmentationServer(api_key=API_KEY, latency=0.05) as server:
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                seen.extend(client.run_on_scheduler(tasks_on_scheduler))
+                time.sleep(0.1)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            result = seed(client, seeds, pg_url, server,
+                          progress=TqdmProgress(file=sys.stderr, notebook=False))
+        finally:
+            done.set()
+            watcher.join()
+        assert result.successful == 40
+        # The key reached the server, so it did travel.
+        assert server.requests[0].headers["authorization"] == f"Bearer {API_KEY}"
+    assert any("memori_nb-shard" in text for text in seen)
+    logs = [line for worker in client.get_worker_logs().values() for _, line in worker]
+    logs += [line for _, line in client.get_scheduler_logs()]
+    captured = capfd.readouterr()
+    everything = "\n".join([*seen, *logs, captured.out, captured.err, repr(result),
+                            str(result)])
+    for part in (API_KEY, API_KEY[:12], API_KEY[-12:]):
+        assert part not in everything
+
+
+def test_secret_hides_the_key_in_reprs_and_pickles():
+    key = Secret(API_KEY)
+    assert API_KEY not in repr(key) and API_KEY not in str(key)
+    data = pickle.dumps(key)
+    assert API_KEY.encode() not in data
+    assert pickle.loads(data).reveal() == API_KEY
+
+
+def test_shards_keep_each_entity_together():
+    seeds = backfill(5, 3) + backfill(2, 6)  # u0 and u1 appear twice
+    shards = split_by_entity(seeds, 3)
+    owner = {}
+    for number, indices in enumerate(shards):
+        for index in indices:
+            assert owner.setdefault(seeds[index].entity_id, number) == number
+    assert sorted(i for indices in shards for i in indices) == list(range(len(seeds)))
+
+
+def test_settings_are_refused_with_the_reason(client, tmp_path):
+    seeds = backfill(2, 2)
+    with pytest.raises(ConfigurationError, match="SQLite takes one writer"):
+        seed_distributed(seeds, conn=f"sqlite:///{tmp_path / 'm.db'}", client=client,
+                         backend="local", progress=False)
+    with pytest.raises(ConfigurationError, match="URL of a SQL database"):
+        seed_distributed(seeds, conn=str(tmp_path / "m.duckdb"), client=client,
+                         backend="local", progress=False)
+    with pytest.raises(ConfigurationError, match="max_in_flight"):
+        seed_distributed(seeds, conn="postgresql+psycopg://u@h/db", client=client,
+                         backend="local", max_in_flight=0, progress=False)
+
+
+def test_seed_shard_runs_alone_as_ray_and_spark_call_it(pg_url):
+    seeds = backfill(2, 3)
+    with AugmentationServer(api_key=API_KEY) as server:
+        result = seed_shard(seeds, conn=pg_url, api_key=API_KEY, base_url=server.url,
+                            seed_config=SeedConfig(batch_size=2))
+        assert result.successful == 6 and server.request_count == 6
+    assert len(ledger(pg_url)) == 6
+
+
+def test_dask_is_imported_only_when_used_and_its_absence_is_explained():
+    code = ("import sys, memori_nb, memori_nb.distributed\n"
+            "print(any(m == 'dask' or m.startswith(('dask.', 'distributed')) "
+            "for m in sys.modules))\n"
+            "sys.modules['distributed'] = None\n"
+            "try:\n"
+            "    memori_nb.distributed.seed_distributed([], conn='postgresql://h/db')\n"
+            "except memori_nb.ConfigurationError as exc:\n"
+            "    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ}).stdout
+    assert out.splitlines()[0] == "False"
+    assert "pip install 'memori_nb[dask]'" in out
