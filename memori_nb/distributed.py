@@ -380,6 +380,8 @@ class _ShardSettings:
     force: bool
     keep_results: bool
     limits: ClusterLimits | None = None
+    # How a DataFrame or file is read (to_seeds' keywords: entity_col=, dayfirst=...).
+    reading: dict = field(default_factory=dict)
 
 
 _EMBEDDERS: dict[str, Any] = {}
@@ -417,7 +419,7 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
     from .sources import to_seeds
     from .stores import SqlStore
 
-    seeds = to_seeds(seeds)
+    seeds = to_seeds(seeds, **settings.reading)
     seeds = list(seeds) if not isinstance(seeds, list) else seeds
     own_backend = backend is None
     if own_backend:
@@ -556,7 +558,7 @@ async def _dask_shard(seeds: list[SeedData], settings: _ShardSettings, shard: in
 def seed_shard(seeds: Any, *, conn: str, backend: str | AugmentationBackend = "memori",
                api_key: str | None = None, base_url: str | None = None,
                seed_config: SeedConfig | None = None, lease_seconds: float = 60.0,
-               force: bool = False, **backend_options: Any) -> SeedResult:
+               force: bool = False, **options: Any) -> SeedResult:
     """Seed one shard of a backfill into a shared SQL store, safely beside other processes.
 
     An ordinary engine run (one run in the store's ledger) that claims each conversation
@@ -570,7 +572,10 @@ def seed_shard(seeds: Any, *, conn: str, backend: str | AugmentationBackend = "m
             DataFrame (a pandas batch of rows), a file path.
         conn: a SQLAlchemy URL of the shared database (``postgresql+psycopg://...``); each
             process opens its own connection.
-        backend, api_key, base_url, **backend_options: as for :class:`memori_nb.Memori`.
+        backend, api_key, base_url: as for :class:`memori_nb.Memori`.
+        **options: how a DataFrame or file is read, as :func:`memori_nb.to_seeds` takes it
+            (``entity_col=``, ``conversation_col=``, ``entity_id=``, ``dayfirst=``...), and
+            the ``openai`` backend's options (``model=``...).
         seed_config: limits, retries and ``batch_size`` (requests in flight in this call).
         lease_seconds: how long a claim holds without renewal (renewed while the run goes).
         force: send again what the ledger says was seeded.
@@ -590,14 +595,21 @@ def seed_shard(seeds: Any, *, conn: str, backend: str | AugmentationBackend = "m
     """
     settings = _settings(conn=conn, backend=backend, api_key=api_key, base_url=base_url,
                          seed_config=seed_config, lease_seconds=lease_seconds, force=force,
-                         backend_options=backend_options)
+                         options=options)
     return asyncio.run(_seed_shard(seeds, settings))[0]
+
+
+# to_seeds' keywords besides the column names (``*_col``).
+_READING = ("format", "entity_id", "dayfirst", "timestamp_format", "role_map")
 
 
 def _settings(*, conn: Any, backend: Any, api_key: str | None, base_url: str | None,
               seed_config: SeedConfig | None, lease_seconds: float, force: bool,
-              backend_options: dict, limits: ClusterLimits | None = None) -> _ShardSettings:
+              options: dict, limits: ClusterLimits | None = None) -> _ShardSettings:
     """Check the settings where the call is made, and wrap the key for the trip."""
+    reading = {name: value for name, value in options.items()
+               if name in _READING or name.endswith("_col")}
+    backend_options = {name: value for name, value in options.items() if name not in reading}
     if not isinstance(conn, str) or not is_sql_conn(conn):
         raise ConfigurationError(
             f"conn must be the URL of a SQL database every worker can reach "
@@ -623,7 +635,7 @@ def _settings(*, conn: Any, backend: Any, api_key: str | None, base_url: str | N
                           api_key=Secret(api_key) if api_key else None, base_url=base_url,
                           backend_options=dict(backend_options), seed_config=seed_config,
                           lease_seconds=float(lease_seconds), force=force, keep_results=True,
-                          limits=limits)
+                          limits=limits, reading=reading)
 
 
 def _shown(conn: Any) -> str:
@@ -652,7 +664,7 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
                      max_in_flight: int | None = None,
                      requests_per_minute: float | None = None, lease_seconds: float = 60.0,
                      force: bool = False, progress: Any = True,
-                     **backend_options: Any) -> DistributedSeedResult:
+                     **options: Any) -> DistributedSeedResult:
     """Seed a backfill on a Dask cluster: shards of entities in Dask workers, into one
     shared SQL store, with limits that hold for the whole cluster.
 
@@ -670,9 +682,12 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
         client: a ``distributed.Client``; None starts a ``LocalCluster`` of 2 worker
             processes (1 for SQLite) for this call and closes it after.
         shards: how many shards (default: 2 per worker).
-        backend, api_key, base_url, **backend_options: as for :class:`memori_nb.Memori`;
-            the key and URL default to this process's environment, and the key travels to
-            the workers masked (``***`` in every repr, log and dashboard).
+        backend, api_key, base_url: as for :class:`memori_nb.Memori`; the key and URL
+            default to this process's environment, and the key travels to the workers
+            masked (``***`` in every repr, log and dashboard).
+        **options: how the source is read, as :func:`memori_nb.to_seeds` takes it
+            (``entity_col=``, ``entity_id=``, ``dayfirst=``...), and the ``openai``
+            backend's options (``model=``...).
         seed_config: limits and retries; ``batch_size`` is the requests in flight per worker.
         max_in_flight: requests in flight across the cluster (default ``batch_size``).
         requests_per_minute: one budget for the whole cluster (not divided by workers).
@@ -722,8 +737,8 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
                            lease_timeout=float(lease_seconds))
     settings = _settings(conn=conn, backend=backend, api_key=api_key, base_url=base_url,
                          seed_config=seed_config, lease_seconds=lease_seconds, force=force,
-                         backend_options=backend_options, limits=limits)
-    seeds = _read(source)
+                         options=options, limits=limits)
+    seeds = _read(source, settings.reading)
     sqlite = conn.lower().startswith("sqlite")
     own = client is None
     cluster = None
@@ -749,7 +764,7 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
             cluster.close()
 
 
-def _read(source: Any) -> list[SeedData]:
+def _read(source: Any, reading: dict) -> list[SeedData]:
     """The whole source as SeedData (a folder: its Parquet files, in name order)."""
     from .errors import InvalidInputError
     from .sources import to_seeds
@@ -761,8 +776,8 @@ def _read(source: Any) -> list[SeedData]:
         source = files
     if isinstance(source, (list, tuple)) and source and all(
             isinstance(item, (str, Path)) for item in source):
-        return [seed for path in source for seed in to_seeds(path)]
-    return list(to_seeds(source))
+        return [seed for path in source for seed in to_seeds(path, **reading)]
+    return list(to_seeds(source, **reading))
 
 
 def split_by_entity(seeds: list[SeedData], shards: int) -> list[list[int]]:

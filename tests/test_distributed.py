@@ -195,6 +195,44 @@ def test_a_quota_stop_in_one_worker_stops_every_worker(client, pg_url):
         assert len(ledger(pg_url)) == 320
 
 
+def test_requests_per_minute_is_one_budget_for_the_cluster(client):
+    from memori_nb.distributed import ClusterLimits
+
+    limits = ClusterLimits(name=f"rpm-test-{os.getpid()}-{time.time_ns()}",
+                           max_in_flight=8, requests_per_minute=6, lease_timeout=LEASE)
+
+    async def send_many(url: str, worker: int) -> None:
+        # Defined here so Dask sends it by value; it runs on a worker's event loop.
+        from memori_nb.backends import MemoriBackend
+        from memori_nb.backends.base import AugmentationRequest
+        from memori_nb.distributed import ClusterBackend
+        from memori_nb.models import Message
+
+        backend = await ClusterBackend(MemoriBackend(api_key=API_KEY, base_url=url),
+                                       limits).open()
+        try:
+            for n in range(10):
+                request = AugmentationRequest(
+                    entity_id="u", conversation_id=f"w{worker}-{n}",
+                    messages=(Message(role="user", content="I live in Porto."),))
+                await backend.ready(request)
+                await backend.augment(request)
+        finally:
+            await backend.aclose()
+
+    with AugmentationServer(api_key=API_KEY) as server:
+        workers = list(client.scheduler_info(n_workers=-1)["workers"])
+        futures = [client.submit(send_many, server.url, i, workers=[address], pure=False)
+                   for i, address in enumerate(workers)]
+        deadline = time.monotonic() + 60
+        while server.request_count < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # time for more, were each worker given its own budget (12 then)
+        sent = server.request_count
+        client.cancel(futures)
+    assert sent == 6  # 6 a minute for both workers together, not 6 each
+
+
 def test_the_key_shows_in_no_task_repr_log_or_output(client, pg_url, capfd):
     seeds = backfill(4, 10)
     seen: list[str] = []
@@ -267,13 +305,22 @@ def test_settings_are_refused_with_the_reason(client, tmp_path):
                          backend="local", max_in_flight=0, progress=False)
 
 
-def test_seed_shard_runs_alone_as_ray_and_spark_call_it(pg_url):
-    seeds = backfill(2, 3)
+def test_seed_shard_takes_a_batch_of_rows_as_ray_and_spark_pass_it(pg_url):
+    import pandas as pd
+
+    rows = pd.DataFrame([{"user_id": f"u{u}", "chat_id": f"c{c}", "role": role,
+                          "content": f"[u{u}/c{c}] I live in Porto, note {c}." if role == "user"
+                          else "Noted."}
+                         for u in range(2) for c in range(3) for role in ("user", "assistant")])
     with AugmentationServer(api_key=API_KEY) as server:
-        result = seed_shard(seeds, conn=pg_url, api_key=API_KEY, base_url=server.url,
-                            seed_config=SeedConfig(batch_size=2))
+        result = seed_shard(rows, conn=pg_url, api_key=API_KEY, base_url=server.url,
+                            seed_config=SeedConfig(batch_size=2), entity_col="user_id",
+                            conversation_col="chat_id")
         assert result.successful == 6 and server.request_count == 6
-    assert len(ledger(pg_url)) == 6
+        again = seed_shard(rows, conn=pg_url, api_key=API_KEY, base_url=server.url,
+                           entity_col="user_id", conversation_col="chat_id")
+        assert again.skipped == 6 and server.request_count == 6
+    assert sorted(ledger(pg_url)) == sorted(f"u{u}/c{c}" for u in range(2) for c in range(3))
 
 
 def test_dask_is_imported_only_when_used_and_its_absence_is_explained():
