@@ -117,6 +117,8 @@ class ClusterLimits:
     requests_per_minute: float | None = None
     # Seconds after which a dead worker's leases return to the cluster.
     lease_timeout: float = 60.0
+    # The window of the requests budget: a minute (shorter only in tests).
+    window_seconds: float = MINUTE
 
     @property
     def in_flight_name(self) -> str:
@@ -233,7 +235,8 @@ class ClusterBackend:
         if self._rate is not None:
             await self._rate.acquire()
             # Returned a minute later: at most the budget in any minute, cluster-wide.
-            asyncio.get_running_loop().call_later(MINUTE, self._later, self._rate.release)
+            asyncio.get_running_loop().call_later(self.limits.window_seconds, self._later,
+                                                  self._rate.release)
         await self._in_flight.acquire()
         self._held[id(request)] += 1
         if self._stopped:
