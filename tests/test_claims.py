@@ -4,11 +4,17 @@ PostgreSQL), and the engine claiming each window before it sends it (loopback se
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -371,3 +377,138 @@ def test_claims_need_a_store_that_can_hold_them(server):
 def test_claim_settings_are_checked(bad):
     with pytest.raises(ConfigurationError, match="ClaimSettings"):
         ClaimSettings(**bad)
+
+
+def test_workers_build_a_new_postgresql_database_at_once(pg_url, embedder):
+    """Workers starting together on an empty database each build it: no one's CREATE
+    trips over another's."""
+    stores = [SqlStore(pg_url, embedder=embedder) for _ in range(4)]
+    start = threading.Barrier(len(stores))
+
+    def build(store: SqlStore) -> None:
+        start.wait()
+        store.build()
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        list(pool.map(build, stores))
+    assert stores[0].claim(keys(1), worker="a", lease_seconds=60) == {0}
+    assert len(stores[0].sql("SELECT * FROM memori_nb_store")) == 1
+    for store in stores:
+        store.close()
+
+
+# --- claims and the journal (a killed worker) ----------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+LEASE = 4.0  # long enough for the survivor's first run to find the claims still held
+
+
+def test_a_killed_workers_conversations_are_finished_by_another_billing_only_what_was_in_flight(
+        pg_url, tmp_path, embedder):
+    """kill -9 of a worker mid-run: its claims hold until the lease runs out (the other
+    worker skips them meanwhile), then the other takes them over; what the killed one
+    finished but had not written comes from its journal, so only what was in flight is sent
+    again."""
+    data = seeds(entities=1, per_entity=60)
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, os
+        from memori_nb import SeedConfig, SeedData
+        from memori_nb.backends import MemoriBackend
+        from memori_nb.engine import seed_all
+        from memori_nb.models import ClaimSettings
+        from memori_nb.stores import SqlStore
+        conversations = {texts(60, "user-0")!r}
+        LEASE = {LEASE}
+        async def main():
+            backend = MemoriBackend(api_key=os.environ["KEY"], base_url=os.environ["URL"])
+            await seed_all([SeedData.for_conversations(entity_id="user-0",
+                                                       conversations=conversations)],
+                           backend=backend, store=SqlStore(os.environ["DB"]),
+                           config=SeedConfig(batch_size=4),
+                           claims=ClaimSettings(worker="doomed", lease_seconds=LEASE))
+        asyncio.run(main())
+    """))
+    env = {**os.environ, "KEY": API_KEY, "DB": pg_url, "PYTHONPATH": str(ROOT)}
+    store = open_store(pg_url, embedder)
+    with AugmentationServer(api_key=API_KEY, latency=0.05) as server:
+        env["URL"] = server.url
+        doomed = subprocess.Popen([sys.executable, str(script)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while server.request_count < 20:  # well before its first write (3 s after the first)
+            assert doomed.poll() is None, doomed.communicate()
+            assert time.monotonic() < deadline, "the worker never got going"
+            time.sleep(0.005)
+        doomed.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        doomed.wait()
+        while server.in_flight:
+            time.sleep(0.01)
+        before = sent(server)
+        # At once: what the killed worker finished comes from its journal (it had written
+        # nothing yet), and the rest of its claims still hold and are left alone.
+        waiting = run(store, server, data, claims=ClaimSettings(worker="survivor"))
+        assert sent(server) == before and waiting.skipped == 60
+        replayed = 60 - waiting.claimed_elsewhere
+        assert 0 < replayed <= server.request_count
+        time.sleep(max(0.0, killed + LEASE + 0.2 - time.monotonic()))  # the lease runs out
+        result = run(store, server, data, claims=ClaimSettings(worker="survivor"))
+        after = sent(server)
+    twice = [text for text, n in after.items() if n > 1]
+    assert len(twice) <= 4  # the killed worker's requests in flight, no more
+    assert set(after) == {c["messages"][0]["content"] for c in texts(60, "user-0")}
+    assert result.claimed_elsewhere == 0 and result.failed == 0
+    ledger = store.sql("SELECT count(*) AS n FROM memori_nb_seeded_conversations")
+    assert ledger.n[0] == 60
+    assert claims_of(store) == {}  # the dead worker's too: taken over, then released
+    store.close()
+
+
+def test_a_dead_workers_journal_is_replayed_before_its_claims_are_taken_over_mid_run(
+        pg_url, embedder):
+    """A worker dies while another's run goes on; when the survivor takes over its claims,
+    what the dead one finished and journaled is written first, not sent again."""
+    data = seeds(entities=1, per_entity=3)
+    [finished, *_] = conversation_keys(data[0])
+
+    with AugmentationServer(api_key=API_KEY) as server:
+        class DiesMeanwhile(SqlStore):
+            """The real store; before its first claim, another worker claims the input,
+            finishes one conversation (journaled, not written) and dies."""
+
+            first = True
+
+            def claim(self, keys, **kwargs):
+                if self.first:
+                    self.first = False
+                    assert super().claim(keys, worker="dead", lease_seconds=60)
+                    expire(self, "dead")
+                    dead_journal(self, data[0], finished)
+                return super().claim(keys, **kwargs)
+
+        store = DiesMeanwhile(pg_url, embedder=embedder)
+        result = run(store, server, data, claims=ClaimSettings(worker="survivor"))
+        assert server.request_count == 2
+    [skipped] = [r for r in result.results if r.status == "skipped"]
+    assert skipped.conversation_id == finished[1] and skipped.reason == "already seeded"
+    runs = store.sql("SELECT run_id, conversation_id FROM memori_nb_seeded_conversations")
+    assert dict(zip(runs.conversation_id, runs.run_id))[finished[1]] == "deadrun"
+    store.close()
+
+
+def dead_journal(store: SqlStore, seed: SeedData, key: tuple[str, str, str]) -> None:
+    """The journal a killed run leaves on this machine: one conversation finished."""
+    from memori_nb.models import ConversationResult, Extraction
+    from memori_nb.stores.base import ResultRecord
+    from memori_nb.stores.journal import Journal
+    from memori_nb.validation import check_conversations
+
+    [conversation] = [parsed for _, parsed in check_conversations(seed)
+                      if parsed.id == key[1]]
+    journal = Journal(store.journal_dir(), "deadrun")
+    journal.finished(ResultRecord(
+        ConversationResult(conversation_id=key[1], entity_id=key[0], status="succeeded",
+                           triples_count=0), key[2], None,
+        Extraction(facts=("user lives in Porto",)), conversation))
+    journal.close(delete=False)  # killed: the files stay, the lock is free

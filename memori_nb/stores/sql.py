@@ -125,6 +125,8 @@ _DB_EPOCH = {
     "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
     "postgresql": "CAST(extract(epoch FROM now()) AS DOUBLE PRECISION)",
 }
+# The PostgreSQL advisory lock build() holds (any constant of memori_nb's own).
+_BUILD_LOCK = 0x6D656D6F72695F6E  # "memori_n"
 # Columns added to memori_nb's tables after their first release, by table: (name, type).
 # Tokens and cost (US dollars) are for backends that bill by token; NULL for the others.
 _ADDED_COLUMNS = {
@@ -319,6 +321,10 @@ class SqlStore:
         if load is not None:
             load()
         with self._transaction() as cursor:
+            if self.dialect == "postgresql":
+                # Workers building one new database at once: CREATE ... IF NOT EXISTS is not
+                # safe against itself there (two create the same type), so one at a time.
+                self._run(cursor, "SELECT pg_advisory_xact_lock(?)", [_BUILD_LOCK])
             revision = self._schema_revision(cursor)
             if revision is None or revision == 1:  # missing, or one revision behind
                 # The statements are idempotent: what revision 1 has stays as it is.
@@ -541,14 +547,25 @@ class SqlStore:
 
     def release_claims(self, worker: str) -> None:
         """Drop every claim of ``worker`` (at the end of its run: the conversations it sent
-        are in the ledger by then, the others free for any worker).
+        are in the ledger by then, the others free for any worker). Claims whose leases ran
+        out go too: a dead worker's claims on conversations nobody claims again (found in
+        the ledger, its journal replayed) would otherwise stay for ever.
 
         Raises:
             StoreError: the database refused (the claims then run out with the lease).
         """
+        now = _DB_EPOCH[self.dialect]
         with self._transaction() as cursor:
             self._run(cursor, "DELETE FROM memori_nb_claims WHERE worker = ?", [worker])
             self._run(cursor, "DELETE FROM memori_nb_claim_leases WHERE worker = ?", [worker])
+            # The same test as a takeover's (see claim): a row another worker is claiming
+            # meanwhile is judged on its new lease once that commits, and stays.
+            self._run(cursor, f"DELETE FROM memori_nb_claims WHERE lease_until < {now} AND "
+                              f"NOT EXISTS (SELECT 1 FROM memori_nb_claim_leases l WHERE "
+                              f"l.worker = memori_nb_claims.worker AND l.lease_until >= {now})")
+            self._run(cursor, f"DELETE FROM memori_nb_claim_leases WHERE lease_until < {now} "
+                              f"AND NOT EXISTS (SELECT 1 FROM memori_nb_claims c WHERE "
+                              f"c.worker = memori_nb_claim_leases.worker)")
 
     # --- writes -------------------------------------------------------------------------
 
