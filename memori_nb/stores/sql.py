@@ -492,8 +492,13 @@ class SqlStore:
             StoreError: the database refused (nothing was claimed).
 
         Example:
-            >>> store.claim([("u1", "c1", "9f86d0")], worker="host:42:ab12", lease_seconds=60)
+            >>> store = SqlStore("sqlite:///memori.db")
+            >>> store.build()
+            >>> key = ("user-1", "c1", "9f86d081884c7d65")  # entity, conversation, content
+            >>> store.claim([key], worker="host-a:4711:1f2e", lease_seconds=60)
             {0}
+            >>> store.claim([key], worker="host-b:93:77aa", lease_seconds=60)  # held: none
+            set()
         """
         unique = sorted(set(keys))  # one order for every worker: no lock-order deadlocks
         if not unique:
