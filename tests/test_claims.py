@@ -512,3 +512,32 @@ def dead_journal(store: SqlStore, seed: SeedData, key: tuple[str, str, str]) -> 
                            triples_count=0), key[2], None,
         Extraction(facts=("user lives in Porto",)), conversation))
     journal.close(delete=False)  # killed: the files stay, the lock is free
+
+
+def test_a_run_whose_claims_cannot_be_renewed_stops_sending(pg_url, embedder):
+    """Once renewal has failed for a whole lease, other workers may take the claims over:
+    the run sends nothing more (what is in flight still comes back and is kept)."""
+    store = open_store(pg_url, embedder)
+    with AugmentationServer(api_key=API_KEY, latency=2.0) as server:
+        async def go():
+            backend = MemoriBackend(api_key=API_KEY, base_url=server.url)
+            task = asyncio.create_task(seed_all(
+                seeds(entities=1, per_entity=6), backend=backend, store=store,
+                config=SeedConfig(batch_size=2),
+                claims=ClaimSettings(worker="me", lease_seconds=0.3)))
+            while server.in_flight < 2:
+                await asyncio.sleep(0.01)
+            other = open_store(pg_url, embedder)
+            with other._transaction() as cursor:  # renewals fail from now on
+                other._run(cursor, "DROP TABLE memori_nb_claim_leases")
+            other.close()
+            result = await task
+            await backend.aclose()
+            return result
+        result = asyncio.run(go())
+        assert server.request_count == 2
+    assert "could not be renewed" in result.stopped_reason
+    assert (result.successful, result.skipped) == (2, 4)
+    assert {r.reason for r in result.results if r.status == "skipped"} == {
+        "run stopped (claims lost) before it was sent"}
+    store.close()
