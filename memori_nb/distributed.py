@@ -35,8 +35,8 @@ from typing import Any
 from .backends import AugmentationBackend, resolve_backend
 from .backends.base import AugmentationRequest
 from .errors import ConfigurationError, QuotaExceededError
-from .models import (ConversationResult, Extraction, SeedConfig, SeedCounters, SeedData,
-                     SeedResult)
+from .models import (CLAIMED_ELSEWHERE, ClaimSettings, ConversationResult, Extraction,
+                     SeedConfig, SeedCounters, SeedData, SeedResult)
 from .stores.connection import hide_password, is_sql_conn
 
 INSTALL_HINT = "pip install 'memori_nb[dask]'"
@@ -399,16 +399,10 @@ def _shared_embedder() -> Any:
     return _EMBEDDERS["default"]
 
 
-def _claims_for(lease_seconds: float) -> dict:
-    """The engine's ``claims=`` for this run: a worker name unique to this process and run
-    (empty with an engine that has no claims yet)."""
-    from . import models
-
-    if not hasattr(models, "ClaimSettings"):  # TODO(i14): gone once the claims branch lands
-        return {}
-    return {"claims": models.ClaimSettings(
-        worker=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
-        lease_seconds=lease_seconds)}
+def _claims_for(lease_seconds: float) -> ClaimSettings:
+    """This run's claims: a worker name unique to this process and run."""
+    return ClaimSettings(worker=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+                         lease_seconds=lease_seconds)
 
 
 async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = None,
@@ -417,7 +411,6 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
     """Seed one shard into the shared store: one engine run, and one more for the
     conversations another worker held, after its lease ran out, until none is left.
     The shard's result and the ids of its runs."""
-    from . import models
     from .engine import seed_all
     from .sources import to_seeds
     from .stores import SqlStore
@@ -438,11 +431,10 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
             result = await seed_all(todo, backend=backend, store=store,
                                     config=settings.seed_config, progress=progress,
                                     force=settings.force, keep_results=True,
-                                    **_claims_for(settings.lease_seconds))
+                                    claims=_claims_for(settings.lease_seconds))
             results.append(result)
             held = {(r.entity_id, r.conversation_id) for r in result.results
-                    if r is not None
-                    and r.reason == getattr(models, "CLAIMED_ELSEWHERE", object())}
+                    if r is not None and r.reason == CLAIMED_ELSEWHERE}
             if not held or result.stopped_reason or getattr(backend, "stopped", False):
                 break
             # Another worker holds these (a dead one's claims expire): try once its lease
@@ -529,10 +521,12 @@ def _summed(runs: Sequence[SeedResult], *, results: tuple, duration_ms: float,
         statuses = [r.status for r in results]
         counts = dict(total=len(results), successful=statuses.count("succeeded"),
                       failed=statuses.count("failed"), skipped=statuses.count("skipped"),
-                      total_triples=sum(r.triples_count for r in results))
+                      total_triples=sum(r.triples_count for r in results),
+                      claimed_elsewhere=sum(r.reason == CLAIMED_ELSEWHERE for r in results))
     else:
-        counts = {name: total(name) or 0 for name in
-                  ("total", "successful", "failed", "skipped", "total_triples")}
+        counts = {name: total(name) or 0 for name in ("total", "successful", "failed",
+                                                      "skipped", "total_triples",
+                                                      "claimed_elsewhere")}
     return cls(run_id=runs[0].run_id, duration_ms=duration_ms, results=results,
                stopped_reason=stopped, chunked_conversations=total("chunked_conversations")
                or 0, prompt_tokens=total("prompt_tokens"),

@@ -156,12 +156,35 @@ def test_a_worker_killed_mid_run_loses_nothing(client, pg_url):
         # What the dead worker had in flight is sent again, nothing more.
         assert len(sent) - total <= IN_FLIGHT
         assert server.max_in_flight <= IN_FLIGHT
-        print(f"killed at request 60; {len(sent) - total} sent again; runs {result.run_ids}")
     # The worker did die mid-run: its run is in the store, never finished.
     assert killed[0] not in client.run(os.getpid).values()
     statuses = runs(pg_url)
     assert len(statuses) == len(result.run_ids) + 1
     assert sorted(statuses.values()).count("completed") == len(result.run_ids)
+
+
+def test_conversations_a_dead_worker_claimed_are_sent_once_its_lease_runs_out(client, pg_url):
+    from memori_nb.models import Conversation
+    from memori_nb.stores import SqlStore
+    from memori_nb.validation import check_conversations
+
+    seeds = backfill(4, 10)
+    # A worker that died holding claims on 5 conversations of each user, leased for 5 s.
+    store = SqlStore(pg_url)
+    store.build()
+    keys = [(s.entity_id, parsed.id, parsed.content_hash())
+            for s in seeds for _, parsed in check_conversations(s)
+            if isinstance(parsed, Conversation) and int(parsed.id[1:]) < 5]
+    assert len(store.claim(keys, worker="dead-host:1:gone", lease_seconds=5.0)) == 20
+    store.close()
+    with AugmentationServer(api_key=API_KEY, latency=0.01) as server:
+        result = seed(client, seeds, pg_url, server)
+        sent = tags_sent(server)
+    assert (result.successful, result.claimed_elsewhere) == (40, 0)
+    assert sorted(sent) == sorted(ledger(pg_url)) and len(sent) == 40  # each once
+    # Each shard ran again (every LEASE seconds) until the dead worker's lease ran out.
+    assert len(result.run_ids) >= 2 * len(result.shards)
+    assert all(shard.claimed_elsewhere == 0 for shard in result.shards)
 
 
 def test_a_quota_stop_in_one_worker_stops_every_worker(client, pg_url):
