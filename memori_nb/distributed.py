@@ -378,9 +378,10 @@ class _ClusterBar:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _ShardSettings:
-    """What every shard of one call shares (pickled into each task: no key in the clear)."""
+    """What every shard of one call shares (pickled into each task: neither the key nor
+    the database URL, which may hold a password, in the clear)."""
 
-    conn: str
+    conn: Secret
     backend: Any
     api_key: Secret | None
     base_url: str | None
@@ -388,10 +389,14 @@ class _ShardSettings:
     seed_config: SeedConfig | None
     lease_seconds: float
     force: bool
-    keep_results: bool
     limits: ClusterLimits | None = None
     # How a DataFrame or file is read (to_seeds' keywords: entity_col=, dayfirst=...).
     reading: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (f"_ShardSettings(conn={hide_password(self.conn.reveal())!r}, "
+                f"backend={self.backend!r}, api_key={self.api_key!r}, "
+                f"limits={self.limits!r})")
 
 
 _EMBEDDERS: dict[str, Any] = {}
@@ -429,7 +434,7 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
         backend = resolve_backend(
             settings.backend, api_key=settings.api_key.reveal() if settings.api_key else None,
             base_url=settings.base_url, **settings.backend_options)
-    store = SqlStore(settings.conn, embedder=_shared_embedder())
+    store = SqlStore(settings.conn.reveal(), embedder=_shared_embedder())
     results: list[SeedResult] = []
     try:
         todo = seeds
@@ -622,11 +627,11 @@ def _settings(*, conn: Any, backend: Any, api_key: str | None, base_url: str | N
     elif api_key is not None or base_url is not None or backend_options:
         raise ConfigurationError("api_key, base_url and backend options go with a backend "
                                  "name; a backend object carries its own")
-    return _ShardSettings(conn=conn, backend=backend,
+    return _ShardSettings(conn=Secret(conn), backend=backend,
                           api_key=Secret(api_key) if api_key else None, base_url=base_url,
                           backend_options=dict(backend_options), seed_config=seed_config,
-                          lease_seconds=float(lease_seconds), force=force, keep_results=True,
-                          limits=limits, reading=reading)
+                          lease_seconds=float(lease_seconds), force=force, limits=limits,
+                          reading=reading)
 
 
 def _shown(conn: Any) -> str:
