@@ -49,8 +49,10 @@ DEFAULT_WORKERS = 2
 SHARDS_PER_WORKER = 2
 # How often a worker reports its counts to the notebook's bar.
 REPORT_SECONDS = 0.25
-# How often a worker asks whether another one ran out of quota.
+# How often a worker asks whether another one ran out of quota, or the caller said stop.
 STOP_POLL_SECONDS = 0.2
+# How long Ctrl-C waits for the shards to save what finished.
+CANCEL_WAIT_SECONDS = 30.0
 # The window of a requests-per-minute budget.
 MINUTE = 60.0
 # Where the key of each backend name comes from when api_key= is not given.
@@ -136,6 +138,10 @@ class ClusterLimits:
     @property
     def progress_name(self) -> str:
         return f"{self.name}-progress"
+
+    @property
+    def cancel_name(self) -> str:
+        return f"{self.name}-cancel"
 
 
 # Semaphores by name, one object per worker process: each keeps its leases alive (refreshed
@@ -544,11 +550,33 @@ async def _dask_shard(payload: bytes, settings: _ShardSettings, shard: int
     backend = await ClusterBackend(inner, settings.limits).open()
     reporter = _ShardReporter(distributed.Queue(settings.limits.progress_name), shard,
                               uuid.uuid4().hex)
+    run = asyncio.ensure_future(_seed_shard(seeds, settings, backend=backend,
+                                            progress=reporter))
+    cancelled: list[bool] = []
+    watch = asyncio.ensure_future(_cancel_when_told(
+        distributed.Event(settings.limits.cancel_name), run, cancelled))
     try:
-        return await _seed_shard(seeds, settings, backend=backend, progress=reporter)
+        return await run
+    except asyncio.CancelledError:
+        if not cancelled:
+            raise
+        return None  # stopped as the caller asked; what finished is saved
     finally:
+        watch.cancel()
         await reporter.flush()
         await backend.aclose()
+
+
+async def _cancel_when_told(event: Any, run: asyncio.Future, cancelled: list[bool]) -> None:
+    """Cancel the shard's run once the caller says so (Ctrl-C in the notebook). Dask's own
+    cancel does not stop a task that is running; the engine, cancelled, saves what finished
+    and sends nothing more."""
+    while not run.done():
+        await asyncio.sleep(STOP_POLL_SECONDS)
+        if await event.is_set():
+            cancelled.append(True)
+            run.cancel()
+            return
 
 
 def seed_shard(seeds: Any, *, conn: str, backend: str | AugmentationBackend = "memori",
@@ -830,7 +858,7 @@ def _run(client: Any, seeds: list[SeedData], shards: list[list[int]],
                 bar.report(shard, attempt, counts)
             time.sleep(REPORT_SECONDS)
     except BaseException:
-        client.cancel(futures)  # Ctrl-C: each worker saves what finished, then stops
+        _stop_shards(client, futures, settings.limits)
         raise
     errors = [f for f in futures if f.status == "error"]
     if errors:
@@ -849,6 +877,19 @@ def _run(client: Any, seeds: list[SeedData], shards: list[list[int]],
     counters.retries = bar.counters.retries
     bar.close(counters)
     return result
+
+
+def _stop_shards(client: Any, futures: list, limits: ClusterLimits) -> None:
+    """Ctrl-C (or any error here): tell every shard to stop, and wait a little while they
+    save what finished; a second Ctrl-C stops waiting."""
+    distributed = _distributed()
+    try:
+        distributed.Event(limits.cancel_name, client=client).set()
+        distributed.wait(futures, timeout=CANCEL_WAIT_SECONDS)
+    except BaseException:  # noqa: BLE001 - a second Ctrl-C, or a timeout: stop waiting
+        pass
+    finally:
+        client.cancel(futures)
 
 
 def _cluster_result(seeds: list[SeedData], shards: list[list[int]],

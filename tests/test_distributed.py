@@ -169,6 +169,34 @@ def test_a_worker_killed_mid_run_loses_nothing(client, pg_url):
     assert all(statuses[run] == "completed" for run in result.run_ids)
 
 
+def test_ctrl_c_stops_every_worker_and_keeps_what_finished(client, pg_url):
+    seeds = backfill(8, 40)
+    with AugmentationServer(api_key=API_KEY, latency=0.03,
+                            concurrency_limit=IN_FLIGHT) as server:
+        def press_ctrl_c() -> None:
+            while server.request_count < 40:
+                time.sleep(0.01)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+        presser = threading.Thread(target=press_ctrl_c)
+        presser.start()
+        with pytest.raises(KeyboardInterrupt):
+            seed(client, seeds, pg_url, server)
+        presser.join()
+        stopped_at = server.request_count
+        time.sleep(1.0)  # time for more requests, were any worker still sending
+        assert server.request_count == stopped_at < 320
+        seeded = ledger(pg_url)
+        sent = tags_sent(server)
+        assert set(seeded) <= set(sent)
+        assert len(sent) - len(seeded) <= IN_FLIGHT  # only what was in flight is unsaved
+        # The workers are free, and the next run sends the rest, once.
+        rest = seed(client, seeds, pg_url, server)
+        assert rest.successful == 320 - len(seeded) and rest.failed == 0
+        assert len(tags_sent(server)) - 320 <= IN_FLIGHT
+    assert len(ledger(pg_url)) == 320
+
+
 def test_conversations_a_dead_worker_claimed_are_sent_once_its_lease_runs_out(client, pg_url):
     from memori_nb.models import Conversation
     from memori_nb.stores import SqlStore
