@@ -28,7 +28,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -794,7 +794,15 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
 
 
 def _read(source: Any, reading: dict) -> list[SeedData]:
-    """The whole source as SeedData (a folder: its Parquet files, in name order)."""
+    """The whole source as SeedData with their conversations in lists (a file's readers
+    stream them), to be counted and sent; a folder: its Parquet files, in name order."""
+    seeds = _read_seeds(source, reading)
+    return [seed if isinstance(seed.conversations, (list, tuple))
+            else replace(seed, conversations=list(seed.conversations)) for seed in seeds]
+
+
+def _read_seeds(source: Any, reading: dict) -> Iterator[SeedData]:
+    """The source's SeedData, one at a time (a streamed file's, in the order it reads)."""
     from .errors import InvalidInputError
     from .sources import to_seeds
 
@@ -805,8 +813,10 @@ def _read(source: Any, reading: dict) -> list[SeedData]:
         source = files
     if isinstance(source, (list, tuple)) and source and all(
             isinstance(item, (str, Path)) for item in source):
-        return [seed for path in source for seed in to_seeds(path, **reading)]
-    return list(to_seeds(source, **reading))
+        for path in source:
+            yield from to_seeds(path, **reading)
+        return
+    yield from to_seeds(source, **reading)
 
 
 def split_by_entity(seeds: list[SeedData], shards: int) -> list[list[int]]:

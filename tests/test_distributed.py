@@ -336,6 +336,26 @@ def test_the_key_shows_in_no_task_repr_log_or_output(client, pg_url, capfd):
         assert part not in everything
 
 
+def test_a_parquet_folder_is_read_with_its_column_names(client, pg_url, tmp_path):
+    import duckdb
+    import pandas as pd
+
+    for part in range(2):  # an entity's rows in both files: still one shard, sent once
+        rows = pd.DataFrame([{"user": f"u{u}", "chat": f"p{part}-c{c}", "role": role,
+                              "content": f"[u{u}/p{part}-c{c}] I live in Porto."
+                              if role == "user" else "Noted."}
+                             for u in range(3) for c in range(4)
+                             for role in ("user", "assistant")])
+        duckdb.sql(f"COPY rows TO '{tmp_path / f'part-{part}.parquet'}' (FORMAT parquet)")
+    with AugmentationServer(api_key=API_KEY) as server:
+        result = seed(client, str(tmp_path), pg_url, server, entity_col="user",
+                      conversation_col="chat")
+        assert (result.total, result.successful) == (24, 24)
+        assert sorted(tags_sent(server)) == sorted(ledger(pg_url))
+    # Each user's two SeedData (one per file) went to the same shard.
+    assert len(result.shards) == 3
+
+
 def test_secret_hides_the_key_in_reprs_and_pickles():
     key = Secret(API_KEY)
     assert API_KEY not in repr(key) and API_KEY not in str(key)
