@@ -10,7 +10,8 @@ holds the cluster's limits: requests in flight (a ``distributed.Semaphore``), re
 minute (a second semaphore whose leases are returned a minute after each request, so the
 budget is one for the cluster, not divided) and the quota stop (a ``distributed.Event``:
 when the service says the quota is used up to one worker, every worker stops). Workers report
-counts through a ``distributed.Queue`` to one progress bar in the notebook.
+counts through a ``distributed.Queue`` to one progress bar in the notebook; Ctrl-C there sets
+another Event, which every shard watches (Dask's cancel does not stop a running task).
 
 Dask is imported only when these functions run (``pip install 'memori_nb[dask]'``).
 
@@ -611,6 +612,8 @@ def seed_shard(seeds: Any, *, conn: str, backend: str | AugmentationBackend = "m
         ConfigurationError: ``conn`` is not a database URL; a bad backend setting.
         MissingApiKeyError: the ``memori`` backend has no key.
         StoreError: the database cannot be reached or written.
+        RuntimeError: called where an event loop runs (a notebook cell): there, use
+            :func:`seed_distributed`.
 
     Example::
 
@@ -733,6 +736,8 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
         MissingApiKeyError: the ``memori`` backend has no key (before any worker starts).
         StoreError: a worker could not reach or write the database (after the other
             shards ended).
+        KeyboardInterrupt: Ctrl-C; every shard was told to stop and saved what finished
+            (waited for up to 30 s; a second Ctrl-C stops waiting).
 
     Example::
 
