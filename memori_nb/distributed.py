@@ -189,6 +189,9 @@ class ClusterBackend:
         self._inner_ready = getattr(inner, "ready", None)
         self._in_flight = self._rate = self._stop = None
         self._stopped = False
+        # After Ctrl-C, leases are kept, not returned: another worker, not yet told to stop,
+        # cannot then send in their place (they die with this call's semaphore).
+        self._keep_leases = False
         self._held: dict[int, int] = defaultdict(int)  # in-flight leases by request
         self._watch: asyncio.Task | None = None
         self._pending: set[asyncio.Task] = set()
@@ -264,13 +267,18 @@ class ClusterBackend:
         finally:
             self._return(request)
 
+    def keep_leases(self) -> None:
+        """The caller said stop: return no in-flight lease from now on."""
+        self._keep_leases = True
+
     def _return(self, request: AugmentationRequest) -> None:
         """Give back this request's in-flight lease (without waiting for the scheduler)."""
         if self._held.get(id(request)):
             self._held[id(request)] -= 1
             if not self._held[id(request)]:
                 del self._held[id(request)]
-            self._later(self._in_flight.release)
+            if not self._keep_leases:
+                self._later(self._in_flight.release)
 
     def _later(self, release: Any) -> None:
         task = asyncio.ensure_future(release())
@@ -280,7 +288,7 @@ class ClusterBackend:
     async def aclose(self) -> None:
         """Give back leases a cancelled run left, stop watching, close the real backend."""
         for count in list(self._held.values()):
-            for _ in range(count):
+            for _ in range(count if not self._keep_leases else 0):
                 self._later(self._in_flight.release)
         self._held.clear()
         if self._watch is not None:
@@ -555,7 +563,7 @@ async def _dask_shard(payload: bytes, settings: _ShardSettings, shard: int
                                             progress=reporter))
     cancelled: list[bool] = []
     watch = asyncio.ensure_future(_cancel_when_told(
-        distributed.Event(settings.limits.cancel_name), run, cancelled))
+        distributed.Event(settings.limits.cancel_name), run, backend, cancelled))
     try:
         return await run
     except asyncio.CancelledError:
@@ -568,14 +576,17 @@ async def _dask_shard(payload: bytes, settings: _ShardSettings, shard: int
         await backend.aclose()
 
 
-async def _cancel_when_told(event: Any, run: asyncio.Future, cancelled: list[bool]) -> None:
+async def _cancel_when_told(event: Any, run: asyncio.Future, backend: ClusterBackend,
+                            cancelled: list[bool]) -> None:
     """Cancel the shard's run once the caller says so (Ctrl-C in the notebook). Dask's own
     cancel does not stop a task that is running; the engine, cancelled, saves what finished
-    and sends nothing more."""
+    and sends nothing more. Its in-flight leases are kept, so that the workers told later
+    send no more in their place: what is lost is at most what was in flight."""
     while not run.done():
         await asyncio.sleep(STOP_POLL_SECONDS)
         if await event.is_set():
             cancelled.append(True)
+            backend.keep_leases()
             run.cancel()
             return
 
