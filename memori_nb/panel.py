@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,9 +33,11 @@ from .client import Memori
 from .errors import ConfigurationError
 from .sources import to_seeds
 from .stats import chunking_stats, stats_totals
-from .models import ConversationResult, SeedConfig, SeedCounters, SeedData, SeedResult
+from .models import (INTERRUPTED, ConversationResult, SeedConfig, SeedCounters, SeedData,
+                     SeedResult)
 from .plan import Plan, plan
 from .pricing import describe_usage
+from .session import default_backend, describe_result
 from .stores import DEFAULT_DB
 from .wording import plural
 
@@ -49,7 +50,6 @@ MAX_TABLE_ROWS = 20
 #: Upper bound of the batch-size slider (concurrent requests).
 MAX_BATCH_SIZE = 100
 
-_API_KEY_ENV = "MEMORI_API_KEY"
 # Widget HTML does not get the notebook's DataFrame styling: a little of our own.
 _TABLE_STYLE = ("<style>.memori-nb-table{border-collapse:collapse;margin:2px 0 8px;"
                 "font-size:12px}.memori-nb-table th,.memori-nb-table td{padding:2px 8px;"
@@ -75,11 +75,14 @@ class WidgetProgress:
         label: an ``ipywidgets.HTML`` (or anything with a ``value``) for the counts.
         interval: seconds between refreshes.
         clock: the time source (injectable for tests).
+        notes: an ``ipywidgets.HTML`` for a line about the run before it ends (that it
+            resumes an earlier one); the panel writes how it ended itself.
     """
 
     def __init__(self, bar: Any, label: Any, *, interval: float = 1 / UPDATES_PER_SECOND,
-                 clock: Any = time.monotonic) -> None:
+                 clock: Any = time.monotonic, notes: Any = None) -> None:
         self.bar, self.label, self.interval, self.clock = bar, label, interval, clock
+        self.notes = notes
         self.counters: SeedCounters | None = None
         self.refreshes = 0
         self._last = float("-inf")
@@ -106,6 +109,10 @@ class WidgetProgress:
         # Green only when nothing failed; amber when some failed or the run was stopped;
         # red when all failed or it stopped on an error.
         self.bar.bar_style = counters.outcome
+
+    def note(self, text: str, *, final: bool = False) -> None:
+        if self.notes is not None and not final:
+            self.notes.value = f"<span>{html.escape(text)}</span>"
 
     def _refresh(self, counters: SeedCounters) -> None:
         self.refreshes += 1
@@ -209,8 +216,9 @@ class SeedPanel:
         self.error: BaseException | None = None
         self.task: asyncio.Task | None = None
         self.sink: WidgetProgress | None = None
+        self.memori: Memori | None = None  # the session of the run in progress
 
-        has_key = bool(api_key or os.environ.get(_API_KEY_ENV))
+        has_key = default_backend(api_key) == "memori"
         options: list[tuple[str, Any]] = [
             ("local (offline)", "local"),
             ("memori" if has_key else "memori (needs MEMORI_API_KEY)", "memori")]
@@ -333,7 +341,7 @@ class SeedPanel:
             backend = (self._custom_backend if choice == "custom" else resolve_backend(
                 choice, api_key=self.api_key, base_url=self.base_url))
             self.plan = plan(self.seeds, db=self._db, backend=backend, seed_config=config,
-                             force=bool(self.force.value))
+                             force=bool(self.force.value), reach=True)
         except Exception as exc:  # noqa: BLE001 - shown to the person clicking
             self._set_status(f"Cannot plan: {exc}", "error")
             raise
@@ -375,8 +383,8 @@ class SeedPanel:
         """
         if not self.running or self._finishing:  # nothing to stop, or only cleaning up
             return False
-        self.task.cancel()
-        if not self._busy:  # cancelled before it started: nothing was sent
+        if not self._busy or self.memori is None or not self.memori.stop():
+            self.task.cancel()  # cancelled before it started: nothing was sent
             self._set_status("stopped before it started — nothing was sent", "warning")
             return True
         self.stop_button.disabled = True
@@ -394,6 +402,7 @@ class SeedPanel:
         try:
             config = self.config()
             memori = self._memori()
+            memori.backend_ready()  # refused here, with the reason on the status line
         except Exception as exc:  # noqa: BLE001 - shown on the panel
             self.error = exc
             self._set_status(f"Cannot start: {exc}", "error")
@@ -401,13 +410,15 @@ class SeedPanel:
         self._set_running(True)
         self.output.outputs = ()
         self._set_status(f"running with backend {self.backend.label!r} …", "info")
-        self.sink = WidgetProgress(self.progress, self.counters)
+        self.sink = WidgetProgress(self.progress, self.counters, notes=self.status)
+        self.memori = memori
         stopped = False
         try:
             self.result = await memori.seed(self.seeds, seed_config=config,
                                             force=bool(self.force.value), progress=self.sink,
                                             keep_results=False)
-        except asyncio.CancelledError:
+            stopped = self.result.stopped_reason == INTERRUPTED
+        except asyncio.CancelledError:  # stopped before the run began: nothing was sent
             stopped = True
         except Exception as exc:  # noqa: BLE001 - a kernel task has nobody else to tell
             self.error = exc
@@ -415,13 +426,10 @@ class SeedPanel:
         try:
             self._show_results(memori, stopped)
         finally:
+            self.memori = None
             self._set_running(False)
-            try:
-                if self._custom_backend is None:  # a backend object passed in stays open
-                    await memori.backend.aclose()
-            finally:
-                memori.close()
-        return self.result
+            await memori.aclose()  # a backend object passed in stays open
+        return None if stopped else self.result
 
     # --- internals ------------------------------------------------------------------------
 
@@ -433,17 +441,9 @@ class SeedPanel:
 
     def _memori(self) -> Memori:
         choice = self.backend.value
-        if choice == "custom":
-            backend: Any = self._custom_backend
-        else:
-            backend = choice
-        # Readiness (the API key) is checked before the store opens: a Run refused for a
-        # missing key must not leave an empty database file behind.
-        backend = resolve_backend(backend, api_key=self.api_key, base_url=self.base_url)
-        check_ready = getattr(backend, "check_ready", None)
-        if check_ready is not None:
-            check_ready()
-        return Memori(conn=self._db, backend=backend)
+        backend = self._custom_backend if choice == "custom" else choice
+        return Memori(conn=self._db, backend=backend, api_key=self.api_key,
+                      base_url=self.base_url)
 
     def _total(self) -> int:
         return sum(seed.size or 0 for seed in self.seeds)
@@ -506,8 +506,6 @@ class SeedPanel:
             self.progress.bar_style = "danger"
             self._set_status(f"failed: {type(self.error).__name__}: {self.error}", "error")
         else:
-            from .notebook import describe_result
-
             self._set_status(describe_result(self.result),
                              "warning" if self.result.failed else "success")
         # Failures first, each with its short reason; then every result, failed, succeeded

@@ -183,7 +183,9 @@ def test_quickstart_progress_bar_renders_and_completes_in_jupyterlab(jupyterlab,
         bars = page.locator(".jp-OutputArea .jupyter-widgets.widget-hprogress, "
                             ".jp-OutputArea .jupyter-widgets.widget-progress")
         bars.first.wait_for()
-        assert bars.count() == 1
+        # One per run: the first seeds the sample, the second finds it already seeded.
+        bars.nth(1).wait_for()
+        assert bars.count() == 2
         bar = bars.first
         bar.scroll_into_view_if_needed()
         # Rendered as a widget, not as the frozen "0%" text fallback.
@@ -200,6 +202,10 @@ def test_quickstart_progress_bar_renders_and_completes_in_jupyterlab(jupyterlab,
         width = fill.evaluate("e => e.getBoundingClientRect().width / "
                               "e.parentElement.getBoundingClientRect().width")
         assert width == pytest.approx(1.0, abs=0.01)
+        # Each run ends with its line under the bar.
+        said = page.locator(".jp-OutputArea .jp-RenderedText")
+        said.filter(has_text="Nothing to seed: all 37 conversations already seeded").wait_for()
+        assert said.filter(has_text=f"Seeded {SAMPLE_CONVERSATIONS} conversations").count()
 
         page.wait_for_timeout(500)  # let the scroll settle before the picture
         screenshot = tmp_path / "quickstart.png"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -115,3 +118,34 @@ class LoopClient:
         self._client = self._loop = None
         if loop is asyncio.get_running_loop():  # a client of a closed loop cannot be closed
             await client.aclose()
+
+
+def readiness_problem(backend: object) -> str | None:
+    """Why ``backend`` cannot send (its ``check_ready()`` refuses: no API key, a bad URL),
+    or None when it can. Sends nothing."""
+    check_ready = getattr(backend, "check_ready", None)
+    try:
+        if check_ready is not None:
+            check_ready()
+    except ConfigurationError as exc:  # MissingApiKeyError is one
+        return str(exc)
+    return None
+
+
+def reachability_problem(backend: object, *, timeout: float = 3.0) -> str | None:
+    """Why ``backend``'s server cannot be reached (a TCP connection to its ``base_url``'s
+    host and port fails), or None when it can, or when that cannot be told from here (no
+    ``base_url``, or a proxy in between). Opens and closes a connection; sends no request."""
+    url = getattr(backend, "base_url", None)
+    if not url or not getattr(backend, "requires_network", True):
+        return None
+    parts = urllib.parse.urlsplit(str(url))
+    if not parts.hostname or urllib.request.getproxies():
+        return None  # through a proxy only the proxy answers; the run will tell
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return f"cannot reach {parts.scheme}://{parts.netloc}: {reason}"
+    return None
