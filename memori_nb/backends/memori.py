@@ -76,6 +76,7 @@ class MemoriBackend:
             raise ConfigurationError(f"max_response_bytes must be a positive integer, got "
                                      f"{max_response_bytes!r}")
         self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        self._checked: tuple | None = None  # the settings check_ready last passed
         self._redact = KeyRedactor(self._api_key)
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         self._parsed_endpoint: tuple[str, httpx.URL] | None = None
@@ -114,7 +115,9 @@ class MemoriBackend:
             AugmentationError: a subclass saying how to react (see :mod:`memori_nb.errors`);
                 its message never holds the API key.
         """
-        self.check_ready()
+        if self._checked != (self._api_key, self.base_url):  # once, not per request
+            self.check_ready()
+            self._checked = (self._api_key, self.base_url)
         with secrets_kept_out(self._redact):
             return await self._augment(request)
 

@@ -98,6 +98,7 @@ class OpenAIBackend:
             raise ConfigurationError("give both prompt_price and completion_price (USD per "
                                      "million tokens), or neither")
         self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        self._checked: tuple | None = None  # the settings check_ready last passed
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         self.temperature = temperature
         self.max_tokens = max_tokens
@@ -157,7 +158,9 @@ class OpenAIBackend:
             AugmentationError: a subclass saying how to react (see :mod:`memori_nb.errors`);
                 its message never holds the API key.
         """
-        self.check_ready()
+        if self._checked != (self._api_key, self.base_url):  # once, not per request
+            self.check_ready()
+            self._checked = (self._api_key, self.base_url)
         with secrets_kept_out(self._redact):
             return await self._augment(request)
 
