@@ -180,6 +180,8 @@ class SeedSession:
         from .plan import plan
 
         left = plan(list(seeds), db=self.store, backend=self.backend, seed_config=config)
+        if not left.already_seeded:
+            return None  # nothing finished before: a fresh start, not a resumption
         return (f"Resuming: {left.already_seeded:,} already seeded, {left.to_send:,} to send"
                 + (f", {left.invalid:,} invalid" if left.invalid else ""))
 
