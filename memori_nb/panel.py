@@ -169,7 +169,9 @@ class SeedPanel:
         dry_run_button, run_button, stop_button: the buttons.
         progress, counters, status: the live progress bar, counts label and status line.
         stats_html, backend_hint: the statistics and the backend hint (HTML widgets).
-        output: an Output widget with the results and failures of the last run.
+        output: an Output widget with the failures and results of the last run.
+        failures_pager, results_pager: those tables, a page at a time (``.next()``,
+            ``.previous()``, ``.page = 3``); see :class:`memori_nb.pager.TablePager`.
         result, results, failures: the last run's SeedResult and its DataFrames.
         error: the exception that ended the last run, if any.
         widget: the whole panel (a ``VBox``).
@@ -512,18 +514,29 @@ class SeedPanel:
                              "warning" if self.result.failed else "success")
         # Failures first, each with its short reason; then every result, failed, succeeded
         # and skipped in that order (as the store lists them), skipped ones saying why.
-        outputs = []
+        # Each is a pager, so every row can be reached from the panel, not just the first.
+        self.failures_pager = self.results_pager = None
         if self.failures is not None and len(self.failures):
-            outputs.append(_results_output(
-                self.failures[["entity_id", "conversation_id", "reason"]],
-                f"Failures ({len(self.failures):,})"))
+            self.failures_pager = _pager(self.failures[["entity_id", "conversation_id",
+                                                        "reason"]],
+                                         f"Failures ({len(self.failures):,})")
         if self.results is not None and len(self.results):
             columns = _RESULT_COLUMNS + [c for c in _TOKEN_COLUMNS if c in self.results.columns
                                          and self.results[c].notna().any()]
             shown = self.results[[c for c in columns if c in self.results.columns]]
-            outputs.append(_results_output(
-                shown, f"Results ({plural(len(shown), 'conversation')})"))
-        self.output.outputs = tuple(outputs)
+            self.results_pager = _pager(shown,
+                                        f"Results ({plural(len(shown), 'conversation')})")
+        self.output.outputs = tuple(_widget_output(pager) for pager in
+                                    (self.failures_pager, self.results_pager) if pager)
+
+    # --- results paging -------------------------------------------------------------------
+
+    #: The last run's failures, a page at a time (None before a run, or when none failed):
+    #: ``panel.failures_pager.next()`` is a click on its Next button.
+    failures_pager: TablePager | None = None
+    #: The last run's results, failed ones first, a page at a time (None before a run):
+    #: ``panel.results_pager.page = 3`` jumps to rows 41–60.
+    results_pager: TablePager | None = None
 
 
 def _table(frame: pd.DataFrame, title: str) -> str:
@@ -541,21 +554,25 @@ def _table(frame: pd.DataFrame, title: str) -> str:
     return f"<p><b>{html.escape(title)}</b></p>{body}{note}"
 
 
-def _results_output(frame: pd.DataFrame, title: str) -> dict[str, Any]:
-    """A results table of at most MAX_TABLE_ROWS rows, saying where the rest are."""
-    more = len(frame) - MAX_TABLE_ROWS
-    note = (f"<p><i>{more:,} more: every row is in <code>panel.results</code> and "
-            f"<code>panel.failures</code> (or <code>m.results()</code> / "
-            f"<code>m.failures()</code>)</i></p>" if more > 0 else "")
-    return _html_output(_TABLE_STYLE + _table(frame.head(MAX_TABLE_ROWS), title) + note,
-                        frame)
+def _pager(frame: pd.DataFrame, title: str) -> TablePager:
+    """A pager of MAX_TABLE_ROWS rows a page, drawn in the panel's table style."""
+    from .pager import TablePager
+
+    return TablePager(frame.reset_index(drop=True), title=title, page_size=MAX_TABLE_ROWS,
+                      render=lambda rows, title: _TABLE_STYLE + _table(rows, title))
 
 
-def _html_output(markup: str, frame: pd.DataFrame) -> dict[str, Any]:
-    """An Output-widget display item (set directly: works with or without a kernel)."""
+def _widget_output(pager: TablePager) -> dict[str, Any]:
+    """An Output-widget display item showing the pager's live widget (as ``display()``
+    inside ``with output:`` would add, but set directly: works with or without a kernel).
+    The text stands in where widgets cannot be drawn."""
+    bundle = pager.widget._repr_mimebundle_()
+    text = (f"{pager.title}: {pager.describe()} (every row is in panel.results and "
+            f"panel.failures)")
     return {"output_type": "display_data",
-            "data": {"text/html": markup,
-                     "text/plain": frame.head(MAX_TABLE_ROWS).to_string(index=False)},
+            "data": {"application/vnd.jupyter.widget-view+json":
+                     bundle["application/vnd.jupyter.widget-view+json"],
+                     "text/plain": text},
             "metadata": {}}
 
 
