@@ -540,6 +540,8 @@ class SeedPanel:
 
 
 def _table(frame: pd.DataFrame, title: str) -> str:
+    import uuid
+
     more = len(frame) - MAX_TABLE_ROWS
     shown = frame.head(MAX_TABLE_ROWS).copy()
     for column in shown.columns:
@@ -549,9 +551,24 @@ def _table(frame: pd.DataFrame, title: str) -> str:
             shown[column] = shown[column].round(1)
         elif shown[column].dtype == object:  # None would print as "None"
             shown[column] = shown[column].where(shown[column].notna(), "")
-    body = shown.to_html(index=False, border=0, na_rep="", classes="memori-nb-table")
+    # A class of its own per table, so the rule aligning its prose columns hits only them.
+    own = f"memori-nb-{uuid.uuid4().hex[:12]}"
+    body = shown.to_html(index=False, border=0, na_rep="",
+                         classes=["memori-nb-table", own])
     note = f"<p><i>… and {more:,} more rows</i></p>" if more > 0 else ""
-    return f"<p><b>{html.escape(title)}</b></p>{body}{note}"
+    return f"{_prose_left(shown, own)}<p><b>{html.escape(title)}</b></p>{body}{note}"
+
+
+#: Columns of sentences: they read from the left (ids and numbers stay right-aligned), or
+#: a wrapped reason shows a ragged left edge.
+_PROSE_COLUMNS = ("reason", "error")
+
+
+def _prose_left(frame: pd.DataFrame, table_class: str) -> str:
+    """A style left-aligning the prose columns of one table (nothing when it has none)."""
+    cells = [f".{table_class} th:nth-child({n}),.{table_class} td:nth-child({n})"
+             for n, column in enumerate(frame.columns, start=1) if column in _PROSE_COLUMNS]
+    return f"<style>{','.join(cells)}{{text-align:left}}</style>" if cells else ""
 
 
 def _pager(frame: pd.DataFrame, title: str) -> TablePager:

@@ -335,6 +335,10 @@ def test_results_are_paged_failures_first_and_every_row_is_reachable(tmp_path):
     seen += list(results.rows["conversation_id"])
     assert sorted(seen) == sorted(panel.results.conversation_id) and len(seen) == 48
     assert len(panel.results) == 48 and len(panel.failures) == 3  # the frames stay whole
+    # where widgets cannot be drawn, the output says what is there and where the rest is
+    assert panel.output.outputs[1]["data"]["text/plain"] == (
+        "Results (48 conversations): rows 1–20 of 48 (every row is in panel.results and "
+        "panel.failures)")
 
 
 def test_failure_reasons_are_short_in_the_panel(tmp_path):
