@@ -539,9 +539,13 @@ class SeedPanel:
     results_pager: TablePager | None = None
 
 
-def _table(frame: pd.DataFrame, title: str) -> str:
-    import uuid
+# The results display's imports: they belong at the top, left here while the top is being
+# reworked. Both are light (the pager imports ipywidgets only when a pager is built).
+import uuid  # noqa: E402
+from .pager import TablePager  # noqa: E402
 
+
+def _table(frame: pd.DataFrame, title: str) -> str:
     more = len(frame) - MAX_TABLE_ROWS
     shown = frame.head(MAX_TABLE_ROWS).copy()
     for column in shown.columns:
@@ -573,9 +577,7 @@ def _prose_left(frame: pd.DataFrame, table_class: str) -> str:
 
 def _pager(frame: pd.DataFrame, title: str) -> TablePager:
     """A pager of MAX_TABLE_ROWS rows a page, drawn in the panel's table style."""
-    from .pager import TablePager
-
-    return TablePager(frame.reset_index(drop=True), title=title, page_size=MAX_TABLE_ROWS,
+    return TablePager(frame, title=title, page_size=MAX_TABLE_ROWS,
                       render=lambda rows, title: _TABLE_STYLE + _table(rows, title))
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import doctest
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
 
+import memori_nb.pager
 from memori_nb.pager import TablePager
 
 
@@ -92,3 +97,14 @@ def test_the_pager_displays_as_a_widget():
     bundle = TablePager(numbers(3))._repr_mimebundle_()
     data = bundle[0] if isinstance(bundle, tuple) else bundle
     assert "application/vnd.jupyter.widget-view+json" in data
+
+
+def test_docstring_examples_run():
+    failures, tried = doctest.testmod(memori_nb.pager)
+    assert tried and failures == 0
+
+
+def test_importing_the_pager_does_not_import_ipywidgets():
+    code = ("import sys, memori_nb.pager; "
+            "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
