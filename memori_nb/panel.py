@@ -176,7 +176,9 @@ class SeedPanel:
         dry_run_button, run_button, stop_button: the buttons.
         progress, counters, status: the live progress bar, counts label and status line.
         stats_html, backend_hint: the statistics and the backend hint (HTML widgets).
-        output: an Output widget with the results and failures of the last run.
+        output: an Output widget with the failures and results of the last run.
+        failures_pager, results_pager: those tables, a page at a time (``.next()``,
+            ``.previous()``, ``.page = 3``); see :class:`memori_nb.pager.TablePager`.
         result, results, failures: the last run's SeedResult and its DataFrames.
         error: the exception that ended the last run, if any.
         widget: the whole panel (a ``VBox``).
@@ -510,18 +512,35 @@ class SeedPanel:
                              "warning" if self.result.failed else "success")
         # Failures first, each with its short reason; then every result, failed, succeeded
         # and skipped in that order (as the store lists them), skipped ones saying why.
-        outputs = []
+        # Each is a pager, so every row can be reached from the panel, not just the first.
+        self.failures_pager = self.results_pager = None
         if self.failures is not None and len(self.failures):
-            outputs.append(_results_output(
-                self.failures[["entity_id", "conversation_id", "reason"]],
-                f"Failures ({len(self.failures):,})"))
+            self.failures_pager = _pager(self.failures[["entity_id", "conversation_id",
+                                                        "reason"]],
+                                         f"Failures ({len(self.failures):,})")
         if self.results is not None and len(self.results):
             columns = _RESULT_COLUMNS + [c for c in _TOKEN_COLUMNS if c in self.results.columns
                                          and self.results[c].notna().any()]
             shown = self.results[[c for c in columns if c in self.results.columns]]
-            outputs.append(_results_output(
-                shown, f"Results ({plural(len(shown), 'conversation')})"))
-        self.output.outputs = tuple(outputs)
+            self.results_pager = _pager(shown,
+                                        f"Results ({plural(len(shown), 'conversation')})")
+        self.output.outputs = tuple(_widget_output(pager) for pager in
+                                    (self.failures_pager, self.results_pager) if pager)
+
+    # --- results paging -------------------------------------------------------------------
+
+    #: The last run's failures, a page at a time (None before a run, or when none failed):
+    #: ``panel.failures_pager.next()`` is a click on its Next button.
+    failures_pager: TablePager | None = None
+    #: The last run's results, failed ones first, a page at a time (None before a run):
+    #: ``panel.results_pager.page = 3`` jumps to rows 41–60.
+    results_pager: TablePager | None = None
+
+
+# The results display's imports: they belong at the top, left here while the top is being
+# reworked. Both are light (the pager imports ipywidgets only when a pager is built).
+import uuid  # noqa: E402
+from .pager import TablePager  # noqa: E402
 
 
 def _table(frame: pd.DataFrame, title: str) -> str:
@@ -534,26 +553,43 @@ def _table(frame: pd.DataFrame, title: str) -> str:
             shown[column] = shown[column].round(1)
         elif shown[column].dtype == object:  # None would print as "None"
             shown[column] = shown[column].where(shown[column].notna(), "")
-    body = shown.to_html(index=False, border=0, na_rep="", classes="memori-nb-table")
+    # A class of its own per table, so the rule aligning its prose columns hits only them.
+    own = f"memori-nb-{uuid.uuid4().hex[:12]}"
+    body = shown.to_html(index=False, border=0, na_rep="",
+                         classes=["memori-nb-table", own])
     note = f"<p><i>… and {more:,} more rows</i></p>" if more > 0 else ""
-    return f"<p><b>{html.escape(title)}</b></p>{body}{note}"
+    return f"{_prose_left(shown, own)}<p><b>{html.escape(title)}</b></p>{body}{note}"
 
 
-def _results_output(frame: pd.DataFrame, title: str) -> dict[str, Any]:
-    """A results table of at most MAX_TABLE_ROWS rows, saying where the rest are."""
-    more = len(frame) - MAX_TABLE_ROWS
-    note = (f"<p><i>{more:,} more: every row is in <code>panel.results</code> and "
-            f"<code>panel.failures</code> (or <code>m.results()</code> / "
-            f"<code>m.failures()</code>)</i></p>" if more > 0 else "")
-    return _html_output(_TABLE_STYLE + _table(frame.head(MAX_TABLE_ROWS), title) + note,
-                        frame)
+#: Columns of sentences: they read from the left (ids and numbers stay right-aligned), or
+#: a wrapped reason shows a ragged left edge.
+_PROSE_COLUMNS = ("reason", "error")
 
 
-def _html_output(markup: str, frame: pd.DataFrame) -> dict[str, Any]:
-    """An Output-widget display item (set directly: works with or without a kernel)."""
+def _prose_left(frame: pd.DataFrame, table_class: str) -> str:
+    """A style left-aligning the prose columns of one table (nothing when it has none)."""
+    cells = [f".{table_class} th:nth-child({n}),.{table_class} td:nth-child({n})"
+             for n, column in enumerate(frame.columns, start=1) if column in _PROSE_COLUMNS]
+    return f"<style>{','.join(cells)}{{text-align:left}}</style>" if cells else ""
+
+
+def _pager(frame: pd.DataFrame, title: str) -> TablePager:
+    """A pager of MAX_TABLE_ROWS rows a page, drawn in the panel's table style."""
+    return TablePager(frame, title=title, page_size=MAX_TABLE_ROWS,
+                      render=lambda rows, title: _TABLE_STYLE + _table(rows, title))
+
+
+def _widget_output(pager: TablePager) -> dict[str, Any]:
+    """An Output-widget display item showing the pager's live widget (as ``display()``
+    inside ``with output:`` would add, but set directly: works with or without a kernel).
+    The text stands in where widgets cannot be drawn."""
+    bundle = pager.widget._repr_mimebundle_()
+    text = (f"{pager.title}: {pager.describe()} (every row is in panel.results and "
+            f"panel.failures)")
     return {"output_type": "display_data",
-            "data": {"text/html": markup,
-                     "text/plain": frame.head(MAX_TABLE_ROWS).to_string(index=False)},
+            "data": {"application/vnd.jupyter.widget-view+json":
+                     bundle["application/vnd.jupyter.widget-view+json"],
+                     "text/plain": text},
             "metadata": {}}
 
 
