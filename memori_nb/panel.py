@@ -5,7 +5,8 @@ list of :class:`~memori_nb.models.SeedData`, lets you pick the backend, the conc
 request limits, and runs the seeding **without blocking the kernel**: Run schedules the
 seeding as a task on the kernel's own event loop, so the Stop button (and any other cell)
 still works while it runs. Stopping saves every finished conversation; running again skips
-them, so a stopped run continues where it left off.
+them, so a stopped run continues where it left off. After a run, its failures (first) and
+results are shown a page at a time (``panel.failures_pager``, ``panel.results_pager``).
 
 ipywidgets is imported only when a panel is built, so ``import memori_nb`` stays light.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import html
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,8 +36,9 @@ from .errors import ConfigurationError
 from .sources import to_seeds
 from .stats import chunking_stats, stats_totals
 from .models import (INTERRUPTED, ConversationResult, SeedConfig, SeedCounters, SeedData,
-                     SeedResult)
+                     SeedResult, short_reason)
 from .plan import Plan, plan
+from .pager import TablePager
 from .pricing import describe_usage
 from .session import default_backend, describe_result
 from .stores import DEFAULT_DB
@@ -105,7 +108,7 @@ class WidgetProgress:
 
     def close(self, counters: SeedCounters) -> None:
         self.counters = counters
-        self._refresh(counters)
+        self._refresh(counters, final=True)
         # Green only when nothing failed; amber when some failed or the run was stopped;
         # red when all failed or it stopped on an error.
         self.bar.bar_style = counters.outcome
@@ -114,18 +117,20 @@ class WidgetProgress:
         if self.notes is not None and not final:
             self.notes.value = f"<span>{html.escape(text)}</span>"
 
-    def _refresh(self, counters: SeedCounters) -> None:
+    def _refresh(self, counters: SeedCounters, *, final: bool = False) -> None:
         self.refreshes += 1
         if counters.processed > self.bar.max:  # a streamed source had no total
             self.bar.max = counters.processed
         self.bar.value = counters.processed
         elapsed = self.clock() - self._started if self._started is not None else None
-        self.label.value = describe_counters(counters, elapsed=elapsed)
+        self.label.value = describe_counters(counters, elapsed=elapsed, final=final)
 
 
-def describe_counters(counters: SeedCounters, *, elapsed: float | None = None) -> str:
+def describe_counters(counters: SeedCounters, *, elapsed: float | None = None,
+                      final: bool = False) -> str:
     """The live counts as one line of HTML; with ``elapsed`` (seconds since the run began),
-    the rate, the time elapsed and, when the total is known, an estimate of the time left."""
+    the rate, the time elapsed and, when the total is known and the run not ``final``
+    (ended, or stopped), an estimate of the time left."""
     total = f"{counters.total:,}" if counters.total is not None else "?"
     usage = describe_usage(counters.prompt_tokens, counters.completion_tokens, counters.cost)
     text = (f"<b>{counters.processed:,}/{total}</b> conversations &middot; "
@@ -138,7 +143,7 @@ def describe_counters(counters: SeedCounters, *, elapsed: float | None = None) -
     rate = counters.processed / elapsed
     text += f"<br>{rate:,.1f} conv/s &middot; {_clock(elapsed)} elapsed"
     left = (counters.total or 0) - counters.processed
-    if counters.total is not None and left > 0 and rate > 0:
+    if counters.total is not None and left > 0 and rate > 0 and not final:
         text += f" &middot; about {_clock(left / rate)} left"
     return text
 
@@ -219,6 +224,10 @@ class SeedPanel:
         self.task: asyncio.Task | None = None
         self.sink: WidgetProgress | None = None
         self.memori: Memori | None = None  # the session of the run in progress
+        # The last run's failures and results a page at a time (None before a run, or when
+        # none failed): ``panel.results_pager.next()`` is a click on its Next button.
+        self.failures_pager: TablePager | None = None
+        self.results_pager: TablePager | None = None
 
         has_key = default_backend(api_key) == "memori"
         options: list[tuple[str, Any]] = [
@@ -490,8 +499,10 @@ class SeedPanel:
         parts.append(_table(per_entity, "Per entity"))
         invalid = stats[stats["error"].notna()]
         if len(invalid):
-            parts.append(_table(invalid[["entity_id", "conversation_id", "error"]],
-                                "Invalid conversations (they will fail without being sent)"))
+            reasons = [short_reason(error, cid) for error, cid in
+                       zip(invalid["error"], invalid["conversation_id"])]
+            parts.append(_table(invalid[["entity_id", "conversation_id"]].assign(
+                reason=reasons), "Invalid conversations (they will fail without being sent)"))
         self.stats_html.value = _TABLE_STYLE + "".join(parts)
 
     def _show_results(self, memori: Memori, stopped: bool) -> None:
@@ -527,20 +538,6 @@ class SeedPanel:
         self.output.outputs = tuple(_widget_output(pager) for pager in
                                     (self.failures_pager, self.results_pager) if pager)
 
-    # --- results paging -------------------------------------------------------------------
-
-    #: The last run's failures, a page at a time (None before a run, or when none failed):
-    #: ``panel.failures_pager.next()`` is a click on its Next button.
-    failures_pager: TablePager | None = None
-    #: The last run's results, failed ones first, a page at a time (None before a run):
-    #: ``panel.results_pager.page = 3`` jumps to rows 41–60.
-    results_pager: TablePager | None = None
-
-
-# The results display's imports: they belong at the top, left here while the top is being
-# reworked. Both are light (the pager imports ipywidgets only when a pager is built).
-import uuid  # noqa: E402
-from .pager import TablePager  # noqa: E402
 
 
 def _table(frame: pd.DataFrame, title: str) -> str:

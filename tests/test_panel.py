@@ -242,6 +242,8 @@ def test_widget_progress_shows_rate_elapsed_and_time_left():
     sink.update(counters, result)
     assert "2.0 conv/s" in label.value and "0:50 elapsed" in label.value
     assert "about 2:30 left" in label.value
+    sink.close(counters)  # stopped here: no time left to wait for
+    assert "0:50 elapsed" in label.value and "left" not in label.value
     for _ in range(300):
         counters.count(result)
     now[0] += 3600.0
