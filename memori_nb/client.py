@@ -167,8 +167,8 @@ class Memori(SeedSession):
 
         Args:
             data: a DataFrame, a :class:`SeedData` or a list of them.
-            **kwargs: ``seed_config``, ``batch_size``, ``latency``, ``force`` and a
-                DataFrame's column keywords, as :func:`memori_nb.plan` takes them.
+            **kwargs: ``seed_config``, ``batch_size``, ``latency``, ``force``, ``reach``
+                and a DataFrame's column keywords, as :func:`memori_nb.plan` takes them.
 
         Returns:
             A :class:`memori_nb.plan.Plan`.
@@ -179,7 +179,9 @@ class Memori(SeedSession):
             ...     {"id": "c1", "messages": [{"role": "user", "content": "Hi."}]}])).to_send
             1
         """
-        return plan(data, db=self.store, backend=self.backend, **kwargs)
+        # The store if open, else its conn: planning reads, and makes no database file.
+        db = self._store if self._store is not None else self._conn
+        return plan(data, db=db, backend=self.backend, **kwargs)
 
     def _with_process(self, seed: SeedData) -> SeedData:
         """The attribution's process_id for SeedData that has none of its own."""

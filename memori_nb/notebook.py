@@ -4,7 +4,8 @@ Everything here also works in a plain Python script or terminal. In a Jupyter ke
 loop is already running, so :func:`seed_dataframe` runs the seeding coroutine on a worker
 thread with its own loop (no global patching of asyncio, see
 :func:`memori_nb.session.run_sync`); interrupting the kernel stops the run there, which saves
-every finished conversation and returns their results.
+every finished conversation and says so in one line (:class:`memori_nb.errors.RunInterrupted`,
+whose ``results`` are what finished).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from .client import Memori
+from .errors import RunInterrupted
 from .models import SeedConfig, SeedData
 from .session import progress_bar, run_sync
 from .sources import to_seeds
@@ -57,7 +59,7 @@ def seed_dataframe(df: pd.DataFrame, *, db: Any = DEFAULT_DB,
         backend: ``"memori"`` (needs ``MEMORI_API_KEY``), ``"local"`` (offline) or an object.
         seed_config: limits and retries; ``batch_size`` overrides its concurrency.
         force: send again conversations already seeded.
-        progress: show the progress bar.
+        progress: show the progress bar and the line about the run (False: quiet).
         api_key, base_url: for the ``memori`` backend (default: environment variables).
         **columns: column renames and ``entity_id=`` for :func:`memori_nb.from_dataframe`.
 
@@ -68,6 +70,9 @@ def seed_dataframe(df: pd.DataFrame, *, db: Any = DEFAULT_DB,
     Raises:
         InvalidInputError: the frame is unusable (missing columns ...).
         MissingApiKeyError: backend ``"memori"`` without a key; nothing was sent.
+        RunInterrupted: the kernel's Interrupt stopped the run; it shows as one line, what
+            finished is saved (its rows are the exception's ``results``), and calling again
+            continues.
 
     Example:
         >>> import pandas as pd
@@ -87,8 +92,13 @@ def seed_dataframe(df: pd.DataFrame, *, db: Any = DEFAULT_DB,
 async def _seed(seeds: list[SeedData], *, db, backend, seed_config, batch_size, force, bar,
                 api_key, base_url) -> pd.DataFrame:
     async with Memori(conn=db, backend=backend, api_key=api_key, base_url=base_url) as memori:
-        result = await memori.seed(seeds, seed_config=seed_config, batch_size=batch_size,
-                                   force=force, progress=bar, keep_results=False)
+        try:
+            result = await memori.seed(seeds, seed_config=seed_config, batch_size=batch_size,
+                                       force=force, progress=bar, keep_results=False)
+        except RunInterrupted as stopped:
+            if stopped.result is not None:  # what finished, for the cell that catches it
+                stopped.results = memori.store.results(stopped.result.run_id)
+            raise
         return memori.store.results(result.run_id)
 
 

@@ -164,6 +164,12 @@ class TablePager:
         self.previous_button.disabled = self._page <= 1
         self.next_button.disabled = self._page >= self.pages
 
+    def close(self) -> None:
+        """Close the pager's widgets (the kernel keeps a widget until it is closed)."""
+        for widget in (self.table, self.previous_button, self.next_button, self.label,
+                       self._navigation, self.widget):
+            widget.close()
+
     # --- display --------------------------------------------------------------------------
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:

@@ -32,15 +32,15 @@ import pandas as pd
 
 from .backends import BACKEND_NAMES, resolve_backend
 from .client import Memori
-from .errors import ConfigurationError
+from .errors import ConfigurationError, MissingApiKeyError
 from .sources import to_seeds
 from .stats import chunking_stats, stats_totals
 from .models import (INTERRUPTED, ConversationResult, SeedConfig, SeedCounters, SeedData,
                      SeedResult, short_reason)
-from .plan import Plan, plan
+from .plan import Plan
 from .pager import TablePager
 from .pricing import describe_usage
-from .session import default_backend, describe_result
+from .session import describe_result
 from .stores import DEFAULT_DB
 from .wording import plural
 
@@ -229,10 +229,16 @@ class SeedPanel:
         self.failures_pager: TablePager | None = None
         self.results_pager: TablePager | None = None
 
-        has_key = default_backend(api_key) == "memori"
-        options: list[tuple[str, Any]] = [
-            ("local (offline)", "local"),
-            ("memori" if has_key else "memori (needs MEMORI_API_KEY)", "memori")]
+        # Why the memori backend could not send (no key, a malformed key or URL), if so.
+        self._memori_problem, memori_label = None, "memori"
+        try:
+            resolve_backend("memori", api_key=api_key, base_url=base_url).check_ready()
+        except MissingApiKeyError as exc:
+            self._memori_problem, memori_label = str(exc), "memori (needs MEMORI_API_KEY)"
+        except ConfigurationError as exc:
+            self._memori_problem, memori_label = str(exc), "memori (key or URL unusable)"
+        options: list[tuple[str, Any]] = [("local (offline)", "local"),
+                                          (memori_label, "memori")]
         if backend is not None and not isinstance(backend, str):
             self._custom_backend = backend
             options.append((f"custom: {getattr(backend, 'name', type(backend).__name__)}",
@@ -243,8 +249,7 @@ class SeedPanel:
                 raise ConfigurationError(f"unknown backend {backend!r}; use one of "
                                          f"{', '.join(BACKEND_NAMES)} or a backend object")
             self._custom_backend = None
-            default = backend or ("memori" if has_key else "local")
-        self._has_key = has_key
+            default = backend or ("local" if self._memori_problem else "memori")
         self._busy = self._finishing = False
         style = {"description_width": "initial"}
         self.backend = widgets.Dropdown(options=options, value=default,
@@ -348,11 +353,9 @@ class SeedPanel:
         """
         try:
             config = self.config()
-            choice = self.backend.value
-            backend = (self._custom_backend if choice == "custom" else resolve_backend(
-                choice, api_key=self.api_key, base_url=self.base_url))
-            self.plan = plan(self.seeds, db=self._db, backend=backend, seed_config=config,
-                             force=bool(self.force.value), reach=True)
+            # Trying the server's address takes up to a few seconds when it does not answer.
+            self.plan = self._memori().plan(self.seeds, seed_config=config,
+                                            force=bool(self.force.value), reach=True)
         except Exception as exc:  # noqa: BLE001 - shown to the person clicking
             self._set_status(f"Cannot plan: {exc}", "error")
             raise
@@ -460,12 +463,11 @@ class SeedPanel:
         return sum(seed.size or 0 for seed in self.seeds)
 
     def _backend_changed(self) -> None:
-        missing_key = self.backend.value == "memori" and not self._has_key
-        self.run_button.disabled = missing_key or self._busy
+        cannot_send = self.backend.value == "memori" and self._memori_problem
+        self.run_button.disabled = bool(cannot_send) or self._busy
         self.backend_hint.value = (
-            "<span style='color:#b45309'>The memori backend needs an API key: set "
-            "<code>MEMORI_API_KEY</code> or pass <code>api_key=</code>. "
-            "Choose <i>local</i> to run offline.</span>" if missing_key else "")
+            f"<span style='color:#b45309'>{html.escape(self._memori_problem)}. Choose "
+            f"<i>local</i> to run offline.</span>" if cannot_send else "")
 
     def _set_running(self, running: bool) -> None:
         self._busy = running
@@ -524,6 +526,9 @@ class SeedPanel:
         # Failures first, each with its short reason; then every result, failed, succeeded
         # and skipped in that order (as the store lists them), skipped ones saying why.
         # Each is a pager, so every row can be reached from the panel, not just the first.
+        for old in (self.failures_pager, self.results_pager):
+            if old is not None:
+                old.close()  # its widgets would otherwise live as long as the kernel
         self.failures_pager = self.results_pager = None
         if self.failures is not None and len(self.failures):
             self.failures_pager = _pager(self.failures[["entity_id", "conversation_id",
@@ -537,7 +542,6 @@ class SeedPanel:
                                         f"Results ({plural(len(shown), 'conversation')})")
         self.output.outputs = tuple(_widget_output(pager) for pager in
                                     (self.failures_pager, self.results_pager) if pager)
-
 
 
 def _table(frame: pd.DataFrame, title: str) -> str:

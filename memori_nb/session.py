@@ -4,8 +4,9 @@
 object, which the session then closes; an object passed in stays the caller's), whether it
 can send (the API key), the store (opened only when first needed, so a run refused for a
 missing key leaves no empty database file), the progress display (a bar by default in a
-notebook or a terminal), stopping (finished conversations are saved; the partial result is
-kept), resuming (a run after a stopped one says what is left), closing (``with`` and
+notebook or a terminal), stopping (:meth:`SeedSession.stop`, or Jupyter's Interrupt: finished
+conversations are saved, the partial result is kept, and the Interrupt shows as one line),
+resuming (a run after one that did not complete says what is left), closing (``with`` and
 ``async with``) and the words that describe a run. :class:`memori_nb.Memori` is a session
 with Memori's seeding interface; the CLI, the notebook helpers and the panel bind to it.
 
@@ -15,17 +16,18 @@ Nothing here prints: lines for a person go to the progress display's ``note``.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from .backends import AugmentationBackend, resolve_backend
-from .backends.base import reachability_problem, readiness_problem
 from .engine import OnProgress, ProgressSink, seed_all
-from .errors import ConfigurationError
-from .models import INTERRUPTED, SeedConfig, SeedData, SeedResult
+from .errors import ConfigurationError, RunInterrupted
+from .models import INTERRUPTED, SeedConfig, SeedCounters, SeedData, SeedResult
 from .stores import DEFAULT_DB, Store, open_store
 from .wording import describe_seed_result
 
@@ -33,8 +35,8 @@ T = TypeVar("T")
 
 # How often a waiting cell wakes up to notice a KeyboardInterrupt.
 _JOIN_POLL_SECONDS = 0.1
-# Run statuses after which a new run continues one that did not finish.
-_UNFINISHED = ("interrupted", "stopped")
+# The message run_sync cancels with on a KeyboardInterrupt: an interrupt, not a cancel.
+_INTERRUPT = "memori_nb: interrupted"
 
 
 class SeedSession:
@@ -62,8 +64,9 @@ class SeedSession:
         self._owns_backend = isinstance(backend, str)
         self._conn, self._embedder = conn, embedder
         self._store: Store | None = None
-        self._running: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
-        self._stop_requested = False
+        # (loop, task, results once ended) of the run in progress: what stop() reaches for.
+        self._running: tuple[asyncio.AbstractEventLoop, asyncio.Task, list] | None = None
+        self._stop_requested = self._interrupted = False
         #: The last run's :class:`SeedResult`; after an interrupt, what it finished.
         self.last_result: SeedResult | None = None
 
@@ -87,12 +90,6 @@ class SeedSession:
         if check_ready is not None:
             check_ready()
 
-    def readiness_problem(self, *, reach: bool = False) -> str | None:
-        """Why the backend cannot send (no API key, a bad URL and, with ``reach``, a server
-        that cannot be reached), or None when it can. Sends no request."""
-        return readiness_problem(self.backend) or (
-            reachability_problem(self.backend) if reach else None)
-
     # --- running ------------------------------------------------------------------------------
 
     async def run(self, seeds: Iterable[SeedData], *, seed_config: SeedConfig | None = None,
@@ -104,44 +101,58 @@ class SeedSession:
             seeds: a list or any iterable of :class:`SeedData`.
             seed_config: limits, retries and concurrency.
             progress: None (the default) shows a bar in a notebook or a terminal; False none;
-                True always; a progress display (``start``/``update``/``close``); or a
-                function ``f(processed, total, result)`` called after each conversation.
+                True always; a progress display (``start``/``update``/``close``, and
+                optionally ``note`` for the lines about the run); or a function
+                ``f(processed, total, result)`` called after each conversation.
             force: send again conversations already seeded.
             keep_results: keep each conversation's result in the returned SeedResult.
 
         Returns:
-            The :class:`SeedResult`. A run stopped by :meth:`stop`, or by interrupting a
-            Jupyter kernel, returns what it finished (``stopped_reason`` says so) instead of
-            raising; everything finished is saved, and running again continues.
+            The :class:`SeedResult`. A run :meth:`stop` stopped returns what it finished
+            (``stopped_reason="interrupted"``). Everything finished is saved, and running
+            again continues.
 
         Raises:
             MissingApiKeyError: the backend has no key (nothing is sent, no file made).
+            RunInterrupted: Jupyter's Interrupt stopped the run (one line in the notebook,
+                no traceback; the partial result is its ``result`` and ``last_result``).
             RuntimeError: this session is already running.
-            asyncio.CancelledError: the run was cancelled from outside (saved as above).
+            asyncio.CancelledError: the run was cancelled by other code (what finished is
+                saved), or :meth:`stop` came before it began.
         """
         self.backend_ready()  # before the store opens: a refused run makes no database file
         if self._running is not None:
             raise RuntimeError("this session is already running a seed; stop() it first")
+        loop, task, ended = asyncio.get_running_loop(), asyncio.current_task(), []
+        self._running = token = (loop, task, ended)
+        self._stop_requested = self._interrupted = False
         sink, on_progress = _progress_for(progress, seeds)
-        config = seed_config or SeedConfig()
-        resuming = self._resume_note(seeds, config, force) if _can_note(sink) else None
-        if resuming:
-            sink.note(resuming, final=False)
-        task = asyncio.current_task()
-        self._running, self._stop_requested = (asyncio.get_running_loop(), task), False
-        ended: list[SeedResult] = []
         try:
-            result = await seed_all(seeds, backend=self.backend, store=self.store,
-                                    config=config, on_progress=on_progress, progress=sink,
-                                    force=force, keep_results=keep_results,
-                                    on_end=ended.append)
-        except asyncio.CancelledError:
-            if not ended or not (self._stop_requested or _in_kernel()):
-                raise
-            task.uncancel()  # a stop the caller asked for: the partial result is the answer
-            result = ended[0]
+            with self._interrupts_noted(loop):
+                if _can_note(sink):
+                    resuming = await self._resume_note(seeds, seed_config, force)
+                    if resuming:
+                        sink.note(resuming, final=False)
+                result = await seed_all(seeds, backend=self.backend, store=self.store,
+                                        config=seed_config or SeedConfig(),
+                                        on_progress=on_progress, progress=sink, force=force,
+                                        keep_results=keep_results, on_end=ended.append)
+        except asyncio.CancelledError as exc:
+            interrupted = self._interrupted or _INTERRUPT in exc.args
+            if not (interrupted or (self._stop_requested and ended)):
+                raise  # someone else's cancellation (a timeout, a task group): theirs
+            task.uncancel()
+            self.last_result = partial = ended[0] if ended else None
+            if interrupted:  # Jupyter's Interrupt: the rest of the cell stops too
+                raise RunInterrupted(self.describe(partial) if partial else
+                                     "Interrupted before anything was sent", partial) from None
+            result = partial
         finally:
-            self._running = None
+            if self._running is token:
+                self._running = None
+            if not ended and getattr(sink, "made_here", False):
+                # The run never began (or never ended): close the bar made for it.
+                sink.close(SeedCounters(stopped_reason="not begun"))
         self.last_result = result
         if _can_note(sink):
             sink.note(self.describe(result), final=True)
@@ -149,18 +160,49 @@ class SeedSession:
 
     def stop(self) -> bool:
         """Stop the run in progress (from any thread): nothing new is sent, what finished is
-        saved, and the run returns its partial result. Run again to continue.
+        saved, and :meth:`run` returns its partial result. Run again to continue.
 
         Returns:
-            True if a run was stopped, False if none was running.
+            True if a run is stopping, False if none was running.
         """
         running = self._running
         if running is None:
             return False
-        self._stop_requested = True
-        loop, task = running
-        loop.call_soon_threadsafe(task.cancel)
+        if not self._stop_requested:  # a second stop must not cut the first one's saving
+            self._stop_requested = True
+            running[0].call_soon_threadsafe(self._cancel_if_running, running)
         return True
+
+    def _cancel_if_running(self, token: tuple) -> None:
+        """On the run's loop: cancel it unless it has ended meanwhile (then the stop came
+        too late, and must not cancel whatever its caller awaits next)."""
+        loop, task, ended = token
+        if self._running is token and not ended:
+            task.cancel()
+
+    @contextmanager
+    def _interrupts_noted(self, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+        """While a run goes on a Jupyter kernel's own loop, note the Interrupt (SIGINT) that
+        the kernel turns into cancelling the cell: so it is told from other cancellations.
+        The previous handler is called as before, and put back afterwards."""
+        if not (_in_kernel() and threading.current_thread() is threading.main_thread()):
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def noted(signum: int, frame: Any) -> None:
+            self._interrupted = True
+            loop.call_soon_threadsafe(_nothing)  # wake the loop: the cancel lands at once
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, noted)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def describe(self, result: SeedResult | None = None) -> str:
         """One line about a run (the last by default), e.g. ``"Seeded 3 conversations in
@@ -168,18 +210,27 @@ class SeedSession:
         result = result or self.last_result
         return describe_result(result) if result is not None else "No run yet"
 
-    def _resume_note(self, seeds: Any, config: SeedConfig, force: bool) -> str | None:
-        """After a run that did not finish, what this one has left: "Resuming: 20 already
-        seeded, 128 to send" (for a list of SeedData; a stream is not read twice)."""
+    async def _resume_note(self, seeds: Any, config: SeedConfig | None,
+                           force: bool) -> str | None:
+        """After a run that did not complete, what this one has left: "Resuming: 20 already
+        seeded, 128 to send" (for a list of SeedData; a stream is not read twice). Planned
+        off the event loop when the store allows it: a large list takes a while."""
         if force or not isinstance(seeds, (list, tuple)):
             return None
+        if getattr(self.store, "threadsafe", True):
+            return await asyncio.to_thread(self._left_after_unfinished, list(seeds), config)
+        return self._left_after_unfinished(list(seeds), config)
+
+    def _left_after_unfinished(self, seeds: list[SeedData],
+                               config: SeedConfig | None) -> str | None:
         self.store.build()  # idempotent; the run would build it first anyway
         runs = self.store.runs()
-        if not len(runs) or runs["status"].iloc[0] not in _UNFINISHED:
+        # Stopped, interrupted, failed, or its process died (a kernel restart, kill -9).
+        if not len(runs) or runs["status"].iloc[0] == "completed":
             return None
         from .plan import plan
 
-        left = plan(list(seeds), db=self.store, backend=self.backend, seed_config=config)
+        left = plan(seeds, db=self.store, backend=self.backend, seed_config=config)
         if not left.already_seeded:
             return None  # nothing finished before: a fresh start, not a resumption
         return (f"Resuming: {left.already_seeded:,} already seeded, {left.to_send:,} to send"
@@ -213,19 +264,14 @@ class SeedSession:
         self.close()
 
 
-def default_backend(api_key: str | None = None) -> str:
-    """``"memori"`` when it has an API key (given or ``$MEMORI_API_KEY``), else ``"local"``."""
-    return "local" if readiness_problem(resolve_backend("memori", api_key=api_key)) else "memori"
-
-
 def run_sync(make_coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine to completion from synchronous code, even inside a running loop.
 
     Outside an event loop this is ``asyncio.run``. Inside one (a Jupyter cell) the coroutine
     runs on a worker thread with its own loop; the calling thread waits, and a
-    KeyboardInterrupt (the kernel's Interrupt) cancels the coroutine and waits for it to clean
-    up: if it then returns (as :meth:`SeedSession.run` does with what it finished), that is
-    the answer, else the KeyboardInterrupt is raised again. Pass a function that makes the
+    KeyboardInterrupt (the kernel's Interrupt) cancels the coroutine as an interrupt and waits
+    for it to clean up; then the :class:`RunInterrupted` :meth:`SeedSession.run` raises, with
+    what it finished, or else the KeyboardInterrupt, is raised. Pass a function that makes the
     coroutine, so that clients and locks are created inside the loop that uses them.
     """
     try:
@@ -261,9 +307,9 @@ def run_sync(make_coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except KeyboardInterrupt:
         started.wait()
         if "task" in outcome:
-            outcome["loop"].call_soon_threadsafe(outcome["task"].cancel)
+            outcome["loop"].call_soon_threadsafe(outcome["task"].cancel, _INTERRUPT)
         finished.wait()  # the engine saves what finished; this takes a moment, not the run
-        if "result" not in outcome:
+        if not isinstance(outcome.get("error"), RunInterrupted):
             raise
     if "error" in outcome:
         raise outcome["error"]
@@ -296,6 +342,7 @@ def progress_bar(seeds: Any) -> Any:
     bar = TqdmProgress("seeding")
     total = sum(s.size or 0 for s in seeds) if isinstance(seeds, (list, tuple)) else 0
     bar.open(total or None)
+    bar.made_here = True  # closed by the session if the run fails before it begins
     return bar
 
 
@@ -313,7 +360,11 @@ def describe_result(result: SeedResult) -> str:
 
 
 def _can_note(sink: Any) -> bool:
-    return sink is not None and hasattr(sink, "note")
+    return sink is not None and hasattr(sink, "note") and not getattr(sink, "disable", False)
+
+
+def _nothing() -> None:
+    """A callback that only wakes the event loop."""
 
 
 def _in_kernel() -> bool:

@@ -308,6 +308,7 @@ def test_dry_run_gives_an_eta_for_a_network_backend(tmp_path, monkeypatch, serve
 
 def test_dry_run_warns_when_the_server_cannot_be_reached(tmp_path, monkeypatch):
     monkeypatch.setenv("MEMORI_API_KEY", "a-key")
+    monkeypatch.setenv("NO_PROXY", "localhost")  # a bypass list alone is no proxy
     path = write_seed(tmp_path, [conversation("c1", "hello")])
     with refusing_url() as url:
         code, out, _ = run("seed", path, "--dry-run", "--base-url", url)

@@ -377,3 +377,24 @@ def test_a_new_run_replaces_the_pages(tmp_path):
     assert panel.results_pager is not first and panel.results_pager.page == 1
     assert shown_pagers(panel) == [panel.failures_pager, panel.results_pager]
     assert "already seeded" in output_html(panel)
+
+
+def test_a_key_that_is_set_but_unusable_is_named_not_asked_for(monkeypatch):
+    monkeypatch.setenv("MEMORI_API_KEY", "sk-pasted-with-a-space ")
+    panel = seed_panel(frame(2), db=":memory:")
+    labels = dict((value, label) for label, value in panel.backend.options)
+    assert labels["memori"] == "memori (key or URL unusable)"
+    assert panel.backend.value == "local"
+    panel.backend.value = "memori"
+    assert panel.run_button.disabled
+    assert "spaces, line breaks or non-ASCII characters" in panel.backend_hint.value
+    assert "sk-pasted" not in panel.backend_hint.value
+
+
+def test_a_new_run_closes_the_last_runs_pagers(tmp_path):
+    panel = SeedPanel(frame(3, broken=True), db=str(tmp_path / "p.duckdb"), backend="local")
+    run(panel)
+    first = (panel.failures_pager, panel.results_pager)
+    run(panel)
+    assert all(pager.widget.comm is None for pager in first)  # closed
+    assert panel.results_pager.widget.comm is not None

@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 
 from helpers import API_KEY, conversation
-from memori_nb import Memori, SeedConfig, SeedData
-from memori_nb.errors import ConfigurationError, MissingApiKeyError
+from memori_nb import Memori, SeedData
+import memori_nb.session
+from memori_nb.errors import (ConfigurationError, MissingApiKeyError, RunInterrupted,
+                              StoreError)
 from memori_nb.notebook import seed_dataframe
 from memori_nb.progress import TqdmProgress
 from memori_nb.testing import AugmentationServer
@@ -116,10 +118,9 @@ def test_stop_from_another_thread_returns_the_partial_result_and_a_rerun_resumes
     assert f"{left} succeeded, {partial.successful} already seeded" in again.notes[-1][0]
 
 
-def test_seed_dataframe_interrupted_in_a_running_loop_returns_what_finished(tmp_path,
-                                                                           monkeypatch):
+def test_seed_dataframe_interrupted_in_a_running_loop_says_so_and_keeps_what_finished(
+        tmp_path):
     # As in a kernel: the cell's thread runs a loop, the kernel's Interrupt is a SIGINT.
-    monkeypatch.setattr("memori_nb.session._in_kernel", lambda: True)
     frame = pd.DataFrame([(f"c{i}", role, text) for i in range(60) for role, text in
                           (("user", f"I live in City{i}."), ("assistant", "Nice!"))],
                          columns=["conversation_id", "role", "content"])
@@ -135,14 +136,88 @@ def test_seed_dataframe_interrupted_in_a_running_loop_returns_what_finished(tmp_
         timer = threading.Timer(0.4, signal.raise_signal, (signal.SIGINT,))
         timer.start()
         try:
-            results = loop.run_until_complete(cell())  # no KeyboardInterrupt escapes
+            with pytest.raises(RunInterrupted) as stopped:
+                loop.run_until_complete(cell())
         finally:
             timer.cancel()
             loop.close()
             signal.signal(signal.SIGINT, previous)
-    assert 0 < len(results) < 60
-    assert set(results.status) == {"succeeded"}
+    partial = stopped.value.result
+    assert stopped.value._render_traceback_() == [str(stopped.value)]  # one line, in Jupyter
+    assert str(stopped.value).startswith(f"Interrupted: seeded {partial.total} conversations")
+    assert 0 < len(stopped.value.results) == partial.total < 60
+    assert set(stopped.value.results.status) == {"succeeded"}
     assert Memori(conn=path, backend="local").runs().status[0] == "interrupted"
+
+
+def test_cancellations_the_session_did_not_ask_for_stay_cancellations(server, monkeypatch):
+    # Even in a kernel: a timeout around a seed is the caller's, not a stop.
+    monkeypatch.setattr("memori_nb.session._in_kernel", lambda: True)
+    slow = AugmentationServer(api_key=API_KEY, latency=0.2)
+
+    async def go():
+        m = Memori(conn=":memory:", backend="memori", api_key=API_KEY, base_url=slow.url)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await m.seed(seeds(40), batch_size=2, progress=False)
+        assert m.runs().status[0] == "interrupted"  # what finished was saved all the same
+        await m.aclose()
+
+    with slow:
+        asyncio.run(go())
+
+
+def test_stop_twice_or_too_late_does_no_harm(server):
+    async def go():
+        m = Memori(conn=":memory:", backend="memori", api_key=API_KEY, base_url=server.url)
+        sink = Notes()
+
+        def stop_twice(n, total, result):
+            if n == 3:
+                assert m.stop() and m.stop()
+
+        partial = await m.seed(seeds(30), batch_size=2, progress=stop_twice)
+        whole = await m.seed(seeds(3, "u2"), progress=sink)
+        late = m._running  # nothing running: a stop now is refused, not kept for later
+        refused = m.stop()
+        await asyncio.sleep(0.05)  # a late cancel would land here
+        return partial, whole, late, refused
+
+    partial, whole, late, refused = asyncio.run(go())
+    assert partial.stopped_reason == "interrupted" and partial.successful < 30
+    assert whole.successful == 3 and late is None and refused is False
+
+
+def test_a_run_after_a_crashed_one_says_it_resumes(tmp_path, server):
+    path = str(tmp_path / "memori.duckdb")
+    m = Memori(conn=path, backend="memori", api_key=API_KEY, base_url=server.url)
+    asyncio.run(m.seed(seeds(5), progress=False))
+    m.close()
+    # As a killed process leaves it: the run's row still says running, under a dead pid.
+    import duckdb
+
+    conn = duckdb.connect(path)
+    conn.execute("UPDATE runs SET status = 'running', pid = 999999999")
+    conn.close()
+    again = Notes()
+    m = Memori(conn=path, backend="memori", api_key=API_KEY, base_url=server.url)
+    asyncio.run(m.seed(seeds(8), progress=again))
+    m.close()
+    assert again.notes[0] == ("Resuming: 5 already seeded, 3 to send", False)
+
+
+def test_a_bar_made_for_a_run_that_cannot_begin_is_closed(tmp_path, monkeypatch):
+    path = tmp_path / "broken.duckdb"
+    path.write_text("not a database")
+    bars = []
+    made = memori_nb.session.progress_bar
+    monkeypatch.setattr(memori_nb.session, "progress_bar",
+                        lambda data: bars.append(made(data)) or bars[-1])
+    m = Memori(conn=str(path), backend="local")
+    with pytest.raises(StoreError):
+        asyncio.run(m.seed(seeds(2), progress=True))
+    [bar] = bars
+    assert bar.bar.disable and bar.bar.colour == "red"  # closed, and red: nothing began
 
 
 def test_progress_is_one_argument(monkeypatch, capsys):
@@ -198,8 +273,8 @@ def test_tqdm_progress_notes_go_under_the_bar(capsys):
 
 
 def test_seed_in_a_real_kernel_interrupted_says_one_line_and_keeps_the_result(tmp_path):
-    """Jupyter's Interrupt on ``result = await m.seed(...)``: no traceback, one line, and the
-    partial result assigned."""
+    """Jupyter's Interrupt on ``await m.seed(...)`` in a loop: the cell stops with one line and
+    no traceback, and the partial result is kept on the session."""
     jupyter_client = pytest.importorskip("jupyter_client")
     path = tmp_path / "memori.duckdb"
     with AugmentationServer(api_key=API_KEY, latency=0.05) as server:
@@ -214,8 +289,9 @@ def test_seed_in_a_real_kernel_interrupted_says_one_line_and_keeps_the_result(tm
                      "    {'id': f'c{i}', 'messages': [{'role': 'user', 'content': "
                      "f'I live in City{i}.'}]} for i in range(400)])\n")
             assert kc.execute_interactive(setup, timeout=60)["content"]["status"] == "ok"
-            msg_id = kc.execute("result = await m.seed(data, batch_size=2)\n"
-                                "print('done', result.stopped_reason, result.successful)")
+            msg_id = kc.execute("for part in (data, data):\n"
+                                "    result = await m.seed(part, batch_size=2)\n"
+                                "    print('went on')")
             while server.request_count < 6:
                 time.sleep(0.02)
             km.interrupt_kernel()
@@ -232,14 +308,30 @@ def test_seed_in_a_real_kernel_interrupted_says_one_line_and_keeps_the_result(tm
                 if kind == "stream":
                     outputs.append(message["content"]["text"])
                 elif kind == "error":
-                    errors.append(message["content"]["ename"])
+                    errors.append((message["content"]["ename"],
+                                   message["content"]["traceback"]))
                 elif kind == "status" and message["content"]["execution_state"] == "idle":
                     break
+            kept = kc.execute_interactive(
+                "print('kept', m.last_result.stopped_reason, m.last_result.successful)",
+                timeout=30, output_hook=lambda msg: outputs.append(
+                    msg["content"].get("text", "")))
+            assert kept["content"]["status"] == "ok"
+            sent = server.request_count
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=True)
     text = "".join(outputs)
-    assert errors == []
-    assert "Traceback" not in text
-    assert "Interrupted: seeded" in text and "Run again to continue" in text
-    assert "done interrupted" in text
+    [(name, lines)] = errors  # the cell stopped: the loop did not go on to a second seed
+    assert name == "RunInterrupted" and len(lines) == 1
+    assert lines[0].startswith("Interrupted: seeded") and "Run again to continue" in lines[0]
+    assert "went on" not in text and "Traceback" not in text
+    assert "kept interrupted" in text and sent < 400
+
+
+def test_planning_makes_no_database_file(tmp_path):
+    path = tmp_path / "memori.duckdb"
+    m = Memori(conn=str(path), backend="local")
+    assert m.plan(seeds(3)).to_send == 3
+    m.close()
+    assert not path.exists()

@@ -21,7 +21,8 @@ from ..http import KeepAliveTransport
 from ..models import Extraction
 from ..protocols.aa import AUGMENTATION_PATH, encode_payload, parse_extraction
 from ..ratelimit import retry_after_seconds
-from .base import AugmentationRequest, LoopClient, check_settings, secrets_kept_out
+from .base import (AugmentationRequest, LoopClient, check_ready_once, check_settings,
+                   secrets_kept_out)
 
 DEFAULT_BASE_URL = "https://api.memorilabs.ai"
 API_KEY_ENV = "MEMORI_API_KEY"
@@ -115,9 +116,7 @@ class MemoriBackend:
             AugmentationError: a subclass saying how to react (see :mod:`memori_nb.errors`);
                 its message never holds the API key.
         """
-        if self._checked != (self._api_key, self.base_url):  # once, not per request
-            self.check_ready()
-            self._checked = (self._api_key, self.base_url)
+        check_ready_once(self)
         with secrets_kept_out(self._redact):
             return await self._augment(request)
 

@@ -23,7 +23,8 @@ from ..models import Extraction, Usage
 from ..pricing import Pricing, estimate_tokens
 from ..protocols import chat
 from ..ratelimit import RateLimiter, retry_after_seconds
-from .base import AugmentationRequest, LoopClient, check_settings, secrets_kept_out
+from .base import (AugmentationRequest, LoopClient, check_ready_once, check_settings,
+                   secrets_kept_out)
 from .memori import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, ERROR_BODY_BYTES,
                      KeyRedactor, _detail, default_client, read_body)
 
@@ -158,9 +159,7 @@ class OpenAIBackend:
             AugmentationError: a subclass saying how to react (see :mod:`memori_nb.errors`);
                 its message never holds the API key.
         """
-        if self._checked != (self._api_key, self.base_url):  # once, not per request
-            self.check_ready()
-            self._checked = (self._api_key, self.base_url)
+        check_ready_once(self)
         with secrets_kept_out(self._redact):
             return await self._augment(request)
 
