@@ -541,3 +541,33 @@ def test_a_run_whose_claims_cannot_be_renewed_stops_sending(pg_url, embedder):
     assert {r.reason for r in result.results if r.status == "skipped"} == {
         "run stopped (claims lost) before it was sent"}
     store.close()
+
+
+def test_a_worker_releasing_while_another_claims_never_deadlocks(pg_url, embedder):
+    """A refused claim keeps its row locked until its transaction ends, so the release
+    locks in the order claims do. The releasing worker claimed window after window in an
+    order of its input, not of the keys (here: the highest first)."""
+    releasing, claiming = open_store(pg_url, embedder), open_store(pg_url, embedder)
+    ks = keys(20_000)
+    for _ in range(4):
+        for window in range(5):
+            releasing.claim(ks[::-1][window * 4000:(window + 1) * 4000], worker="done",
+                            lease_seconds=60)
+        start = threading.Barrier(2)
+
+        def release() -> None:
+            start.wait()
+            releasing.release_claims("done")
+
+        def claim() -> set[int]:
+            start.wait()
+            return claiming.claim(ks, worker="next", lease_seconds=60)
+
+        with ThreadPoolExecutor(2) as pool:
+            released, claimed = pool.submit(release), pool.submit(claim)
+            released.result()  # neither raises StoreError (deadlock detected)
+            claimed.result()
+        assert set(claims_of(claiming)) <= {"next"}
+        claiming.release_claims("next")
+    releasing.close()
+    claiming.close()

@@ -560,17 +560,35 @@ class SqlStore:
             StoreError: the database refused (the claims then run out with the lease).
         """
         now = _DB_EPOCH[self.dialect]
+        # The same test as a takeover's (see claim): a claim and its holder's lease run out.
+        expired = (f"lease_until < {now} AND NOT EXISTS (SELECT 1 FROM memori_nb_claim_leases "
+                   f"l WHERE l.worker = memori_nb_claims.worker AND l.lease_until >= {now})")
+        unused = (f"lease_until < {now} AND NOT EXISTS (SELECT 1 FROM memori_nb_claims c "
+                  f"WHERE c.worker = memori_nb_claim_leases.worker)")
         with self._transaction() as cursor:
+            if self.dialect == "postgresql":
+                # Locked in the order claim() takes rows (Python's string order is "C"'s):
+                # a worker claiming some of these meanwhile holds the row it is refused
+                # until its transaction ends, and locks taken in two orders deadlock.
+                self._run(cursor, 'SELECT count(*) FROM (SELECT 1 FROM memori_nb_claims WHERE '
+                                  'worker = ? ORDER BY entity_id COLLATE "C", conversation_id '
+                                  'COLLATE "C", content_hash COLLATE "C" FOR UPDATE) AS mine',
+                          [worker])
             self._run(cursor, "DELETE FROM memori_nb_claims WHERE worker = ?", [worker])
             self._run(cursor, "DELETE FROM memori_nb_claim_leases WHERE worker = ?", [worker])
-            # The same test as a takeover's (see claim): a row another worker is claiming
-            # meanwhile is judged on its new lease once that commits, and stays.
-            self._run(cursor, f"DELETE FROM memori_nb_claims WHERE lease_until < {now} AND "
-                              f"NOT EXISTS (SELECT 1 FROM memori_nb_claim_leases l WHERE "
-                              f"l.worker = memori_nb_claims.worker AND l.lease_until >= {now})")
-            self._run(cursor, f"DELETE FROM memori_nb_claim_leases WHERE lease_until < {now} "
-                              f"AND NOT EXISTS (SELECT 1 FROM memori_nb_claims c WHERE "
-                              f"c.worker = memori_nb_claim_leases.worker)")
+            if self.dialect == "postgresql":
+                # Rows others have locked (claiming them) are theirs to settle: skipped,
+                # never waited for, so this cannot deadlock either.
+                self._run(cursor, f"DELETE FROM memori_nb_claims WHERE (entity_id, "
+                                  f"conversation_id, content_hash) IN (SELECT entity_id, "
+                                  f"conversation_id, content_hash FROM memori_nb_claims WHERE "
+                                  f"{expired} FOR UPDATE SKIP LOCKED)")
+                self._run(cursor, f"DELETE FROM memori_nb_claim_leases WHERE worker IN (SELECT "
+                                  f"worker FROM memori_nb_claim_leases WHERE {unused} FOR "
+                                  f"UPDATE SKIP LOCKED)")
+            else:  # one writer at a time
+                self._run(cursor, f"DELETE FROM memori_nb_claims WHERE {expired}")
+                self._run(cursor, f"DELETE FROM memori_nb_claim_leases WHERE {unused}")
 
     # --- writes -------------------------------------------------------------------------
 
