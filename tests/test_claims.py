@@ -571,3 +571,41 @@ def test_a_worker_releasing_while_another_claims_never_deadlocks(pg_url, embedde
         claiming.release_claims("next")
     releasing.close()
     claiming.close()
+
+
+def test_workers_writing_the_same_new_memories_at_once_never_deadlock(pg_url, embedder):
+    """Two workers' batches bring the same new subjects and objects, each in its own order
+    (the order their conversations stated them): both are written, neither aborted."""
+    from memori_nb.models import Conversation, ConversationResult, Extraction, Message, Triple
+    from memori_nb.stores.base import ResultRecord
+
+    stores = [open_store(pg_url, embedder) for _ in range(2)]
+    names = [f"Place {i:03d}" for i in range(300)]
+
+    def batch(worker: int, round_: int) -> list[ResultRecord]:
+        order = names if worker == 0 else names[::-1]
+        triples = tuple(Triple(subject_name=f"{name} r{round_}", subject_type="place",
+                               predicate=f"near r{round_}", object_name=f"{name}!",
+                               object_type="place") for name in order)
+        conversation = Conversation(id=f"w{worker}-r{round_}", messages=(
+            Message(role="user", content=f"places, worker {worker}, round {round_}"),))
+        return [ResultRecord(ConversationResult(conversation_id=conversation.id,
+                                                entity_id=f"user-{worker}", status="succeeded",
+                                                triples_count=len(triples)),
+                             conversation.content_hash(), None,
+                             Extraction(triples=triples), conversation)]
+
+    for round_ in range(4):
+        start = threading.Barrier(2)
+
+        def write(worker: int) -> None:
+            records = batch(worker, round_)
+            start.wait()
+            stores[worker].write(f"run-{worker}", records)
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(write, range(2)))  # a deadlock would raise StoreError here
+    graph = stores[0].sql("SELECT count(*) AS n FROM memori_knowledge_graph")
+    assert graph.n[0] == 2 * 4 * 300  # one per entity, round and place
+    for store in stores:
+        store.close()

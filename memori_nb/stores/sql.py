@@ -1036,7 +1036,7 @@ class _BatchWrite:
                     cursor, f"SELECT {column} FROM {mentions} WHERE conversation_id IN "
                             f"({{keys}})", old))
                 s._many(cursor, f"UPDATE {table} SET num_times = num_times - ? WHERE id = ?",
-                        [(n, pk) for pk, n in gone.items()])
+                        [(n, pk) for pk, n in sorted(gone.items())])
                 dropped[kind] = set(gone)
             sessions = [row[0] for row in s._rows_in(
                 cursor, "SELECT session_id FROM memori_conversation WHERE id IN ({keys})", old)]
@@ -1090,6 +1090,8 @@ class _BatchWrite:
             return set()
         s, cursor = self.store, self.cursor
         owner = "entity_id" if table == "memori_entity_fact" else "process_id"
+        # Inserted and counted in key order, in every batch: workers writing the same new
+        # rows at once wait for one another in one order, never in a circle (a deadlock).
         new = {(o, u): text for o, u, text, _ in rows}
         never = self.store._time(_NEVER)
         if table == "memori_entity_fact":
@@ -1098,12 +1100,13 @@ class _BatchWrite:
                             "VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT (entity_id, uniq) "
                             "DO NOTHING",
                     [(str(uuid.uuid4()), o, text, self.vectors[text], never, u)
-                     for (o, u), text in new.items() if text in self.vectors])
+                     for (o, u), text in sorted(new.items()) if text in self.vectors])
         else:
             s._many(cursor, "INSERT INTO memori_process_attribute (uuid, process_id, content, "
                             "num_times, date_last_time, uniq) VALUES (?, ?, ?, 0, ?, ?) "
                             "ON CONFLICT (process_id, uniq) DO NOTHING",
-                    [(str(uuid.uuid4()), o, text, never, u) for (o, u), text in new.items()])
+                    [(str(uuid.uuid4()), o, text, never, u)
+                     for (o, u), text in sorted(new.items())])
         ids = {(o, u): pk for o, u, pk in s._rows_in(
             cursor, f"SELECT {owner}, uniq, id FROM {table} WHERE ({owner}, uniq) IN ({{keys}})",
             list(new), width=2)}
@@ -1143,7 +1146,7 @@ class _BatchWrite:
             marks = "?" if table == "memori_predicate" else "?, ?"
             s._many(cursor, f"INSERT INTO {table} (uuid, {columns}, uniq) VALUES (?, {marks}, ?) "
                             f"ON CONFLICT (uniq) DO NOTHING",
-                    [(str(uuid.uuid4()), *value, key) for key, value in values.items()])
+                    [(str(uuid.uuid4()), *value, key) for key, value in sorted(values.items())])
             ids[table] = dict(s._rows_in(cursor, f"SELECT uniq, id FROM {table} WHERE uniq IN "
                                                  f"({{keys}})", list(values)))
         graph_keys = sorted({(e, ids["memori_subject"][su], ids["memori_predicate"][pu],
