@@ -609,3 +609,12 @@ def test_workers_writing_the_same_new_memories_at_once_never_deadlock(pg_url, em
     assert graph.n[0] == 2 * 4 * 300  # one per entity, round and place
     for store in stores:
         store.close()
+
+
+def test_a_run_that_kept_no_results_still_says_why_it_skipped():
+    from memori_nb.models import SeedResult
+
+    result = SeedResult(run_id="r", total=9, successful=4, failed=0, skipped=5,
+                        total_triples=8, duration_ms=1200, claimed_elsewhere=2)
+    assert str(result) == ("Seeded 9 conversations in 1.2 s: 4 succeeded, 3 already seeded, "
+                           "2 skipped (being seeded by another worker); 8 triples")
