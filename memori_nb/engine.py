@@ -14,6 +14,7 @@ of the chunk before it. Results keep input order; progress reports completion or
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import random
 import time
@@ -26,11 +27,12 @@ from typing import Any, Protocol
 from ._gc import fewer_young_collections
 from .backends.base import AugmentationBackend, AugmentationRequest
 from .chunking import oversize_reason, plan_conversation, split_messages
-from .errors import (AugmentationError, EndpointError, InvalidInputError, QuotaExceededError,
-                     RateLimitedError, ServiceUnreachableError, StoreError, TransientError)
-from .models import (ALREADY_SEEDED, INTERRUPTED, Conversation, ConversationResult,
-                     Extraction, Message, SeedConfig, SeedCounters, SeedData, SeedResult,
-                     Triple, Usage, short_reason)
+from .errors import (AugmentationError, ConfigurationError, EndpointError, InvalidInputError,
+                     QuotaExceededError, RateLimitedError, ServiceUnreachableError, StoreError,
+                     TransientError)
+from .models import (ALREADY_SEEDED, CLAIMED_ELSEWHERE, INTERRUPTED, ClaimSettings,
+                     Conversation, ConversationResult, Extraction, Message, SeedConfig,
+                     SeedCounters, SeedData, SeedResult, Triple, Usage, short_reason)
 from .pricing import pricing_of
 from .retry import RetryState
 from .stores.base import PartialRecord, ResultRecord, Store
@@ -194,7 +196,8 @@ async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
                    clock: Callable[[], float] = time.monotonic,
                    jitter: Callable[[], float] = random.random,
                    keep_results: bool = True,
-                   on_end: Callable[[SeedResult], Any] | None = None) -> SeedResult:
+                   on_end: Callable[[SeedResult], Any] | None = None,
+                   claims: ClaimSettings | None = None) -> SeedResult:
     """Seed the conversations of one or more entities in one run.
 
     Args:
@@ -213,6 +216,13 @@ async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
         on_end: called with the run's SeedResult however the run ends, once everything
             finished is saved: also when it is cancelled (``stopped_reason`` is
             ``"interrupted"``) or fails, when there is no result to return.
+        claims: for several workers seeding one shared store at once (see
+            :mod:`memori_nb.distributed`): each window of conversations is claimed in the
+            store before it is sent, so no two workers send one conversation; those another
+            worker holds are skipped (reason ``CLAIMED_ELSEWHERE``, counted in
+            ``SeedResult.claimed_elsewhere``: run again after the lease to send them). The
+            claims are renewed while the run goes and released when it ends, however it
+            ends. Also with ``force``. The store must have ``claim`` (the SQL store).
 
     Returns:
         The :class:`SeedResult`, results in input order; with the tokens the backend
@@ -221,17 +231,24 @@ async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
 
     Raises:
         StoreError: a write to the store failed (what was written before stays).
+        ConfigurationError: ``claims`` with a store that cannot hold claims.
         asyncio.CancelledError: the run was cancelled; everything finished is saved first.
     """
+    if claims is not None and not callable(getattr(store, "claim", None)):
+        raise ConfigurationError(
+            f"claims= needs a store that workers share, which can hold claims (the SQL "
+            f"store on PostgreSQL, or SQLite for one machine); {store!r} cannot")
     run = _SeedRun(seeds, backend=backend, store=store, config=config or SeedConfig(),
                    on_progress=on_progress, progress=progress, force=force, sleep=sleep,
-                   clock=clock, jitter=jitter, keep_results=keep_results, on_end=on_end)
+                   clock=clock, jitter=jitter, keep_results=keep_results, on_end=on_end,
+                   claims=claims)
     return await run.execute()
 
 
 class _SeedRun:
     def __init__(self, seeds: Iterable[SeedData], *, backend, store, config, on_progress,
-                 progress, force, sleep, clock, jitter, keep_results, on_end=None) -> None:
+                 progress, force, sleep, clock, jitter, keep_results, on_end=None,
+                 claims=None) -> None:
         # A list is sized up front; any other iterable is consumed lazily, one entity at a
         # time, so a streamed source never has to be held in memory.
         self.seeds = seeds if isinstance(seeds, (list, tuple)) else iter(seeds)
@@ -265,6 +282,10 @@ class _SeedRun:
         self.max_id_length = getattr(store, "max_id_length", None)
         # Digests of (entity, conversation id, content hash) queued in this run.
         self.queued: set[bytes] = set()
+        # Claims in a store shared with other workers (None: this run is the only one).
+        self.claims: ClaimSettings | None = claims
+        self.claimed_elsewhere = 0
+        self.journal_directory = None
 
     async def _in_store(self, function: Callable[..., Any], *args: Any) -> Any:
         """Call a store method that may block: on a thread when the store allows it."""
@@ -286,6 +307,7 @@ class _SeedRun:
             directory = await self._in_store(self.store.journal_dir)
             await self._in_store(replay, directory, self.store)
         self.journal = Journal(directory, self.run_id)
+        self.journal_directory = directory
         try:
             # Whether each entity has anything in the ledger: an entity never seeded needs
             # no look-ups at all. Asked up front for a list, as the stream reaches it otherwise.
@@ -307,6 +329,7 @@ class _SeedRun:
         tasks = [asyncio.create_task(self._produce())]
         tasks += [asyncio.create_task(self._work()) for _ in range(self.config.batch_size)]
         writer = asyncio.create_task(self.writer.run())
+        renewer = [asyncio.create_task(self._renew_claims())] if self.claims else []
         everything = asyncio.gather(*tasks)
         status = "interrupted"
         store_failure: StoreError | None = None
@@ -325,9 +348,9 @@ class _SeedRun:
             store_failure, status = exc, "failed"
             raise _stopped_by_store(exc) from exc
         finally:
-            for task in [*tasks, writer]:
+            for task in [*tasks, writer, *renewer]:
                 task.cancel()
-            await asyncio.gather(*tasks, writer, return_exceptions=True)
+            await asyncio.gather(*tasks, writer, *renewer, return_exceptions=True)
             if everything.done() and not everything.cancelled():
                 everything.exception()  # retrieved here; the first failure already propagated
             # When only the journal failed, the store can still take what is pending.
@@ -347,6 +370,10 @@ class _SeedRun:
                 # Kept for the next run to replay unless everything reached the store (a
                 # second Ctrl-C while saving, under plain asyncio.run, keeps it too).
                 self.journal.close(delete=saved_all)
+                if self.claims is not None:
+                    # After the last write and the journal's lock (another run on this
+                    # machine claiming them next replays what the store did not take).
+                    self._release_claims()
             self._count_refused()
             duration_ms = (self.clock() - started) * 1000
             try:
@@ -373,12 +400,72 @@ class _SeedRun:
                                     INTERRUPTED if status == "interrupted" else None),
                                 chunked_conversations=c.chunked,
                                 prompt_tokens=c.prompt_tokens,
-                                completion_tokens=c.completion_tokens, cost=c.cost)
+                                completion_tokens=c.completion_tokens, cost=c.cost,
+                                claimed_elsewhere=self.claimed_elsewhere)
             if self.on_end is not None:
                 self.on_end(result)
             if late_failure is not None:
                 raise _stopped_by_store(late_failure) from late_failure
         return result
+
+    # --- claims (several workers, one store) ----------------------------------------------
+
+    async def _claim(self, jobs: list[_Job]) -> list[_Job]:
+        """The window's jobs this worker now holds; those another worker holds are skipped.
+
+        Then the ledger is asked again about the jobs claimed: a worker may have seeded one
+        and released it between this run's ledger look-up and its claim (or before this run
+        began, its ledger looked empty). A dead worker's journal on this machine is replayed
+        first, so what it finished but had not written counts as seeded here.
+        """
+        if not jobs or self.stop_reason:
+            return jobs  # (a stopped run skips them all, unsent)
+        keys = [(j.entity_id, j.conversation.id, j.content_hash) for j in jobs]
+        held = await self._in_store(functools.partial(
+            self.store.claim, keys, worker=self.claims.worker,
+            lease_seconds=self.claims.lease_seconds))
+        for index, job in enumerate(jobs):
+            if index not in held:
+                self.claimed_elsewhere += 1
+                self._record_skipped(job, CLAIMED_ELSEWHERE)
+        jobs = [job for index, job in enumerate(jobs) if index in held]
+        if self.force or not jobs:
+            return jobs
+        if self.journal_directory is not None:
+            await self._in_store(replay, self.journal_directory, self.store)
+        seeded = await self._in_store(self.store.already_seeded,
+                                      [keys[index] for index in sorted(held)])
+        for index in sorted(seeded):
+            self._record_skipped(jobs[index], ALREADY_SEEDED)
+        return [job for index, job in enumerate(jobs) if index not in seeded]
+
+    async def _renew_claims(self) -> None:
+        """Renew the claims every third of the lease while the run goes. Should renewal
+        fail for a whole lease, other workers may take the claims over: the run stops
+        sending rather than send what they may send too.
+
+        Real time, not the injectable clock: leases run by the database's clock."""
+        worker, lease = self.claims.worker, self.claims.lease_seconds
+        renewed = time.monotonic()
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                await self._in_store(self.store.renew_claims, worker, lease)
+                renewed = time.monotonic()
+            except StoreError as exc:
+                if time.monotonic() - renewed >= lease and self.stop_reason is None:
+                    self.stop_reason = (f"its claims on conversations could not be renewed "
+                                        f"for {lease:g} s ({exc}), so other workers may "
+                                        f"take them over; run again to send the rest")
+                    self.stop_cause = "claims lost"
+
+    def _release_claims(self) -> None:
+        """Free the worker's claims at the end of the run (called on the loop, as the run's
+        last writes are: the run is over)."""
+        try:
+            self.store.release_claims(self.claims.worker)
+        except StoreError:
+            pass  # the store is failing (the run says so); the claims run out with the lease
 
     # --- producer: validation, ledger, queue ----------------------------------------------
 
@@ -464,17 +551,19 @@ class _SeedRun:
             self.queued.add(key)
             jobs.append(job)
             ledger_checked.append(item.check_ledger)
-        jobs = await self._with_partials(jobs)
-        if self.force or not any(ledger_checked):
-            return jobs
-        keys = [(j.entity_id, j.conversation.id, j.content_hash)
-                for j, check in zip(jobs, ledger_checked) if check]
-        asked = [j for j, check in zip(jobs, ledger_checked) if check]
-        seeded = await self._in_store(self.store.already_seeded, keys)
-        skipped = {id(asked[index]) for index in seeded}
-        for index in sorted(seeded):
-            self._record_skipped(asked[index], ALREADY_SEEDED)
-        return [job for job in jobs if id(job) not in skipped]
+        if not self.force and any(ledger_checked):
+            keys = [(j.entity_id, j.conversation.id, j.content_hash)
+                    for j, check in zip(jobs, ledger_checked) if check]
+            asked = [j for j, check in zip(jobs, ledger_checked) if check]
+            seeded = await self._in_store(self.store.already_seeded, keys)
+            skipped = {id(asked[index]) for index in seeded}
+            for index in sorted(seeded):
+                self._record_skipped(asked[index], ALREADY_SEEDED)
+            jobs = [job for job in jobs if id(job) not in skipped]
+        if self.claims is not None:
+            jobs = await self._claim(jobs)
+        # After the ledger (and the claim): what another run stopped in the middle of.
+        return await self._with_partials(jobs)
 
     async def _with_partials(self, jobs: list[_Job]) -> list[_Job]:
         """Chunked conversations an earlier run stopped in the middle of resume there."""

@@ -212,6 +212,43 @@ class SeedConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimSettings:
+    """How a run claims its conversations in a store shared with other workers, so no two
+    workers send one conversation (see ``engine.seed_all(..., claims=...)``).
+
+    A claim is a lease: the worker renews it every ``lease_seconds / 3`` while its run goes
+    and releases it at the end; a killed worker's claims run out after ``lease_seconds`` and
+    another worker may then take its conversations over.
+
+    Args:
+        worker: a name unique to this worker's run, e.g.
+            ``f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"``.
+        lease_seconds: how long a claim holds without renewal (60). Longer: a killed
+            worker's conversations wait longer; shorter: a worker whose event loop stalls
+            that long may lose its claims.
+
+    Raises:
+        ConfigurationError: ``worker`` is empty or ``lease_seconds`` is not a positive number.
+
+    Example:
+        >>> ClaimSettings(worker="host-a:4711:1f2e3d4c", lease_seconds=30).lease_seconds
+        30
+    """
+
+    worker: str
+    lease_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.worker, str) or not self.worker.strip():
+            raise ConfigurationError(f"ClaimSettings.worker must be a non-empty string, got "
+                                     f"{self.worker!r}")
+        seconds = self.lease_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+            raise ConfigurationError(f"ClaimSettings.lease_seconds must be a number > 0, got "
+                                     f"{seconds!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Triple:
     """A knowledge-graph fact: subject --predicate--> object, each end with a type."""
 
@@ -299,6 +336,9 @@ class ConversationResult:
 ALREADY_SEEDED = "already seeded"
 #: ``stopped_reason`` of a run stopped on request (a Stop, a kernel interrupt) before its end.
 INTERRUPTED = "interrupted"
+# The reason of a result skipped because another worker holds its claim (seeding it now, or
+# dead with its lease not yet run out): the caller sends it again after the lease.
+CLAIMED_ELSEWHERE = "being seeded by another worker"
 
 # Where in a conversation a problem is, when the message starts with it: "row 551",
 # "messages[3]", "line 12". Several problems are joined by "; ", each with its location.
@@ -357,6 +397,9 @@ class SeedResult:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost: float | None = None
+    # Conversations skipped because another worker held their claim (CLAIMED_ELSEWHERE);
+    # among ``skipped``. Run again after the lease to send them.
+    claimed_elsewhere: int = 0
 
     @property
     def conversations(self) -> tuple[ConversationResult, ...]:
@@ -396,13 +439,16 @@ class SeedResult:
 
     def summary_dict(self) -> dict[str, Any]:
         """The run's totals as a JSON-ready dict (what ``--json`` prints); ``prompt_tokens``,
-        ``completion_tokens`` and ``cost`` only when the run has them."""
+        ``completion_tokens`` and ``cost`` only when the run has them, ``claimed_elsewhere``
+        only when another worker held some."""
         out = {"run_id": self.run_id, "total": self.total, "successful": self.successful,
                "failed": self.failed, "skipped": self.skipped,
                "total_triples": self.total_triples, "duration_ms": round(self.duration_ms, 1)}
         for name in ("prompt_tokens", "completion_tokens", "cost"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
+        if self.claimed_elsewhere:
+            out["claimed_elsewhere"] = self.claimed_elsewhere
         if self.stopped_reason:
             out["stopped_reason"] = self.stopped_reason
         return out

@@ -10,7 +10,7 @@ import html
 import re
 from collections import Counter
 
-from .models import ALREADY_SEEDED, SeedResult
+from .models import ALREADY_SEEDED, CLAIMED_ELSEWHERE, SeedResult
 from .pricing import describe_usage, format_cost
 
 
@@ -30,14 +30,19 @@ def skipped_reasons(result: SeedResult) -> dict[str, int]:
     ``{"already seeded": 24, "not sent": 3}`` (each reads after its count: "3 not sent").
 
     From the per-conversation results when the run kept them; otherwise a run that was not
-    stopped skipped only what was already seeded, and a stopped one cannot tell (``{}``).
+    stopped skipped what was already seeded and what other workers held
+    (``claimed_elsewhere``), and a stopped one cannot tell (``{}``).
     """
     if not result.skipped:
         return {}
     if result.results:
         return dict(Counter(_skip_phrase(r.reason) for r in result.results
                             if r.status == "skipped").most_common())
-    return {} if result.stopped_reason else {ALREADY_SEEDED: result.skipped}
+    if result.stopped_reason:
+        return {}
+    reasons = {ALREADY_SEEDED: result.skipped - result.claimed_elsewhere,
+               _skip_phrase(CLAIMED_ELSEWHERE): result.claimed_elsewhere}
+    return {phrase: n for phrase, n in sorted(reasons.items(), key=lambda item: -item[1]) if n}
 
 
 def describe_seed_result(result: SeedResult, *, suffix: str = "") -> str:

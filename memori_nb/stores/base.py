@@ -153,6 +153,9 @@ class Store(Protocol):
     ``threadsafe`` says whether the store may be used from a worker thread. A store may also
     have ``journal_dir()``: where runs keep their write-ahead journal (see
     :mod:`memori_nb.stores.journal`); without it, a killed run loses what it had not written.
+    A store several workers share has ``claim``, ``renew_claims`` and ``release_claims``
+    (see :meth:`memori_nb.stores.sql.SqlStore.claim`), which ``seed_all(..., claims=...)``
+    needs.
     """
 
     max_id_length: int | None

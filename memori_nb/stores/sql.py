@@ -28,7 +28,9 @@ conversation, the ``position`` of each message that stated it and its source tim
 ``said_at``; no row when no message was found), and
 ``memori_nb_partial_conversations`` (what the finished chunks of a conversation returned when
 a run stopped in the middle of it, so the next run sends only the rest), and
-``memori_nb_store`` (the database's id, which names its journal directory on this machine).
+``memori_nb_store`` (the database's id, which names its journal directory on this machine),
+``memori_nb_claims`` and ``memori_nb_claim_leases`` (which worker is seeding which
+conversation, and until when its lease holds: see :meth:`SqlStore.claim`).
 Every batch is written in one transaction: results, ledger and memories together.
 """
 
@@ -107,7 +109,24 @@ CREATE TABLE IF NOT EXISTS memori_nb_partial_conversations (
     process_id TEXT, run_id TEXT, chunks_done {int}, chunk_count {int}, summary TEXT,
     extraction TEXT, updated_at {time},
     PRIMARY KEY (entity_id, conversation_id, content_hash));
+CREATE TABLE IF NOT EXISTS memori_nb_claims (
+    entity_id TEXT NOT NULL, conversation_id TEXT NOT NULL, content_hash TEXT NOT NULL,
+    worker TEXT NOT NULL, lease_until {float} NOT NULL,
+    PRIMARY KEY (entity_id, conversation_id, content_hash));
+CREATE INDEX IF NOT EXISTS idx_memori_nb_claims_worker ON memori_nb_claims (worker);
+CREATE TABLE IF NOT EXISTS memori_nb_claim_leases (
+    worker TEXT PRIMARY KEY, lease_until {float} NOT NULL);
 """
+# The database's clock, in seconds since 1970, for claims' leases. One clock for every
+# worker whatever host it runs on (hosts' clocks drift apart; the server's is the same for
+# all); for SQLite, whose workers share one machine, that machine's clock. PostgreSQL's now()
+# is the transaction's start: a claim's short transaction reads one time throughout.
+_DB_EPOCH = {
+    "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
+    "postgresql": "CAST(extract(epoch FROM now()) AS DOUBLE PRECISION)",
+}
+# The PostgreSQL advisory lock build() holds (any constant of memori_nb's own).
+_BUILD_LOCK = 0x6D656D6F72695F6E  # "memori_n"
 # Columns added to memori_nb's tables after their first release, by table: (name, type).
 # Tokens and cost (US dollars) are for backends that bill by token; NULL for the others.
 _ADDED_COLUMNS = {
@@ -302,6 +321,10 @@ class SqlStore:
         if load is not None:
             load()
         with self._transaction() as cursor:
+            if self.dialect == "postgresql":
+                # Workers building one new database at once: CREATE ... IF NOT EXISTS is not
+                # safe against itself there (two create the same type), so one at a time.
+                self._run(cursor, "SELECT pg_advisory_xact_lock(?)", [_BUILD_LOCK])
             revision = self._schema_revision(cursor)
             if revision is None or revision == 1:  # missing, or one revision behind
                 # The statements are idempotent: what revision 1 has stays as it is.
@@ -442,6 +465,130 @@ class SqlStore:
         return {(r[0], r[2], r[3]): PartialRecord(r[0], r[1], r[2], r[3], int(r[4]),
                                                   int(r[5]), r[6], extraction_from_json(r[7]))
                 for r in rows}
+
+    # --- claims (workers seeding one store at once) --------------------------------------
+
+    def claim(self, keys: list[tuple[str, str, str]], *, worker: str,
+              lease_seconds: float) -> set[int]:
+        """Claim conversations for ``worker`` so that no other worker sends them meanwhile.
+
+        A worker's claims hold while its lease does: this call (and :meth:`renew_claims`)
+        extends it to ``lease_seconds`` from now, by the database's clock. A conversation is
+        claimed when nobody holds it, when its holder's lease ran out (a dead or stalled
+        worker: taken over), or when ``worker`` holds it already. One transaction, atomic
+        under concurrency: on PostgreSQL a row being claimed by another transaction waits
+        for it to end and is then judged on what it wrote; SQLite's write lock lets one
+        writer in at a time.
+
+        Args:
+            keys: (entity_id, conversation_id, content_hash) of each conversation.
+            worker: the claiming worker's name (unique to its run).
+            lease_seconds: how long the claims hold without renewal.
+
+        Returns:
+            The indices of ``keys`` that ``worker`` now holds.
+
+        Raises:
+            StoreError: the database refused (nothing was claimed).
+
+        Example:
+            >>> store = SqlStore("sqlite:///memori.db")
+            >>> store.build()
+            >>> key = ("user-1", "c1", "9f86d081884c7d65")  # entity, conversation, content
+            >>> store.claim([key], worker="host-a:4711:1f2e", lease_seconds=60)
+            {0}
+            >>> store.claim([key], worker="host-b:93:77aa", lease_seconds=60)  # held: none
+            set()
+        """
+        unique = sorted(set(keys))  # one order for every worker: no lock-order deadlocks
+        if not unique:
+            return set()
+        now = _DB_EPOCH[self.dialect]
+        held: set[tuple[str, str, str]] = set()
+        with self._transaction() as cursor:
+            self._run(cursor, f"INSERT INTO memori_nb_claim_leases (worker, lease_until) "
+                              f"VALUES (?, {now} + ?) ON CONFLICT (worker) DO UPDATE SET "
+                              f"lease_until = excluded.lease_until",
+                      [worker, float(lease_seconds)])
+            for start in range(0, len(unique), IN_CHUNK):
+                chunk = unique[start:start + IN_CHUNK]
+                rows = ", ".join([f"(?, ?, ?, ?, {now} + ?)"] * len(chunk))
+                # Taken when free, ours, or both its own lease (as of its claim) and its
+                # holder's lease (the one row renewals extend, not one per claim) have run
+                # out. Both are needed on PostgreSQL: a row another transaction is claiming
+                # is judged on that claim's version once it commits, but the sub-select sees
+                # what had committed when this statement began, which may lack the holder's
+                # first lease row.
+                held.update(tuple(row) for row in self._rows(
+                    cursor,
+                    f"INSERT INTO memori_nb_claims (entity_id, conversation_id, content_hash, "
+                    f"worker, lease_until) VALUES {rows} ON CONFLICT (entity_id, "
+                    f"conversation_id, content_hash) DO UPDATE SET worker = excluded.worker, "
+                    f"lease_until = excluded.lease_until WHERE memori_nb_claims.worker = "
+                    f"excluded.worker OR (memori_nb_claims.lease_until < {now} AND NOT EXISTS "
+                    f"(SELECT 1 FROM memori_nb_claim_leases l WHERE l.worker = "
+                    f"memori_nb_claims.worker AND l.lease_until >= {now})) "
+                    f"RETURNING entity_id, conversation_id, content_hash",
+                    [value for key in chunk for value in (*key, worker, float(lease_seconds))]))
+        return {i for i, key in enumerate(keys) if key in held}
+
+    def renew_claims(self, worker: str, lease_seconds: float) -> int:
+        """Extend ``worker``'s lease, so all its claims hold ``lease_seconds`` from now (by
+        the database's clock).
+
+        Returns:
+            How many claims ``worker`` holds (0 when none: released, or all taken over by
+            others after its lease ran out).
+
+        Raises:
+            StoreError: the database refused.
+        """
+        now = _DB_EPOCH[self.dialect]
+        with self._transaction() as cursor:
+            self._run(cursor, f"UPDATE memori_nb_claim_leases SET lease_until = {now} + ? "
+                              f"WHERE worker = ?", [float(lease_seconds), worker])
+            return int(self._rows(cursor, "SELECT count(*) FROM memori_nb_claims WHERE "
+                                          "worker = ?", [worker])[0][0])
+
+    def release_claims(self, worker: str) -> None:
+        """Drop every claim of ``worker`` (at the end of its run: the conversations it sent
+        are in the ledger by then, the others free for any worker). Claims whose leases ran
+        out go too: a dead worker's claims on conversations nobody claims again (found in
+        the ledger, its journal replayed) would otherwise stay for ever.
+
+        Raises:
+            StoreError: the database refused (the claims then run out with the lease).
+        """
+        now = _DB_EPOCH[self.dialect]
+        # The same test as a takeover's (see claim): a claim and its holder's lease run out.
+        expired = (f"lease_until < {now} AND NOT EXISTS (SELECT 1 FROM memori_nb_claim_leases "
+                   f"l WHERE l.worker = memori_nb_claims.worker AND l.lease_until >= {now})")
+        unused = (f"lease_until < {now} AND NOT EXISTS (SELECT 1 FROM memori_nb_claims c "
+                  f"WHERE c.worker = memori_nb_claim_leases.worker)")
+        with self._transaction() as cursor:
+            if self.dialect == "postgresql":
+                # Locked in the order claim() takes rows (Python's string order is "C"'s):
+                # a worker claiming some of these meanwhile holds the row it is refused
+                # until its transaction ends, and locks taken in two orders deadlock.
+                self._run(cursor, 'SELECT count(*) FROM (SELECT 1 FROM memori_nb_claims WHERE '
+                                  'worker = ? ORDER BY entity_id COLLATE "C", conversation_id '
+                                  'COLLATE "C", content_hash COLLATE "C" FOR UPDATE) AS mine',
+                          [worker])
+            self._run(cursor, "DELETE FROM memori_nb_claims WHERE worker = ?", [worker])
+            self._run(cursor, "DELETE FROM memori_nb_claim_leases WHERE worker = ?", [worker])
+            if self.dialect == "postgresql":
+                # Rows others have locked (claiming them) are theirs to settle: skipped,
+                # never waited for, so this cannot deadlock either.
+                self._run(cursor, f"DELETE FROM memori_nb_claims WHERE (entity_id, "
+                                  f"conversation_id, content_hash) IN (SELECT entity_id, "
+                                  f"conversation_id, content_hash FROM memori_nb_claims WHERE "
+                                  f"{expired} FOR UPDATE SKIP LOCKED)")
+                self._run(cursor, f"DELETE FROM memori_nb_claim_leases WHERE worker IN (SELECT "
+                                  f"worker FROM memori_nb_claim_leases WHERE {unused} FOR "
+                                  f"UPDATE SKIP LOCKED)")
+            else:  # one writer at a time
+                self._run(cursor, f"DELETE FROM memori_nb_claims WHERE {expired}")
+                self._run(cursor, f"DELETE FROM memori_nb_claim_leases WHERE {unused}")
 
     # --- writes -------------------------------------------------------------------------
 
@@ -889,7 +1036,7 @@ class _BatchWrite:
                     cursor, f"SELECT {column} FROM {mentions} WHERE conversation_id IN "
                             f"({{keys}})", old))
                 s._many(cursor, f"UPDATE {table} SET num_times = num_times - ? WHERE id = ?",
-                        [(n, pk) for pk, n in gone.items()])
+                        [(n, pk) for pk, n in sorted(gone.items())])
                 dropped[kind] = set(gone)
             sessions = [row[0] for row in s._rows_in(
                 cursor, "SELECT session_id FROM memori_conversation WHERE id IN ({keys})", old)]
@@ -943,6 +1090,8 @@ class _BatchWrite:
             return set()
         s, cursor = self.store, self.cursor
         owner = "entity_id" if table == "memori_entity_fact" else "process_id"
+        # Inserted and counted in key order, in every batch: workers writing the same new
+        # rows at once wait for one another in one order, never in a circle (a deadlock).
         new = {(o, u): text for o, u, text, _ in rows}
         never = self.store._time(_NEVER)
         if table == "memori_entity_fact":
@@ -951,12 +1100,13 @@ class _BatchWrite:
                             "VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT (entity_id, uniq) "
                             "DO NOTHING",
                     [(str(uuid.uuid4()), o, text, self.vectors[text], never, u)
-                     for (o, u), text in new.items() if text in self.vectors])
+                     for (o, u), text in sorted(new.items()) if text in self.vectors])
         else:
             s._many(cursor, "INSERT INTO memori_process_attribute (uuid, process_id, content, "
                             "num_times, date_last_time, uniq) VALUES (?, ?, ?, 0, ?, ?) "
                             "ON CONFLICT (process_id, uniq) DO NOTHING",
-                    [(str(uuid.uuid4()), o, text, never, u) for (o, u), text in new.items()])
+                    [(str(uuid.uuid4()), o, text, never, u)
+                     for (o, u), text in sorted(new.items())])
         ids = {(o, u): pk for o, u, pk in s._rows_in(
             cursor, f"SELECT {owner}, uniq, id FROM {table} WHERE ({owner}, uniq) IN ({{keys}})",
             list(new), width=2)}
@@ -996,7 +1146,7 @@ class _BatchWrite:
             marks = "?" if table == "memori_predicate" else "?, ?"
             s._many(cursor, f"INSERT INTO {table} (uuid, {columns}, uniq) VALUES (?, {marks}, ?) "
                             f"ON CONFLICT (uniq) DO NOTHING",
-                    [(str(uuid.uuid4()), *value, key) for key, value in values.items()])
+                    [(str(uuid.uuid4()), *value, key) for key, value in sorted(values.items())])
             ids[table] = dict(s._rows_in(cursor, f"SELECT uniq, id FROM {table} WHERE uniq IN "
                                                  f"({{keys}})", list(values)))
         graph_keys = sorted({(e, ids["memori_subject"][su], ids["memori_predicate"][pu],
