@@ -22,7 +22,7 @@ from .pricing import Pricing, estimate_tokens
 from .stats import chunking_stats, stats_totals
 from .distributed import seed_distributed
 from .errors import (AugmentationError, ConfigurationError, InvalidInputError,
-                     MemoriNbError, MissingApiKeyError, StoreError)
+                     MemoriNbError, MissingApiKeyError, RunInterrupted, StoreError)
 from .models import (Conversation, ConversationResult, Extraction, Message, SeedConfig,
                      SeedData, SeedResult, Triple, Usage)
 from .notebook import (entity_summaries, facts, failures, results, runs, seed_dataframe,
@@ -52,6 +52,7 @@ __all__ = [
     "OpenAIBackend",
     "Plan",
     "Pricing",
+    "RunInterrupted",
     "SeedConfig",
     "SeedData",
     "SeedPanel",

@@ -356,7 +356,7 @@ def _dry_run(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str], 
     what would stop the run (no API key)."""
     db = getattr(args, "db", None)
     the_plan = plan(seeds, db=db, backend=backend, seed_config=config,
-                    force=bool(getattr(args, "force", False)))
+                    force=bool(getattr(args, "force", False)), reach=True)
     stats = the_plan.stats
     invalid = stats[stats["status"] == "invalid"].head(MAX_IN_JSON)
     oversized = stats[(stats["status"] == "to_send") & stats["over_limit"]].head(MAX_IN_JSON)
@@ -452,13 +452,10 @@ def _warnings_table(out: IO[str], counts: dict[str, int],
 
 def _seed(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str],
           err: IO[str]) -> int:
-    backend = resolve_backend(args.backend, base_url=args.base_url, **_backend_options(args))
-    # Before the store is opened: a missing key must not leave an empty database file.
-    check_ready = getattr(backend, "check_ready", None)
-    if check_ready is not None:
-        check_ready()
-    memori = Memori(conn=args.db, backend=backend)
+    memori = Memori(conn=args.db, backend=args.backend, base_url=args.base_url,
+                    **_backend_options(args))
     try:
+        memori.backend_ready()  # before the duplicates are listed (and any file is made)
         # Before anything is sent, duplicates are listed (for a streamed file they are
         # reported as the run reaches them).
         if isinstance(seeds, list):
@@ -466,10 +463,11 @@ def _seed(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str],
                           for cid, where in find_duplicate_ids(seed.conversations).items()]
             _list(err, "Duplicate conversation ids (these conversations will fail):",
                   duplicates)
-        progress = TqdmProgress("seeding", file=err, notebook=False)
+        # The summary line is the report's, on stdout.
+        progress = TqdmProgress("seeding", file=err, notebook=False, summary=False)
         # Results stay in DuckDB rather than in memory: files may hold millions.
         result = run_until_signal(memori.seed(seeds, seed_config=config, force=args.force,
-                                         progress=progress, keep_results=False))
+                                              progress=progress, keep_results=False))
         failures = memori.store.failures(result.run_id, limit=MAX_LISTED)
         warnings = memori.store.warnings(result.run_id)
     finally:

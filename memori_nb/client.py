@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from dataclasses import replace
 from typing import Any
 
 import httpx
 
-from .backends import AugmentationBackend, resolve_backend
-from .engine import OnProgress, ProgressSink, seed_all
+from .backends import AugmentationBackend
+from .engine import OnProgress, ProgressSink
+from .errors import ConfigurationError
 from .models import SeedConfig, SeedData, SeedResult
 from .plan import Plan, plan
 from .sources import to_seeds
 from .validation import options_for
-from .stores import DEFAULT_DB, Store, open_store
+from .session import SeedSession
+from .stores import DEFAULT_DB, Store
+from .stores.connection import hide_password
 
 
 class StorageConfig:
     """``m.config.storage``: the store behind a :class:`Memori`."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, session: SeedSession) -> None:
+        self._session = session
+
+    @property
+    def store(self) -> Store:
+        return self._session.store
 
     def build(self) -> None:
         """Create the store's tables if they do not exist (idempotent): memori_nb's DuckDB
@@ -32,11 +40,11 @@ class StorageConfig:
 class MemoriConfig:
     """``m.config``: holds ``storage``."""
 
-    def __init__(self, store: Store) -> None:
-        self.storage = StorageConfig(store)
+    def __init__(self, session: SeedSession) -> None:
+        self.storage = StorageConfig(session)
 
 
-class Memori:
+class Memori(SeedSession):
     """Seed historical conversations into a memory store.
 
     Args:
@@ -80,16 +88,16 @@ class Memori:
                  backend: str | AugmentationBackend = "memori", api_key: str | None = None,
                  base_url: str | None = None, http_client: httpx.AsyncClient | None = None,
                  embedder: Any = None, **backend_options: Any) -> None:
-        # The backend first: a bad setting fails before a database file is made.
-        self.backend = resolve_backend(backend, api_key=api_key, base_url=base_url,
-                                       http_client=http_client, **backend_options)
-        self.store = open_store(conn, embedder=embedder)
-        self.config = MemoriConfig(self.store)
+        super().__init__(conn, backend=backend, api_key=api_key, base_url=base_url,
+                         http_client=http_client, embedder=embedder, **backend_options)
+        self.config = MemoriConfig(self)
         self.entity_id: str | None = None
         self.process_id: str | None = None
 
     def __repr__(self) -> str:
-        return f"Memori(store={self.store!r}, backend={self.backend!r})"
+        where = (f"store={self._store!r}" if self._store is not None
+                 else f"conn={_conn_repr(self._conn)}")
+        return f"Memori({where}, backend={self.backend!r})"
 
     def attribution(self, entity_id: str | None = None, process_id: str | None = None) -> Memori:
         """Set who conversations belong to by default (``entity_id``) and the agent
@@ -102,7 +110,7 @@ class Memori:
     async def seed(self, seed_data: SeedData | Iterable[SeedData],
                    seed_config: SeedConfig | None = None, batch_size: int | None = None,
                    on_progress: OnProgress | None = None, *, force: bool = False,
-                   progress: ProgressSink | None = None,
+                   progress: ProgressSink | OnProgress | bool | None = None,
                    keep_results: bool = True) -> SeedResult:
         """Extract facts from every conversation and store them.
 
@@ -112,36 +120,45 @@ class Memori:
                 DataFrame or file path, read as :func:`memori_nb.to_seeds` reads them.
             seed_config: limits, retries and concurrency (``SeedConfig()`` by default).
             batch_size: requests in flight at once; overrides ``seed_config.batch_size``.
-            on_progress: called as ``on_progress(processed, total, result)`` after each
-                conversation, in completion order.
+            on_progress: Memori's name for a progress function: ``on_progress(processed,
+                total, result)`` after each conversation, in completion order (the same as
+                passing it as ``progress``).
             force: send again conversations the ledger says were already seeded.
-            progress: a progress display such as :class:`memori_nb.progress.TqdmProgress`.
+            progress: a bar by default in a notebook or a terminal (``False`` turns it off);
+                or a progress display such as :class:`memori_nb.progress.TqdmProgress`, or
+                a function as for ``on_progress``.
             keep_results: keep each conversation's result in the returned SeedResult; turn
                 off for millions of conversations (they are in ``m.results()`` anyway).
 
         Returns:
             A :class:`SeedResult`; invalid conversations are failed results there, not errors.
+            Interrupting the kernel (or :meth:`stop`) returns what finished, with
+            ``stopped_reason="interrupted"``; running again continues where it stopped.
 
         Raises:
             MissingApiKeyError: the ``memori`` backend has no API key (nothing is sent).
             AmbiguousTimestampsError: dates that could be day/month or month/day, and
                 nothing says which (pass ``dayfirst=`` to SeedData.for_conversations).
             InvalidInputError: ``seed_data`` is not SeedData.
+            ConfigurationError: both ``on_progress`` and ``progress`` given.
         """
+        if on_progress is not None:
+            if progress is not None:
+                raise ConfigurationError("pass one of on_progress= and progress= (progress "
+                                         "takes a function, a display, True or False)")
+            progress = on_progress
         seeds = to_seeds(seed_data)
         if isinstance(seeds, list):
             # Dates that could be day/month or month/day stop here, before anything is sent.
             seeds = [s if s.options is not None else replace(s, options=options_for(s))
                      for s in seeds]
-        self.backend_ready()
         if batch_size is not None:
             seed_config = replace(seed_config or SeedConfig(), batch_size=batch_size)
         if self.process_id:
             seeds = ([self._with_process(s) for s in seeds] if isinstance(seeds, list)
                      else map(self._with_process, seeds))
-        return await seed_all(seeds, backend=self.backend, store=self.store,
-                              config=seed_config, on_progress=on_progress, progress=progress,
-                              force=force, keep_results=keep_results)
+        return await self.run(seeds, seed_config=seed_config, progress=progress, force=force,
+                              keep_results=keep_results)
 
     def plan(self, data: Any, **kwargs: Any) -> Plan:
         """What :meth:`seed` would do with ``data`` on this database and backend, sending
@@ -150,8 +167,8 @@ class Memori:
 
         Args:
             data: a DataFrame, a :class:`SeedData` or a list of them.
-            **kwargs: ``seed_config``, ``batch_size``, ``latency``, ``force`` and a
-                DataFrame's column keywords, as :func:`memori_nb.plan` takes them.
+            **kwargs: ``seed_config``, ``batch_size``, ``latency``, ``force``, ``reach``
+                and a DataFrame's column keywords, as :func:`memori_nb.plan` takes them.
 
         Returns:
             A :class:`memori_nb.plan.Plan`.
@@ -162,7 +179,9 @@ class Memori:
             ...     {"id": "c1", "messages": [{"role": "user", "content": "Hi."}]}])).to_send
             1
         """
-        return plan(data, db=self.store, backend=self.backend, **kwargs)
+        # The store if open, else its conn: planning reads, and makes no database file.
+        db = self._store if self._store is not None else self._conn
+        return plan(data, db=db, backend=self.backend, **kwargs)
 
     def _with_process(self, seed: SeedData) -> SeedData:
         """The attribution's process_id for SeedData that has none of its own."""
@@ -170,21 +189,6 @@ class Memori:
             return seed
         return SeedData(entity_id=seed.entity_id, conversations=seed.conversations,
                         process_id=self.process_id)
-
-    def backend_ready(self) -> None:
-        """Raise :class:`MissingApiKeyError` if the backend cannot send (no API key)."""
-        check_ready = getattr(self.backend, "check_ready", None)
-        if check_ready is not None:
-            check_ready()
-
-    async def aclose(self) -> None:
-        """Close the backend's HTTP client and the store."""
-        await self.backend.aclose()
-        self.store.close()
-
-    def close(self) -> None:
-        """Close the store (the backend's client closes with the event loop that made it)."""
-        self.store.close()
 
     def results(self, run_id: str | None = None):
         """Per-conversation results of a run (the latest by default) as a DataFrame."""
@@ -273,3 +277,9 @@ class Memori:
         rank = {fact: i for i, fact in enumerate(facts)}
         return frame.sort_values("fact", key=lambda column: column.map(rank),
                                  kind="stable").reset_index(drop=True)
+
+
+def _conn_repr(conn: Any) -> str:
+    """A store not opened yet, as its repr shows it (a URL without its password)."""
+    return (repr(hide_password(str(conn))) if isinstance(conn, (str, Path))
+            else type(conn).__name__)

@@ -30,9 +30,9 @@ from .chunking import oversize_reason, plan_conversation, split_messages
 from .errors import (AugmentationError, ConfigurationError, EndpointError, InvalidInputError,
                      QuotaExceededError, RateLimitedError, ServiceUnreachableError, StoreError,
                      TransientError)
-from .models import (ALREADY_SEEDED, CLAIMED_ELSEWHERE, ClaimSettings, Conversation,
-                     ConversationResult, Extraction, Message, SeedConfig, SeedCounters,
-                     SeedData, SeedResult, Triple, Usage, short_reason)
+from .models import (ALREADY_SEEDED, CLAIMED_ELSEWHERE, INTERRUPTED, ClaimSettings,
+                     Conversation, ConversationResult, Extraction, Message, SeedConfig,
+                     SeedCounters, SeedData, SeedResult, Triple, Usage, short_reason)
 from .pricing import pricing_of
 from .retry import RetryState
 from .stores.base import PartialRecord, ResultRecord, Store
@@ -196,6 +196,7 @@ async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
                    clock: Callable[[], float] = time.monotonic,
                    jitter: Callable[[], float] = random.random,
                    keep_results: bool = True,
+                   on_end: Callable[[SeedResult], Any] | None = None,
                    claims: ClaimSettings | None = None) -> SeedResult:
     """Seed the conversations of one or more entities in one run.
 
@@ -212,6 +213,9 @@ async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
         keep_results: keep every ConversationResult in the returned SeedResult. Turn it off
             for streamed inputs of millions of conversations: the counts stay exact and the
             per-conversation results are in the store (``conversation_results``).
+        on_end: called with the run's SeedResult however the run ends, once everything
+            finished is saved: also when it is cancelled (``stopped_reason`` is
+            ``"interrupted"``) or fails, when there is no result to return.
         claims: for several workers seeding one shared store at once (see
             :mod:`memori_nb.distributed`): each window of conversations is claimed in the
             store before it is sent, so no two workers send one conversation; those another
@@ -236,17 +240,19 @@ async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
             f"store on PostgreSQL, or SQLite for one machine); {store!r} cannot")
     run = _SeedRun(seeds, backend=backend, store=store, config=config or SeedConfig(),
                    on_progress=on_progress, progress=progress, force=force, sleep=sleep,
-                   clock=clock, jitter=jitter, keep_results=keep_results, claims=claims)
+                   clock=clock, jitter=jitter, keep_results=keep_results, on_end=on_end,
+                   claims=claims)
     return await run.execute()
 
 
 class _SeedRun:
     def __init__(self, seeds: Iterable[SeedData], *, backend, store, config, on_progress,
-                 progress, force, sleep, clock, jitter, keep_results, claims=None) -> None:
+                 progress, force, sleep, clock, jitter, keep_results, on_end=None,
+                 claims=None) -> None:
         # A list is sized up front; any other iterable is consumed lazily, one entity at a
         # time, so a streamed source never has to be held in memory.
         self.seeds = seeds if isinstance(seeds, (list, tuple)) else iter(seeds)
-        self.keep_results = keep_results
+        self.keep_results, self.on_end = keep_results, on_end
         self.backend, self.store, self.config = backend, store, config
         self.on_progress, self.progress, self.force = on_progress, progress, force
         self.sleep, self.clock, self.jitter = sleep, clock, jitter
@@ -378,20 +384,29 @@ class _SeedRun:
             except StoreError:
                 if store_failure is None:
                     raise  # a store that failed already said why; this would only repeat it
+            # Why it ended early, if it did: as the bar shows it and a partial result says.
+            ended_early = self.stop_reason or (str(store_failure) if store_failure else (
+                INTERRUPTED if status == "interrupted" else None))
             if self.progress:
-                self.counters.stopped_reason = self.stop_reason or (
-                    str(store_failure) if store_failure else None)
+                self.counters.stopped_reason = ended_early
                 self.progress.close(self.counters)
+            c = self.counters
+            result = SeedResult(run_id=self.run_id, total=c.processed, successful=c.successful,
+                                failed=c.failed, skipped=c.skipped, total_triples=c.triples,
+                                duration_ms=duration_ms,
+                                # Only what finished, when it ended early.
+                                results=tuple(r for r in self.results if r is not None),
+                                stopped_reason=self.stop_reason or (
+                                    INTERRUPTED if status == "interrupted" else None),
+                                chunked_conversations=c.chunked,
+                                prompt_tokens=c.prompt_tokens,
+                                completion_tokens=c.completion_tokens, cost=c.cost,
+                                claimed_elsewhere=self.claimed_elsewhere)
+            if self.on_end is not None:
+                self.on_end(result)
             if late_failure is not None:
                 raise _stopped_by_store(late_failure) from late_failure
-        c = self.counters
-        return SeedResult(run_id=self.run_id, total=c.processed, successful=c.successful,
-                          failed=c.failed, skipped=c.skipped, total_triples=c.triples,
-                          duration_ms=duration_ms, results=tuple(self.results),
-                          stopped_reason=self.stop_reason,
-                          chunked_conversations=c.chunked, prompt_tokens=c.prompt_tokens,
-                          completion_tokens=c.completion_tokens, cost=c.cost,
-                          claimed_elsewhere=self.claimed_elsewhere)
+        return result
 
     # --- claims (several workers, one store) ----------------------------------------------
 

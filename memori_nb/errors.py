@@ -1,7 +1,7 @@
 """Exceptions raised by memori_nb.
 
-Every exception derives from :class:`MemoriNbError`, so ``except MemoriNbError`` catches them
-all. Third-party errors (httpx, duckdb, json) are wrapped once, at the edge, with ``from exc``.
+Every error derives from :class:`MemoriNbError`, so ``except MemoriNbError`` catches them
+all; :class:`RunInterrupted` (a stop the person asked for) is a KeyboardInterrupt instead. Third-party errors (httpx, duckdb, json) are wrapped once, at the edge, with ``from exc``.
 
 ::
 
@@ -19,6 +19,9 @@ all. Third-party errors (httpx, duckdb, json) are wrapped once, at the edge, wit
         ├── PayloadRejectedError    422: the server refused this payload; never retried
         └── RequestFailedError      any other 4xx (401, 403 ...), an answer over the size cap:
                                     never retried (401/403 stop the run)
+
+    KeyboardInterrupt
+    └── RunInterrupted              Jupyter's Interrupt stopped a run; what finished is saved
 """
 
 from __future__ import annotations
@@ -103,3 +106,25 @@ class PayloadRejectedError(AugmentationError):
 
 class RequestFailedError(AugmentationError):
     """Any other client error (401, 403 ...), or an answer over the size cap. Not retried."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Jupyter's Interrupt stopped a seeding run: what finished is saved, and running again
+    continues. A KeyboardInterrupt, so the rest of the cell stops too; in Jupyter it shows
+    as its one line, without a traceback.
+
+    Attributes:
+        result: the partial :class:`~memori_nb.models.SeedResult` (None when the run was
+            interrupted before it began); also kept as the session's ``last_result``.
+        results: the partial per-conversation results as a DataFrame, from the notebook
+            helpers (``seed_dataframe``); else None.
+    """
+
+    def __init__(self, message: str, result=None) -> None:
+        super().__init__(message)
+        self.result = result
+        self.results = None
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows these lines instead of a traceback: the stop was asked for.
+        return [str(self)]

@@ -334,6 +334,8 @@ class ConversationResult:
 # The reason of a result skipped because the ledger holds it with the same content (the
 # summaries group skipped results by reason: "24 skipped (already seeded)").
 ALREADY_SEEDED = "already seeded"
+#: ``stopped_reason`` of a run stopped on request (a Stop, a kernel interrupt) before its end.
+INTERRUPTED = "interrupted"
 # The reason of a result skipped because another worker holds its claim (seeding it now, or
 # dead with its lease not yet run out): the caller sends it again after the lease.
 CLAIMED_ELSEWHERE = "being seeded by another worker"
@@ -496,7 +498,8 @@ class SeedCounters:
         """How a finished run's bar is coloured: ``"success"`` when nothing failed and it
         ran to the end, ``"danger"`` when every conversation sent failed or the run stopped
         on an error, ``"warning"`` (amber) otherwise (some failed, or it was interrupted)."""
-        if self.stopped_reason or (self.failed and not self.successful):
+        stopped_by_error = self.stopped_reason not in (None, INTERRUPTED)
+        if stopped_by_error or (self.failed and not self.successful):
             return "danger"
         finished = self.total is None or self.processed >= self.total
         return "warning" if self.failed or not finished else "success"

@@ -2,81 +2,26 @@
 
 Everything here also works in a plain Python script or terminal. In a Jupyter kernel the event
 loop is already running, so :func:`seed_dataframe` runs the seeding coroutine on a worker
-thread with its own loop (no global patching of asyncio); interrupting the kernel cancels the
-run there, which saves every finished conversation before returning.
+thread with its own loop (no global patching of asyncio, see
+:func:`memori_nb.session.run_sync`); interrupting the kernel stops the run there, which saves
+every finished conversation and says so in one line (:class:`memori_nb.errors.RunInterrupted`,
+whose ``results`` are what finished).
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import pandas as pd
 
 from .client import Memori
+from .errors import RunInterrupted
+from .models import SeedConfig, SeedData
+from .session import progress_bar, run_sync
 from .sources import to_seeds
-from .models import SeedConfig, SeedData, SeedResult
-from .progress import TqdmProgress
-from .wording import describe_seed_result
 from .stores import DEFAULT_DB
-
-T = TypeVar("T")
-
-# How often the waiting cell wakes up to notice a KeyboardInterrupt.
-_JOIN_POLL_SECONDS = 0.1
-
-
-def run_sync(make_coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to completion from synchronous code, even inside a running loop.
-
-    Outside an event loop this is ``asyncio.run``. Inside one (a Jupyter cell) the coroutine
-    runs on a worker thread with its own loop; the calling thread waits, and a
-    KeyboardInterrupt (the kernel's Interrupt) cancels the coroutine, waits for it to clean
-    up, and is raised again. Pass a function that makes the coroutine, so that clients and
-    locks are created inside the loop that uses them.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make_coroutine())
-    outcome: dict[str, Any] = {}
-    started = threading.Event()
-    finished = threading.Event()
-
-    def worker() -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            task = loop.create_task(make_coroutine())
-            outcome["loop"], outcome["task"] = loop, task
-            started.set()
-            outcome["result"] = loop.run_until_complete(task)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            outcome["error"] = exc
-        finally:
-            started.set()
-            loop.close()
-            finished.set()
-
-    thread = threading.Thread(target=worker, name="memori_nb-seed", daemon=True)
-    thread.start()
-    # Wait on an Event, not thread.join(timeout): before Python 3.13 a KeyboardInterrupt
-    # inside join() can mark the live worker as stopped (bpo-45274), and the join after the
-    # cancel then returns at once, before the run has saved what finished.
-    try:
-        while not finished.wait(_JOIN_POLL_SECONDS):
-            pass
-    except KeyboardInterrupt:
-        started.wait()
-        if "task" in outcome:
-            outcome["loop"].call_soon_threadsafe(outcome["task"].cancel)
-        finished.wait()  # the engine saves what finished; this takes a moment, not the run
-        raise
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
 
 
 async def seed_dataframe_async(df: pd.DataFrame, *, db: Any = DEFAULT_DB, backend: Any = "memori",
@@ -88,7 +33,7 @@ async def seed_dataframe_async(df: pd.DataFrame, *, db: Any = DEFAULT_DB, backen
     seeds = to_seeds(df, **columns)
     return await _seed(seeds, db=db, backend=backend, seed_config=seed_config,
                        batch_size=batch_size, force=force,
-                       bar=_progress_bar(seeds) if progress else None,
+                       bar=progress_bar(seeds) if progress else False,
                        api_key=api_key, base_url=base_url)
 
 
@@ -114,7 +59,7 @@ def seed_dataframe(df: pd.DataFrame, *, db: Any = DEFAULT_DB,
         backend: ``"memori"`` (needs ``MEMORI_API_KEY``), ``"local"`` (offline) or an object.
         seed_config: limits and retries; ``batch_size`` overrides its concurrency.
         force: send again conversations already seeded.
-        progress: show the progress bar.
+        progress: show the progress bar and the line about the run (False: quiet).
         api_key, base_url: for the ``memori`` backend (default: environment variables).
         **columns: column renames and ``entity_id=`` for :func:`memori_nb.from_dataframe`.
 
@@ -125,6 +70,9 @@ def seed_dataframe(df: pd.DataFrame, *, db: Any = DEFAULT_DB,
     Raises:
         InvalidInputError: the frame is unusable (missing columns ...).
         MissingApiKeyError: backend ``"memori"`` without a key; nothing was sent.
+        RunInterrupted: the kernel's Interrupt stopped the run; it shows as one line, what
+            finished is saved (its rows are the exception's ``results``), and calling again
+            continues.
 
     Example:
         >>> import pandas as pd
@@ -135,7 +83,7 @@ def seed_dataframe(df: pd.DataFrame, *, db: Any = DEFAULT_DB,
         'succeeded'
     """
     seeds = to_seeds(df, **columns)
-    bar = _progress_bar(seeds) if progress else None  # made here: widgets need this thread
+    bar = progress_bar(seeds) if progress else False  # made here: widgets need this thread
     return run_sync(lambda: _seed(seeds, db=db, backend=backend, seed_config=seed_config,
                                   batch_size=batch_size, force=force, bar=bar,
                                   api_key=api_key, base_url=base_url))
@@ -143,35 +91,15 @@ def seed_dataframe(df: pd.DataFrame, *, db: Any = DEFAULT_DB,
 
 async def _seed(seeds: list[SeedData], *, db, backend, seed_config, batch_size, force, bar,
                 api_key, base_url) -> pd.DataFrame:
-    config = seed_config or SeedConfig()
-    if batch_size is not None:
-        config = SeedConfig(**{**_fields(config), "batch_size": batch_size})
-    memori = Memori(conn=db, backend=backend, api_key=api_key, base_url=base_url)
-    try:
-        result = await memori.seed(seeds, seed_config=config, force=force, progress=bar,
-                                   keep_results=False)
-        print(describe_result(result))
+    async with Memori(conn=db, backend=backend, api_key=api_key, base_url=base_url) as memori:
+        try:
+            result = await memori.seed(seeds, seed_config=seed_config, batch_size=batch_size,
+                                       force=force, progress=bar, keep_results=False)
+        except RunInterrupted as stopped:
+            if stopped.result is not None:  # what finished, for the cell that catches it
+                stopped.results = memori.store.results(stopped.result.run_id)
+            raise
         return memori.store.results(result.run_id)
-    finally:
-        await memori.backend.aclose()
-        memori.close()
-
-
-def describe_result(result: SeedResult) -> str:
-    """One line a person reads after a run (with its tokens and cost when the backend
-    reported them), e.g. ``"Seeded 1 conversation in 0.2 s: 1 succeeded; 3 triples (run
-    ab12)"`` or ``"Nothing to seed: all 37 conversations already seeded (run ab12)"``."""
-    return describe_seed_result(result, suffix=f" (run {result.run_id})")
-
-
-def _progress_bar(seeds: list[SeedData]) -> TqdmProgress:
-    bar = TqdmProgress("seeding")
-    bar.open(sum(seed.size or 0 for seed in seeds) or None)
-    return bar
-
-
-def _fields(config: SeedConfig) -> dict[str, Any]:
-    return {name: getattr(config, name) for name in config.__dataclass_fields__}
 
 
 @contextmanager

@@ -5,7 +5,8 @@ list of :class:`~memori_nb.models.SeedData`, lets you pick the backend, the conc
 request limits, and runs the seeding **without blocking the kernel**: Run schedules the
 seeding as a task on the kernel's own event loop, so the Stop button (and any other cell)
 still works while it runs. Stopping saves every finished conversation; running again skips
-them, so a stopped run continues where it left off.
+them, so a stopped run continues where it left off. After a run, its failures (first) and
+results are shown a page at a time (``panel.failures_pager``, ``panel.results_pager``).
 
 ipywidgets is imported only when a panel is built, so ``import memori_nb`` stays light.
 
@@ -20,8 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import html
-import os
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,15 @@ import pandas as pd
 
 from .backends import BACKEND_NAMES, resolve_backend
 from .client import Memori
-from .errors import ConfigurationError
+from .errors import ConfigurationError, MissingApiKeyError
 from .sources import to_seeds
 from .stats import chunking_stats, stats_totals
-from .models import ConversationResult, SeedConfig, SeedCounters, SeedData, SeedResult
-from .plan import Plan, plan
+from .models import (INTERRUPTED, ConversationResult, SeedConfig, SeedCounters, SeedData,
+                     SeedResult, short_reason)
+from .plan import Plan
+from .pager import TablePager
 from .pricing import describe_usage
+from .session import describe_result
 from .stores import DEFAULT_DB
 from .wording import plural
 
@@ -49,7 +53,6 @@ MAX_TABLE_ROWS = 20
 #: Upper bound of the batch-size slider (concurrent requests).
 MAX_BATCH_SIZE = 100
 
-_API_KEY_ENV = "MEMORI_API_KEY"
 # Widget HTML does not get the notebook's DataFrame styling: a little of our own.
 _TABLE_STYLE = ("<style>.memori-nb-table{border-collapse:collapse;margin:2px 0 8px;"
                 "font-size:12px}.memori-nb-table th,.memori-nb-table td{padding:2px 8px;"
@@ -75,11 +78,14 @@ class WidgetProgress:
         label: an ``ipywidgets.HTML`` (or anything with a ``value``) for the counts.
         interval: seconds between refreshes.
         clock: the time source (injectable for tests).
+        notes: an ``ipywidgets.HTML`` for a line about the run before it ends (that it
+            resumes an earlier one); the panel writes how it ended itself.
     """
 
     def __init__(self, bar: Any, label: Any, *, interval: float = 1 / UPDATES_PER_SECOND,
-                 clock: Any = time.monotonic) -> None:
+                 clock: Any = time.monotonic, notes: Any = None) -> None:
         self.bar, self.label, self.interval, self.clock = bar, label, interval, clock
+        self.notes = notes
         self.counters: SeedCounters | None = None
         self.refreshes = 0
         self._last = float("-inf")
@@ -102,23 +108,29 @@ class WidgetProgress:
 
     def close(self, counters: SeedCounters) -> None:
         self.counters = counters
-        self._refresh(counters)
+        self._refresh(counters, final=True)
         # Green only when nothing failed; amber when some failed or the run was stopped;
         # red when all failed or it stopped on an error.
         self.bar.bar_style = counters.outcome
 
-    def _refresh(self, counters: SeedCounters) -> None:
+    def note(self, text: str, *, final: bool = False) -> None:
+        if self.notes is not None and not final:
+            self.notes.value = f"<span>{html.escape(text)}</span>"
+
+    def _refresh(self, counters: SeedCounters, *, final: bool = False) -> None:
         self.refreshes += 1
         if counters.processed > self.bar.max:  # a streamed source had no total
             self.bar.max = counters.processed
         self.bar.value = counters.processed
         elapsed = self.clock() - self._started if self._started is not None else None
-        self.label.value = describe_counters(counters, elapsed=elapsed)
+        self.label.value = describe_counters(counters, elapsed=elapsed, final=final)
 
 
-def describe_counters(counters: SeedCounters, *, elapsed: float | None = None) -> str:
+def describe_counters(counters: SeedCounters, *, elapsed: float | None = None,
+                      final: bool = False) -> str:
     """The live counts as one line of HTML; with ``elapsed`` (seconds since the run began),
-    the rate, the time elapsed and, when the total is known, an estimate of the time left."""
+    the rate, the time elapsed and, when the total is known and the run not ``final``
+    (ended, or stopped), an estimate of the time left."""
     total = f"{counters.total:,}" if counters.total is not None else "?"
     usage = describe_usage(counters.prompt_tokens, counters.completion_tokens, counters.cost)
     text = (f"<b>{counters.processed:,}/{total}</b> conversations &middot; "
@@ -131,7 +143,7 @@ def describe_counters(counters: SeedCounters, *, elapsed: float | None = None) -
     rate = counters.processed / elapsed
     text += f"<br>{rate:,.1f} conv/s &middot; {_clock(elapsed)} elapsed"
     left = (counters.total or 0) - counters.processed
-    if counters.total is not None and left > 0 and rate > 0:
+    if counters.total is not None and left > 0 and rate > 0 and not final:
         text += f" &middot; about {_clock(left / rate)} left"
     return text
 
@@ -169,7 +181,9 @@ class SeedPanel:
         dry_run_button, run_button, stop_button: the buttons.
         progress, counters, status: the live progress bar, counts label and status line.
         stats_html, backend_hint: the statistics and the backend hint (HTML widgets).
-        output: an Output widget with the results and failures of the last run.
+        output: an Output widget with the failures and results of the last run.
+        failures_pager, results_pager: those tables, a page at a time (``.next()``,
+            ``.previous()``, ``.page = 3``); see :class:`memori_nb.pager.TablePager`.
         result, results, failures: the last run's SeedResult and its DataFrames.
         error: the exception that ended the last run, if any.
         widget: the whole panel (a ``VBox``).
@@ -209,11 +223,22 @@ class SeedPanel:
         self.error: BaseException | None = None
         self.task: asyncio.Task | None = None
         self.sink: WidgetProgress | None = None
+        self.memori: Memori | None = None  # the session of the run in progress
+        # The last run's failures and results a page at a time (None before a run, or when
+        # none failed): ``panel.results_pager.next()`` is a click on its Next button.
+        self.failures_pager: TablePager | None = None
+        self.results_pager: TablePager | None = None
 
-        has_key = bool(api_key or os.environ.get(_API_KEY_ENV))
-        options: list[tuple[str, Any]] = [
-            ("local (offline)", "local"),
-            ("memori" if has_key else "memori (needs MEMORI_API_KEY)", "memori")]
+        # Why the memori backend could not send (no key, a malformed key or URL), if so.
+        self._memori_problem, memori_label = None, "memori"
+        try:
+            resolve_backend("memori", api_key=api_key, base_url=base_url).check_ready()
+        except MissingApiKeyError as exc:
+            self._memori_problem, memori_label = str(exc), "memori (needs MEMORI_API_KEY)"
+        except ConfigurationError as exc:
+            self._memori_problem, memori_label = str(exc), "memori (key or URL unusable)"
+        options: list[tuple[str, Any]] = [("local (offline)", "local"),
+                                          (memori_label, "memori")]
         if backend is not None and not isinstance(backend, str):
             self._custom_backend = backend
             options.append((f"custom: {getattr(backend, 'name', type(backend).__name__)}",
@@ -224,8 +249,7 @@ class SeedPanel:
                 raise ConfigurationError(f"unknown backend {backend!r}; use one of "
                                          f"{', '.join(BACKEND_NAMES)} or a backend object")
             self._custom_backend = None
-            default = backend or ("memori" if has_key else "local")
-        self._has_key = has_key
+            default = backend or ("local" if self._memori_problem else "memori")
         self._busy = self._finishing = False
         style = {"description_width": "initial"}
         self.backend = widgets.Dropdown(options=options, value=default,
@@ -329,11 +353,9 @@ class SeedPanel:
         """
         try:
             config = self.config()
-            choice = self.backend.value
-            backend = (self._custom_backend if choice == "custom" else resolve_backend(
-                choice, api_key=self.api_key, base_url=self.base_url))
-            self.plan = plan(self.seeds, db=self._db, backend=backend, seed_config=config,
-                             force=bool(self.force.value))
+            # Trying the server's address takes up to a few seconds when it does not answer.
+            self.plan = self._memori().plan(self.seeds, seed_config=config,
+                                            force=bool(self.force.value), reach=True)
         except Exception as exc:  # noqa: BLE001 - shown to the person clicking
             self._set_status(f"Cannot plan: {exc}", "error")
             raise
@@ -375,8 +397,8 @@ class SeedPanel:
         """
         if not self.running or self._finishing:  # nothing to stop, or only cleaning up
             return False
-        self.task.cancel()
-        if not self._busy:  # cancelled before it started: nothing was sent
+        if not self._busy or self.memori is None or not self.memori.stop():
+            self.task.cancel()  # cancelled before it started: nothing was sent
             self._set_status("stopped before it started — nothing was sent", "warning")
             return True
         self.stop_button.disabled = True
@@ -394,6 +416,7 @@ class SeedPanel:
         try:
             config = self.config()
             memori = self._memori()
+            memori.backend_ready()  # refused here, with the reason on the status line
         except Exception as exc:  # noqa: BLE001 - shown on the panel
             self.error = exc
             self._set_status(f"Cannot start: {exc}", "error")
@@ -401,13 +424,15 @@ class SeedPanel:
         self._set_running(True)
         self.output.outputs = ()
         self._set_status(f"running with backend {self.backend.label!r} …", "info")
-        self.sink = WidgetProgress(self.progress, self.counters)
+        self.sink = WidgetProgress(self.progress, self.counters, notes=self.status)
+        self.memori = memori
         stopped = False
         try:
             self.result = await memori.seed(self.seeds, seed_config=config,
                                             force=bool(self.force.value), progress=self.sink,
                                             keep_results=False)
-        except asyncio.CancelledError:
+            stopped = self.result.stopped_reason == INTERRUPTED
+        except asyncio.CancelledError:  # stopped before the run began: nothing was sent
             stopped = True
         except Exception as exc:  # noqa: BLE001 - a kernel task has nobody else to tell
             self.error = exc
@@ -415,13 +440,10 @@ class SeedPanel:
         try:
             self._show_results(memori, stopped)
         finally:
+            self.memori = None
             self._set_running(False)
-            try:
-                if self._custom_backend is None:  # a backend object passed in stays open
-                    await memori.backend.aclose()
-            finally:
-                memori.close()
-        return self.result
+            await memori.aclose()  # a backend object passed in stays open
+        return None if stopped else self.result
 
     # --- internals ------------------------------------------------------------------------
 
@@ -433,28 +455,19 @@ class SeedPanel:
 
     def _memori(self) -> Memori:
         choice = self.backend.value
-        if choice == "custom":
-            backend: Any = self._custom_backend
-        else:
-            backend = choice
-        # Readiness (the API key) is checked before the store opens: a Run refused for a
-        # missing key must not leave an empty database file behind.
-        backend = resolve_backend(backend, api_key=self.api_key, base_url=self.base_url)
-        check_ready = getattr(backend, "check_ready", None)
-        if check_ready is not None:
-            check_ready()
-        return Memori(conn=self._db, backend=backend)
+        backend = self._custom_backend if choice == "custom" else choice
+        return Memori(conn=self._db, backend=backend, api_key=self.api_key,
+                      base_url=self.base_url)
 
     def _total(self) -> int:
         return sum(seed.size or 0 for seed in self.seeds)
 
     def _backend_changed(self) -> None:
-        missing_key = self.backend.value == "memori" and not self._has_key
-        self.run_button.disabled = missing_key or self._busy
+        cannot_send = self.backend.value == "memori" and self._memori_problem
+        self.run_button.disabled = bool(cannot_send) or self._busy
         self.backend_hint.value = (
-            "<span style='color:#b45309'>The memori backend needs an API key: set "
-            "<code>MEMORI_API_KEY</code> or pass <code>api_key=</code>. "
-            "Choose <i>local</i> to run offline.</span>" if missing_key else "")
+            f"<span style='color:#b45309'>{html.escape(self._memori_problem)}. Choose "
+            f"<i>local</i> to run offline.</span>" if cannot_send else "")
 
     def _set_running(self, running: bool) -> None:
         self._busy = running
@@ -488,8 +501,10 @@ class SeedPanel:
         parts.append(_table(per_entity, "Per entity"))
         invalid = stats[stats["error"].notna()]
         if len(invalid):
-            parts.append(_table(invalid[["entity_id", "conversation_id", "error"]],
-                                "Invalid conversations (they will fail without being sent)"))
+            reasons = [short_reason(error, cid) for error, cid in
+                       zip(invalid["error"], invalid["conversation_id"])]
+            parts.append(_table(invalid[["entity_id", "conversation_id"]].assign(
+                reason=reasons), "Invalid conversations (they will fail without being sent)"))
         self.stats_html.value = _TABLE_STYLE + "".join(parts)
 
     def _show_results(self, memori: Memori, stopped: bool) -> None:
@@ -506,24 +521,27 @@ class SeedPanel:
             self.progress.bar_style = "danger"
             self._set_status(f"failed: {type(self.error).__name__}: {self.error}", "error")
         else:
-            from .notebook import describe_result
-
             self._set_status(describe_result(self.result),
                              "warning" if self.result.failed else "success")
         # Failures first, each with its short reason; then every result, failed, succeeded
         # and skipped in that order (as the store lists them), skipped ones saying why.
-        outputs = []
+        # Each is a pager, so every row can be reached from the panel, not just the first.
+        for old in (self.failures_pager, self.results_pager):
+            if old is not None:
+                old.close()  # its widgets would otherwise live as long as the kernel
+        self.failures_pager = self.results_pager = None
         if self.failures is not None and len(self.failures):
-            outputs.append(_results_output(
-                self.failures[["entity_id", "conversation_id", "reason"]],
-                f"Failures ({len(self.failures):,})"))
+            self.failures_pager = _pager(self.failures[["entity_id", "conversation_id",
+                                                        "reason"]],
+                                         f"Failures ({len(self.failures):,})")
         if self.results is not None and len(self.results):
             columns = _RESULT_COLUMNS + [c for c in _TOKEN_COLUMNS if c in self.results.columns
                                          and self.results[c].notna().any()]
             shown = self.results[[c for c in columns if c in self.results.columns]]
-            outputs.append(_results_output(
-                shown, f"Results ({plural(len(shown), 'conversation')})"))
-        self.output.outputs = tuple(outputs)
+            self.results_pager = _pager(shown,
+                                        f"Results ({plural(len(shown), 'conversation')})")
+        self.output.outputs = tuple(_widget_output(pager) for pager in
+                                    (self.failures_pager, self.results_pager) if pager)
 
 
 def _table(frame: pd.DataFrame, title: str) -> str:
@@ -536,26 +554,43 @@ def _table(frame: pd.DataFrame, title: str) -> str:
             shown[column] = shown[column].round(1)
         elif shown[column].dtype == object:  # None would print as "None"
             shown[column] = shown[column].where(shown[column].notna(), "")
-    body = shown.to_html(index=False, border=0, na_rep="", classes="memori-nb-table")
+    # A class of its own per table, so the rule aligning its prose columns hits only them.
+    own = f"memori-nb-{uuid.uuid4().hex[:12]}"
+    body = shown.to_html(index=False, border=0, na_rep="",
+                         classes=["memori-nb-table", own])
     note = f"<p><i>… and {more:,} more rows</i></p>" if more > 0 else ""
-    return f"<p><b>{html.escape(title)}</b></p>{body}{note}"
+    return f"{_prose_left(shown, own)}<p><b>{html.escape(title)}</b></p>{body}{note}"
 
 
-def _results_output(frame: pd.DataFrame, title: str) -> dict[str, Any]:
-    """A results table of at most MAX_TABLE_ROWS rows, saying where the rest are."""
-    more = len(frame) - MAX_TABLE_ROWS
-    note = (f"<p><i>{more:,} more: every row is in <code>panel.results</code> and "
-            f"<code>panel.failures</code> (or <code>m.results()</code> / "
-            f"<code>m.failures()</code>)</i></p>" if more > 0 else "")
-    return _html_output(_TABLE_STYLE + _table(frame.head(MAX_TABLE_ROWS), title) + note,
-                        frame)
+#: Columns of sentences: they read from the left (ids and numbers stay right-aligned), or
+#: a wrapped reason shows a ragged left edge.
+_PROSE_COLUMNS = ("reason", "error")
 
 
-def _html_output(markup: str, frame: pd.DataFrame) -> dict[str, Any]:
-    """An Output-widget display item (set directly: works with or without a kernel)."""
+def _prose_left(frame: pd.DataFrame, table_class: str) -> str:
+    """A style left-aligning the prose columns of one table (nothing when it has none)."""
+    cells = [f".{table_class} th:nth-child({n}),.{table_class} td:nth-child({n})"
+             for n, column in enumerate(frame.columns, start=1) if column in _PROSE_COLUMNS]
+    return f"<style>{','.join(cells)}{{text-align:left}}</style>" if cells else ""
+
+
+def _pager(frame: pd.DataFrame, title: str) -> TablePager:
+    """A pager of MAX_TABLE_ROWS rows a page, drawn in the panel's table style."""
+    return TablePager(frame, title=title, page_size=MAX_TABLE_ROWS,
+                      render=lambda rows, title: _TABLE_STYLE + _table(rows, title))
+
+
+def _widget_output(pager: TablePager) -> dict[str, Any]:
+    """An Output-widget display item showing the pager's live widget (as ``display()``
+    inside ``with output:`` would add, but set directly: works with or without a kernel).
+    The text stands in where widgets cannot be drawn."""
+    bundle = pager.widget._repr_mimebundle_()
+    text = (f"{pager.title}: {pager.describe()} (every row is in panel.results and "
+            f"panel.failures)")
     return {"output_type": "display_data",
-            "data": {"text/html": markup,
-                     "text/plain": frame.head(MAX_TABLE_ROWS).to_string(index=False)},
+            "data": {"application/vnd.jupyter.widget-view+json":
+                     bundle["application/vnd.jupyter.widget-view+json"],
+                     "text/plain": text},
             "metadata": {}}
 
 

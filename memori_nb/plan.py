@@ -28,6 +28,7 @@ import pandas as pd
 
 from ._gc import paused_gc
 from .backends import resolve_backend
+from .backends.base import reachability_problem, readiness_problem
 from .chunking import MAX_WARNING_EXAMPLES, PlanRow
 from .errors import ConfigurationError, InvalidInputError, StoreError
 from .models import SeedConfig, SeedData
@@ -173,7 +174,7 @@ class Plan:
 def plan(data: pd.DataFrame | SeedData | Iterable[SeedData], *, db: Any = None,
          backend: Any = None, seed_config: SeedConfig | None = None,
          batch_size: int | None = None, latency: float = DEFAULT_LATENCY, force: bool = False,
-         **from_dataframe_kwargs: Any) -> Plan:
+         reach: bool = False, **from_dataframe_kwargs: Any) -> Plan:
     """Plan a run without sending anything: what is to send, already seeded or invalid, and
     the requests, tokens, cost and time it would take.
 
@@ -193,6 +194,8 @@ def plan(data: pd.DataFrame | SeedData | Iterable[SeedData], *, db: Any = None,
         batch_size: requests in flight at once; overrides ``seed_config.batch_size``.
         latency: seconds a request is assumed to take, for the ETA (``DEFAULT_LATENCY``).
         force: plan to send again what the ledger holds (as ``seed(force=True)``).
+        reach: also try a connection to the backend's server (no request is sent) and warn
+            when it cannot be reached.
         **from_dataframe_kwargs: ``entity_id=``, ``conversation_col=`` ... for a DataFrame.
 
     Returns:
@@ -219,7 +222,8 @@ def plan(data: pd.DataFrame | SeedData | Iterable[SeedData], *, db: Any = None,
     if batch_size is not None:
         config = replace(config, batch_size=batch_size)
     backend = resolve_backend("memori" if backend is None else backend)
-    warnings = _readiness(backend)
+    problem = readiness_problem(backend) or (reachability_problem(backend) if reach else None)
+    warnings = [f"nothing can be sent: {problem}"] if problem else []
     store, owned, unread = _open(db)
     try:
         ledger = None
@@ -436,18 +440,6 @@ def _unread(exc: BaseException) -> str:
     advice after the reason (``"... is in use by process 42 (python)"``)."""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return text.split(", e.g. a notebook kernel")[0]
-
-
-def _readiness(backend: Any) -> list[str]:
-    """Why the backend could not send (its ``check_ready()``), as warnings."""
-    check_ready = getattr(backend, "check_ready", None)
-    if check_ready is None:
-        return []
-    try:
-        check_ready()
-    except ConfigurationError as exc:  # MissingApiKeyError is one
-        return [f"nothing can be sent: {exc}"]
-    return []
 
 
 def _journal_waits(store: Any, backend: Any) -> bool:

@@ -27,12 +27,15 @@ class TqdmProgress:
         disable: turn the bar off (e.g. for ``--json`` runs that are not on a terminal).
         notebook: force the widget bar (True) or the console bar (False); None lets
             ``tqdm.auto`` decide.
+        summary: write the line that sums up the run under the bar when it ends (the CLI
+            writes its own).
     """
 
     def __init__(self, description: str = "seeding", *, file: IO[str] | None = None,
-                 disable: bool = False, notebook: bool | None = None) -> None:
+                 disable: bool = False, notebook: bool | None = None,
+                 summary: bool = True) -> None:
         self.description, self.file, self.disable = description, file, disable
-        self.notebook = notebook
+        self.notebook, self.summary = notebook, summary
         self.bar: Any = None
         self._last_postfix = 0.0
 
@@ -75,6 +78,21 @@ class TqdmProgress:
         if widget is not None:
             # close() colours by the count alone (green at the total, else red): say more.
             widget.children[1].bar_style = outcome
+
+
+    def note(self, text: str, *, final: bool = False) -> None:
+        """A line for the person beside the bar: that the run resumes, or (``final``) how
+        it ended. A widget bar's line goes to the cell's output, a console bar's to its
+        stream, without breaking the bar."""
+        if self.disable or (final and not self.summary):
+            return
+        from tqdm import tqdm
+
+        widget = self.bar is not None and getattr(self.bar, "container", None) is not None
+        # A widget bar writes nothing to a stream: the line goes where the cell prints.
+        stream = sys.stdout if widget else (self.file if self.file is not None
+                                            else sys.stderr)
+        tqdm.write(text, file=stream)
 
 
 # The console bar's colour per outcome (tqdm's ``colour``: a name or #hex).

@@ -27,7 +27,7 @@ from memori_nb.engine import seed_all
 from memori_nb.errors import ConfigurationError, PayloadRejectedError, QuotaExceededError
 from memori_nb.models import (Conversation, ConversationResult, Extraction, Message,
                               SeedCounters, Triple, Usage)
-from memori_nb.notebook import describe_result
+from memori_nb.session import describe_result
 from memori_nb.pricing import (COMPLETION_TOKENS_PER_REQUEST, Pricing, describe_usage,
                                estimate_requests, estimate_tokens)
 from memori_nb.progress import postfix_for

@@ -1,10 +1,11 @@
-"""The quickstart notebook in a real JupyterLab, driven by headless Chromium.
+"""The notebooks and the seeding panel in a real JupyterLab, driven by headless Chromium.
 
 Starts JupyterLab on a free loopback port with every Jupyter folder in a temporary directory,
-opens the quickstart notebook, runs all cells through the menu, and checks that tqdm's
-progress bar was rendered as a widget (not its text fallback) and reached 100%. A screenshot
-is saved in the test's tmp_path. Follows DESIGN.md section 4.
-"""
+opens a notebook, runs all cells through the menu, and checks what was rendered: tqdm's
+progress bar as a widget (not its text fallback) reaching 100%; the panel's Run and Stop
+buttons; its dry-run plan, its amber bar after failures, its failures table (first, with
+short reasons) and its results pages behind the Next button. Screenshots are saved in each
+test's tmp_path. Follows DESIGN.md section 4."""
 
 from __future__ import annotations
 
@@ -141,6 +142,11 @@ def open_and_run_all(context, base: str, token: str, path: Path):
     page = context.new_page()
     page.set_default_timeout(RUN_ALL_SECONDS * 1000)
     # A workspace of its own, so tabs restored from an earlier test do not share the page.
+    # JupyterLab sometimes asks which kernel to start though the notebook names one (seen
+    # when a test opens the first notebook on a busy machine); its choice is the right one.
+    page.add_locator_handler(
+        page.locator(".jp-Dialog", has_text="Select Kernel"),
+        lambda dialog: dialog.locator("button", has_text=re.compile(r"^Select$")).click())
     page.goto(f"{base}/lab/workspaces/{path.stem}/tree/{path.name}?token={token}")
     idle = page.locator(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator"
                         "[data-status='idle']")
@@ -183,7 +189,9 @@ def test_quickstart_progress_bar_renders_and_completes_in_jupyterlab(jupyterlab,
         bars = page.locator(".jp-OutputArea .jupyter-widgets.widget-hprogress, "
                             ".jp-OutputArea .jupyter-widgets.widget-progress")
         bars.first.wait_for()
-        assert bars.count() == 1
+        # One per run: the first seeds the sample, the second finds it already seeded.
+        bars.nth(1).wait_for()
+        assert bars.count() == 2
         bar = bars.first
         bar.scroll_into_view_if_needed()
         # Rendered as a widget, not as the frozen "0%" text fallback.
@@ -200,6 +208,10 @@ def test_quickstart_progress_bar_renders_and_completes_in_jupyterlab(jupyterlab,
         width = fill.evaluate("e => e.getBoundingClientRect().width / "
                               "e.parentElement.getBoundingClientRect().width")
         assert width == pytest.approx(1.0, abs=0.01)
+        # Each run ends with its line under the bar.
+        said = page.locator(".jp-OutputArea .jp-RenderedText")
+        said.filter(has_text="Nothing to seed: all 37 conversations already seeded").wait_for()
+        assert said.filter(has_text=f"Seeded {SAMPLE_CONVERSATIONS} conversations").count()
 
         page.wait_for_timeout(500)  # let the scroll settle before the picture
         screenshot = tmp_path / "quickstart.png"
@@ -208,6 +220,28 @@ def test_quickstart_progress_bar_renders_and_completes_in_jupyterlab(jupyterlab,
         print(f"screenshot: {screenshot}")
     finally:
         page.close()
+
+
+def write_notebook(path: Path, sources: list[str]) -> None:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell(source) for source in sources],
+                      metadata={"kernelspec": {"name": "python3", "language": "python",
+                                               "display_name": "Python 3 (ipykernel)"}})
+    nbformat.write(nb, path)
+
+
+def button(panel, name: str):
+    """A visible button by its text (a Font Awesome icon is part of its accessible name)."""
+    return panel.locator("button.widget-button:visible",
+                         has_text=re.compile(rf"^\s*{name}\s*$"))
+
+
+def cell_texts(table) -> list[list[str]]:
+    """The rows of a rendered HTML table, as the cells' texts."""
+    return table.evaluate("t => [...t.tBodies[0].rows].map("
+                          "r => [...r.cells].map(c => c.innerText.trim()))")
 
 
 PANEL_NOTEBOOK = [
@@ -227,23 +261,15 @@ PANEL_NOTEBOOK = [
 
 
 def test_panel_run_and_stop_buttons_work_in_jupyterlab(jupyterlab, browser, tmp_path):
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_notebook
-
     from playwright.sync_api import expect
 
     base, token, root = jupyterlab
-    nb = new_notebook(cells=[new_code_cell(source) for source in PANEL_NOTEBOOK],
-                      metadata={"kernelspec": {"name": "python3", "language": "python",
-                                               "display_name": "Python 3 (ipykernel)"}})
-    nbformat.write(nb, root / "panel.ipynb")
+    write_notebook(root / "panel.ipynb", PANEL_NOTEBOOK)
     page = open_and_run_all(browser, base, token, root / "panel.ipynb")
     try:
         panel = page.locator(".jp-OutputArea .jupyter-widgets.widget-vbox").first
         panel.wait_for()
-        # (the Font Awesome icon is part of a button's accessible name, so match the text)
-        run = panel.locator("button.widget-button", has_text=re.compile(r"^\s*Run\s*$"))
-        stop = panel.locator("button.widget-button", has_text=re.compile(r"^\s*Stop\s*$"))
+        run, stop = button(panel, "Run"), button(panel, "Stop")
         expect(stop).to_be_disabled()
         run.click()
         # The cell has finished and the kernel is idle, yet the counts move: the run is a
@@ -266,5 +292,107 @@ def test_panel_run_and_stop_buttons_work_in_jupyterlab(jupyterlab, browser, tmp_
         page.wait_for_timeout(300)
         page.screenshot(path=str(tmp_path / "panel.png"))
         print(f"screenshot: {tmp_path / 'panel.png'}")
+    finally:
+        page.close()
+
+
+# 45 conversations the fake service seeds, then three that fail validation: more results
+# than one page holds (20 rows), failures that must come first with their short reasons.
+PAGED_NOTEBOOK = [
+    "import pandas as pd\n"
+    "from memori_nb.panel import seed_panel\n"
+    "from memori_nb.testing import AugmentationServer\n"
+    "server = AugmentationServer(api_key='demo').start()\n"
+    "rows = [('u1', f'c{i:02d}', 'user', f'I live in City{i}.') for i in range(45)]\n"
+    "rows += [('u1', 'bad-role', 'robot', 'beep'), ('u1', 'bad-empty', 'user', ''),\n"
+    "         ('u2', 'bad-blank', 'user', '   ')]\n"
+    "df = pd.DataFrame(rows, columns=['entity_id', 'conversation_id', 'role', 'content'])\n"
+    "panel = seed_panel(df, db='paged.duckdb', backend='memori', api_key='demo',\n"
+    "                   base_url=server.url)\n"
+    "panel",
+]
+
+
+def test_panel_plan_failures_and_paging_in_jupyterlab(jupyterlab, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    base, token, root = jupyterlab
+    write_notebook(root / "paged.ipynb", PAGED_NOTEBOOK)
+    page = open_and_run_all(browser, base, token, root / "paged.ipynb")
+    try:
+        # A tall window, so one picture holds the whole panel: plan, bar, failures, results.
+        page.set_viewport_size({"width": 1400, "height": 2600})
+        panel = page.locator(".jp-OutputArea .jupyter-widgets.widget-vbox").first
+        panel.wait_for()
+
+        # Dry run: the plan, above the statistics, in the panel.
+        button(panel, "Dry run").click()
+        plan = panel.locator(".memori-nb-plan")
+        expect(plan).to_contain_text("48 conversations: 45 to send, 0 already seeded, "
+                                     "3 invalid")
+        rows = dict((row[0], row[1]) for row in plan.evaluate(
+            "t => [...t.querySelectorAll('tr')].map("
+            "r => [...r.cells].map(c => c.innerText.trim()))"))
+        assert (rows["to send"], rows["already seeded"], rows["invalid"]) == ("45", "0", "3")
+        assert rows["requests"] == "45"
+        assert re.fullmatch(r"about \d+ s \(45 requests, 10 at a time, 2 s each: assumed\)",
+                            rows["time"]), rows["time"]
+        assert panel.inner_text().index("to send") < panel.inner_text().index("Totals")
+        page.wait_for_timeout(500)
+        panel.screenshot(path=str(tmp_path / "panel-plan.png"))
+
+        # Run: three conversations fail validation.
+        button(panel, "Run").click()
+        status = panel.locator(".widget-html-content", has_text="45 succeeded, 3 failed")
+        status.wait_for(timeout=30_000)
+        expect(button(panel, "Run")).to_be_enabled()
+        fill = panel.locator(".widget-hprogress .progress-bar")
+        expect(fill).to_have_class(re.compile(r"\bprogress-bar-warning\b"))  # amber
+
+        output = panel.locator(".widget-output")
+        tables = output.locator("table.memori-nb-table")
+        expect(tables).to_have_count(2)
+        text = output.inner_text()
+        assert text.index("Failures (3)") < text.index("Results (48 conversations)")
+        failures = cell_texts(tables.nth(0))
+        assert sorted(row[1] for row in failures) == ["bad-blank", "bad-empty", "bad-role"]
+        reasons = {row[1]: row[2] for row in failures}
+        assert reasons["bad-role"].startswith("role 'robot' is not one of user, assistant")
+        assert reasons["bad-empty"] == "nothing left to send (empty message left out: 1)"
+        assert not any("conversation '" in reason for reason in reasons.values())
+        # sentences read from the left, numbers from the right
+        align = tables.nth(1).evaluate("t => [...t.tBodies[0].rows[0].cells].map("
+                                       "c => getComputedStyle(c).textAlign)")
+        assert (align[3], align[4]) == ("left", "right"), align  # reason, triples_count
+        # one page of failures: no buttons; the results have three pages and one Next
+        expect(button(output, "Next")).to_have_count(1)
+        label = output.locator(".widget-html-content:visible", has_text=re.compile(r"^rows "))
+        expect(label).to_have_text("rows 1–20 of 48")
+        first = cell_texts(tables.nth(1))
+        assert [row[2] for row in first[:3]] == ["failed"] * 3  # failures lead the results
+        expect(button(output, "Previous")).to_be_disabled()
+        page.wait_for_timeout(500)
+        panel.screenshot(path=str(tmp_path / "panel-run.png"))
+
+        # Page through with the Next button: every conversation once.
+        seen = [row[1] for row in first]
+        for expected in ("rows 21–40 of 48", "rows 41–48 of 48"):
+            button(output, "Next").click()
+            expect(label).to_have_text(expected)
+            seen += [row[1] for row in cell_texts(tables.nth(1))]
+        assert len(seen) == 48 and len(set(seen)) == 48
+        expect(button(output, "Next")).to_be_disabled()
+        button(output, "Previous").click()
+        expect(label).to_have_text("rows 21–40 of 48")
+        page.wait_for_timeout(500)
+        output.screenshot(path=str(tmp_path / "panel-paged.png"))
+
+        # A dry run now finds the 45 in the ledger.
+        button(panel, "Dry run").click()
+        expect(plan).to_contain_text("48 conversations: 0 to send, 45 already seeded, "
+                                     "3 invalid")
+        page.wait_for_timeout(500)
+        plan.screenshot(path=str(tmp_path / "panel-plan-again.png"))
+        print(f"screenshots: {tmp_path}")
     finally:
         page.close()

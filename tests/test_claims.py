@@ -541,3 +541,80 @@ def test_a_run_whose_claims_cannot_be_renewed_stops_sending(pg_url, embedder):
     assert {r.reason for r in result.results if r.status == "skipped"} == {
         "run stopped (claims lost) before it was sent"}
     store.close()
+
+
+def test_a_worker_releasing_while_another_claims_never_deadlocks(pg_url, embedder):
+    """A refused claim keeps its row locked until its transaction ends, so the release
+    locks in the order claims do. The releasing worker claimed window after window in an
+    order of its input, not of the keys (here: the highest first)."""
+    releasing, claiming = open_store(pg_url, embedder), open_store(pg_url, embedder)
+    ks = keys(20_000)
+    for _ in range(4):
+        for window in range(5):
+            releasing.claim(ks[::-1][window * 4000:(window + 1) * 4000], worker="done",
+                            lease_seconds=60)
+        start = threading.Barrier(2)
+
+        def release() -> None:
+            start.wait()
+            releasing.release_claims("done")
+
+        def claim() -> set[int]:
+            start.wait()
+            return claiming.claim(ks, worker="next", lease_seconds=60)
+
+        with ThreadPoolExecutor(2) as pool:
+            released, claimed = pool.submit(release), pool.submit(claim)
+            released.result()  # neither raises StoreError (deadlock detected)
+            claimed.result()
+        assert set(claims_of(claiming)) <= {"next"}
+        claiming.release_claims("next")
+    releasing.close()
+    claiming.close()
+
+
+def test_workers_writing_the_same_new_memories_at_once_never_deadlock(pg_url, embedder):
+    """Two workers' batches bring the same new subjects and objects, each in its own order
+    (the order their conversations stated them): both are written, neither aborted."""
+    from memori_nb.models import Conversation, ConversationResult, Extraction, Message, Triple
+    from memori_nb.stores.base import ResultRecord
+
+    stores = [open_store(pg_url, embedder) for _ in range(2)]
+    names = [f"Place {i:03d}" for i in range(300)]
+
+    def batch(worker: int, round_: int) -> list[ResultRecord]:
+        order = names if worker == 0 else names[::-1]
+        triples = tuple(Triple(subject_name=f"{name} r{round_}", subject_type="place",
+                               predicate=f"near r{round_}", object_name=f"{name}!",
+                               object_type="place") for name in order)
+        conversation = Conversation(id=f"w{worker}-r{round_}", messages=(
+            Message(role="user", content=f"places, worker {worker}, round {round_}"),))
+        return [ResultRecord(ConversationResult(conversation_id=conversation.id,
+                                                entity_id=f"user-{worker}", status="succeeded",
+                                                triples_count=len(triples)),
+                             conversation.content_hash(), None,
+                             Extraction(triples=triples), conversation)]
+
+    for round_ in range(4):
+        start = threading.Barrier(2)
+
+        def write(worker: int) -> None:
+            records = batch(worker, round_)
+            start.wait()
+            stores[worker].write(f"run-{worker}", records)
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(write, range(2)))  # a deadlock would raise StoreError here
+    graph = stores[0].sql("SELECT count(*) AS n FROM memori_knowledge_graph")
+    assert graph.n[0] == 2 * 4 * 300  # one per entity, round and place
+    for store in stores:
+        store.close()
+
+
+def test_a_run_that_kept_no_results_still_says_why_it_skipped():
+    from memori_nb.models import SeedResult
+
+    result = SeedResult(run_id="r", total=9, successful=4, failed=0, skipped=5,
+                        total_triples=8, duration_ms=1200, claimed_elsewhere=2)
+    assert str(result) == ("Seeded 9 conversations in 1.2 s: 4 succeeded, 3 already seeded, "
+                           "2 skipped (being seeded by another worker); 8 triples")

@@ -16,6 +16,7 @@ import memori_nb
 from helpers import conversation
 from memori_nb import Memori, MissingApiKeyError
 from memori_nb.cli import main
+from memori_nb.testing import refusing_url
 
 SAMPLE = str(files("memori_nb") / "data" / "sample_conversations.json")
 
@@ -291,8 +292,9 @@ def test_dry_run_on_a_seeded_database_says_nothing_is_left_to_send(tmp_path, mon
     assert "conversations  37: 37 to send, 0 already seeded, 0 invalid" in out
 
 
-def test_dry_run_gives_an_eta_for_a_network_backend(tmp_path, monkeypatch):
+def test_dry_run_gives_an_eta_for_a_network_backend(tmp_path, monkeypatch, server):
     monkeypatch.setenv("MEMORI_API_KEY", "a-key")
+    monkeypatch.setenv("MEMORI_API_URL_BASE", server.url)
     path = write_seed(tmp_path, [conversation(f"c{i}", "hello") for i in range(3)])
     code, out, _ = run("seed", path, "--dry-run", "--batch-size", "2",
                        "--db", str(tmp_path / "new.duckdb"))
@@ -301,6 +303,17 @@ def test_dry_run_gives_an_eta_for_a_network_backend(tmp_path, monkeypatch):
     assert "over a limit   0 conversations" in out
     assert "time           about 4 s (3 requests, 2 at a time, 2 s each: assumed)" in out
     assert not (tmp_path / "new.duckdb").exists()
+    assert server.request_count == 0  # reached, not asked
+
+
+def test_dry_run_warns_when_the_server_cannot_be_reached(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMORI_API_KEY", "a-key")
+    monkeypatch.setenv("NO_PROXY", "localhost")  # a bypass list alone is no proxy
+    path = write_seed(tmp_path, [conversation("c1", "hello")])
+    with refusing_url() as url:
+        code, out, _ = run("seed", path, "--dry-run", "--base-url", url)
+    assert code == 0
+    assert f"Warning: nothing can be sent: cannot reach {url}: Connection refused" in out
 
 
 def test_an_option_on_the_wrong_side_of_the_command_says_where_it_goes():

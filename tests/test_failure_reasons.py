@@ -431,13 +431,18 @@ def test_the_panel_shows_failures_first_with_reasons_and_where_the_rest_are(tmp_
     run_panel(SeedPanel(panel_frame(24, broken=False), db=db, backend="local"))
     panel = SeedPanel(panel_frame(24, broken=True), db=db, backend="local")
     run_panel(panel)
-    html = "".join(item["data"]["text/html"] for item in panel.output.outputs)
-    assert html.index("Failures (1)") < html.index("Results (25 conversations)")
+    shown = [item["data"]["text/plain"] for item in panel.output.outputs]
+    assert shown == ["Failures (1): row 1 of 1 (every row is in panel.results and "
+                     "panel.failures)",
+                     "Results (25 conversations): rows 1–20 of 25 (every row is in "
+                     "panel.results and panel.failures)"]
+    html = panel.failures_pager.table.value
     assert "role &#x27;robot&#x27; is not one of" in html or "role 'robot' is not one of" in html
-    # The results table: the failure first, then the 24 skipped, each saying why; 20 drawn.
+    # The results table: the failure first, then the 24 skipped, each saying why; 20 a page.
     assert panel.results.status.tolist() == ["failed"] + ["skipped"] * 24
-    assert html.count("already seeded") == 19
-    assert "5 more: every row is in <code>panel.results</code>" in html
+    assert panel.results_pager.table.value.count("already seeded") == 19
+    assert panel.results_pager.next().status.tolist() == ["skipped"] * 5
+    assert panel.results_pager.table.value.count("already seeded") == 5
 
 
 def test_the_panel_says_one_entity_one_conversation_one_retry():

@@ -21,7 +21,8 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-from memori_nb.notebook import run_sync, runs, seed_dataframe
+from memori_nb.notebook import runs, seed_dataframe
+from memori_nb.session import run_sync
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"

@@ -37,8 +37,27 @@ def run(panel: SeedPanel):
     return asyncio.run(click_run())
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def shown_pagers(panel: SeedPanel) -> list:
+    """The pagers the panel's output shows, top to bottom (each item is a widget view)."""
+    pagers = {pager.widget.model_id: pager
+              for pager in (panel.failures_pager, panel.results_pager) if pager}
+    return [pagers[item["data"][WIDGET_VIEW]["model_id"]] for item in panel.output.outputs]
+
+
 def output_html(panel: SeedPanel) -> str:
-    return "".join(item["data"]["text/html"] for item in panel.output.outputs)
+    """The tables the panel's output shows (the page each pager is on)."""
+    return "".join(pager.table.value for pager in shown_pagers(panel))
+
+
+def frame_with_invalid(valid: int) -> pd.DataFrame:
+    """``valid`` one-message conversations c00, c01 ... and three invalid ones."""
+    rows = [("u1", f"c{n:02d}", "user", f"I live in City{n}.") for n in range(valid)]
+    rows += [("u1", "bad-role", "robot", "beep"), ("u1", "bad-empty", "user", ""),
+             ("u2", "bad-blank", "user", "   ")]
+    return pd.DataFrame(rows, columns=["entity_id", "conversation_id", "role", "content"])
 
 
 def test_importing_the_panel_does_not_import_ipywidgets():
@@ -223,6 +242,8 @@ def test_widget_progress_shows_rate_elapsed_and_time_left():
     sink.update(counters, result)
     assert "2.0 conv/s" in label.value and "0:50 elapsed" in label.value
     assert "about 2:30 left" in label.value
+    sink.close(counters)  # stopped here: no time left to wait for
+    assert "0:50 elapsed" in label.value and "left" not in label.value
     for _ in range(300):
         counters.count(result)
     now[0] += 3600.0
@@ -290,3 +311,90 @@ def test_dry_run_shows_the_plan_against_the_ledger_and_the_missing_key(monkeypat
     html = panel.stats_html.value
     assert panel.plan.warnings and "MEMORI_API_KEY" in html
     assert html.index("MEMORI_API_KEY") < html.index("Totals")  # above the stats table
+
+
+def test_results_are_paged_failures_first_and_every_row_is_reachable(tmp_path):
+    panel = SeedPanel(frame_with_invalid(45), db=str(tmp_path / "paged.duckdb"),
+                      backend="local")
+    assert panel.failures_pager is None and panel.results_pager is None  # before a run
+    run(panel)
+    failures, results = shown_pagers(panel)
+    assert (failures, results) == (panel.failures_pager, panel.results_pager)
+    assert "Failures (3)" in failures.table.value
+    assert failures.widget.children[1].layout.display == "none"  # one page: no buttons
+    assert "Results (48 conversations)" in results.table.value
+    assert results.label.value == "rows 1–20 of 48"
+    assert results.previous_button.disabled and not results.next_button.disabled
+    # the failed conversations lead the results, with their short reasons
+    assert results.rows["status"].tolist()[:3] == ["failed"] * 3
+    seen = list(results.rows["conversation_id"])
+    results.next_button.click()
+    assert results.label.value == "rows 21–40 of 48"
+    assert f"<td>{results.rows['conversation_id'].iloc[0]}</td>" in results.table.value
+    seen += list(results.rows["conversation_id"])
+    results.next_button.click()
+    assert results.label.value == "rows 41–48 of 48" and results.next_button.disabled
+    seen += list(results.rows["conversation_id"])
+    assert sorted(seen) == sorted(panel.results.conversation_id) and len(seen) == 48
+    assert len(panel.results) == 48 and len(panel.failures) == 3  # the frames stay whole
+    # where widgets cannot be drawn, the output says what is there and where the rest is
+    assert panel.output.outputs[1]["data"]["text/plain"] == (
+        "Results (48 conversations): rows 1–20 of 48 (every row is in panel.results and "
+        "panel.failures)")
+
+
+def test_failure_reasons_are_short_in_the_panel(tmp_path):
+    panel = SeedPanel(frame_with_invalid(2), db=str(tmp_path / "short.duckdb"),
+                      backend="local")
+    run(panel)
+    table = panel.failures_pager.table.value
+    assert "<td>role 'robot' is not one of user, assistant, system" in table
+    assert "map it with role_map={'robot': 'user'} (row 2)</td>" in table  # row: after why
+    assert table.count("<td>nothing left to send (empty message left out: 1)</td>") == 2
+    assert "conversation '" not in table and "row 2:" not in table
+    assert panel.progress.bar_style == "warning"
+
+
+def test_a_failures_table_longer_than_a_page_pages_too(tmp_path):
+    rows = [("u1", f"bad{n:02d}", "robot", "beep") for n in range(25)]
+    rows.append(("u1", "good", "user", "I live in Oslo."))
+    data = pd.DataFrame(rows, columns=["entity_id", "conversation_id", "role", "content"])
+    panel = SeedPanel(data, db=":memory:", backend="local")
+    run(panel)
+    pager = panel.failures_pager
+    assert pager.label.value == "rows 1–20 of 25"
+    assert pager.next()["conversation_id"].tolist() == [f"bad{n:02d}" for n in range(20, 25)]
+    assert "bad24" in pager.table.value and "good" not in pager.table.value
+
+
+def test_a_new_run_replaces_the_pages(tmp_path):
+    panel = SeedPanel(frame_with_invalid(25), db=str(tmp_path / "again.duckdb"),
+                      backend="local")
+    run(panel)
+    first = panel.results_pager
+    first.next()
+    run(panel)  # the same data again: the valid ones are skipped, the invalid fail again
+    assert panel.results_pager is not first and panel.results_pager.page == 1
+    assert shown_pagers(panel) == [panel.failures_pager, panel.results_pager]
+    assert "already seeded" in output_html(panel)
+
+
+def test_a_key_that_is_set_but_unusable_is_named_not_asked_for(monkeypatch):
+    monkeypatch.setenv("MEMORI_API_KEY", "sk-pasted-with-a-space ")
+    panel = seed_panel(frame(2), db=":memory:")
+    labels = dict((value, label) for label, value in panel.backend.options)
+    assert labels["memori"] == "memori (key or URL unusable)"
+    assert panel.backend.value == "local"
+    panel.backend.value = "memori"
+    assert panel.run_button.disabled
+    assert "spaces, line breaks or non-ASCII characters" in panel.backend_hint.value
+    assert "sk-pasted" not in panel.backend_hint.value
+
+
+def test_a_new_run_closes_the_last_runs_pagers(tmp_path):
+    panel = SeedPanel(frame(3, broken=True), db=str(tmp_path / "p.duckdb"), backend="local")
+    run(panel)
+    first = (panel.failures_pager, panel.results_pager)
+    run(panel)
+    assert all(pager.widget.comm is None for pager in first)  # closed
+    assert panel.results_pager.widget.comm is not None

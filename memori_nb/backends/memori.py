@@ -21,7 +21,8 @@ from ..http import KeepAliveTransport
 from ..models import Extraction
 from ..protocols.aa import AUGMENTATION_PATH, encode_payload, parse_extraction
 from ..ratelimit import retry_after_seconds
-from .base import AugmentationRequest, LoopClient, check_settings, secrets_kept_out
+from .base import (AugmentationRequest, LoopClient, check_ready_once, check_settings,
+                   secrets_kept_out)
 
 DEFAULT_BASE_URL = "https://api.memorilabs.ai"
 API_KEY_ENV = "MEMORI_API_KEY"
@@ -76,6 +77,7 @@ class MemoriBackend:
             raise ConfigurationError(f"max_response_bytes must be a positive integer, got "
                                      f"{max_response_bytes!r}")
         self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        self._checked: tuple | None = None  # the settings check_ready last passed
         self._redact = KeyRedactor(self._api_key)
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         self._parsed_endpoint: tuple[str, httpx.URL] | None = None
@@ -114,7 +116,7 @@ class MemoriBackend:
             AugmentationError: a subclass saying how to react (see :mod:`memori_nb.errors`);
                 its message never holds the API key.
         """
-        self.check_ready()
+        check_ready_once(self)
         with secrets_kept_out(self._redact):
             return await self._augment(request)
 

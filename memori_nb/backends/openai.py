@@ -23,7 +23,8 @@ from ..models import Extraction, Usage
 from ..pricing import Pricing, estimate_tokens
 from ..protocols import chat
 from ..ratelimit import RateLimiter, retry_after_seconds
-from .base import AugmentationRequest, LoopClient, check_settings, secrets_kept_out
+from .base import (AugmentationRequest, LoopClient, check_ready_once, check_settings,
+                   secrets_kept_out)
 from .memori import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, ERROR_BODY_BYTES,
                      KeyRedactor, _detail, default_client, read_body)
 
@@ -98,6 +99,7 @@ class OpenAIBackend:
             raise ConfigurationError("give both prompt_price and completion_price (USD per "
                                      "million tokens), or neither")
         self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        self._checked: tuple | None = None  # the settings check_ready last passed
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         self.temperature = temperature
         self.max_tokens = max_tokens
@@ -157,7 +159,7 @@ class OpenAIBackend:
             AugmentationError: a subclass saying how to react (see :mod:`memori_nb.errors`);
                 its message never holds the API key.
         """
-        self.check_ready()
+        check_ready_once(self)
         with secrets_kept_out(self._redact):
             return await self._augment(request)
 

@@ -560,17 +560,35 @@ class SqlStore:
             StoreError: the database refused (the claims then run out with the lease).
         """
         now = _DB_EPOCH[self.dialect]
+        # The same test as a takeover's (see claim): a claim and its holder's lease run out.
+        expired = (f"lease_until < {now} AND NOT EXISTS (SELECT 1 FROM memori_nb_claim_leases "
+                   f"l WHERE l.worker = memori_nb_claims.worker AND l.lease_until >= {now})")
+        unused = (f"lease_until < {now} AND NOT EXISTS (SELECT 1 FROM memori_nb_claims c "
+                  f"WHERE c.worker = memori_nb_claim_leases.worker)")
         with self._transaction() as cursor:
+            if self.dialect == "postgresql":
+                # Locked in the order claim() takes rows (Python's string order is "C"'s):
+                # a worker claiming some of these meanwhile holds the row it is refused
+                # until its transaction ends, and locks taken in two orders deadlock.
+                self._run(cursor, 'SELECT count(*) FROM (SELECT 1 FROM memori_nb_claims WHERE '
+                                  'worker = ? ORDER BY entity_id COLLATE "C", conversation_id '
+                                  'COLLATE "C", content_hash COLLATE "C" FOR UPDATE) AS mine',
+                          [worker])
             self._run(cursor, "DELETE FROM memori_nb_claims WHERE worker = ?", [worker])
             self._run(cursor, "DELETE FROM memori_nb_claim_leases WHERE worker = ?", [worker])
-            # The same test as a takeover's (see claim): a row another worker is claiming
-            # meanwhile is judged on its new lease once that commits, and stays.
-            self._run(cursor, f"DELETE FROM memori_nb_claims WHERE lease_until < {now} AND "
-                              f"NOT EXISTS (SELECT 1 FROM memori_nb_claim_leases l WHERE "
-                              f"l.worker = memori_nb_claims.worker AND l.lease_until >= {now})")
-            self._run(cursor, f"DELETE FROM memori_nb_claim_leases WHERE lease_until < {now} "
-                              f"AND NOT EXISTS (SELECT 1 FROM memori_nb_claims c WHERE "
-                              f"c.worker = memori_nb_claim_leases.worker)")
+            if self.dialect == "postgresql":
+                # Rows others have locked (claiming them) are theirs to settle: skipped,
+                # never waited for, so this cannot deadlock either.
+                self._run(cursor, f"DELETE FROM memori_nb_claims WHERE (entity_id, "
+                                  f"conversation_id, content_hash) IN (SELECT entity_id, "
+                                  f"conversation_id, content_hash FROM memori_nb_claims WHERE "
+                                  f"{expired} FOR UPDATE SKIP LOCKED)")
+                self._run(cursor, f"DELETE FROM memori_nb_claim_leases WHERE worker IN (SELECT "
+                                  f"worker FROM memori_nb_claim_leases WHERE {unused} FOR "
+                                  f"UPDATE SKIP LOCKED)")
+            else:  # one writer at a time
+                self._run(cursor, f"DELETE FROM memori_nb_claims WHERE {expired}")
+                self._run(cursor, f"DELETE FROM memori_nb_claim_leases WHERE {unused}")
 
     # --- writes -------------------------------------------------------------------------
 
@@ -1018,7 +1036,7 @@ class _BatchWrite:
                     cursor, f"SELECT {column} FROM {mentions} WHERE conversation_id IN "
                             f"({{keys}})", old))
                 s._many(cursor, f"UPDATE {table} SET num_times = num_times - ? WHERE id = ?",
-                        [(n, pk) for pk, n in gone.items()])
+                        [(n, pk) for pk, n in sorted(gone.items())])
                 dropped[kind] = set(gone)
             sessions = [row[0] for row in s._rows_in(
                 cursor, "SELECT session_id FROM memori_conversation WHERE id IN ({keys})", old)]
@@ -1072,6 +1090,8 @@ class _BatchWrite:
             return set()
         s, cursor = self.store, self.cursor
         owner = "entity_id" if table == "memori_entity_fact" else "process_id"
+        # Inserted and counted in key order, in every batch: workers writing the same new
+        # rows at once wait for one another in one order, never in a circle (a deadlock).
         new = {(o, u): text for o, u, text, _ in rows}
         never = self.store._time(_NEVER)
         if table == "memori_entity_fact":
@@ -1080,12 +1100,13 @@ class _BatchWrite:
                             "VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT (entity_id, uniq) "
                             "DO NOTHING",
                     [(str(uuid.uuid4()), o, text, self.vectors[text], never, u)
-                     for (o, u), text in new.items() if text in self.vectors])
+                     for (o, u), text in sorted(new.items()) if text in self.vectors])
         else:
             s._many(cursor, "INSERT INTO memori_process_attribute (uuid, process_id, content, "
                             "num_times, date_last_time, uniq) VALUES (?, ?, ?, 0, ?, ?) "
                             "ON CONFLICT (process_id, uniq) DO NOTHING",
-                    [(str(uuid.uuid4()), o, text, never, u) for (o, u), text in new.items()])
+                    [(str(uuid.uuid4()), o, text, never, u)
+                     for (o, u), text in sorted(new.items())])
         ids = {(o, u): pk for o, u, pk in s._rows_in(
             cursor, f"SELECT {owner}, uniq, id FROM {table} WHERE ({owner}, uniq) IN ({{keys}})",
             list(new), width=2)}
@@ -1125,7 +1146,7 @@ class _BatchWrite:
             marks = "?" if table == "memori_predicate" else "?, ?"
             s._many(cursor, f"INSERT INTO {table} (uuid, {columns}, uniq) VALUES (?, {marks}, ?) "
                             f"ON CONFLICT (uniq) DO NOTHING",
-                    [(str(uuid.uuid4()), *value, key) for key, value in values.items()])
+                    [(str(uuid.uuid4()), *value, key) for key, value in sorted(values.items())])
             ids[table] = dict(s._rows_in(cursor, f"SELECT uniq, id FROM {table} WHERE uniq IN "
                                                  f"({{keys}})", list(values)))
         graph_keys = sorted({(e, ids["memori_subject"][su], ids["memori_predicate"][pu],
