@@ -902,6 +902,9 @@ def _run(client: Any, seeds: list[SeedData], shards: list[list[int]],
                             stopped_reason=result.stopped_reason)
     counters.retries = bar.counters.retries
     bar.close(counters)
+    note = getattr(bar.progress, "note", None)
+    if note is not None:  # the line that sums the backfill up, under the bar
+        note(str(result), final=True)
     return result
 
 

@@ -126,7 +126,8 @@ def test_every_conversation_is_seeded_once_and_a_rerun_sends_nothing(client, pg_
         # Results in input order, as a local run gives them.
         assert [(r.entity_id, r.conversation_id) for r in result.results] == [
             (s.entity_id, c["id"]) for s in seeds for c in s.conversations]
-        assert "120/120" in out.getvalue()
+        assert "120/120" in out.getvalue()  # one bar for the cluster, and the summing-up line
+        assert str(result) in out.getvalue() and "120 succeeded" in str(result)
 
         again = seed(client, seeds, pg_url, server)
         assert server.request_count == 120  # nothing sent again
@@ -346,7 +347,7 @@ def test_a_parquet_folder_is_read_with_its_column_names(client, pg_url, tmp_path
                               if role == "user" else "Noted."}
                              for u in range(3) for c in range(4)
                              for role in ("user", "assistant")])
-        duckdb.sql(f"COPY rows TO '{tmp_path / f'part-{part}.parquet'}' (FORMAT parquet)")
+        duckdb.from_df(rows).write_parquet(str(tmp_path / f"part-{part}.parquet"))
     with AugmentationServer(api_key=API_KEY) as server:
         result = seed(client, str(tmp_path), pg_url, server, entity_col="user",
                       conversation_col="chat")
