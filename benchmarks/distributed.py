@@ -151,7 +151,7 @@ def main() -> None:
         for workers in args.workers:
             with distributed.LocalCluster(n_workers=workers, processes=True,
                                           threads_per_worker=2,
-                                          dashboard_address=None) as cluster, \
+                                          dashboard_address=":0") as cluster, \
                     distributed.Client(cluster) as client:
                 r = measure(on_cluster(client), seeds, pg, args.in_flight, args.seed)
             report(f"{workers} worker(s), {r['shards']} shards", r)

@@ -787,7 +787,7 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
         cluster = distributed.LocalCluster(n_workers=1 if sqlite else DEFAULT_WORKERS,
                                            processes=True,
                                            threads_per_worker=SHARDS_PER_WORKER,
-                                           dashboard_address=None)
+                                           dashboard_address=":0")
         client = distributed.Client(cluster)
     try:
         info = client.scheduler_info(n_workers=-1)["workers"]

@@ -46,7 +46,7 @@ def client():
     with dask.config.set({"distributed.scheduler.locks.lease-validation-interval": "0.2s",
                           "distributed.scheduler.allowed-failures": 5}):
         cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=2,
-                                           dashboard_address=None)
+                                           dashboard_address=":0")
         with distributed.Client(cluster) as running:
             yield running
         cluster.close()
