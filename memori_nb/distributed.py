@@ -686,10 +686,11 @@ def _shown(conn: Any) -> str:
 class DistributedSeedResult(SeedResult):
     """A :class:`SeedResult` summed over the shards of a :func:`seed_distributed` call.
 
-    ``run_ids`` are the runs in the store (one per shard, more for a shard whose worker
-    died or that waited for claims): ``Memori(conn=url).results(run_id)`` for each, or
-    :meth:`results_frame`. ``run_id`` is the first of them. ``shards`` holds each shard's
-    own result.
+    ``run_ids`` are the runs that returned (one per shard, more for a shard that waited for
+    claims): ``Memori(conn=url).results(run_id)`` for each. A killed worker's runs are not
+    among them (``m.runs()`` lists them, unfinished), and what it had finished counts here
+    as skipped, already seeded. ``run_id`` is the first of them. ``shards`` holds each
+    shard's own result.
     """
 
     run_ids: tuple[str, ...] = ()
@@ -720,10 +721,11 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
         client: a ``distributed.Client``; None starts a ``LocalCluster`` of 2 worker
             processes (1 for SQLite) of 2 threads for this call and closes it after.
         shards: how many shards (default: 2 per worker, or one per worker thread if there
-            are more threads; each shard runs on a thread of its own).
+            are more threads; a worker runs its shards at once, on its event loop).
         backend, api_key, base_url: as for :class:`memori_nb.Memori`; the key and URL
             default to this process's environment, and the key travels to the workers
-            masked (``***`` in every repr, log and dashboard).
+            masked (``***`` in every repr, log and dashboard). A backend object travels
+            as it pickles, its key with it.
         **options: how the source is read, as :func:`memori_nb.to_seeds` takes it
             (``entity_col=``, ``entity_id=``, ``dayfirst=``...), and the ``openai``
             backend's options (``model=``...).

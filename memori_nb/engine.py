@@ -285,6 +285,8 @@ class _SeedRun:
         # Claims in a store shared with other workers (None: this run is the only one).
         self.claims: ClaimSettings | None = claims
         self.claimed_elsewhere = 0
+        self.claims_valid_until = float("-inf")  # set by each claim and renewal
+        self.claimed: set[tuple[str, str, str]] = set()  # what this run holds
         self.journal_directory = None
 
     async def _in_store(self, function: Callable[..., Any], *args: Any) -> Any:
@@ -421,9 +423,12 @@ class _SeedRun:
         if not jobs or self.stop_reason:
             return jobs  # (a stopped run skips them all, unsent)
         keys = [(j.entity_id, j.conversation.id, j.content_hash) for j in jobs]
+        asked = time.monotonic()
         held = await self._in_store(functools.partial(
             self.store.claim, keys, worker=self.claims.worker,
             lease_seconds=self.claims.lease_seconds))
+        self._claims_held_until(asked)
+        self.claimed.update(keys[index] for index in held)
         for index, job in enumerate(jobs):
             if index not in held:
                 self.claimed_elsewhere += 1
@@ -450,14 +455,37 @@ class _SeedRun:
         while True:
             await asyncio.sleep(lease / 3)
             try:
-                await self._in_store(self.store.renew_claims, worker, lease)
+                asked = time.monotonic()
+                holding = await self._in_store(self.store.renew_claims, worker, lease)
                 renewed = time.monotonic()
+                if holding < len(self.claimed):  # some were taken over while it lagged
+                    self.claims_valid_until = float("-inf")
+                    self._claims_lost()
+                else:
+                    self._claims_held_until(asked)
             except StoreError as exc:
                 if time.monotonic() - renewed >= lease and self.stop_reason is None:
                     self.stop_reason = (f"its claims on conversations could not be renewed "
                                         f"for {lease:g} s ({exc}), so other workers may "
                                         f"take them over; run again to send the rest")
                     self.stop_cause = "claims lost"
+
+    def _claims_held_until(self, asked: float) -> None:
+        """A claim or renewal asked at ``asked`` (this clock) holds until ``asked`` plus the
+        lease at least: the database dated it later."""
+        self.claims_valid_until = max(self.claims_valid_until, asked + self.claims.lease_seconds)
+
+    def _claims_lost(self) -> bool:
+        """Whether this worker's leases may have run out (its loop stalled, renewal lagged):
+        others may have taken its conversations over, so it must send no more of them."""
+        if time.monotonic() < self.claims_valid_until:
+            return False
+        if self.stop_reason is None:
+            self.stop_reason = (f"its claims on conversations were not renewed within their "
+                                f"lease of {self.claims.lease_seconds:g} s, so other workers "
+                                f"may have taken them over; run again to send the rest")
+            self.stop_cause = "claims lost"
+        return True
 
     def _release_claims(self) -> None:
         """Free the worker's claims at the end of the run (called on the loop, as the run's
@@ -581,7 +609,7 @@ class _SeedRun:
 
     async def _work(self) -> None:
         while (job := (await self.queue.get())[2]) is not None:
-            if self.stop_reason:
+            if self.stop_reason or (self.claims is not None and self._claims_lost()):
                 self._record_skipped(job, self._stopped("before it was sent"))
                 continue
             result, extraction = await self._process(job)

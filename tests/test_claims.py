@@ -618,3 +618,86 @@ def test_a_run_that_kept_no_results_still_says_why_it_skipped():
                         total_triples=8, duration_ms=1200, claimed_elsewhere=2)
     assert str(result) == ("Seeded 9 conversations in 1.2 s: 4 succeeded, 3 already seeded, "
                            "2 skipped (being seeded by another worker); 8 triples")
+
+
+def test_a_journal_another_process_is_replaying_is_waited_for_not_skipped(tmp_path, embedder):
+    """Two shards meet a dead worker's journal at once: the one that finds it locked by
+    the other's replay waits for it, so it never takes the dead run's finished (billed)
+    conversations for unsent."""
+    import fcntl
+
+    from memori_nb.stores.journal import replay
+
+    store = SqlStore(f"sqlite:///{tmp_path}/memori.db", embedder=embedder)
+    store.build()
+    data = seeds(entities=1, per_entity=2)
+    finished = conversation_keys(data[0])[0]
+    dead_journal(store, data[0], finished)
+    directory = store.journal_dir()
+    # The other shard (a thread here: flock holds per open file) takes the lock and says
+    # it replays, then lets go without writing anything, as if it had died meanwhile.
+    fd = os.open(directory / "deadrun.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    marker = directory / f"deadrun.replaying.{os.getpid()}"
+    marker.touch()
+
+    def let_go() -> None:
+        time.sleep(0.5)
+        marker.unlink()
+        os.close(fd)
+
+    other = threading.Thread(target=let_go)
+    started = time.monotonic()
+    other.start()
+    written = replay(directory, store)
+    other.join()
+    assert time.monotonic() - started >= 0.45  # it waited for the other replay
+    assert written == 1 and store.already_seeded([finished]) == {0}
+    store.close()
+
+
+def test_a_worker_that_stalls_past_its_lease_sends_nothing_more(tmp_path, embedder):
+    """A worker whose loop stalls longer than its lease (a long synchronous call, a paused
+    VM) finds its claims taken over when it wakes: it stops rather than send them too."""
+    lease = 1.0
+    url = f"sqlite:///{tmp_path}/memori.db"
+    data = seeds(entities=1, per_entity=8)
+    stalled = threading.Event()
+
+    class StallsOnce(MemoriBackend):
+        async def augment(self, request):
+            if not stalled.is_set():
+                stalled.set()
+                time.sleep(2.5 * lease)  # the event loop is blocked meanwhile
+            return await super().augment(request)
+
+    def worker(name: str, backend_class) -> object:
+        store = SqlStore(url, embedder=embedder)
+        store.build()
+
+        async def go():
+            backend = backend_class(api_key=API_KEY, base_url=server.url)
+            try:
+                return await seed_all(data, backend=backend, store=store,
+                                      config=SeedConfig(batch_size=1),
+                                      claims=ClaimSettings(worker=name, lease_seconds=lease))
+            finally:
+                await backend.aclose()
+        try:
+            return asyncio.run(go())
+        finally:
+            store.close()
+
+    with AugmentationServer(api_key=API_KEY, latency=0.01) as server:
+        results = {}
+        stalling = threading.Thread(target=lambda: results.update(a=worker("a", StallsOnce)))
+        stalling.start()
+        stalled.wait(10)
+        time.sleep(lease + 0.3)  # a's lease has run out while it stalls
+        results["b"] = worker("b", MemoriBackend)
+        stalling.join()
+        counts = sent(server)
+    assert results["b"].successful == 8
+    assert "claims" in results["a"].stopped_reason
+    # Only what a had in flight when it stalled went twice.
+    assert sum(counts.values()) <= 8 + 1 and len(counts) == 8

@@ -170,7 +170,11 @@ def test_a_worker_killed_mid_run_loses_nothing(client, pg_url):
     assert all(statuses[run] == "completed" for run in result.run_ids)
 
 
-def test_ctrl_c_stops_every_worker_and_keeps_what_finished(client, pg_url):
+def test_ctrl_c_stops_every_worker_and_keeps_what_finished(client, pg_url, request):
+    # Python's own Ctrl-C handler, also when pytest was started in the background (a shell
+    # then has SIGINT ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     seeds = backfill(8, 40)
     with AugmentationServer(api_key=API_KEY, latency=0.03,
                             concurrency_limit=IN_FLIGHT) as server:

@@ -122,13 +122,21 @@ def run_is_orphaned(run_id: str, host: str | None, pid: int | None) -> bool:
         return False
     if pid == me:
         return run_id not in _OWN_RUNS
+    return not process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (always True on Windows, where
+    ``os.kill(pid, 0)`` would kill it)."""
+    if os.name == "nt":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
+        return False
     except OSError:
-        return False  # exists but is another user's (PermissionError)
-    return False
+        return True  # exists but is another user's (PermissionError)
+    return True
 
 
 def orphaned_reason(host: str, pid: int) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import fields
 from datetime import datetime, timedelta, timezone
@@ -32,7 +33,8 @@ from typing import Any
 
 from ..errors import StoreError
 from ..models import Conversation, ConversationResult, Message
-from .base import PartialRecord, ResultRecord, extraction_from_dict, extraction_to_dict
+from .base import (PartialRecord, ResultRecord, extraction_from_dict, extraction_to_dict,
+                   process_alive)
 from .writer import write_records
 
 try:
@@ -43,6 +45,8 @@ except ImportError:  # Windows
 # A new segment starts when the current one is this large, so the journal of a long run
 # stays about this size on disk.
 SEGMENT_BYTES = 32 * 1024 * 1024
+# How long a run waits at most for another process replaying a dead run's journal.
+REPLAY_WAIT_SECONDS = 30.0
 
 Key = tuple[str, str, str]
 
@@ -200,19 +204,51 @@ def replay(directory: Path | None, store: Any) -> int:
             fd = os.open(lock_path, os.O_RDWR)
         except FileNotFoundError:
             continue  # replayed and removed meanwhile by another process
+        # Said while this process replays, unsaid once the store has what it held: one
+        # that finds the lock held then waits, rather than take the dead run's
+        # conversations for unseeded (and send them again).
+        marker = directory / f"{run_id}.replaying.{os.getpid()}"
         try:
-            if not _try_lock(fd):
+            if not _try_lock(fd) and not _wait_for_replay(fd, directory, run_id):
                 continue  # its run is alive
+            try:
+                marker.touch()
+            except FileNotFoundError:
+                continue  # replayed meanwhile by another process, its folder removed
             segments = sorted(directory.glob(f"{run_id}-*.jsonl"))
             finished, partials = _read_segments(segments)
             written += _replay_run(store, run_id, finished, partials)
             for segment in segments:
                 segment.unlink(missing_ok=True)
         finally:
+            marker.unlink(missing_ok=True)
             os.close(fd)
         lock_path.unlink(missing_ok=True)
     _remove_if_empty(directory)
     return written
+
+
+def _wait_for_replay(fd: int, directory: Path, run_id: str) -> bool:
+    """While another live process replays ``run_id``, wait for it to finish; True if the
+    lock is then ours (nothing may be left to replay), False when the journal's own run
+    holds it (alive)."""
+    time.sleep(0.01)  # a replayer says so just after it takes the lock
+    deadline = time.monotonic() + REPLAY_WAIT_SECONDS
+    while _replaying(directory, run_id) and time.monotonic() < deadline:
+        if _try_lock(fd):
+            return True
+        time.sleep(0.02)
+    return _try_lock(fd)
+
+
+def _replaying(directory: Path, run_id: str) -> bool:
+    """Whether a live process says it replays ``run_id`` (a dead one's marker is removed)."""
+    for marker in directory.glob(f"{run_id}.replaying.*"):
+        pid = int(marker.suffix[1:]) if marker.suffix[1:].isdigit() else None
+        if pid is not None and process_alive(pid):
+            return True
+        marker.unlink(missing_ok=True)
+    return False
 
 
 def _replay_run(store: Any, run_id: str, finished: dict[Key, ResultRecord],
