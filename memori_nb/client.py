@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from dataclasses import replace
 from typing import Any
 
@@ -18,7 +17,7 @@ from .sources import to_seeds
 from .validation import options_for
 from .session import SeedSession
 from .stores import DEFAULT_DB, Store
-from .stores.connection import hide_password
+from .stores.connection import conn_for_display
 
 
 class StorageConfig:
@@ -96,7 +95,7 @@ class Memori(SeedSession):
 
     def __repr__(self) -> str:
         where = (f"store={self._store!r}" if self._store is not None
-                 else f"conn={_conn_repr(self._conn)}")
+                 else f"conn={conn_for_display(self._conn)}")
         return f"Memori({where}, backend={self.backend!r})"
 
     def attribution(self, entity_id: str | None = None, process_id: str | None = None) -> Memori:
@@ -277,9 +276,3 @@ class Memori(SeedSession):
         rank = {fact: i for i, fact in enumerate(facts)}
         return frame.sort_values("fact", key=lambda column: column.map(rank),
                                  kind="stable").reset_index(drop=True)
-
-
-def _conn_repr(conn: Any) -> str:
-    """A store not opened yet, as its repr shows it (a URL without its password)."""
-    return (repr(hide_password(str(conn))) if isinstance(conn, (str, Path))
-            else type(conn).__name__)

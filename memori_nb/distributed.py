@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from .backends import AugmentationBackend, resolve_backend
-from .backends.base import AugmentationRequest
+from .backends.base import AugmentationRequest, ensure_ready
 from .errors import ConfigurationError, QuotaExceededError
 from .models import (CLAIMED_ELSEWHERE, ClaimSettings, ConversationResult, Extraction,
                      SeedConfig, SeedCounters, SeedData, SeedResult)
-from .stores.connection import hide_password, is_sql_conn
+from .stores.connection import conn_for_display, hide_password, is_sql_conn
 
 INSTALL_HINT = "pip install 'memori_nb[dask]'"
 # Worker processes of the LocalCluster made when no client is given.
@@ -56,9 +56,6 @@ STOP_POLL_SECONDS = 0.2
 CANCEL_WAIT_SECONDS = 30.0
 # The window of a requests-per-minute budget.
 MINUTE = 60.0
-# Where the key of each backend name comes from when api_key= is not given.
-_KEY_ENV = {"memori": "MEMORI_API_KEY", "openai": "OPENAI_API_KEY"}
-_URL_ENV = {"memori": "MEMORI_API_URL_BASE", "openai": "OPENAI_BASE_URL"}
 
 
 def _distributed():
@@ -651,21 +648,19 @@ def _settings(*, conn: Any, backend: Any, api_key: str | None, base_url: str | N
     if not isinstance(conn, str) or not is_sql_conn(conn):
         raise ConfigurationError(
             f"conn must be the URL of a SQL database every worker can reach "
-            f"(postgresql+psycopg://user@host/db), got {_shown(conn)}: each worker opens its "
+            f"(postgresql+psycopg://user@host/db), got {conn_for_display(conn)}: each worker opens its "
             f"own connection, and a connection object cannot travel to another process")
     if not (isinstance(lease_seconds, (int, float)) and lease_seconds > 0):
         raise ConfigurationError(f"lease_seconds must be a positive number of seconds, got "
                                  f"{lease_seconds!r}")
     if isinstance(backend, str):
-        # The key and URL of the environment here, where the call is made: a worker's
-        # environment may not have them.
-        api_key = api_key if api_key is not None else os.environ.get(_KEY_ENV.get(backend, ""))
-        base_url = base_url or os.environ.get(_URL_ENV.get(backend, "")) or None
+        here = resolve_backend(backend, api_key=api_key, base_url=base_url, **backend_options)
         # Checked before any worker starts: a missing key or bad option fails here.
-        check_ready = getattr(resolve_backend(backend, api_key=api_key, base_url=base_url,
-                                              **backend_options), "check_ready", None)
-        if check_ready is not None:
-            check_ready()
+        ensure_ready(here)
+        # The key and URL as the backend read them here, where the call is made (from this
+        # process's environment by default): a worker's environment may not have them.
+        api_key = getattr(here, "_api_key", api_key)
+        base_url = getattr(here, "base_url", base_url)
     elif api_key is not None or base_url is not None or backend_options:
         raise ConfigurationError("api_key, base_url and backend options go with a backend "
                                  "name; a backend object carries its own")
@@ -674,10 +669,6 @@ def _settings(*, conn: Any, backend: Any, api_key: str | None, base_url: str | N
                           backend_options=dict(backend_options), seed_config=seed_config,
                           lease_seconds=float(lease_seconds), force=force, limits=limits,
                           reading=reading)
-
-
-def _shown(conn: Any) -> str:
-    return repr(hide_password(conn)) if isinstance(conn, str) else type(conn).__name__
 
 
 # --- the whole backfill --------------------------------------------------------------------

@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from .backends import AugmentationBackend, resolve_backend
+from .backends.base import ensure_ready
 from .engine import OnProgress, ProgressSink, seed_all
 from .errors import ConfigurationError, RunInterrupted
 from .models import INTERRUPTED, SeedConfig, SeedCounters, SeedData, SeedResult
@@ -86,9 +87,7 @@ class SeedSession:
             MissingApiKeyError: the ``memori`` backend has no API key.
             ConfigurationError: a malformed key or base URL.
         """
-        check_ready = getattr(self.backend, "check_ready", None)
-        if check_ready is not None:
-            check_ready()
+        ensure_ready(self.backend)
 
     # --- running ------------------------------------------------------------------------------
 

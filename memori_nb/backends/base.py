@@ -130,13 +130,23 @@ def check_ready_once(backend: Any) -> None:
         backend._checked = settings
 
 
-def readiness_problem(backend: object) -> str | None:
-    """Why ``backend`` cannot send (its ``check_ready()`` refuses: no API key, a bad URL),
-    or None when it can. Sends nothing."""
+def ensure_ready(backend: object) -> None:
+    """Raise if ``backend`` cannot send (its ``check_ready()``, for a backend that has one).
+
+    Raises:
+        MissingApiKeyError: no API key.
+        ConfigurationError: a malformed key or base URL.
+    """
     check_ready = getattr(backend, "check_ready", None)
+    if check_ready is not None:
+        check_ready()
+
+
+def readiness_problem(backend: object) -> str | None:
+    """Why ``backend`` cannot send (:func:`ensure_ready` refuses: no API key, a bad URL),
+    or None when it can. Sends nothing."""
     try:
-        if check_ready is not None:
-            check_ready()
+        ensure_ready(backend)
     except ConfigurationError as exc:  # MissingApiKeyError is one
         return str(exc)
     return None

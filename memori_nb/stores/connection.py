@@ -12,6 +12,7 @@ import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError, StoreError
@@ -180,3 +181,10 @@ def hide_password(url: str) -> str:
     if not sep or not at or ":" not in credentials:
         return url
     return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
+def conn_for_display(conn: Any) -> str:
+    """``conn`` as a repr or an error may show it: a path or URL (without its password)
+    quoted, any other object by its type's name."""
+    return (repr(hide_password(str(conn))) if isinstance(conn, (str, Path))
+            else type(conn).__name__)
