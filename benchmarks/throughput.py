@@ -12,7 +12,10 @@ size it prints:
   requests in the same order with the same latencies (a long tail of one slow request keeps
   the last window from filling, so no client reaches 1.0);
 - the client process's CPU time per conversation (engine, HTTP, store writes; the server is
-  elsewhere) and the TCP connections the server accepted.
+  elsewhere) and the TCP connections the server accepted;
+- where the gap to the ideal goes: the mean latency a request sees from the client (the
+  backend's call) beyond the latency the server drew, the time before the first request and
+  the time after the last answer (the last write, the journal, the run's record).
 
 ``--tiny`` seeds two-line conversations instead: a lower bound on the client's cost.
 
@@ -58,15 +61,31 @@ def serve(seed: int, urls: mp.Queue, stop: mp.Event, results: mp.Queue) -> None:
         results.put((server.latencies, server.max_in_flight, server.connection_count))
 
 
+class TimedBackend(MemoriBackend):
+    """The memori backend, timing each request as the engine sees it (start, end)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.spans: list[tuple[float, float]] = []
+
+    async def augment(self, request):
+        started = time.perf_counter()
+        try:
+            return await super().augment(request)
+        finally:
+            self.spans.append((started, time.perf_counter()))
+
+
 async def seed_against(url: str, seeds: list[dict], batch_size: int, folder: Path
-                       ) -> tuple[float, float, int]:
-    """Seed ``seeds`` once: (wall seconds, process CPU seconds, conversations seeded)."""
+                       ) -> tuple[float, float, int, dict]:
+    """Seed ``seeds`` once: (wall seconds, process CPU seconds, conversations seeded, where
+    the time went)."""
     # Set-up outside the timing, as a user's session would have done once: the HTTP client
     # (loading TLS certificates takes ~0.1 s; httpx's first request imports its I/O stack)
     # and the schema.
     client = default_client()
     await client.get(url + "/warm-up")  # a 404 from the server: no latency, not counted
-    backend = MemoriBackend(api_key="bench", base_url=url, client=client)
+    backend = TimedBackend(api_key="bench", base_url=url, client=client)
     store = DuckDBStore(folder / f"bench-{batch_size}.duckdb")
     store.build()  # one-time set-up, as m.config.storage.build(); not part of the throughput
     data = [SeedData.for_conversations(entity_id=s["entity_id"],
@@ -74,12 +93,16 @@ async def seed_against(url: str, seeds: list[dict], batch_size: int, folder: Pat
     cpu, started = time.process_time(), time.perf_counter()
     result = await seed_all(data, backend=backend, store=store,
                             config=SeedConfig(batch_size=batch_size))
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    ended = time.perf_counter()
+    elapsed, cpu = ended - started, time.process_time() - cpu
+    timing = {"client_latency": statistics.fmean(end - start for start, end in backend.spans),
+              "before_first": min(start for start, _ in backend.spans) - started,
+              "after_last": ended - max(end for _, end in backend.spans)}
     await client.aclose()
     store.close()
     total = sum(len(s["conversations"]) for s in seeds)
     assert result.successful == total, result.summary_dict()
-    return elapsed, cpu, total
+    return elapsed, cpu, total, timing
 
 
 def measure(seeds: list[dict], batch_size: int, folder: Path) -> dict:
@@ -87,7 +110,7 @@ def measure(seeds: list[dict], batch_size: int, folder: Path) -> dict:
     server = mp.Process(target=serve, args=(batch_size, urls, stop, results))
     server.start()
     try:
-        elapsed, cpu, n = asyncio.run(seed_against(urls.get(timeout=60), seeds, batch_size,
+        elapsed, cpu, n, timing = asyncio.run(seed_against(urls.get(timeout=60), seeds, batch_size,
                                                    folder))
     finally:
         stop.set()
@@ -100,7 +123,10 @@ def measure(seeds: list[dict], batch_size: int, folder: Path) -> dict:
             "mean_latency": mean_latency, "ratio": rate / bound,
             "ideal_ratio": n / ideal_makespan(latencies, batch_size) / bound,
             "cpu_ms": cpu / n * 1000, "requests": len(latencies),
-            "connections": connections, "max_in_flight": max_in_flight}
+            "connections": connections, "max_in_flight": max_in_flight,
+            "overhead_ms": (timing["client_latency"] - mean_latency) * 1000,
+            "before_first_ms": timing["before_first"] * 1000,
+            "after_last_ms": timing["after_last"] * 1000}
 
 
 def ideal_makespan(latencies: list[float], slots: int) -> float:
@@ -137,6 +163,9 @@ def main() -> None:
                   f" client CPU {r['cpu_ms']:.2f} ms/conv; {r['requests']} requests over"
                   f" {r['connections']} connections, max in flight {r['max_in_flight']}",
                   flush=True)
+            print(f"           a request took {r['overhead_ms']:.1f} ms longer in the client "
+                  f"than the server's latency; {r['before_first_ms']:.0f} ms before the first"
+                  f" request, {r['after_last_ms']:.0f} ms after the last answer", flush=True)
 
 
 if __name__ == "__main__":

@@ -44,9 +44,10 @@ from .validation import Invalid, check_conversations, safe_extraction, safe_resu
 # Windows start small, so the first requests go out at once, and double up to the limit.
 FIRST_WINDOW = 64
 LEDGER_WINDOW = 2000
-# The producer lets the loop run (responses, new requests) after validating this many
-# messages: validation is the loop's longest stretch of work, and a window would sit empty.
-MESSAGES_PER_TURN = 500
+# The producer (validation, planning) lets the loop run after this many seconds of work:
+# an answer that arrives meanwhile waits for it, and its slot in the window with it. A
+# count of messages bounded it badly: one giant conversation validates for 10-30 ms.
+PRODUCER_TURN_SECONDS = 0.002
 
 OnProgress = Callable[[int, "int | None", ConversationResult], Any]
 
@@ -501,9 +502,10 @@ class _SeedRun:
         """Validate, plan and queue every conversation, in windows that may span several
         SeedData: one ledger look-up per window however the input is split into entities
         (an interleaved JSONL file gives one SeedData per line)."""
-        position = validated = 0
+        position = 0
         window: list[_Pending] = []
         size = FIRST_WINDOW
+        turn = _Turn()
         for seed in self.seeds:
             if not isinstance(seed, SeedData):
                 raise InvalidInputError(f"expected SeedData, got {type(seed).__name__}")
@@ -513,14 +515,11 @@ class _SeedRun:
                 window.append(_Pending(seed, position, parsed, check_ledger, too_long))
                 position += 1
                 if len(window) >= size:
-                    await self._dispatch(window)
+                    await self._dispatch(window, turn)
                     window, size = [], min(size * 2, LEDGER_WINDOW)
-                validated += len(parsed.messages) if isinstance(parsed, Conversation) else 1
-                if validated >= MESSAGES_PER_TURN:
-                    validated = 0
-                    await asyncio.sleep(0)
+                await turn.pause_if_over()
         if window:
-            await self._dispatch(window)
+            await self._dispatch(window, turn)
         for _ in range(self.config.batch_size):
             await self.queue.put((_LAST, position, None))
 
@@ -534,8 +533,8 @@ class _SeedRun:
             known = self.entities_in_ledger[entity_id] = bool(found)
         return known
 
-    async def _dispatch(self, window: list[_Pending]) -> None:
-        jobs = await self._plan_window(window)
+    async def _dispatch(self, window: list[_Pending], turn: _Turn) -> None:
+        jobs = await self._plan_window(window, turn)
         # Most requests first: a conversation of many chunks sends them one after another,
         # so started last it would finish last, with the window empty around it. Results
         # still take their input positions. Put in that order too, so that a full queue
@@ -548,9 +547,10 @@ class _SeedRun:
                 await self.queue.put((-_requests_left(job), job.position, job))
         await self.writer.wait_for_room()
 
-    async def _plan_window(self, window: list[_Pending]) -> list[_Job]:
+    async def _plan_window(self, window: list[_Pending], turn: _Turn) -> list[_Job]:
         jobs, ledger_checked = [], []
         for item in window:
+            await turn.pause_if_over()
             seed, position, parsed = item.seed, item.position, item.parsed
             if self.keep_results:
                 self.results.append(None)
@@ -860,6 +860,21 @@ def _failed(entity_id: str, conversation_id: str, error: str) -> ConversationRes
     return ConversationResult(conversation_id=conversation_id, entity_id=entity_id,
                               status="failed", error=error,
                               reason=short_reason(error, conversation_id))
+
+
+class _Turn:
+    """The producer's share of the loop: it pauses (lets answers in and requests out) once
+    it has worked ``PRODUCER_TURN_SECONDS`` since it last paused."""
+
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    async def pause_if_over(self) -> None:
+        if time.perf_counter() - self.started >= PRODUCER_TURN_SECONDS:
+            await asyncio.sleep(0)
+            self.started = time.perf_counter()
 
 
 @dataclass(frozen=True, slots=True)

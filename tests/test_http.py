@@ -13,7 +13,7 @@ from memori_nb.backends import MemoriBackend
 from memori_nb.backends.base import AugmentationRequest
 from memori_nb.backends.memori import KeyRedactor
 from memori_nb.engine import seed_all
-from memori_nb.http import KeepAliveTransport
+from memori_nb.http import KeepAliveClient, KeepAliveTransport
 from memori_nb.models import Message
 from memori_nb.stores import DuckDBStore
 from memori_nb.testing import AugmentationServer, Fault, fail_first, refusing_url
@@ -134,6 +134,69 @@ def test_the_backends_own_client_keeps_one_connection_per_slot_of_the_window(tmp
         assert result.successful == 40
         assert server.request_count == 40
         assert server.connection_count <= 8
+
+
+def test_the_default_client_sends_its_headers_and_frees_each_request_at_once(server):
+    """KeepAliveClient's short path: the client's headers, Host and the caller's go out, the
+    answer reads as httpx's does, and nothing keeps the request (and its body) alive
+    once the call is done: no cycle waits for the garbage collector."""
+    import gc
+    import weakref
+
+    async def main():
+        async with KeepAliveClient() as client:
+            with_body = []
+            for _ in range(3):
+                async with client.stream("POST", server.endpoint, content=b'{"conversation":'
+                                         b'{"messages":[{"role":"user","content":"I live in '
+                                         b'Porto."}]}}', headers=HEADERS) as response:
+                    body = await response.aread()
+                    with_body.append(weakref.ref(response.request))
+                    status, reason = response.status_code, response.reason_phrase
+                del response
+            return status, reason, body, with_body
+
+    gc.disable()
+    try:
+        status, reason, body, requests = asyncio.run(main())
+        alive = [r for r in requests if r() is not None]
+    finally:
+        gc.enable()
+    assert (status, reason) == (200, "OK")
+    assert b"Porto" in body
+    assert alive == []  # freed when the call ended, not at the next collection
+    sent = server.requests[-1].headers
+    assert sent["host"] == server.url.split("//")[1]
+    assert sent["user-agent"].startswith("python-httpx/")
+    assert sent["authorization"] == HEADERS["Authorization"]
+
+
+def test_the_default_client_takes_httpx_s_path_for_what_it_skips(server):
+    """Cookies, event hooks, redirects to follow: the call goes through httpx's client."""
+    seen = []
+
+    async def hook(request):
+        seen.append(request.url.path)
+
+    async def main():
+        async with KeepAliveClient() as client:
+            client.event_hooks["request"] = [hook]
+            async with client.stream("POST", server.endpoint, json=BODY,
+                                     headers=HEADERS) as response:
+                await response.aread()
+                return response.status_code
+
+    assert asyncio.run(main()) == 200
+    assert seen == ["/v1/sdk/augmentation"]
+
+    async def closed():
+        client = KeepAliveClient()
+        await client.aclose()
+        async with client.stream("POST", server.endpoint, content=b"{}"):
+            pass
+
+    with pytest.raises(RuntimeError, match="closed"):
+        asyncio.run(closed())
 
 
 def test_every_character_reaches_the_service_as_written(server):

@@ -17,7 +17,7 @@ import httpx
 from ..errors import (AugmentationError, ConfigurationError, EndpointError, MissingApiKeyError,
                       PayloadRejectedError, QuotaExceededError, RateLimitedError,
                       RequestFailedError, ServiceUnreachableError, TransientError)
-from ..http import KeepAliveTransport
+from ..http import KeepAliveClient
 from ..models import Extraction
 from ..protocols.aa import AUGMENTATION_PATH, encode_payload, parse_extraction
 from ..ratelimit import retry_after_seconds
@@ -45,9 +45,10 @@ class MemoriBackend:
         api_key: defaults to ``$MEMORI_API_KEY``. Sent only in the Authorization header;
             hidden, whole or in part, in reprs, errors and stored answers.
         base_url: defaults to ``$MEMORI_API_URL_BASE`` or ``https://api.memorilabs.ai``.
-        client: an ``httpx.AsyncClient`` to use (tests pass one with a MockTransport); give
-            it ``transport=memori_nb.http.KeepAliveTransport()`` to keep the default client's
-            connection pool, whose cost does not grow with the window (httpx's does). An
+        client: an ``httpx.AsyncClient`` to use (tests pass one with a MockTransport); pass
+            a ``memori_nb.http.KeepAliveClient()`` to keep the default client's connection
+            pool, whose cost does not grow with the window (httpx's does), and its short
+            path past httpx's client layer. An
             httpx client belongs to the event loop it first connects in: a caller who
             passes one and seeds from several ``asyncio.run`` calls must pass a client per
             loop. By default the backend makes its own, a new one whenever the running
@@ -246,10 +247,10 @@ class KeyRedactor:
 def default_client(timeout: float = DEFAULT_CONNECT_TIMEOUT) -> httpx.AsyncClient:
     """The HTTP client the backend makes for itself (create it inside the loop that uses it).
 
-    Its transport, :class:`~memori_nb.http.KeepAliveTransport`, keeps every connection for
+    A :class:`~memori_nb.http.KeepAliveClient`: its transport keeps every connection for
     reuse at a cost that does not grow with their number (httpx's own pool walks them all on
-    each request: at a window of 200 that takes most of a core). The engine's window bounds
-    the connections. Behind a proxy from the environment (``HTTPS_PROXY``, ``ALL_PROXY``...)
+    each request: at a window of 200 that takes most of a core), and its requests skip
+    httpx's client layer. The engine's window bounds the connections. Behind a proxy from the environment (``HTTPS_PROXY``, ``ALL_PROXY``...)
     it is httpx's own transport, which routes through it.
     """
     # Only connecting is bounded here: the engine bounds each request with request_timeout.
@@ -257,7 +258,7 @@ def default_client(timeout: float = DEFAULT_CONNECT_TIMEOUT) -> httpx.AsyncClien
     # httpx mounts the environment's proxies only when no transport is given.
     if any(scheme in ("http", "https", "all") for scheme in urllib.request.getproxies()):
         return httpx.AsyncClient(timeout=timeout)
-    return httpx.AsyncClient(timeout=timeout, transport=KeepAliveTransport())
+    return KeepAliveClient(timeout=timeout)
 
 
 async def read_body(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
