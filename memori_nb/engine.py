@@ -42,7 +42,7 @@ from .validation import Invalid, check_conversations, safe_extraction, safe_resu
 
 # Conversations validated and checked against the ledger together (one query per window).
 # Windows start small, so the first requests go out at once, and double up to the limit.
-FIRST_WINDOW = 64
+FIRST_WINDOW = 8
 LEDGER_WINDOW = 2000
 # The producer (validation, planning) lets the loop run after this many seconds of work:
 # an answer that arrives meanwhile waits for it, and its slot in the window with it. A
