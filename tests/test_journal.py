@@ -251,6 +251,22 @@ def test_a_live_runs_journal_is_left_alone(tmp_path):
         live.close(delete=True)
 
 
+def test_a_journal_folder_removed_by_another_run_while_replay_looks_is_nothing_to_replay(
+        tmp_path):
+    """Workers on one machine share a store's journal folder; the last run to end removes
+    it, empty, maybe just after another's replay saw it there."""
+    from memori_nb.stores.journal import replay
+
+    class RemovedMeanwhile(type(Path())):
+        def is_dir(self) -> bool:
+            return True  # it was, a moment ago
+
+    store = DuckDBStore(str(tmp_path / "m.duckdb"))
+    store.build()
+    assert replay(RemovedMeanwhile(tmp_path / "gone.memori_nb-journal"), store) == 0
+    store.close()
+
+
 def test_replaying_what_the_store_already_has_changes_nothing(tmp_path):
     db = tmp_path / "m.duckdb"
     record = finished_record("c1", "user lives in Lisbon")

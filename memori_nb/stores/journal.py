@@ -197,8 +197,12 @@ def replay(directory: Path | None, store: Any) -> int:
     """
     if directory is None or not directory.is_dir():
         return 0
+    try:
+        locks = sorted(directory.glob("*.lock"))
+    except FileNotFoundError:
+        return 0  # another run on this machine removed it, empty, just now
     written = 0
-    for lock_path in sorted(directory.glob("*.lock")):
+    for lock_path in locks:
         run_id = lock_path.stem
         try:
             fd = os.open(lock_path, os.O_RDWR)
