@@ -1,7 +1,8 @@
 """Backfills on a Dask cluster: shards of entities seeded in Dask workers into one shared SQL
 store, under limits that hold for the whole cluster.
 
-:func:`seed_distributed` reads a source, splits it by entity into shards and runs
+:func:`seed_distributed` splits a source into shards (a folder's or a list's files by size,
+each worker reading its own; anything else read here and split by entity) and runs
 :func:`seed_shard` (an ordinary engine run, one run in the ledger per shard) for each in a
 Dask worker. Every worker writes into the same PostgreSQL database, claiming conversations in
 its ledger before sending them, so two workers never send the same one and a killed worker's
@@ -29,14 +30,15 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .backends import AugmentationBackend, resolve_backend
 from .backends.base import AugmentationRequest, ensure_ready
-from .errors import ConfigurationError, QuotaExceededError
+from .errors import ConfigurationError, InvalidInputError, QuotaExceededError
 from .models import (CLAIMED_ELSEWHERE, ClaimSettings, ConversationResult, Extraction,
                      SeedConfig, SeedCounters, SeedData, SeedResult)
 from .stores.connection import conn_for_display, hide_password, is_sql_conn
@@ -142,25 +144,56 @@ class ClusterLimits:
         return f"{self.name}-cancel"
 
 
-# Semaphores by name, one object per worker process: each keeps its leases alive (refreshed
-# on the scheduler) until returned, also after the shard that took them ended.
-_SEMAPHORES: dict[str, Any] = {}
-
-
 async def _semaphore(name: str, max_leases: int, lease_timeout: float) -> Any:
-    found = _SEMAPHORES.get(name)
-    if found is None:
-        import dask
+    """A shard's handle on one of the call's semaphores (made by :func:`_shared_limits`)."""
+    import dask
 
-        distributed = _distributed()
-        # The lease timeout is read when the semaphore registers: a killed worker's leases
-        # come back after it, not after Dask's default 30 s.
-        with dask.config.set({"distributed.scheduler.locks.lease-timeout":
-                              f"{lease_timeout}s"}):
-            found = distributed.Semaphore(max_leases=max_leases, name=name)
-            await found
-        _SEMAPHORES[name] = found
-    return found
+    distributed = _distributed()
+    # A holder refreshes its leases at a fifth of the lease timeout it reads when it is made
+    # (Dask's default, 30 s, would let shorter leases run out). Set only while it is made:
+    # the await is outside, where other tasks of this worker run.
+    with dask.config.set({"distributed.scheduler.locks.lease-timeout": f"{lease_timeout}s"}):
+        semaphore = distributed.Semaphore(max_leases=max_leases, name=name)
+    await semaphore
+    return semaphore
+
+
+@contextmanager
+def _shared_limits(client: Any, limits: ClusterLimits) -> Iterator[list[Any]]:
+    """Make the call's semaphores on the scheduler, with the call's lease timeout (a killed
+    worker's leases come back after it); when the call ends, remove them and its events
+    from the scheduler, unless a shard may still run (then they stay: a shard that has not
+    stopped yet still uses them). Yields a list to put the shards' futures in.
+    """
+    import dask
+
+    distributed = _distributed()
+    semaphores = []
+    with dask.config.set({"distributed.scheduler.locks.lease-timeout":
+                          f"{limits.lease_timeout}s"}):
+        for name, size in ((limits.in_flight_name, limits.max_in_flight),
+                           (limits.rate_name, limits.requests_per_minute)):
+            if size:
+                semaphore = distributed.Semaphore(max_leases=int(size), name=name,
+                                                  scheduler_rpc=client.scheduler,
+                                                  loop=client.loop)
+                semaphore.register()
+                semaphores.append(semaphore)
+    futures: list[Any] = []
+    stopped = False
+    try:
+        yield futures
+    except BaseException:
+        stopped = True
+        raise
+    finally:
+        if all(future.done() for future in futures):
+            # Stopped by Ctrl-C, the shards kept their in-flight leases on purpose (see
+            # _cancel_when_told): those semaphores stay until the leases run out.
+            for semaphore in semaphores if not stopped else ():
+                semaphore.close()
+            for name in (limits.stop_name, limits.cancel_name):
+                distributed.Event(name, client=client).clear()  # an unset event is gone
 
 
 class ClusterBackend:
@@ -434,13 +467,32 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
                       ) -> tuple[SeedResult, list[str]]:
     """Seed one shard into the shared store: one engine run, and one more for the
     conversations another worker held, after its lease ran out, until none is left.
-    The shard's result and the ids of its runs."""
+    The shard's result and the ids of its runs.
+
+    Files (a path or a list of paths) are streamed, never held whole, and their results
+    stay in the store (the result has counts only); anything else is read into memory and
+    its results come back."""
     from .engine import seed_all
     from .sources import to_seeds
     from .stores import SqlStore
 
-    seeds = to_seeds(seeds, **settings.reading)
-    seeds = list(seeds) if not isinstance(seeds, list) else seeds
+    paths = _paths(seeds)
+    if paths is not None:
+        missing = [path for path in paths if not Path(path).is_file()]
+        if missing:
+            raise InvalidInputError(
+                f"{socket.gethostname()} cannot open {missing[0]!r}: each worker reads its "
+                f"shard's files itself, so give paths every worker can open (a shared "
+                f"filesystem), or read the source with memori_nb.to_seeds and pass the SeedData")
+
+        def read() -> Iterator[SeedData]:
+            return _read_seeds(paths, settings.reading)
+    else:
+        seeds = to_seeds(seeds, **settings.reading)
+        seeds = list(seeds) if not isinstance(seeds, list) else seeds
+
+        def read() -> list[SeedData]:
+            return seeds
     own_backend = backend is None
     if own_backend:
         backend = resolve_backend(
@@ -449,15 +501,16 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
     store = SqlStore(settings.conn.reveal(), embedder=_shared_embedder())
     results: list[SeedResult] = []
     try:
-        todo = seeds
+        todo = read()
         while True:
             result = await seed_all(todo, backend=backend, store=store,
                                     config=settings.seed_config, progress=progress,
-                                    force=settings.force, keep_results=True,
+                                    force=settings.force, keep_results=isinstance(todo, list),
                                     claims=_claims_for(settings.lease_seconds))
             results.append(result)
-            held = {(r.entity_id, r.conversation_id) for r in result.results
-                    if r is not None and r.reason == CLAIMED_ELSEWHERE}
+            held = ({(r.entity_id, r.conversation_id) for r in result.results
+                     if r.reason == CLAIMED_ELSEWHERE} if result.results
+                    else store.claimed_elsewhere(result.run_id))
             if not held or result.stopped_reason or getattr(backend, "stopped", False):
                 break
             # Another worker holds these (a dead one's claims expire): try once its lease
@@ -465,7 +518,7 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
             if progress is not None:
                 progress.before = _counts_without(progress.before, result, len(held))
             await sleep(settings.lease_seconds)
-            todo = _only(todo, held)
+            todo = _only(read(), held)
     finally:
         store.close()
         if own_backend:
@@ -473,13 +526,26 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
     return _combined(results), [r.run_id for r in results]
 
 
-def _only(seeds: list[SeedData], wanted: set[tuple[str, str]]) -> list[SeedData]:
+def _paths(source: Any) -> list[str] | None:
+    """The files a source names (a path, a list of paths, a folder's Parquet files), or
+    None for a source in memory."""
+    if isinstance(source, (str, Path)):
+        return [str(source)]
+    if isinstance(source, (list, tuple)) and source and all(
+            isinstance(item, (str, Path)) for item in source):
+        return [str(item) for item in source]
+    return None
+
+
+def _only(seeds: Iterable[SeedData], wanted: set[tuple[str, str]]) -> list[SeedData]:
     """The conversations of ``seeds`` named in ``wanted`` (entity id, conversation id)."""
     from .models import Conversation
     from .validation import check_conversations
 
     kept = []
     for seed in seeds:
+        # A streamed SeedData's conversations are read before the next SeedData.
+        seed = replace(seed, conversations=list(seed.conversations))
         conversations = [seed.conversations[index]
                          for index, parsed in check_conversations(seed)
                          if isinstance(parsed, Conversation)
@@ -509,12 +575,19 @@ def _combined(runs: list[SeedResult]) -> SeedResult:
     first = runs[0]
     if len(runs) == 1:
         return first
+    duration_ms = sum(r.duration_ms for r in runs)
+    if not first.results:  # counts only (files): each retried skip was counted again later
+        retried = sum(r.claimed_elsewhere for r in runs[:-1])
+        summed = _summed(runs, results=(), duration_ms=duration_ms)
+        return replace(summed, total=summed.total - retried,
+                       skipped=summed.skipped - retried,
+                       claimed_elsewhere=runs[-1].claimed_elsewhere)
     results = list(first.results)
     where = {(r.entity_id, r.conversation_id): i for i, r in enumerate(results)}
     for run in runs[1:]:
         for r in run.results:
             results[where[r.entity_id, r.conversation_id]] = r
-    return _summed(runs, results=tuple(results), duration_ms=sum(r.duration_ms for r in runs))
+    return _summed(runs, results=tuple(results), duration_ms=duration_ms)
 
 
 def _summed(runs: Sequence[SeedResult], *, results: tuple, duration_ms: float,
@@ -570,6 +643,7 @@ async def _dask_shard(payload: bytes, settings: _ShardSettings, shard: int
     finally:
         watch.cancel()
         await reporter.flush()
+        reporter.queue.close()
         await backend.aclose()
 
 
@@ -602,7 +676,7 @@ def seed_shard(seeds: Any, *, conn: str, backend: str | AugmentationBackend = "m
 
     Args:
         seeds: what :func:`memori_nb.to_seeds` reads: SeedData or a list of them, a
-            DataFrame (a pandas batch of rows), a file path.
+            DataFrame (a pandas batch of rows), a file path or a list of paths.
         conn: a SQLAlchemy URL of the shared database (``postgresql+psycopg://...``); each
             process opens its own connection.
         backend, api_key, base_url: as for :class:`memori_nb.Memori`.
@@ -614,7 +688,9 @@ def seed_shard(seeds: Any, *, conn: str, backend: str | AugmentationBackend = "m
         force: send again what the ledger says was seeded.
 
     Returns:
-        The shard's :class:`SeedResult` (the run's, with a retry's results in place).
+        The shard's :class:`SeedResult` (the run's, with a retry's results in place). Files
+        are streamed, and their per-conversation results stay in the store: the result
+        holds the counts and ``run_id``.
 
     Raises:
         ConfigurationError: ``conn`` is not a database URL; a bad backend setting.
@@ -704,9 +780,12 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
     worker, which sends again at most what was in flight. A re-run sends nothing seeded.
 
     Args:
-        source: SeedData or a list of them, a DataFrame, a file path or a list of paths
-            (what :func:`memori_nb.to_seeds` reads), or a folder of Parquet files. Read
-            here, then split by entity (an entity's conversations stay in one shard).
+        source: a folder of Parquet files or a list of file paths: each worker reads
+            its shard's files itself (streamed; the files are spread over the shards by
+            size), so a backfill larger than this machine's memory never passes through it;
+            give paths every worker can open. Anything else :func:`memori_nb.to_seeds`
+            reads (SeedData or a list of them, a DataFrame, one file) is read here and
+            split by entity (an entity's conversations stay in one shard).
         conn: a SQLAlchemy URL every worker can reach: PostgreSQL
             (``postgresql+psycopg://user@host/db``); SQLite only with one worker.
         client: a ``distributed.Client``; None starts a ``LocalCluster`` of 2 worker
@@ -730,8 +809,11 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
             :class:`memori_nb.TqdmProgress`.
 
     Returns:
-        A :class:`DistributedSeedResult`: the shards' results summed, in input order,
-        with the run ids. When one worker's quota ran out, every worker stopped:
+        A :class:`DistributedSeedResult`: the shards' results summed, with the run ids.
+        Read here, its ``results`` hold every conversation's, in input order; read by the
+        workers, only the counts come back (a result per conversation of tens of millions
+        would not fit here): the rows are in the store, ``Memori(conn=url).results(run_id)``
+        for each of ``run_ids``. When one worker's quota ran out, every worker stopped:
         ``stopped_reason`` says so, and what was not sent is skipped, for the next run.
 
     Raises:
@@ -772,7 +854,8 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
     settings = _settings(conn=conn, backend=backend, api_key=api_key, base_url=base_url,
                          seed_config=seed_config, lease_seconds=lease_seconds, force=force,
                          options=options, limits=limits)
-    seeds = _read(source, settings.reading)
+    files = _files_for_workers(source)
+    seeds = _read(source, settings.reading) if files is None else None
     sqlite = conn.lower().startswith("sqlite")
     own = client is None
     cluster = None
@@ -795,11 +878,71 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
         count = shards or max(SHARDS_PER_WORKER * workers, threads)
         if not (isinstance(count, int) and count > 0):
             raise ConfigurationError(f"shards must be a positive integer, got {shards!r}")
-        return _run(client, seeds, split_by_entity(seeds, count), settings, progress)
+        if files is not None:  # each worker reads its own files; results stay in the store
+            groups = split_by_size(files, count)
+            outcomes, run_ids, seconds, bar = _run(
+                client, [[files[i] for i in group] for group in groups], None, settings,
+                progress)
+            return _close_bar(bar, _summed(
+                outcomes, results=(), duration_ms=seconds * 1000, cls=DistributedSeedResult,
+                run_ids=tuple(run_ids), shards=tuple(outcomes)))
+        groups = split_by_entity(seeds, count)
+        outcomes, run_ids, seconds, bar = _run(
+            client, [[seeds[i] for i in group] for group in groups],
+            sum(seed.size or 0 for seed in seeds), settings, progress)
+        return _close_bar(bar, _cluster_result(seeds, groups, outcomes, run_ids, seconds))
     finally:
         if own:
             client.close()
             cluster.close()
+
+
+def _files_for_workers(source: Any) -> list[str] | None:
+    """The files of a folder (its Parquet files, in name order) or of a list of two or more
+    paths, which the workers read themselves; None for anything read here."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        files = sorted(str(path) for path in Path(source).rglob("*.parquet"))
+        if not files:
+            raise InvalidInputError(f"the folder {str(source)!r} holds no .parquet files")
+        return files
+    paths = _paths(source)
+    if paths is None or len(paths) < 2:
+        return None
+    missing = [path for path in paths if not Path(path).is_file()]
+    if missing:
+        raise InvalidInputError(f"no such file: {missing[0]!r}")
+    return paths
+
+
+def split_by_size(files: Sequence[str], shards: int) -> list[list[int]]:
+    """Indices of ``files`` per shard, the biggest files first onto the emptiest shard, so
+    shards hold about as many bytes each (at most one shard per file).
+
+    Example:
+        >>> import os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> paths = []
+        >>> for name, size in (("a", 30), ("b", 20), ("c", 15)):
+        ...     paths.append(os.path.join(folder, name))
+        ...     with open(paths[-1], "wb") as f:
+        ...         _ = f.write(b"x" * size)
+        >>> split_by_size(paths, 2)
+        [[0], [1, 2]]
+    """
+    sizes = [os.path.getsize(path) for path in files]
+    return _balanced(range(len(files)), sizes.__getitem__, shards)
+
+
+def _balanced(items: Iterable[Any], size_of: Any, shards: int) -> list[list[Any]]:
+    """``items`` in at most ``shards`` groups of about equal total size: the biggest first,
+    each onto the lightest group; each group in its items' order."""
+    loads = [0] * shards
+    groups: list[list[Any]] = [[] for _ in range(shards)]
+    for item in sorted(items, key=lambda i: -size_of(i)):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(item)
+        loads[lightest] += size_of(item)
+    return [sorted(group) for group in groups if group]
 
 
 def _read(source: Any, reading: dict) -> list[SeedData]:
@@ -811,21 +954,16 @@ def _read(source: Any, reading: dict) -> list[SeedData]:
 
 
 def _read_seeds(source: Any, reading: dict) -> Iterator[SeedData]:
-    """The source's SeedData, one at a time (a streamed file's, in the order it reads)."""
-    from .errors import InvalidInputError
+    """The source's SeedData, one at a time (a file's as it streams them, a list's files
+    one after another)."""
     from .sources import to_seeds
 
-    if isinstance(source, (str, Path)) and Path(source).is_dir():
-        files = sorted(Path(source).rglob("*.parquet"))
-        if not files:
-            raise InvalidInputError(f"the folder {str(source)!r} holds no .parquet files")
-        source = files
-    if isinstance(source, (list, tuple)) and source and all(
-            isinstance(item, (str, Path)) for item in source):
-        for path in source:
-            yield from to_seeds(path, **reading)
+    paths = _paths(source)
+    if paths is None:
+        yield from to_seeds(source, **reading)
         return
-    yield from to_seeds(source, **reading)
+    for path in paths:
+        yield from to_seeds(path, **reading)
 
 
 def split_by_entity(seeds: list[SeedData], shards: int) -> list[list[int]]:
@@ -844,49 +982,50 @@ def split_by_entity(seeds: list[SeedData], shards: int) -> list[list[int]]:
         by_entity[seed.entity_id].append(index)
     sizes = {entity: sum(seeds[i].size or 0 for i in indices)
              for entity, indices in by_entity.items()}
-    loads = [0] * shards
-    assigned: list[list[int]] = [[] for _ in range(shards)]
-    for entity in sorted(by_entity, key=lambda e: -sizes[e]):
-        lightest = loads.index(min(loads))
-        assigned[lightest].extend(by_entity[entity])
-        loads[lightest] += sizes[entity]
-    return [sorted(indices) for indices in assigned if indices]
+    return [sorted(i for entity in group for i in by_entity[entity])
+            for group in _balanced(by_entity, sizes.__getitem__, shards)]
 
 
-def _run(client: Any, seeds: list[SeedData], shards: list[list[int]],
-         settings: _ShardSettings, progress: Any) -> DistributedSeedResult:
-    """Submit the shards, draw their progress, and sum their results in input order."""
+def _run(client: Any, shards: list[list], total: int | None, settings: _ShardSettings,
+         progress: Any) -> tuple[list[SeedResult], list[str], float, _ClusterBar]:
+    """Submit the shards (each a list of SeedData, or of paths its worker reads), draw
+    their progress; their results, their runs' ids, the seconds taken and the bar."""
     distributed = _distributed()
     from .progress import TqdmProgress
 
     started = time.perf_counter()
-    total = sum(seed.size or 0 for seed in seeds)
     if progress is True:
         progress = TqdmProgress("seeding (cluster)")
     bar = _ClusterBar(progress or None, total)
     queue = distributed.Queue(settings.limits.progress_name, client=client)
-    futures = [client.submit(_dask_shard,
-                             pickle.dumps([seeds[i] for i in indices],
-                                          protocol=pickle.HIGHEST_PROTOCOL), settings, number,
-                             key=f"memori_nb-shard-{number}-{settings.limits.name}",
-                             pure=False)
-               for number, indices in enumerate(shards)]
-    try:
-        while not all(future.done() for future in futures):
-            for shard, attempt, counts in queue.get(batch=True):
-                bar.report(shard, attempt, counts)
-            time.sleep(REPORT_SECONDS)
-    except BaseException:
-        _stop_shards(client, futures, settings.limits)
-        raise
-    errors = [f for f in futures if f.status == "error"]
-    if errors:
-        errors[0].result()  # raises the first shard's error, as the worker raised it
-    gathered = client.gather(futures)
-    result = _cluster_result(seeds, shards, [outcome for outcome, _ in gathered],
-                             [run for _, runs in gathered for run in runs],
-                             time.perf_counter() - started)
-    counters = SeedCounters(total=total, processed=result.total,
+    with _shared_limits(client, settings.limits) as futures:
+        futures += [client.submit(_dask_shard,
+                                  pickle.dumps(shard, protocol=pickle.HIGHEST_PROTOCOL),
+                                  settings, number,
+                                  key=f"memori_nb-shard-{number}-{settings.limits.name}",
+                                  pure=False)
+                    for number, shard in enumerate(shards)]
+        try:
+            while not all(future.done() for future in futures):
+                for shard, attempt, counts in queue.get(batch=True):
+                    bar.report(shard, attempt, counts)
+                time.sleep(REPORT_SECONDS)
+        except BaseException:
+            _stop_shards(client, futures, settings.limits)
+            raise
+        finally:
+            queue.close()
+        errors = [f for f in futures if f.status == "error"]
+        if errors:
+            errors[0].result()  # raises the first shard's error, as the worker raised it
+        gathered = client.gather(futures)
+    return ([outcome for outcome, _ in gathered], [run for _, runs in gathered for run in runs],
+            time.perf_counter() - started, bar)
+
+
+def _close_bar(bar: _ClusterBar, result: DistributedSeedResult) -> DistributedSeedResult:
+    """End the bar at the backfill's counts, with the line that sums it up under it."""
+    counters = SeedCounters(total=bar.total, processed=result.total,
                             successful=result.successful, failed=result.failed,
                             skipped=result.skipped, triples=result.total_triples,
                             chunked=result.chunked_conversations,
@@ -896,7 +1035,7 @@ def _run(client: Any, seeds: list[SeedData], shards: list[list[int]],
     counters.retries = bar.counters.retries
     bar.close(counters)
     note = getattr(bar.progress, "note", None)
-    if note is not None:  # the line that sums the backfill up, under the bar
+    if note is not None:
         note(str(result), final=True)
     return result
 
@@ -931,4 +1070,5 @@ def _cluster_result(seeds: list[SeedData], shards: list[list[int]],
 
 
 __all__ = ["ClusterBackend", "ClusterLimits", "DistributedSeedResult", "INSTALL_HINT",
-           "Secret", "seed_distributed", "seed_shard", "split_by_entity"]
+           "Secret", "seed_distributed", "seed_shard", "split_by_entity",
+           "split_by_size"]

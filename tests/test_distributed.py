@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 
+import pandas as pd
 import pytest
 
 distributed = pytest.importorskip("distributed")
@@ -31,7 +32,7 @@ from helpers import API_KEY  # noqa: E402
 from memori_nb import SeedConfig, SeedData, TqdmProgress  # noqa: E402
 from memori_nb.distributed import (Secret, seed_distributed, seed_shard,  # noqa: E402
                                    split_by_entity)
-from memori_nb.errors import ConfigurationError  # noqa: E402
+from memori_nb.errors import ConfigurationError, InvalidInputError  # noqa: E402
 from memori_nb.testing import AugmentationServer, Fault  # noqa: E402
 
 TAG = re.compile(r"\[([^\]/]+/[^\]]+)\]")
@@ -133,6 +134,16 @@ def test_every_conversation_is_seeded_once_and_a_rerun_sends_nothing(client, pg_
         assert server.request_count == 120  # nothing sent again
         assert (again.skipped, again.successful) == (120, 0)
         assert {r.reason for r in again.results} == {"already seeded"}
+    # The calls' semaphores, events and queues are gone from the scheduler.
+    assert client.run_on_scheduler(calls_left_on_scheduler) == []
+
+
+def calls_left_on_scheduler(dask_scheduler) -> list[str]:
+    """The names of memori_nb's semaphores, events and queues the scheduler still holds."""
+    extensions = dask_scheduler.extensions
+    names = [*extensions["semaphores"].max_leases, *extensions["events"]._events,
+             *extensions["queues"].queues]
+    return sorted(name for name in names if str(name).startswith("memori_nb-"))
 
 
 def test_a_worker_killed_mid_run_loses_nothing(client, pg_url):
@@ -341,24 +352,89 @@ def test_the_key_shows_in_no_task_repr_log_or_output(client, pg_url, capfd):
         assert part not in everything
 
 
-def test_a_parquet_folder_is_read_with_its_column_names(client, pg_url, tmp_path):
+def write_parquet_parts(folder, seeds: list[SeedData], parts: int) -> None:
+    """``seeds`` as ``parts`` Parquet files (user, chat, role, content), each entity's
+    conversations spread over every file."""
     import duckdb
     import pandas as pd
 
-    for part in range(2):  # an entity's rows in both files: still one shard, sent once
-        rows = pd.DataFrame([{"user": f"u{u}", "chat": f"p{part}-c{c}", "role": role,
-                              "content": f"[u{u}/p{part}-c{c}] I live in Porto."
-                              if role == "user" else "Noted."}
-                             for u in range(3) for c in range(4)
-                             for role in ("user", "assistant")])
-        duckdb.from_df(rows).write_parquet(str(tmp_path / f"part-{part}.parquet"))
+    for part in range(parts):
+        rows = pd.DataFrame([{"user": seed.entity_id, "chat": c["id"], "role": m["role"],
+                              "content": m["content"]}
+                             for seed in seeds for n, c in enumerate(seed.conversations)
+                             if n % parts == part for m in c["messages"]])
+        duckdb.from_df(rows).write_parquet(str(folder / f"part-{part}.parquet"))
+
+
+def test_a_parquet_folder_is_read_by_the_workers_not_here(client, pg_url, tmp_path,
+                                                          monkeypatch):
+    """Each worker reads its own files (an entity's rows in every file: claims keep each
+    conversation to one sender); this process reads none, and gets the counts back, the
+    rows staying in the store."""
+    import memori_nb.distributed as here
+    from memori_nb import Memori
+
+    write_parquet_parts(tmp_path, backfill(3, 8), parts=3)
+
+    def no_reading_here(*args, **kwargs):
+        raise AssertionError("the source was read in the calling process")
+
+    monkeypatch.setattr(here, "_read", no_reading_here)
+    monkeypatch.setattr("memori_nb.sources.to_seeds", no_reading_here)
     with AugmentationServer(api_key=API_KEY) as server:
         result = seed(client, str(tmp_path), pg_url, server, entity_col="user",
                       conversation_col="chat")
-        assert (result.total, result.successful) == (24, 24)
-        assert sorted(tags_sent(server)) == sorted(ledger(pg_url))
-    # Each user's two SeedData (one per file) went to the same shard.
-    assert len(result.shards) == 3
+        assert (result.total, result.successful, result.failed) == (24, 24, 0)
+        sent = tags_sent(server)
+        assert sorted(sent) == sorted(ledger(pg_url)) and len(sent) == 24  # each once
+    assert result.results == () and len(result.shards) == 3  # a file each
+    m = Memori(conn=pg_url)
+    rows = pd.concat([m.results(run_id) for run_id in result.run_ids])
+    assert (rows.status == "succeeded").sum() == 24
+    m.close()
+    # A re-run sends nothing, and says so in its counts.
+    with AugmentationServer(api_key=API_KEY) as server:
+        again = seed(client, str(tmp_path), pg_url, server, entity_col="user",
+                     conversation_col="chat")
+        assert server.request_count == 0
+    assert (again.total, again.skipped, again.successful) == (24, 24, 0)
+
+
+def test_files_a_dead_worker_claimed_are_sent_once_its_lease_runs_out(client, pg_url,
+                                                                      tmp_path):
+    """Read by the workers, a shard finds what another worker held in the store (its
+    results are not kept), and seeds it after the lease; counted once."""
+    from memori_nb.models import Conversation
+    from memori_nb.sources import to_seeds
+    from memori_nb.stores import SqlStore
+    from memori_nb.validation import check_conversations
+
+    write_parquet_parts(tmp_path, backfill(4, 10), parts=2)
+    files = sorted(str(path) for path in tmp_path.glob("*.parquet"))
+    keys = [(s.entity_id, parsed.id, parsed.content_hash())
+            for path in files for s in to_seeds(path, entity_col="user", conversation_col="chat")
+            for _, parsed in check_conversations(s)
+            if isinstance(parsed, Conversation) and int(parsed.id[1:]) < 3]
+    store = SqlStore(pg_url)
+    store.build()
+    assert len(store.claim(keys, worker="dead-host:1:gone", lease_seconds=3.0)) == 12
+    store.close()
+    with AugmentationServer(api_key=API_KEY, latency=0.01) as server:
+        result = seed(client, files, pg_url, server, entity_col="user",
+                      conversation_col="chat")
+        sent = tags_sent(server)
+    assert (result.total, result.successful, result.skipped) == (40, 40, 0)
+    assert result.claimed_elsewhere == 0
+    assert sorted(sent) == sorted(ledger(pg_url)) and len(sent) == 40
+    assert len(result.run_ids) >= 2 * len(result.shards)
+
+
+def test_a_list_of_files_that_names_a_missing_one_is_refused_here(client, pg_url, tmp_path):
+    write_parquet_parts(tmp_path, backfill(1, 2), parts=1)
+    with pytest.raises(InvalidInputError, match="no such file: .*nowhere.parquet"):
+        seed_distributed([str(tmp_path / "part-0.parquet"), str(tmp_path / "nowhere.parquet")],
+                         conn=pg_url, client=client, api_key=API_KEY,
+                         base_url="http://127.0.0.1:9")
 
 
 def test_secret_hides_the_key_in_reprs_and_pickles():

@@ -53,7 +53,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import StoreError
-from ..models import SeedConfig, SeedCounters
+from ..models import CLAIMED_ELSEWHERE, SeedConfig, SeedCounters
 from ..provenance import locate
 from ..recall import RECALL_FACTS
 from .base import (RESULT_ORDER_SQL, PartialRecord, ResultRecord, claim_run,
@@ -589,6 +589,14 @@ class SqlStore:
             else:  # one writer at a time
                 self._run(cursor, f"DELETE FROM memori_nb_claims WHERE {expired}")
                 self._run(cursor, f"DELETE FROM memori_nb_claim_leases WHERE {unused}")
+
+    def claimed_elsewhere(self, run_id: str) -> set[tuple[str, str]]:
+        """(entity id, conversation id) of what run ``run_id`` skipped because another
+        worker held its claim: what to try again once that lease has run out."""
+        with self._transaction(write=False) as cursor:
+            return set(self._rows(cursor, "SELECT entity_id, conversation_id FROM "
+                                          "memori_nb_conversation_results WHERE run_id = ? AND "
+                                          "reason = ?", [run_id, CLAIMED_ELSEWHERE]))
 
     # --- writes -------------------------------------------------------------------------
 
