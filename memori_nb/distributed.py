@@ -804,7 +804,9 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
         requests_per_minute: one budget for the whole cluster (not divided by workers).
         lease_seconds: how long a claim, or a dead worker's share of ``max_in_flight``,
             holds without renewal before it returns to the cluster.
-        force: send again what the ledger says was seeded.
+        force: send again what the ledger says was seeded. A shard Dask gives to another
+            worker after its worker died starts again from its beginning: with ``force``,
+            what the dead worker had finished in this call is sent (and billed) again.
         progress: True for one tqdm bar for the cluster, False for none, or a
             :class:`memori_nb.TqdmProgress`.
 

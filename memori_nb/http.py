@@ -129,8 +129,8 @@ class KeepAliveClient(httpx.AsyncClient):
     the response it returns holds a reference cycle that only the garbage collector frees,
     with the request's body: a run kept every body of its last seconds alive. A ``stream``
     call that asks for none of that (no ``auth``, ``cookies``, ``params`` or redirects to
-    follow, no event hooks) is sent directly, with the client's headers and timeout; any
-    other call, and every other method, is httpx's own.
+    follow, no event hooks) is sent directly, with the client's headers and its timeout (or
+    the call's); any other call, and every other method, is httpx's own.
 
     Args:
         timeout: as ``httpx.AsyncClient``'s.
@@ -148,24 +148,26 @@ class KeepAliveClient(httpx.AsyncClient):
 
     def stream(self, method: str, url: httpx.URL | str, *, content: Any = None,
                headers: Any = None, follow_redirects: Any = httpx.USE_CLIENT_DEFAULT,
-               **kwargs: Any):
+               timeout: Any = httpx.USE_CLIENT_DEFAULT, **kwargs: Any):
         follow = (self.follow_redirects if follow_redirects is httpx.USE_CLIENT_DEFAULT
                   else follow_redirects)
         if kwargs or follow or self.cookies or self.auth or any(self.event_hooks.values()):
             return super().stream(method, url, content=content, headers=headers,
-                                  follow_redirects=follow_redirects, **kwargs)
-        return self._direct_stream(method, url, content, headers)
+                                  follow_redirects=follow_redirects, timeout=timeout, **kwargs)
+        timeout = self.timeout if timeout is httpx.USE_CLIENT_DEFAULT else httpx.Timeout(timeout)
+        return self._direct_stream(method, url, content, headers, timeout)
 
     @asynccontextmanager
     async def _direct_stream(self, method: str, url: httpx.URL | str, content: Any,
-                             headers: Any) -> AsyncIterator[httpx.Response]:
+                             headers: Any, timeout: httpx.Timeout
+                             ) -> AsyncIterator[httpx.Response]:
         if self.is_closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
         merged = httpx.Headers(self.headers)
         if headers:
             merged.update(headers)
         request = httpx.Request(method, url, content=content, headers=merged,
-                                extensions={"timeout": self.timeout.as_dict()})
+                                extensions={"timeout": timeout.as_dict()})
         response = await self._direct.handle_async_request(request)
         response.request = request
         try:

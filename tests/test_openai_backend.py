@@ -74,6 +74,27 @@ def key_parts(text: str, key: str = API_KEY, size: int = 8) -> set[str]:
 
 # --- structured output ------------------------------------------------------------------
 
+def test_the_backends_own_timeout_bounds_an_answer_on_its_own_client():
+    """``timeout=`` reaches the default client's short path: a slow server is a timeout
+    after it, not after the server's answer."""
+    import time
+
+    from memori_nb.errors import TransientError
+
+    with AugmentationServer(latency=3.0) as server:
+        async def go():
+            backend = OpenAIBackend(model="tiny", base_url=f"{server.url}/v1", timeout=0.3)
+            try:
+                started = time.monotonic()
+                with pytest.raises(TransientError, match="timed out"):
+                    await backend.augment(REQUEST)
+                return time.monotonic() - started
+            finally:
+                await backend.aclose()
+
+        assert asyncio.run(go()) < 2.0
+
+
 def test_a_strict_schema_is_asked_first_and_kept_when_it_works(fake_time):
     with AugmentationServer(api_key=API_KEY) as server:
         result, _ = seed(server, many(3), fake_time=fake_time, config=SeedConfig(batch_size=1))
