@@ -33,6 +33,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -437,6 +438,9 @@ class _ShardSettings:
     limits: ClusterLimits | None = None
     # How a DataFrame or file is read (to_seeds' keywords: entity_col=, dayfirst=...).
     reading: dict = field(default_factory=dict)
+    # When the backfill began (seed_distributed): forced, what its workers seeded since
+    # is not sent again.
+    backfill_started: datetime | None = None
 
     def __repr__(self) -> str:
         return (f"_ShardSettings(conn={hide_password(self.conn.reveal())!r}, "
@@ -456,10 +460,11 @@ def _shared_embedder() -> Any:
     return _EMBEDDERS["default"]
 
 
-def _claims_for(lease_seconds: float) -> ClaimSettings:
+def _claims_for(settings: _ShardSettings) -> ClaimSettings:
     """This run's claims: a worker name unique to this process and run."""
     return ClaimSettings(worker=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
-                         lease_seconds=lease_seconds)
+                         lease_seconds=settings.lease_seconds,
+                         backfill_started=settings.backfill_started)
 
 
 async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = None,
@@ -506,7 +511,7 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
             result = await seed_all(todo, backend=backend, store=store,
                                     config=settings.seed_config, progress=progress,
                                     force=settings.force, keep_results=isinstance(todo, list),
-                                    claims=_claims_for(settings.lease_seconds))
+                                    claims=_claims_for(settings))
             results.append(result)
             held = ({(r.entity_id, r.conversation_id) for r in result.results
                      if r.reason == CLAIMED_ELSEWHERE} if result.results
@@ -744,6 +749,7 @@ def _settings(*, conn: Any, backend: Any, api_key: str | None, base_url: str | N
                           api_key=Secret(api_key) if api_key else None, base_url=base_url,
                           backend_options=dict(backend_options), seed_config=seed_config,
                           lease_seconds=float(lease_seconds), force=force, limits=limits,
+                          backfill_started=datetime.now(timezone.utc) if limits else None,
                           reading=reading)
 
 
@@ -804,9 +810,9 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
         requests_per_minute: one budget for the whole cluster (not divided by workers).
         lease_seconds: how long a claim, or a dead worker's share of ``max_in_flight``,
             holds without renewal before it returns to the cluster.
-        force: send again what the ledger says was seeded. A shard Dask gives to another
-            worker after its worker died starts again from its beginning: with ``force``,
-            what the dead worker had finished in this call is sent (and billed) again.
+        force: send again what the ledger says was seeded before this call; what a worker
+            seeded during it (a shard redone after its worker died, a conversation another
+            worker held) is not sent twice.
         progress: True for one tqdm bar for the cluster, False for none, or a
             :class:`memori_nb.TqdmProgress`.
 

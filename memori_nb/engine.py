@@ -435,12 +435,16 @@ class _SeedRun:
                 self.claimed_elsewhere += 1
                 self._record_skipped(job, CLAIMED_ELSEWHERE)
         jobs = [job for index, job in enumerate(jobs) if index in held]
-        if self.force or not jobs:
+        # Forced, only what this backfill seeded counts (when it says when it began).
+        since = self.claims.backfill_started if self.force else None
+        if not jobs or (self.force and since is None):
             return jobs
         if self.journal_directory is not None:
             await self._in_store(replay, self.journal_directory, self.store)
-        seeded = await self._in_store(self.store.already_seeded,
-                                      [keys[index] for index in sorted(held)])
+        mine = [keys[index] for index in sorted(held)]
+        seeded = await self._in_store(
+            functools.partial(self.store.already_seeded, since=since) if since is not None
+            else self.store.already_seeded, mine)
         for index in sorted(seeded):
             self._record_skipped(jobs[index], ALREADY_SEEDED)
         return [job for index, job in enumerate(jobs) if index not in seeded]

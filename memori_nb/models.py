@@ -6,6 +6,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
@@ -226,6 +227,10 @@ class ClaimSettings:
         lease_seconds: how long a claim holds without renewal (60). Longer: a killed
             worker's conversations wait longer; shorter: a worker whose event loop stalls
             that long may lose its claims.
+        backfill_started: when the backfill these workers share began (an aware datetime).
+            A forced run then sends again what was seeded before it, not what a worker of
+            this backfill seeded since (a killed worker's shard redone, a claim another
+            worker held and finished): each conversation once per backfill.
 
     Raises:
         ConfigurationError: ``worker`` is empty or ``lease_seconds`` is not a positive number.
@@ -237,6 +242,7 @@ class ClaimSettings:
 
     worker: str
     lease_seconds: float = 60.0
+    backfill_started: datetime | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.worker, str) or not self.worker.strip():
@@ -246,6 +252,10 @@ class ClaimSettings:
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
             raise ConfigurationError(f"ClaimSettings.lease_seconds must be a number > 0, got "
                                      f"{seconds!r}")
+        started = self.backfill_started
+        if started is not None and not (isinstance(started, datetime) and started.tzinfo):
+            raise ConfigurationError(f"ClaimSettings.backfill_started must be an aware "
+                                     f"datetime, got {started!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -193,6 +193,36 @@ def run(store, server, data, *, claims=None, batch_size=4, **kwargs):
     return asyncio.run(go())
 
 
+def test_a_forced_backfill_sends_again_what_was_seeded_before_it_once(db_url, embedder):
+    """force with the backfill's start: what was seeded before it goes again; what a worker
+    of the backfill seeded since (a shard redone, a claim another held) does not."""
+    from datetime import datetime, timezone
+
+    store = open_store(db_url, embedder)
+    data = seeds(entities=1, per_entity=10)
+    first_half = [SeedData.for_conversations(entity_id="user-0",
+                                             conversations=texts(10, "user-0")[:5])]
+    with AugmentationServer(api_key=API_KEY) as server:
+        run(store, server, data)  # an earlier backfill: all 10 in the ledger
+        time.sleep(1.1)  # the ledger's times are to the second in SQLite
+        started = datetime.now(timezone.utc)
+        # A worker of the forced backfill sends half of them again...
+        run(store, server, first_half, force=True,
+            claims=ClaimSettings(worker="a", backfill_started=started))
+        # ...and another worker, given them all (a shard redone), sends only the rest.
+        result = run(store, server, data, force=True,
+                     claims=ClaimSettings(worker="b", backfill_started=started))
+        # Without the backfill's start, force sends everything.
+        everything = run(store, server, data, force=True, claims=ClaimSettings(worker="c"))
+    assert (result.successful, result.skipped) == (5, 5)
+    assert {r.reason for r in result.results if r.status == "skipped"} == {"already seeded"}
+    assert everything.successful == 10
+    assert set(sent(server).values()) == {3}  # each: the earlier run, the backfill, the last
+    with pytest.raises(ConfigurationError, match="aware datetime"):
+        ClaimSettings(worker="d", backfill_started=datetime.now())
+    store.close()
+
+
 def test_two_workers_seeding_the_same_input_send_each_conversation_once(pg_url, embedder):
     # 200 conversations: windows of 64, 128 and 8, so both workers get some.
     data = seeds(entities=4, per_entity=50)

@@ -177,6 +177,8 @@ class Store(Protocol):
 
     def already_seeded(self, keys: list[tuple[str, str, str]], *,
                        by_run: str | None = None) -> set[int]: ...
+    # A store that holds claims (``claim``) also takes ``since=`` (a datetime): only what
+    # was seeded at or after it.
 
     def start_run(self, run_id: str, *, backend: str, config: SeedConfig,
                   force: bool) -> None: ...

@@ -273,8 +273,9 @@ class SqlStore:
         return cursor.fetchall()
 
     def _rows_in(self, cursor: Any, sql: str, keys: Sequence[Any], width: int = 1, *,
-                 fetch: bool = True) -> list[tuple]:
-        """Run ``sql`` (with one ``{keys}`` slot) over ``keys`` in chunks; all rows."""
+                 fetch: bool = True, after: Sequence[Any] = ()) -> list[tuple]:
+        """Run ``sql`` (with one ``{keys}`` slot, and ``after``'s placeholders after it)
+        over ``keys`` in chunks; all rows."""
         out: list[tuple] = []
         keys = list(keys)
         for start in range(0, len(keys), IN_CHUNK):
@@ -285,6 +286,7 @@ class SqlStore:
                 row = "(" + ", ".join("?" * width) + ")"
                 slot = "VALUES " + ", ".join([row] * len(chunk))
                 params = [value for key in chunk for value in key]
+            params = [*params, *after]
             if fetch:
                 out += self._rows(cursor, sql.format(keys=slot), params)
             else:
@@ -439,14 +441,18 @@ class SqlStore:
         return found
 
     def already_seeded(self, keys: list[tuple[str, str, str]], *,
-                       by_run: str | None = None) -> set[int]:
+                       by_run: str | None = None, since: datetime | None = None) -> set[int]:
         """Positions in ``keys`` (entity_id, conversation_id, content_hash) seeded before
-        (with ``by_run``: seeded last by that run)."""
+        (with ``by_run``: seeded last by that run; with ``since``: at that time or later, to
+        the second)."""
+        when = " AND seeded_at >= ?" if since is not None else ""
         with self._transaction(write=False) as cursor:
-            rows = self._rows_in(cursor, "SELECT entity_id, conversation_id, content_hash, "
-                                         "run_id FROM memori_nb_seeded_conversations WHERE "
-                                         "(entity_id, conversation_id, content_hash) IN ({keys})",
-                                 sorted(set(keys)), width=3)
+            rows = self._rows_in(cursor, f"SELECT entity_id, conversation_id, content_hash, "
+                                         f"run_id FROM memori_nb_seeded_conversations WHERE "
+                                         f"(entity_id, conversation_id, content_hash) IN "
+                                         f"({{keys}}){when}", sorted(set(keys)), width=3,
+                                 after=[self._time(since.replace(microsecond=0))] if when
+                                 else [])
         seeded = {row[:3] for row in rows if by_run is None or row[3] == by_run}
         return {i for i, key in enumerate(keys) if key in seeded}
 
