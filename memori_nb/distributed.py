@@ -133,6 +133,20 @@ class ClusterLimits:
         return f"{self.name}-per-minute"
 
     @property
+    def rate_lease_timeout(self) -> float:
+        """A dead worker's requests-per-minute leases come back no sooner than the window
+        its requests were in (their release a window later died with it)."""
+        return max(self.lease_timeout, self.window_seconds)
+
+    def semaphores(self) -> list[tuple[str, int, float]]:
+        """(name, size, lease timeout) of the call's semaphores."""
+        limits = [(self.in_flight_name, self.max_in_flight, self.lease_timeout)]
+        if self.requests_per_minute:
+            limits.append((self.rate_name, int(self.requests_per_minute),
+                           self.rate_lease_timeout))
+        return limits
+
+    @property
     def stop_name(self) -> str:
         return f"{self.name}-stop"
 
@@ -161,8 +175,8 @@ async def _semaphore(name: str, max_leases: int, lease_timeout: float) -> Any:
 
 @contextmanager
 def _shared_limits(client: Any, limits: ClusterLimits) -> Iterator[list[Any]]:
-    """Make the call's semaphores on the scheduler, with the call's lease timeout (a killed
-    worker's leases come back after it); when the call ends, remove them and its events
+    """Make the call's semaphores on the scheduler, with their lease timeouts (a killed
+    worker's leases come back after them); when the call ends, remove them and its events
     from the scheduler, unless a shard may still run (then they stay: a shard that has not
     stopped yet still uses them). Yields a list to put the shards' futures in.
     """
@@ -170,16 +184,13 @@ def _shared_limits(client: Any, limits: ClusterLimits) -> Iterator[list[Any]]:
 
     distributed = _distributed()
     semaphores = []
-    with dask.config.set({"distributed.scheduler.locks.lease-timeout":
-                          f"{limits.lease_timeout}s"}):
-        for name, size in ((limits.in_flight_name, limits.max_in_flight),
-                           (limits.rate_name, limits.requests_per_minute)):
-            if size:
-                semaphore = distributed.Semaphore(max_leases=int(size), name=name,
-                                                  scheduler_rpc=client.scheduler,
-                                                  loop=client.loop)
-                semaphore.register()
-                semaphores.append(semaphore)
+    for name, size, lease_timeout in limits.semaphores():
+        with dask.config.set({"distributed.scheduler.locks.lease-timeout":
+                              f"{lease_timeout}s"}):
+            semaphore = distributed.Semaphore(max_leases=size, name=name,
+                                              scheduler_rpc=client.scheduler, loop=client.loop)
+            semaphore.register()
+        semaphores.append(semaphore)
     futures: list[Any] = []
     stopped = False
     try:
@@ -191,10 +202,24 @@ def _shared_limits(client: Any, limits: ClusterLimits) -> Iterator[list[Any]]:
         if all(future.done() for future in futures):
             # Stopped by Ctrl-C, the shards kept their in-flight leases on purpose (see
             # _cancel_when_told): those semaphores stay until the leases run out.
-            for semaphore in semaphores if not stopped else ():
-                semaphore.close()
+            if not stopped:
+                semaphores[0].close()
+                # The last window's per-minute leases come back a window after their
+                # requests: that semaphore goes once they have.
+                for semaphore in semaphores[1:]:
+                    asyncio.run_coroutine_threadsafe(
+                        _close_later(client, semaphore.name, limits.window_seconds + 5),
+                        client.loop.asyncio_loop)
             for name in (limits.stop_name, limits.cancel_name):
                 distributed.Event(name, client=client).clear()  # an unset event is gone
+
+
+async def _close_later(client: Any, name: str, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    try:
+        await client.scheduler.semaphore_close(name=name)
+    except Exception:  # noqa: BLE001 - the client or scheduler closed meanwhile: gone anyway
+        pass
 
 
 class ClusterBackend:
@@ -245,7 +270,7 @@ class ClusterBackend:
                                            limits.lease_timeout)
         if limits.requests_per_minute:
             self._rate = await _semaphore(limits.rate_name, int(limits.requests_per_minute),
-                                          limits.lease_timeout)
+                                          limits.rate_lease_timeout)
         self._stop = distributed.Event(limits.stop_name)
         self._stopped = await self._stop.is_set()
         self._watch = asyncio.create_task(self._wait_for_stop())

@@ -269,7 +269,7 @@ def test_a_quota_stop_in_one_worker_stops_every_worker(client, pg_url):
 
 
 def test_requests_per_minute_is_one_budget_for_the_cluster(client):
-    from memori_nb.distributed import ClusterLimits
+    from memori_nb.distributed import ClusterLimits, _shared_limits
 
     # 6 requests per 5-second window (a minute would make a slow test).
     limits = ClusterLimits(name=f"rpm-test-{os.getpid()}-{time.time_ns()}",
@@ -295,10 +295,13 @@ def test_requests_per_minute_is_one_budget_for_the_cluster(client):
         finally:
             await backend.aclose()
 
-    with AugmentationServer(api_key=API_KEY) as server:
+    def lease_timeouts(dask_scheduler) -> dict:
+        return dict(dask_scheduler.extensions["semaphores"].lease_timeouts)
+
+    with AugmentationServer(api_key=API_KEY) as server, _shared_limits(client, limits) as futures:
         workers = list(client.scheduler_info(n_workers=-1)["workers"])
-        futures = [client.submit(send_many, server.url, i, workers=[address], pure=False)
-                   for i, address in enumerate(workers)]
+        futures += [client.submit(send_many, server.url, i, workers=[address], pure=False)
+                    for i, address in enumerate(workers)]
         deadline = time.monotonic() + 60
         while server.request_count < 6 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -306,7 +309,19 @@ def test_requests_per_minute_is_one_budget_for_the_cluster(client):
         sent = server.request_count
         client.gather(futures)  # the other 4 go once the first leases come back
         assert server.request_count == 10
+        # A dead worker's in-flight leases come back after the lease; its per-minute ones
+        # not before the window they were taken in.
+        timeouts = client.run_on_scheduler(lease_timeouts)
+        assert timeouts[limits.in_flight_name] == LEASE
+        assert timeouts[limits.rate_name] == 5.0
     assert sent == 6  # 6 a window for both workers together, not 6 each
+    # Gone from the scheduler: the in-flight cap at once, the budget once its last
+    # window's leases came back (without a warning about leases still held).
+    assert limits.in_flight_name not in client.run_on_scheduler(lease_timeouts)
+    deadline = time.monotonic() + 20
+    while limits.rate_name in client.run_on_scheduler(lease_timeouts):
+        assert time.monotonic() < deadline, "the per-minute semaphore stayed"
+        time.sleep(0.5)
 
 
 def test_the_key_shows_in_no_task_repr_log_or_output(client, pg_url, capfd):
