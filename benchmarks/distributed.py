@@ -18,8 +18,13 @@ Set-up is outside the timings, as a user's session does it once: starting Postgr
 cluster, building the schema, and a small warm-up backfill (imports, the embedding model in
 each worker) into another database.
 
+With ``--files N`` the conversations are written to N Parquet files and the cluster is given
+the folder, which each worker reads its share of (the calling process reads none); it also
+prints how much the calling process's memory grew during the call, beside the same call given
+the conversations as SeedData.
+
     python benchmarks/distributed.py [--conversations 10000] [--workers 1 2]
-                                     [--in-flight 50] [--seed 0]
+                                     [--in-flight 50] [--seed 0] [--files N]
 """
 
 from __future__ import annotations
@@ -28,10 +33,14 @@ import argparse
 import importlib.util
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 # This file is named distributed.py: with its folder on sys.path, ``import distributed``
@@ -64,8 +73,49 @@ def serve(seed: int, cap: int, urls: mp.Queue, stop: mp.Event, results: mp.Queue
         results.put((server.latencies, server.refused_count, server.request_count))
 
 
-def measure(seed_with, seeds: list[SeedData], pg, in_flight: int, seed: int) -> dict:
-    """Time ``seed_with(seeds, conn, url, config)`` into a fresh database, after a warm-up."""
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+class PeakRss:
+    """How far this process's resident memory rose above its start while the block ran."""
+
+    def __enter__(self) -> PeakRss:
+        self.start = self.peak = rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.growth = max(self.peak, rss_mb()) - self.start
+
+
+def write_parquet_files(seeds: list[SeedData], folder: Path, files: int) -> None:
+    """The conversations as ``files`` Parquet files (user, chat, role, content, timestamp),
+    each entity's conversations dealt over them."""
+    import duckdb
+    import pandas as pd
+
+    for part in range(files):
+        rows = pd.DataFrame([{"user": s.entity_id, "chat": c["id"], "role": m["role"],
+                              "content": m["content"], "timestamp": m.get("timestamp")}
+                             for s in seeds for n, c in enumerate(s.conversations)
+                             if n % files == part for m in c["messages"]])
+        duckdb.from_df(rows).write_parquet(str(folder / f"part-{part:04d}.parquet"))
+
+
+def measure(seed_with, seeds: Any, pg, in_flight: int, seed: int,
+            warm: list[SeedData]) -> dict:
+    """Time ``seed_with(seeds, conn, url, config)`` into a fresh database, after a warm-up
+    with ``warm``."""
     warm_db, db = pg.create_database(), pg.create_database()
     urls, results, stop = mp.Queue(), mp.Queue(), mp.Event()
     server = mp.Process(target=serve, args=(seed, in_flight, urls, stop, results))
@@ -74,13 +124,14 @@ def measure(seed_with, seeds: list[SeedData], pg, in_flight: int, seed: int) -> 
         url = urls.get(timeout=60)
         config = SeedConfig(batch_size=in_flight)
         # Warm-up: imports and the embedding model in each worker, into another database.
-        seed_with(seeds[:8], pg.url(warm_db), url, config)
+        seed_with(warm, pg.url(warm_db), url, config)
         store = SqlStore(pg.url(db))
         store.build()
         store.close()
-        started = time.perf_counter()
-        result = seed_with(seeds, pg.url(db), url, config)
-        elapsed = time.perf_counter() - started
+        with PeakRss() as memory:
+            started = time.perf_counter()
+            result = seed_with(seeds, pg.url(db), url, config)
+            elapsed = time.perf_counter() - started
     finally:
         stop.set()
     latencies, refused, requests = results.get(timeout=60)
@@ -90,21 +141,23 @@ def measure(seed_with, seeds: list[SeedData], pg, in_flight: int, seed: int) -> 
     n = result.total
     assert result.successful == n, result.summary_dict()
     # The warm-up's requests are in the server's counts too: measured over the backfill's.
-    warm = sum(len(s.conversations) for s in seeds[:8])
+    warm = sum(len(s.conversations) for s in warm)
     timed = latencies[warm:] if len(latencies) > warm else latencies
     mean_latency = statistics.fmean(timed)
     bound = in_flight / mean_latency
     return {"seconds": elapsed, "rate": n / elapsed, "bound": bound,
             "mean_latency": mean_latency, "ratio": n / elapsed / bound,
             "requests": requests - warm, "refused": refused, "n": n,
-            "shards": len(getattr(result, "shards", ())) or 1}
+            "shards": len(getattr(result, "shards", ())) or 1, "rss_growth": memory.growth}
 
 
-def on_cluster(client):
+def on_cluster(client, **reading):
     def seed_with(seeds, conn, url, config):
+        # The warm-up's SeedData is read here whatever the source's columns.
+        options = reading if isinstance(seeds, str) else {}
         return seed_distributed(seeds, conn=conn, client=client, api_key=KEY, base_url=url,
                                 seed_config=config, max_in_flight=config.batch_size,
-                                progress=False)
+                                progress=False, **options)
     return seed_with
 
 
@@ -116,7 +169,8 @@ def in_process(seeds, conn, url, config):
 def report(what: str, r: dict) -> None:
     print(f"{what}: {r['rate']:6.1f} conv/s in {r['seconds']:5.1f} s; bound {r['bound']:6.1f} "
           f"(mean latency {r['mean_latency'] * 1000:.0f} ms); ratio {r['ratio']:.3f}; "
-          f"{r['requests']} requests, {r['refused']} refused over the cap", flush=True)
+          f"{r['requests']} requests, {r['refused']} refused over the cap; this process "
+          f"grew {r['rss_growth']:.0f} MB", flush=True)
 
 
 def main() -> None:
@@ -130,6 +184,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the realistic generator's seed")
     parser.add_argument("--no-reference", action="store_true",
                         help="skip the reference (seed_shard in this process, no Dask)")
+    parser.add_argument("--files", type=int, default=0,
+                        help="also give the cluster a folder of this many Parquet files")
     args = parser.parse_args()
     sys.path.insert(0, str(TESTS))
     from memori_sdk import acquire_postgres, release_postgres
@@ -143,20 +199,29 @@ def main() -> None:
     print(f"server latency log-normal median 300 ms sigma 0.6, in its own process; "
           f"PostgreSQL; max_in_flight {args.in_flight} across the cluster; "
           f"{os.cpu_count()} cores", flush=True)
+    warm, folder = seeds[:8], Path(tempfile.mkdtemp())
+    if args.files:
+        write_parquet_files(seeds, folder, args.files)
     pg = acquire_postgres()
     try:
         if not args.no_reference:
             report("reference, seed_shard in one process without Dask",
-                   measure(in_process, seeds, pg, args.in_flight, args.seed))
+                   measure(in_process, seeds, pg, args.in_flight, args.seed, warm))
         for workers in args.workers:
             with distributed.LocalCluster(n_workers=workers, processes=True,
                                           threads_per_worker=2,
                                           dashboard_address=":0") as cluster, \
                     distributed.Client(cluster) as client:
-                r = measure(on_cluster(client), seeds, pg, args.in_flight, args.seed)
-            report(f"{workers} worker(s), {r['shards']} shards", r)
+                r = measure(on_cluster(client), seeds, pg, args.in_flight, args.seed, warm)
+                report(f"{workers} worker(s), {r['shards']} shards, SeedData", r)
+                if args.files:
+                    r = measure(on_cluster(client, entity_col="user", conversation_col="chat"),
+                                str(folder), pg, args.in_flight, args.seed, warm)
+                    report(f"{workers} worker(s), {r['shards']} shards, {args.files} Parquet "
+                           f"files read by the workers", r)
     finally:
         release_postgres()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -173,13 +173,22 @@ async def _semaphore(name: str, max_leases: int, lease_timeout: float) -> Any:
     return semaphore
 
 
+@dataclass
+class _Call:
+    """One call's shards on the cluster: their futures, and whether the caller stopped them
+    (Ctrl-C) rather than saw them end."""
+
+    futures: list = field(default_factory=list)
+    stopped: bool = False
+
+
 @contextmanager
-def _shared_limits(client: Any, limits: ClusterLimits) -> Iterator[list[Any]]:
+def _shared_limits(client: Any, limits: ClusterLimits) -> Iterator[_Call]:
     """Make the call's semaphores on the scheduler, with their lease timeouts (a killed
-    worker's leases come back after them); when the call ends, remove them and its events
-    from the scheduler, unless a shard may still run (then they stay: a shard that has not
-    stopped yet still uses them). Yields a list to put the shards' futures in.
-    """
+    worker's leases come back after them), and remove them and the call's events when its
+    shards have ended. Stopped by the caller, they stay: a shard that has not yet seen the
+    stop (Dask's cancel does not end a running task) must still find it set, and the
+    stopped shards' in-flight leases run out after the lease."""
     import dask
 
     distributed = _distributed()
@@ -191,25 +200,18 @@ def _shared_limits(client: Any, limits: ClusterLimits) -> Iterator[list[Any]]:
                                               scheduler_rpc=client.scheduler, loop=client.loop)
             semaphore.register()
         semaphores.append(semaphore)
-    futures: list[Any] = []
-    stopped = False
+    call = _Call()
     try:
-        yield futures
-    except BaseException:
-        stopped = True
-        raise
+        yield call
     finally:
-        if all(future.done() for future in futures):
-            # Stopped by Ctrl-C, the shards kept their in-flight leases on purpose (see
-            # _cancel_when_told): those semaphores stay until the leases run out.
-            if not stopped:
-                semaphores[0].close()
-                # The last window's per-minute leases come back a window after their
-                # requests: that semaphore goes once they have.
-                for semaphore in semaphores[1:]:
-                    asyncio.run_coroutine_threadsafe(
-                        _close_later(client, semaphore.name, limits.window_seconds + 5),
-                        client.loop.asyncio_loop)
+        if not call.stopped and all(future.done() for future in call.futures):
+            semaphores[0].close()
+            # The last window's per-minute leases come back a window after their
+            # requests: that semaphore goes once they have.
+            for semaphore in semaphores[1:]:
+                asyncio.run_coroutine_threadsafe(
+                    _close_later(client, semaphore.name, limits.window_seconds + 5),
+                    client.loop.asyncio_loop)
             for name in (limits.stop_name, limits.cancel_name):
                 distributed.Event(name, client=client).clear()  # an unset event is gone
 
@@ -327,6 +329,17 @@ class ClusterBackend:
         """The caller said stop: return no in-flight lease from now on."""
         self._keep_leases = True
 
+    def stop_renewing(self) -> None:
+        """The shard is over: its semaphore handles stop renewing what they hold, so leases
+        kept after Ctrl-C run out after the lease (per-minute ones are given back a window
+        after their requests, as always)."""
+        for semaphore in (self._in_flight, self._rate):
+            if semaphore is not None:
+                semaphore.refresh_leases = False
+                refresh = getattr(semaphore, "refresh_callback", None)
+                if refresh is not None:
+                    refresh.stop()
+
     def _return(self, request: AugmentationRequest) -> None:
         """Give back this request's in-flight lease (without waiting for the scheduler)."""
         if self._held.get(id(request)):
@@ -342,11 +355,13 @@ class ClusterBackend:
         task.add_done_callback(self._pending.discard)
 
     async def aclose(self) -> None:
-        """Give back leases a cancelled run left, stop watching, close the real backend."""
+        """Give back leases a cancelled run left (unless told to keep them), stop renewing
+        and watching, close the real backend."""
         for count in list(self._held.values()):
             for _ in range(count if not self._keep_leases else 0):
                 self._later(self._in_flight.release)
         self._held.clear()
+        self.stop_renewing()
         if self._watch is not None:
             self._watch.cancel()
         if self._pending:
@@ -503,23 +518,21 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
     stay in the store (the result has counts only); anything else is read into memory and
     its results come back."""
     from .engine import seed_all
-    from .sources import to_seeds
     from .stores import SqlStore
 
     paths = _paths(seeds)
-    if paths is not None:
-        missing = [path for path in paths if not Path(path).is_file()]
-        if missing:
-            raise InvalidInputError(
-                f"{socket.gethostname()} cannot open {missing[0]!r}: each worker reads its "
-                f"shard's files itself, so give paths every worker can open (a shared "
-                f"filesystem), or read the source with memori_nb.to_seeds and pass the SeedData")
-
+    missing = [path for path in paths or () if not Path(path).exists()]
+    if missing:
+        raise InvalidInputError(
+            f"{socket.gethostname()} cannot open {missing[0]!r}: each worker reads its "
+            f"shard's files itself, so give paths every worker can open (a shared "
+            f"filesystem), or read the source with memori_nb.to_seeds and pass the SeedData")
+    if paths is not None and all(Path(path).is_file() for path in paths):
         def read() -> Iterator[SeedData]:
             return _read_seeds(paths, settings.reading)
-    else:
-        seeds = to_seeds(seeds, **settings.reading)
-        seeds = list(seeds) if not isinstance(seeds, list) else seeds
+    else:  # in memory, or a folder to_seeds reads (an export)
+        seeds = seeds if isinstance(seeds, list) and all(
+            isinstance(seed, SeedData) for seed in seeds) else _read(seeds, settings.reading)
 
         def read() -> list[SeedData]:
             return seeds
@@ -671,10 +684,14 @@ async def _dask_shard(payload: bytes, settings: _ShardSettings, shard: int
             raise
         return None  # stopped as the caller asked; what finished is saved
     finally:
+        # Dask's cancel may interrupt any await below: what must happen comes first.
         watch.cancel()
-        await reporter.flush()
-        reporter.queue.close()
-        await backend.aclose()
+        backend.stop_renewing()
+        try:
+            await reporter.flush()
+        finally:
+            reporter.queue.close()
+            await backend.aclose()
 
 
 async def _cancel_when_told(event: Any, run: asyncio.Future, backend: ClusterBackend,
@@ -888,6 +905,8 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
                          seed_config=seed_config, lease_seconds=lease_seconds, force=force,
                          options=options, limits=limits)
     files = _files_for_workers(source)
+    if files is not None:
+        _check_readable(files, settings.reading)
     seeds = _read(source, settings.reading) if files is None else None
     sqlite = conn.lower().startswith("sqlite")
     own = client is None
@@ -934,7 +953,7 @@ def _files_for_workers(source: Any) -> list[str] | None:
     """The files of a folder (its Parquet files, in name order) or of a list of two or more
     paths, which the workers read themselves; None for anything read here."""
     if isinstance(source, (str, Path)) and Path(source).is_dir():
-        files = sorted(str(path) for path in Path(source).rglob("*.parquet"))
+        files = sorted(os.path.abspath(path) for path in Path(source).rglob("*.parquet"))
         if not files:
             raise InvalidInputError(f"the folder {str(source)!r} holds no .parquet files")
         return files
@@ -944,7 +963,27 @@ def _files_for_workers(source: Any) -> list[str] | None:
     missing = [path for path in paths if not Path(path).is_file()]
     if missing:
         raise InvalidInputError(f"no such file: {missing[0]!r}")
-    return paths
+    return [os.path.abspath(path) for path in paths]  # the same file from any worker
+
+
+def _check_readable(files: Sequence[str], reading: dict) -> None:
+    """Open each file as a worker will and read its first conversation, so that a file
+    that is not what it seems, or options its format refuses, fail here, before any shard
+    sends anything (not in one worker, after the others sent theirs).
+
+    Raises:
+        InvalidInputError: the file and what is wrong with it.
+    """
+    for path in files:
+        seeds = iter(_read_seeds(path, reading))
+        try:
+            first = next(seeds, None)
+            if first is not None:
+                next(iter(first.conversations), None)
+        finally:
+            close = getattr(seeds, "close", None)
+            if close is not None:
+                close()
 
 
 def split_by_size(files: Sequence[str], shards: int) -> list[list[int]]:
@@ -1031,7 +1070,8 @@ def _run(client: Any, shards: list[list], total: int | None, settings: _ShardSet
         progress = TqdmProgress("seeding (cluster)")
     bar = _ClusterBar(progress or None, total)
     queue = distributed.Queue(settings.limits.progress_name, client=client)
-    with _shared_limits(client, settings.limits) as futures:
+    with _shared_limits(client, settings.limits) as call:
+        futures = call.futures
         futures += [client.submit(_dask_shard,
                                   pickle.dumps(shard, protocol=pickle.HIGHEST_PROTOCOL),
                                   settings, number,
@@ -1044,14 +1084,15 @@ def _run(client: Any, shards: list[list], total: int | None, settings: _ShardSet
                     bar.report(shard, attempt, counts)
                 time.sleep(REPORT_SECONDS)
         except BaseException:
+            call.stopped = True
             _stop_shards(client, futures, settings.limits)
             raise
         finally:
             queue.close()
-        errors = [f for f in futures if f.status == "error"]
-        if errors:
-            errors[0].result()  # raises the first shard's error, as the worker raised it
-        gathered = client.gather(futures)
+    errors = [f for f in futures if f.status == "error"]
+    if errors:
+        errors[0].result()  # raises the first shard's error, as the worker raised it
+    gathered = client.gather(futures)
     return ([outcome for outcome, _ in gathered], [run for _, runs in gathered for run in runs],
             time.perf_counter() - started, bar)
 

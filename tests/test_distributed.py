@@ -112,6 +112,7 @@ def seed(client, seeds, url, server, **kwargs):
 
 def test_every_conversation_is_seeded_once_and_a_rerun_sends_nothing(client, pg_url):
     seeds = backfill(8, 15)
+    before = client.run_on_scheduler(calls_left_on_scheduler)
     out = io.StringIO()
     # The server refuses (429) any request beyond IN_FLIGHT at once: none may be refused.
     with AugmentationServer(api_key=API_KEY, latency=0.01,
@@ -135,7 +136,7 @@ def test_every_conversation_is_seeded_once_and_a_rerun_sends_nothing(client, pg_
         assert (again.skipped, again.successful) == (120, 0)
         assert {r.reason for r in again.results} == {"already seeded"}
     # The calls' semaphores, events and queues are gone from the scheduler.
-    assert client.run_on_scheduler(calls_left_on_scheduler) == []
+    assert client.run_on_scheduler(calls_left_on_scheduler) == before
 
 
 def calls_left_on_scheduler(dask_scheduler) -> list[str]:
@@ -181,7 +182,10 @@ def test_a_worker_killed_mid_run_loses_nothing(client, pg_url):
     assert all(statuses[run] == "completed" for run in result.run_ids)
 
 
-def test_ctrl_c_stops_every_worker_and_keeps_what_finished(client, pg_url, request):
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_stops_every_worker_and_keeps_what_finished(client, pg_url, request, presses):
+    """A second Ctrl-C (stop waiting) still leaves every shard told to stop: the stop
+    stays set for those that had not looked yet."""
     # Python's own Ctrl-C handler, also when pytest was started in the background (a shell
     # then has SIGINT ignored).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -192,15 +196,18 @@ def test_ctrl_c_stops_every_worker_and_keeps_what_finished(client, pg_url, reque
         def press_ctrl_c() -> None:
             while server.request_count < 40:
                 time.sleep(0.01)
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            for _ in range(presses):
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                time.sleep(0.08)
 
         presser = threading.Thread(target=press_ctrl_c)
         presser.start()
         with pytest.raises(KeyboardInterrupt):
             seed(client, seeds, pg_url, server)
         presser.join()
+        time.sleep(0.5)  # what was in flight when the shards stopped
         stopped_at = server.request_count
-        time.sleep(1.0)  # time for more requests, were any worker still sending
+        time.sleep(2.0)  # time for more requests, were any worker still sending
         assert server.request_count == stopped_at < 320
         seeded = ledger(pg_url)
         sent = tags_sent(server)
@@ -298,8 +305,9 @@ def test_requests_per_minute_is_one_budget_for_the_cluster(client):
     def lease_timeouts(dask_scheduler) -> dict:
         return dict(dask_scheduler.extensions["semaphores"].lease_timeouts)
 
-    with AugmentationServer(api_key=API_KEY) as server, _shared_limits(client, limits) as futures:
+    with AugmentationServer(api_key=API_KEY) as server, _shared_limits(client, limits) as call:
         workers = list(client.scheduler_info(n_workers=-1)["workers"])
+        futures = call.futures
         futures += [client.submit(send_many, server.url, i, workers=[address], pure=False)
                     for i, address in enumerate(workers)]
         deadline = time.monotonic() + 60
@@ -394,8 +402,7 @@ def test_a_parquet_folder_is_read_by_the_workers_not_here(client, pg_url, tmp_pa
     def no_reading_here(*args, **kwargs):
         raise AssertionError("the source was read in the calling process")
 
-    monkeypatch.setattr(here, "_read", no_reading_here)
-    monkeypatch.setattr("memori_nb.sources.to_seeds", no_reading_here)
+    monkeypatch.setattr(here, "_read", no_reading_here)  # (each file's first one is, to check)
     with AugmentationServer(api_key=API_KEY) as server:
         result = seed(client, str(tmp_path), pg_url, server, entity_col="user",
                       conversation_col="chat")
@@ -447,6 +454,47 @@ def test_files_a_dead_worker_claimed_are_sent_once_its_lease_runs_out(client, pg
     assert result.claimed_elsewhere == 0
     assert sorted(sent) == sorted(ledger(pg_url)) and len(sent) == 40
     assert len(result.run_ids) >= 2 * len(result.shards)
+
+
+def test_a_file_its_worker_could_not_read_is_refused_before_anything_is_sent(client, pg_url,
+                                                                          tmp_path):
+    """Each file is opened here first: a broken one, or options its format refuses, fail
+    the call before any shard sends (and leave nothing on the scheduler)."""
+    import json
+
+    write_parquet_parts(tmp_path, backfill(2, 6), parts=1)
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not a parquet file" * 10)
+    jsonl = tmp_path / "more.jsonl"
+    jsonl.write_text(json.dumps({"user": "u9", "id": "c1", "messages": [
+        {"role": "user", "content": "[u9/c1] I live in Lisbon"}]}) + "\n")
+    good = str(tmp_path / "part-0.parquet")
+    before = client.run_on_scheduler(calls_left_on_scheduler)
+    with AugmentationServer(api_key=API_KEY) as server:
+        with pytest.raises(InvalidInputError, match="broken.parquet: not a readable Parquet"):
+            seed(client, [good, str(broken)], pg_url, server, entity_col="user",
+                 conversation_col="chat")
+        with pytest.raises(InvalidInputError, match="more.jsonl"):
+            seed(client, [good, str(jsonl)], pg_url, server, entity_col="user",
+                 conversation_col="chat")
+        assert server.request_count == 0
+    assert client.run_on_scheduler(calls_left_on_scheduler) == before
+
+
+def test_seed_shard_reads_an_export_folder(tmp_path):
+    import json
+
+    folder = tmp_path / "claude-export"
+    folder.mkdir()
+    (folder / "conversations.json").write_text(json.dumps([{
+        "uuid": "c1", "name": "Porto", "chat_messages": [
+            {"sender": "human", "text": "I live in Porto.", "created_at": "2024-01-01T10:00:00Z"},
+            {"sender": "assistant", "text": "Noted.",
+             "created_at": "2024-01-01T10:00:01Z"}]}]))
+    with AugmentationServer(api_key=API_KEY) as server:
+        result = seed_shard(str(folder), conn=f"sqlite:///{tmp_path / 'm.db'}",
+                            api_key=API_KEY, base_url=server.url, entity_id="u1")
+    assert (result.total, result.successful) == (1, 1)
 
 
 def test_a_list_of_files_that_names_a_missing_one_is_refused_here(client, pg_url, tmp_path):

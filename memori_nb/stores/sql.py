@@ -443,16 +443,14 @@ class SqlStore:
     def already_seeded(self, keys: list[tuple[str, str, str]], *,
                        by_run: str | None = None, since: datetime | None = None) -> set[int]:
         """Positions in ``keys`` (entity_id, conversation_id, content_hash) seeded before
-        (with ``by_run``: seeded last by that run; with ``since``: at that time or later, to
-        the second)."""
+        (with ``by_run``: seeded last by that run; with ``since``: at that time or later)."""
         when = " AND seeded_at >= ?" if since is not None else ""
         with self._transaction(write=False) as cursor:
             rows = self._rows_in(cursor, f"SELECT entity_id, conversation_id, content_hash, "
                                          f"run_id FROM memori_nb_seeded_conversations WHERE "
                                          f"(entity_id, conversation_id, content_hash) IN "
                                          f"({{keys}}){when}", sorted(set(keys)), width=3,
-                                 after=[self._time(since.replace(microsecond=0))] if when
-                                 else [])
+                                 after=[self._time(since, precise=True)] if when else [])
         seeded = {row[:3] for row in rows if by_run is None or row[3] == by_run}
         return {i for i, key in enumerate(keys) if key in seeded}
 
@@ -959,9 +957,10 @@ class _BatchWrite:
         dropped = self._forget_earlier_versions()
         conversations = self._insert_conversations(entities, processes)
         spans = [self._span(r) for r in self.done]
+        seeded_at = s._now(precise=True)  # to the microsecond: already_seeded(since=)
         s._many(self.cursor, "INSERT INTO memori_nb_seeded_conversations VALUES "
                              "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-            (r.result.entity_id, r.result.conversation_id, r.content_hash, self.run_id, self.now,
+            (r.result.entity_id, r.result.conversation_id, r.content_hash, self.run_id, seeded_at,
              conversations[i], r.conversation.title if r.conversation else None,
              len(r.conversation.messages) if r.conversation else None, *spans[i])
             for i, r in enumerate(self.done)])
