@@ -30,8 +30,8 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from contextlib import contextmanager
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -570,8 +570,8 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
 
 
 def _paths(source: Any) -> list[str] | None:
-    """The files a source names (a path, a list of paths, a folder's Parquet files), or
-    None for a source in memory."""
+    """The paths a source names (a path, or a list of paths), or None for a source in
+    memory."""
     if isinstance(source, (str, Path)):
         return [str(source)]
     if isinstance(source, (list, tuple)) and source and all(
@@ -791,6 +791,7 @@ def _settings(*, conn: Any, backend: Any, api_key: str | None, base_url: str | N
                           api_key=Secret(api_key) if api_key else None, base_url=base_url,
                           backend_options=dict(backend_options), seed_config=seed_config,
                           lease_seconds=float(lease_seconds), force=force, limits=limits,
+                          # A backfill on a cluster (seed_distributed) begins now.
                           backfill_started=datetime.now(timezone.utc) if limits else None,
                           reading=reading)
 

@@ -419,7 +419,9 @@ class _SeedRun:
         Then the ledger is asked again about the jobs claimed: a worker may have seeded one
         and released it between this run's ledger look-up and its claim (or before this run
         began, its ledger looked empty). A dead worker's journal on this machine is replayed
-        first, so what it finished but had not written counts as seeded here.
+        first, so what it finished but had not written counts as seeded here. Forced, only
+        what was seeded since the backfill began counts (``ClaimSettings.backfill_started``;
+        without it, nothing does).
         """
         if not jobs or self.stop_reason:
             return jobs  # (a stopped run skips them all, unsent)

@@ -250,8 +250,9 @@ def default_client(timeout: float = DEFAULT_CONNECT_TIMEOUT) -> httpx.AsyncClien
     A :class:`~memori_nb.http.KeepAliveClient`: its transport keeps every connection for
     reuse at a cost that does not grow with their number (httpx's own pool walks them all on
     each request: at a window of 200 that takes most of a core), and its requests skip
-    httpx's client layer. The engine's window bounds the connections. Behind a proxy from the environment (``HTTPS_PROXY``, ``ALL_PROXY``...)
-    it is httpx's own transport, which routes through it.
+    httpx's client layer. The engine's window bounds the connections. Behind a proxy from
+    the environment (``HTTPS_PROXY``, ``ALL_PROXY``...) it is httpx's own client and
+    transport, which route through it.
     """
     # Only connecting is bounded here: the engine bounds each request with request_timeout.
     timeout = httpx.Timeout(None, connect=timeout)
