@@ -159,16 +159,21 @@ class ClusterLimits:
         return f"{self.name}-cancel"
 
 
-async def _semaphore(name: str, max_leases: int, lease_timeout: float) -> Any:
-    """A shard's handle on one of the call's semaphores (made by :func:`_shared_limits`)."""
+def _lease_timeout(seconds: float) -> Any:
+    """Dask's lease timeout set for the block: a semaphore reads it when it registers (how
+    soon a dead holder's leases come back) and when a handle is made (it renews its leases
+    at a fifth of it; Dask's default, 30 s, would let shorter leases run out)."""
     import dask
 
-    distributed = _distributed()
-    # A holder refreshes its leases at a fifth of the lease timeout it reads when it is made
-    # (Dask's default, 30 s, would let shorter leases run out). Set only while it is made:
-    # the await is outside, where other tasks of this worker run.
-    with dask.config.set({"distributed.scheduler.locks.lease-timeout": f"{lease_timeout}s"}):
-        semaphore = distributed.Semaphore(max_leases=max_leases, name=name)
+    return dask.config.set({"distributed.scheduler.locks.lease-timeout": f"{seconds}s"})
+
+
+async def _semaphore(name: str, max_leases: int, lease_timeout: float) -> Any:
+    """A shard's handle on one of the call's semaphores (made by :func:`_shared_limits`)."""
+    # Set only while the handle is made: the await is outside, where other tasks of this
+    # worker run.
+    with _lease_timeout(lease_timeout):
+        semaphore = _distributed().Semaphore(max_leases=max_leases, name=name)
     await semaphore
     return semaphore
 
@@ -189,13 +194,10 @@ def _shared_limits(client: Any, limits: ClusterLimits) -> Iterator[_Call]:
     shards have ended. Stopped by the caller, they stay: a shard that has not yet seen the
     stop (Dask's cancel does not end a running task) must still find it set, and the
     stopped shards' in-flight leases run out after the lease."""
-    import dask
-
     distributed = _distributed()
     semaphores = []
     for name, size, lease_timeout in limits.semaphores():
-        with dask.config.set({"distributed.scheduler.locks.lease-timeout":
-                              f"{lease_timeout}s"}):
+        with _lease_timeout(lease_timeout):
             semaphore = distributed.Semaphore(max_leases=size, name=name,
                                               scheduler_rpc=client.scheduler, loop=client.loop)
             semaphore.register()
@@ -268,11 +270,9 @@ class ClusterBackend:
         """Find the shared limits on the scheduler and start watching for the stop."""
         distributed = _distributed()
         limits = self.limits
-        self._in_flight = await _semaphore(limits.in_flight_name, limits.max_in_flight,
-                                           limits.lease_timeout)
-        if limits.requests_per_minute:
-            self._rate = await _semaphore(limits.rate_name, int(limits.requests_per_minute),
-                                          limits.rate_lease_timeout)
+        handles = [await _semaphore(*spec) for spec in limits.semaphores()]
+        self._in_flight, *rate = handles
+        self._rate = rate[0] if rate else None
         self._stop = distributed.Event(limits.stop_name)
         self._stopped = await self._stop.is_set()
         self._watch = asyncio.create_task(self._wait_for_stop())
@@ -531,8 +531,7 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
         def read() -> Iterator[SeedData]:
             return _read_seeds(paths, settings.reading)
     else:  # in memory, or a folder to_seeds reads (an export)
-        seeds = seeds if isinstance(seeds, list) and all(
-            isinstance(seed, SeedData) for seed in seeds) else _read(seeds, settings.reading)
+        seeds = _read(seeds, settings.reading)
 
         def read() -> list[SeedData]:
             return seeds
@@ -771,8 +770,9 @@ def _settings(*, conn: Any, backend: Any, api_key: str | None, base_url: str | N
     if not isinstance(conn, str) or not is_sql_conn(conn):
         raise ConfigurationError(
             f"conn must be the URL of a SQL database every worker can reach "
-            f"(postgresql+psycopg://user@host/db), got {conn_for_display(conn)}: each worker opens its "
-            f"own connection, and a connection object cannot travel to another process")
+            f"(postgresql+psycopg://user@host/db), got {conn_for_display(conn)}: each worker "
+            f"opens its own connection, and a connection object cannot travel to another "
+            f"process")
     if not (isinstance(lease_seconds, (int, float)) and lease_seconds > 0):
         raise ConfigurationError(f"lease_seconds must be a positive number of seconds, got "
                                  f"{lease_seconds!r}")
@@ -976,15 +976,13 @@ def _check_readable(files: Sequence[str], reading: dict) -> None:
         InvalidInputError: the file and what is wrong with it.
     """
     for path in files:
-        seeds = iter(_read_seeds(path, reading))
+        seeds = _read_seeds(path, reading)
         try:
             first = next(seeds, None)
             if first is not None:
                 next(iter(first.conversations), None)
         finally:
-            close = getattr(seeds, "close", None)
-            if close is not None:
-                close()
+            seeds.close()
 
 
 def split_by_size(files: Sequence[str], shards: int) -> list[list[int]]:
@@ -1020,7 +1018,7 @@ def _balanced(items: Iterable[Any], size_of: Any, shards: int) -> list[list[Any]
 
 def _read(source: Any, reading: dict) -> list[SeedData]:
     """The whole source as SeedData with their conversations in lists (a file's readers
-    stream them), to be counted and sent; a folder: its Parquet files, in name order."""
+    stream them), to be counted and sent."""
     seeds = _read_seeds(source, reading)
     return [seed if isinstance(seed.conversations, (list, tuple))
             else replace(seed, conversations=list(seed.conversations)) for seed in seeds]
