@@ -481,6 +481,8 @@ class _ShardSettings:
     # When the backfill began (seed_distributed): forced, what its workers seeded since
     # is not sent again.
     backfill_started: datetime | None = None
+    # Per-conversation results back from each shard (None: unless it streams files).
+    keep_results: bool | None = None
 
     def __repr__(self) -> str:
         return (f"_ShardSettings(conn={hide_password(self.conn.reveal())!r}, "
@@ -515,8 +517,8 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
     The shard's result and the ids of its runs.
 
     Files (a path or a list of paths) are streamed, never held whole, and their results
-    stay in the store (the result has counts only); anything else is read into memory and
-    its results come back."""
+    stay in the store (the result has counts only, unless ``settings.keep_results``);
+    anything else is read into memory and its results come back."""
     from .engine import seed_all
     from .stores import SqlStore
 
@@ -527,7 +529,9 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
             f"{socket.gethostname()} cannot open {missing[0]!r}: each worker reads its "
             f"shard's files itself, so give paths every worker can open (a shared "
             f"filesystem), or read the source with memori_nb.to_seeds and pass the SeedData")
-    if paths is not None and all(Path(path).is_file() for path in paths):
+    streamed = paths is not None and all(Path(path).is_file() for path in paths)
+    keep = not streamed if settings.keep_results is None else settings.keep_results
+    if streamed:
         def read() -> Iterator[SeedData]:
             return _read_seeds(paths, settings.reading)
     else:  # in memory, or a folder to_seeds reads (an export)
@@ -547,7 +551,8 @@ async def _seed_shard(seeds: Any, settings: _ShardSettings, *, backend: Any = No
         while True:
             result = await seed_all(todo, backend=backend, store=store,
                                     config=settings.seed_config, progress=progress,
-                                    force=settings.force, keep_results=isinstance(todo, list),
+                                    force=settings.force,
+                                    keep_results=keep or isinstance(todo, list),
                                     claims=_claims_for(settings))
             results.append(result)
             held = ({(r.entity_id, r.conversation_id) for r in result.results
@@ -711,7 +716,8 @@ async def _cancel_when_told(event: Any, run: asyncio.Future, backend: ClusterBac
 def seed_shard(seeds: Any, *, conn: str, backend: str | AugmentationBackend = "memori",
                api_key: str | None = None, base_url: str | None = None,
                seed_config: SeedConfig | None = None, lease_seconds: float = 60.0,
-               force: bool = False, **options: Any) -> SeedResult:
+               force: bool = False, keep_results: bool | None = None,
+               **options: Any) -> SeedResult:
     """Seed one shard of a backfill into a shared SQL store, safely beside other processes.
 
     An ordinary engine run (one run in the store's ledger) that claims each conversation
@@ -732,11 +738,12 @@ def seed_shard(seeds: Any, *, conn: str, backend: str | AugmentationBackend = "m
         seed_config: limits, retries and ``batch_size`` (requests in flight in this call).
         lease_seconds: how long a claim holds without renewal (renewed while the run goes).
         force: send again what the ledger says was seeded.
+        keep_results: each conversation's result in the returned SeedResult. By default
+            yes, except for files, which are streamed: their results stay in the store and
+            the result holds the counts and ``run_id``.
 
     Returns:
-        The shard's :class:`SeedResult` (the run's, with a retry's results in place). Files
-        are streamed, and their per-conversation results stay in the store: the result
-        holds the counts and ``run_id``.
+        The shard's :class:`SeedResult` (the run's, with a retry's results in place).
 
     Raises:
         ConfigurationError: ``conn`` is not a database URL; a bad backend setting.
@@ -752,7 +759,7 @@ def seed_shard(seeds: Any, *, conn: str, backend: str | AugmentationBackend = "m
     """
     settings = _settings(conn=conn, backend=backend, api_key=api_key, base_url=base_url,
                          seed_config=seed_config, lease_seconds=lease_seconds, force=force,
-                         options=options)
+                         options=options, keep_results=keep_results)
     return asyncio.run(_seed_shard(seeds, settings))[0]
 
 
@@ -762,7 +769,8 @@ _READING = ("format", "entity_id", "dayfirst", "timestamp_format", "role_map")
 
 def _settings(*, conn: Any, backend: Any, api_key: str | None, base_url: str | None,
               seed_config: SeedConfig | None, lease_seconds: float, force: bool,
-              options: dict, limits: ClusterLimits | None = None) -> _ShardSettings:
+              options: dict, limits: ClusterLimits | None = None,
+              keep_results: bool | None = None) -> _ShardSettings:
     """Check the settings where the call is made, and wrap the key for the trip."""
     reading = {name: value for name, value in options.items()
                if name in _READING or name.endswith("_col")}
@@ -793,7 +801,7 @@ def _settings(*, conn: Any, backend: Any, api_key: str | None, base_url: str | N
                           lease_seconds=float(lease_seconds), force=force, limits=limits,
                           # A backfill on a cluster (seed_distributed) begins now.
                           backfill_started=datetime.now(timezone.utc) if limits else None,
-                          reading=reading)
+                          reading=reading, keep_results=keep_results)
 
 
 # --- the whole backfill --------------------------------------------------------------------
@@ -819,6 +827,7 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
                      max_in_flight: int | None = None,
                      requests_per_minute: float | None = None, lease_seconds: float = 60.0,
                      force: bool = False, progress: Any = True,
+                     keep_results: bool | None = None,
                      **options: Any) -> DistributedSeedResult:
     """Seed a backfill on a Dask cluster: shards of entities in Dask workers, into one
     shared SQL store, with limits that hold for the whole cluster.
@@ -858,13 +867,16 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
             worker held) is not sent twice.
         progress: True for one tqdm bar for the cluster, False for none, or a
             :class:`memori_nb.TqdmProgress`.
+        keep_results: every conversation's result in the returned one (``results``,
+            ``to_frame()``), as a local run gives them. By default yes when the source is
+            read here, no when the workers read files (a result per conversation of tens of
+            millions would not fit here); True there brings them back, shard by shard.
 
     Returns:
         A :class:`DistributedSeedResult`: the shards' results summed, with the run ids.
-        Read here, its ``results`` hold every conversation's, in input order; read by the
-        workers, only the counts come back (a result per conversation of tens of millions
-        would not fit here): the rows are in the store, ``Memori(conn=url).results(run_id)``
-        for each of ``run_ids``. When one worker's quota ran out, every worker stopped:
+        Its ``results`` are in input order when the source was read here, shard by shard
+        (each in its files' order) when the workers read files. Without them, the rows are
+        in the store: ``Memori(conn=url).results(run_id)`` for each of ``run_ids``. When one worker's quota ran out, every worker stopped:
         ``stopped_reason`` says so, and what was not sent is skipped, for the next run.
 
     Raises:
@@ -904,7 +916,7 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
                            lease_timeout=float(lease_seconds))
     settings = _settings(conn=conn, backend=backend, api_key=api_key, base_url=base_url,
                          seed_config=seed_config, lease_seconds=lease_seconds, force=force,
-                         options=options, limits=limits)
+                         options=options, limits=limits, keep_results=keep_results)
     files = _files_for_workers(source)
     if files is not None:
         _check_readable(files, settings.reading)
@@ -931,13 +943,14 @@ def seed_distributed(source: Any, *, conn: str, client: Any = None, shards: int 
         count = shards or max(SHARDS_PER_WORKER * workers, threads)
         if not (isinstance(count, int) and count > 0):
             raise ConfigurationError(f"shards must be a positive integer, got {shards!r}")
-        if files is not None:  # each worker reads its own files; results stay in the store
+        if files is not None:  # each worker reads its own files
             groups = split_by_size(files, count)
             outcomes, run_ids, seconds, bar = _run(
                 client, [[files[i] for i in group] for group in groups], None, settings,
                 progress)
             return _close_bar(bar, _summed(
-                outcomes, results=(), duration_ms=seconds * 1000, cls=DistributedSeedResult,
+                outcomes, results=tuple(r for outcome in outcomes for r in outcome.results),
+                duration_ms=seconds * 1000, cls=DistributedSeedResult,
                 run_ids=tuple(run_ids), shards=tuple(outcomes)))
         groups = split_by_entity(seeds, count)
         outcomes, run_ids, seconds, bar = _run(

@@ -421,10 +421,15 @@ def test_a_parquet_folder_is_read_by_the_workers_not_here(client, pg_url, tmp_pa
         assert server.request_count == 0
         # Forced: each conversation once more, however the shards met them.
         forced = seed(client, str(tmp_path), pg_url, server, entity_col="user",
-                      conversation_col="chat", force=True)
+                      conversation_col="chat", force=True, keep_results=True)
         assert sorted(tags_sent(server)) == sorted(ledger(pg_url))
     assert (again.total, again.skipped, again.successful) == (24, 24, 0)
     assert (forced.total, forced.successful) == (24, 24)
+    # Asked for, each conversation's result comes back, as from a local run.
+    frame = forced.to_frame()
+    assert len(frame) == 24 and set(frame.status) == {"succeeded"}
+    assert sorted(f"{e}/{c}" for e, c in zip(frame.entity_id, frame.conversation_id)) == \
+        sorted(ledger(pg_url))
 
 
 def test_files_a_dead_worker_claimed_are_sent_once_its_lease_runs_out(client, pg_url,
