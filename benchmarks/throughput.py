@@ -86,7 +86,9 @@ async def seed_against(url: str, seeds: list[dict], batch_size: int, folder: Pat
     client = default_client()
     await client.get(url + "/warm-up")  # a 404 from the server: no latency, not counted
     backend = TimedBackend(api_key="bench", base_url=url, client=client)
-    store = DuckDBStore(folder / f"bench-{batch_size}.duckdb")
+    # A new file each time: a batch size measured twice must not find its conversations
+    # already seeded.
+    store = DuckDBStore(Path(tempfile.mkdtemp(dir=folder)) / f"bench-{batch_size}.duckdb")
     store.build()  # one-time set-up, as m.config.storage.build(); not part of the throughput
     data = [SeedData.for_conversations(entity_id=s["entity_id"],
                                        conversations=s["conversations"]) for s in seeds]

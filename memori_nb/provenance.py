@@ -29,9 +29,10 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import lru_cache
 
-from .models import Message
+from .models import Extraction, Message
 from .recall import STOPWORDS
 
 #: The most messages given as the sources of one fact in one conversation.
@@ -103,6 +104,23 @@ def locate(facts: Sequence[str], messages: Sequence[Message],
         located.append(tuple(sorted(i for i in counted[f]
                                     if scores[f][i] == best)[:MAX_SOURCES]))
     return located
+
+
+def with_sources(extraction: Extraction, messages: Sequence[Message]) -> Extraction:
+    """``extraction`` with ``sources`` for each of its facts: the positions the backend
+    reported, and :func:`locate`'s for the others (the stores then take them as they are).
+
+    Example:
+        >>> from memori_nb.models import Message
+        >>> with_sources(Extraction(facts=("user owns Tesla Model 3",)),
+        ...              [Message(role="user", content="I bought a Tesla Model 3.")]).sources
+        (('user owns Tesla Model 3', (0,)),)
+    """
+    known = dict(extraction.sources) if extraction.sources else None
+    unique = list(dict.fromkeys(extraction.facts))
+    if known is not None and all(fact in known for fact in unique):
+        return extraction
+    return replace(extraction, sources=tuple(zip(unique, locate(unique, messages, known))))
 
 
 def _score(messages: Sequence[Message], which: list[int], needles: dict[str, list],
