@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .models import (ROLES, UNSTORABLE, Conversation, Extraction, Message, SeedData,
-                     Triple, new_message)
+                     Triple, new_message, storable)
 from .timestamps import TimestampEvidence, TimestampRule, read_timestamp
 
 _MAX_PROBLEMS_LISTED = 3
@@ -101,7 +101,7 @@ class Invalid:
 def safe_text(text: str) -> tuple[str, bool]:
     """``text`` with what no store can hold (lone surrogates, NUL) replaced by U+FFFD;
     and whether anything was replaced."""
-    if text.isascii() and "\x00" not in text:
+    if storable(text):
         return text, False
     cleaned = UNSTORABLE.sub("\ufffd", text)
     return cleaned, cleaned != text
@@ -242,8 +242,7 @@ def parse_messages(raw_messages: Iterable[Any], options: ReadOptions = DEFAULT_O
         if type(raw) is dict:
             role, content = raw.get("role"), raw.get("content")
             if (type(role) is str and role in fast_roles and type(content) is str
-                    and content.strip() and ("\x00" not in content if content.isascii()
-                                             else UNSTORABLE.search(content) is None)):
+                    and content.strip() and storable(content)):
                 stamp = raw.get("timestamp")
                 if stamp is None:
                     stamp = fallback
