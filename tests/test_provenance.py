@@ -8,8 +8,8 @@ import pytest
 
 from memori_nb import Memori, SeedData
 from memori_nb import notebook
-from memori_nb.models import Message
-from memori_nb.provenance import MAX_SOURCES, excerpt, fact_words, locate
+from memori_nb.models import Extraction, Message
+from memori_nb.provenance import MAX_SOURCES, excerpt, fact_words, locate, with_sources
 from memori_nb.stores import DuckDBStore
 
 
@@ -78,6 +78,18 @@ def test_positions_a_backend_reported_are_kept_and_only_the_others_looked_for():
     known = {"user lives_in Lisbon": (0,)}
     assert locate(["user lives_in Lisbon", "user has_dog Rex"], messages, known) == [
         (0,), (2,)]
+
+
+def test_an_extractions_sources_keep_what_the_backend_said_and_add_the_others():
+    # What the engine does as a conversation finishes: the stores then take them as they are.
+    messages = [user("I live in Lisbon."), user("Lisbon, yes: I live in Lisbon!"),
+                user("I have a dog named Rex.")]
+    said = Extraction(facts=("user lives_in Lisbon", "user has_dog Rex"),
+                      sources=(("user lives_in Lisbon", (1,)),))
+    complete = with_sources(said, messages)
+    assert complete.sources == (("user lives_in Lisbon", (1,)), ("user has_dog Rex", (2,)))
+    assert with_sources(complete, messages) is complete
+    assert with_sources(Extraction(), messages).sources == ()
 
 
 def test_the_local_extractor_says_which_messages_stated_each_fact():

@@ -116,6 +116,16 @@ def test_text_that_cannot_be_stored_is_made_safe_with_a_warning():
     assert {w.split(" (")[0] for w in parsed.warnings} == {"unstorable characters replaced"}
 
 
+@pytest.mark.parametrize("bad", ["\udc80", "\ud83d\ude00", "\x00"])
+def test_an_unstorable_character_in_non_ascii_text_is_found(bad):
+    # Most real messages are not pure ASCII; the check there is not the ASCII one.
+    parsed = parse_conversation({"id": "c1", "messages": [
+        {"role": "user", "content": f"Café in Oslo {bad} – ok"}]}, 0)
+    replaced = "\ufffd" * len(bad)
+    assert parsed.messages[0].content == f"Café in Oslo {replaced} – ok"
+    assert parsed.warnings[0].startswith("unstorable characters replaced")
+
+
 def test_non_string_content_names_its_type():
     reason = parse_conversation({"id": "c1", "messages": [{"role": "user", "content": 3}]},
                                 0).reason
