@@ -32,6 +32,7 @@ def storable(text: str) -> bool:
         return False
     return True
 
+
 DEFAULT_MAX_MESSAGES_PER_REQUEST = 4000
 DEFAULT_MAX_CHARS_PER_REQUEST = 800_000
 DEFAULT_MAX_RETRIES = 3
