@@ -445,9 +445,9 @@ class _SeedRun:
         if self.journal_directory is not None:
             await self._in_store(replay, self.journal_directory, self.store)
         mine = [keys[index] for index in sorted(held)]
+        # A store that holds claims takes since= (None: whenever seeded).
         seeded = await self._in_store(
-            functools.partial(self.store.already_seeded, since=since) if since is not None
-            else self.store.already_seeded, mine)
+            functools.partial(self.store.already_seeded, since=since), mine)
         for index in sorted(seeded):
             self._record_skipped(jobs[index], ALREADY_SEEDED)
         return [job for index, job in enumerate(jobs) if index not in seeded]

@@ -103,8 +103,7 @@ def safe_text(text: str) -> tuple[str, bool]:
     and whether anything was replaced."""
     if storable(text):
         return text, False
-    cleaned = UNSTORABLE.sub("\ufffd", text)
-    return cleaned, cleaned != text
+    return UNSTORABLE.sub("\ufffd", text), True
 
 
 def safe_extraction(extraction: Extraction) -> tuple[Extraction, bool]:
