@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import IO, Any
 
-from ._gc import input_set_aside
+from ._interpreter import input_set_aside
 from ._version import __version__
 from .backends import BACKEND_NAMES, resolve_backend
 from .chunking import PlanRow

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from ._gc import fewer_young_collections
+from ._interpreter import run_settings
 from .backends.base import AugmentationBackend, AugmentationRequest
 from .chunking import oversize_reason, plan_conversation, split_messages
 from .errors import (AugmentationError, ConfigurationError, EndpointError, InvalidInputError,
@@ -298,7 +298,7 @@ class _SeedRun:
         return function(*args)
 
     async def execute(self) -> SeedResult:
-        with fewer_young_collections():
+        with run_settings():
             return await self._execute()
 
     async def _execute(self) -> SeedResult:

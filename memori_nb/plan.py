@@ -26,7 +26,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ._gc import paused_gc
+from ._interpreter import paused_gc
 from .backends import resolve_backend
 from .backends.base import reachability_problem, readiness_problem
 from .chunking import MAX_WARNING_EXAMPLES, PlanRow

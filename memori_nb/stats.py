@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._gc import paused_gc
+from ._interpreter import paused_gc
 from .chunking import (ConversationPlan, PlanRow, oversize_reason, plan_conversation,
                        plan_seeds)
 from .errors import ConfigurationError, InvalidInputError

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .._gc import paused_gc
+from .._interpreter import paused_gc
 from ..errors import InvalidInputError
 from ..models import SeedData
 from ..timestamps import TimestampEvidence
@@ -202,7 +202,7 @@ def _bytes(n: int) -> str:
 
 def _parse(data: bytes, name: str) -> Any:
     try:
-        with paused_gc():  # parsed JSON is acyclic; see _gc.paused_gc
+        with paused_gc():  # parsed JSON is acyclic; see _interpreter.paused_gc
             return json.loads(data)
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"{name}: not UTF-8 text ({exc})") from exc

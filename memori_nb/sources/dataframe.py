@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._gc import paused_gc
+from .._interpreter import paused_gc
 from ..errors import InvalidInputError
 from ..models import SeedData
 from ..timestamps import TimestampEvidence, read_timestamp

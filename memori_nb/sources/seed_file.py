@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._gc import paused_gc
+from .._interpreter import paused_gc
 from ..errors import InvalidInputError
 from ..models import SeedData
 from ..timestamps import TimestampEvidence

@@ -42,10 +42,12 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from ..errors import StoreError
@@ -419,37 +421,44 @@ class DuckDBStore:
         """
         if not records:
             return
-        frames = _frames_for(run_id, records)
-        names = [name for name, frame in frames.items() if len(frame)]
+        batch = _batch_columns(records)
+        created: list[str] = []
         with self._lock:
             try:
                 self.conn.execute("BEGIN TRANSACTION")
-                for name in names:
-                    self.conn.register(name, frames[name])
-                if "batch_ledger" in names:
-                    # Conversations with an earlier version in the ledger (any content).
-                    replaced = self.conn.execute(
-                        "SELECT DISTINCT entity_id, conversation_id FROM batch_ledger SEMI JOIN "
-                        "seeded_conversations USING (entity_id, conversation_id)").df()
-                    if len(replaced):
-                        self.conn.register("batch_replaced", replaced)
-                        names.append("batch_replaced")
+                # Each column is read from Python once (see _batch_columns for why that read
+                # is kept short): tables that several statements read are copied first.
+                for name, kind, select in _BATCH_TABLES:
+                    if name in batch:
+                        self.conn.register(f"{name}_columns", batch[name])
+                        self.conn.execute(f"CREATE OR REPLACE TEMP {kind} {name} AS {select}")
+                        created.append(name)
+                # Conversations with an earlier version in the ledger (any content).
+                if "batch_ledger" in created and self.conn.execute(
+                        f"SELECT count(*) FROM ({_REPLACED})").fetchone()[0]:
+                    self.conn.execute(f"CREATE OR REPLACE TEMP TABLE batch_replaced AS {_REPLACED}")
+                    created.append("batch_replaced")
                 for statement, needs in _write_statements(run_id):
-                    if needs in names:
+                    if needs in created:
                         self.conn.execute(statement)
+                for name, kind, _ in reversed(_BATCH_TABLES):
+                    if name in created:
+                        self.conn.execute(f"DROP {kind} {name}")
+                if "batch_replaced" in created:
+                    self.conn.execute("DROP TABLE batch_replaced")
                 self.conn.execute("COMMIT")
             except BaseException as exc:
                 try:
-                    self.conn.execute("ROLLBACK")
+                    self.conn.execute("ROLLBACK")  # (the temporary tables go with it)
                 except duckdb.Error:
                     pass  # no transaction left to roll back: the first failure is the one
                 if isinstance(exc, (duckdb.Error, UnicodeEncodeError)):
                     raise StoreError(f"could not write {len(records)} results: {exc}") from exc
                 raise
             finally:
-                for name in names:
+                for name in batch:
                     try:
-                        self.conn.unregister(name)
+                        self.conn.unregister(f"{name}_columns")
                     except duckdb.Error:
                         pass  # in an aborted transaction; the failure is already raised
 
@@ -698,101 +707,126 @@ def _entity_filter(entity_id: str | None) -> tuple[str, list[Any]]:
     return ("WHERE entity_id = ?", [entity_id]) if entity_id is not None else ("", [])
 
 
-def _frames_for(run_id: str, records: list[ResultRecord]) -> dict[str, pd.DataFrame]:
-    """Column lists built in one pass, turned into one DataFrame per table (registered as
-    ``batch_<name>`` while the batch is written)."""
-    results, ledger, facts, triples, attributes, conversations = [], [], [], [], [], []
+def _batch_columns(records: list[ResultRecord]) -> dict[str, dict[str, np.ndarray]]:
+    """A batch as NumPy columns, one dict per table, which DuckDB reads as they are (no
+    DataFrames to build). Reading a column of Python objects takes the GIL once per 2,048
+    values, and while the event loop's thread runs Python each take waits up to its switch
+    interval (5 ms): so the rows of messages, facts and triples name their conversation by
+    its row ``k`` in ``batch_ledger`` instead of repeating its ids and hash, and times are
+    ``datetime64`` columns. Empty tables are left out."""
+    results = []
     # A conversation given twice in one batch (two SeedData of one entity): the last wins.
-    latest = {(r.result.entity_id, r.result.conversation_id): i for i, r in enumerate(records)
-              if r.result.status == "succeeded" and r.extraction is not None}
-    # Messages are the bulk of a batch: built column by column, not as one tuple per row.
-    messages: dict[str, list] = {name: [] for name in (
-        "entity_id", "conversation_id", "content_hash", "position", "role", "content",
-        "said_at")}
-    entity_ids, conversation_ids, hashes, positions, roles, contents, said_at = (
-        messages.values())
-    for i, record in enumerate(records):
+    kept: dict[tuple[str, str], ResultRecord] = {}
+    for record in records:
         r = record.result
-        entity, cid, content_hash = r.entity_id, r.conversation_id, record.content_hash
-        results.append((run_id, entity, record.process_id, cid, content_hash, r.status,
-                        r.error, r.chunks_processed, r.triples_count, r.duration_ms,
+        results.append((r.entity_id, record.process_id, r.conversation_id, record.content_hash,
+                        r.status, r.error, r.chunks_processed, r.triples_count, r.duration_ms,
                         list(r.warnings), r.summary, r.prompt_tokens, r.completion_tokens,
                         r.cost, r.reason))
-        if latest.get((entity, cid)) != i:
-            continue
-        ext = record.extraction
-        ledger.append((entity, cid, content_hash, ext.summary))
-        triples += [(entity, cid, t.subject_name, t.subject_type, t.predicate, t.object_name,
+        if r.status == "succeeded" and record.extraction is not None:
+            kept[r.entity_id, r.conversation_id] = record
+    ledger, conversations, facts, triples, attributes = [], [], [], [], []
+    message_k, positions, roles, contents, said_at = [], [], [], [], []
+    for k, record in enumerate(kept.values()):
+        r, ext, conversation = record.result, record.extraction, record.conversation
+        entity, cid = r.entity_id, r.conversation_id
+        ledger.append((k, entity, cid, record.content_hash, ext.summary))
+        triples += [(k, t.subject_name, t.subject_type, t.predicate, t.object_name,
                      t.object_type) for t in ext.triples]
-        if record.conversation is None:
-            facts += [(entity, cid, fact, None, None, None) for fact in dict.fromkeys(ext.facts)]
-        else:
-            msgs = record.conversation.messages
-            count = len(msgs)
-            said = [m.timestamp for m in msgs]
-            known = [t for t in said if t is not None] if said.count(None) != count else ()
-            start, end = min(known, default=None), max(known, default=None)
-            facts += _fact_mentions(entity, cid, ext, msgs, said if known else None, start, end)
-            conversations.append((entity, cid, record.conversation.title, content_hash, count,
-                                  start, end))
-            entity_ids += [entity] * count
-            conversation_ids += [cid] * count
-            hashes += [content_hash] * count
-            positions += range(count)
-            roles += [m.role for m in msgs]
-            contents += [m.content for m in msgs]
-            said_at += said
         if record.process_id:
             attributes += [(record.process_id, a, entity, cid) for a in ext.attributes]
-    frame = pd.DataFrame.from_records
-    conversations_frame = frame(conversations, columns=[
-        "entity_id", "conversation_id", "title", "content_hash", "message_count", "started_at",
-        "ended_at"])
-    messages_frame = pd.DataFrame(messages)
-    for table, column in ((conversations_frame, "started_at"), (conversations_frame, "ended_at"),
-                          (messages_frame, "said_at")):
-        table[column] = _naive_utc(table[column])
-    return {
-        "batch_results": frame(results, columns=list(_RESULT_FRAME_COLUMNS)),
-        "batch_ledger": frame(ledger, columns=[
-            "entity_id", "conversation_id", "content_hash", "summary"]),
-        "batch_facts": _fact_frame(facts),
-        "batch_triples": frame(triples, columns=[
-            "entity_id", "conversation_id", "subject_name", "subject_type", "predicate",
-            "object_name", "object_type"]),
-        "batch_attributes": frame(attributes, columns=[
-            "process_id", "attribute", "entity_id", "conversation_id"]),
-        "batch_conversations": conversations_frame,
-        "batch_messages": messages_frame,
+        if conversation is None:
+            facts += [(k, fact, None, None, None) for fact in dict.fromkeys(ext.facts)]
+            continue
+        msgs = conversation.messages
+        count = len(msgs)
+        said = [m.timestamp for m in msgs]
+        known = [t for t in said if t is not None] if said.count(None) != count else ()
+        start, end = min(known, default=None), max(known, default=None)
+        conversations.append((k, conversation.title, count, start, end))
+        facts += _fact_mentions(k, ext, msgs, said if known else None, start, end)
+        message_k += [k] * count
+        positions += range(count)
+        roles += [m.role for m in msgs]
+        contents += [m.content for m in msgs]
+        said_at += said
+    tables = {
+        "batch_results": _columns(results, _RESULT_FRAME_COLUMNS[1:]),
+        "batch_ledger": _columns(ledger, (
+            "k", "entity_id", "conversation_id", "content_hash", "summary")),
+        "batch_conversations": _columns(conversations, (
+            "k", "title", "message_count", "started_at", "ended_at"),
+            times=("started_at", "ended_at")),
+        "batch_facts": _columns(facts, ("k", "fact", "positions", "first_said", "last_said"),
+                                times=("first_said", "last_said")),
+        "batch_triples": _columns(triples, (
+            "k", "subject_name", "subject_type", "predicate", "object_name", "object_type")),
+        "batch_attributes": _columns(attributes, (
+            "process_id", "attribute", "entity_id", "conversation_id")),
+        "batch_messages": {
+            "k": np.array(message_k, dtype=np.int64),
+            "position": np.array(positions, dtype=np.int32),
+            "role": _objects(roles), "content": _objects(contents),
+            "said_at": _naive_utc(said_at)},
     }
+    return {name: columns for name, columns in tables.items()
+            if len(next(iter(columns.values())))}
 
 
-def _fact_mentions(entity: str, cid: str, ext: Extraction, messages: Sequence[Any],
-                   said: list[Any] | None, start: Any, end: Any) -> list[tuple]:
-    """(entity, conversation, fact, positions, first_said, last_said) per distinct fact: the
-    messages that stated it and their source times (``said``, one per message, None when the
-    input had none; the conversation's span ``start``..``end`` when none of its messages
-    has a time)."""
+def _columns(rows: list[tuple], names: Sequence[str], times: Sequence[str] = ()
+             ) -> dict[str, np.ndarray]:
+    """Row tuples as named columns: ``k`` as integers, ``times`` as naive UTC, the others as
+    Python objects (DuckDB finds their types, NULLs included)."""
+    columns = list(zip(*rows)) if rows else [()] * len(names)
+    return {name: (np.array(column, dtype=np.int64) if name == "k" else
+                   _naive_utc(column) if name in times else _objects(column))
+            for name, column in zip(names, columns)}
+
+
+def _objects(values: Sequence[Any]) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values  # (np.array would turn a column of lists into a 2-D array)
+    return array
+
+
+def _fact_mentions(k: int, ext: Extraction, messages: Sequence[Any], said: list[Any] | None,
+                   start: Any, end: Any) -> list[tuple]:
+    """(k, fact, positions, first_said, last_said) per distinct fact: the messages that
+    stated it and their source times (``said``, one per message, None when the input had
+    none; the conversation's span ``start``..``end`` when none of its messages has a time)."""
     unique = list(dict.fromkeys(ext.facts))
     located = locate(unique, messages, dict(ext.sources) if ext.sources else None)
     if said is None:
-        return [(entity, cid, fact, list(positions), None, None)
-                for fact, positions in zip(unique, located)]
+        return [(k, fact, list(positions), None, None) for fact, positions in zip(unique, located)]
     rows = []
     for fact, positions in zip(unique, located):
         times = [said[p] for p in positions if said[p] is not None]
-        rows.append((entity, cid, fact, list(positions),
-                     min(times) if times else start, max(times) if times else end))
+        rows.append((k, fact, list(positions), min(times) if times else start,
+                     max(times) if times else end))
     return rows
 
 
-def _fact_frame(rows: list[tuple]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(rows, columns=[
-        "entity_id", "conversation_id", "fact", "positions", "first_said", "last_said"])
-    for column in ("first_said", "last_said"):
-        frame[column] = _naive_utc(frame[column])
-    return frame
+# The batch's tables as the write's statements read them, made in this order from the
+# columns of _batch_columns (registered as <name>_columns): a TABLE when several statements
+# read it, else a VIEW. Rows with a conversation's ``k`` get its ids from batch_ledger.
+_BATCH_TABLES = [
+    ("batch_results", "VIEW", "SELECT * FROM batch_results_columns"),
+    ("batch_ledger", "TABLE", "SELECT * FROM batch_ledger_columns"),
+    ("batch_conversations", "TABLE", "SELECT l.entity_id, l.conversation_id, c.title, l.content_hash, "
+     "c.message_count, c.started_at, c.ended_at "
+     "FROM batch_conversations_columns c JOIN batch_ledger l USING (k)"),
+    ("batch_messages", "VIEW", "SELECT l.entity_id, l.conversation_id, l.content_hash, m.position, "
+     "m.role, m.content, m.said_at FROM batch_messages_columns m JOIN batch_ledger l USING (k)"),
+    ("batch_facts", "TABLE", "SELECT l.entity_id, l.conversation_id, f.fact, f.positions, "
+     "f.first_said, f.last_said FROM batch_facts_columns f JOIN batch_ledger l USING (k)"),
+    ("batch_triples", "VIEW", "SELECT l.entity_id, l.conversation_id, t.subject_name, "
+     "t.subject_type, t.predicate, t.object_name, t.object_type "
+     "FROM batch_triples_columns t JOIN batch_ledger l USING (k)"),
+    ("batch_attributes", "TABLE", "SELECT * FROM batch_attributes_columns"),
+]
 
+_REPLACED = ("SELECT DISTINCT entity_id, conversation_id FROM batch_ledger SEMI JOIN "
+             "seeded_conversations USING (entity_id, conversation_id)")
 
 # The columns of a batch's conversation_results rows (all but finished_at), by name: a
 # database an earlier version built has the token and reason columns last, after finished_at.
@@ -802,10 +836,13 @@ _RESULT_FRAME_COLUMNS = (
     "completion_tokens", "cost", "reason")
 
 
-def _naive_utc(values: pd.Series) -> pd.Series:
-    """Source times as naive UTC: stored as TIMESTAMP, so fetching them as Python objects
-    needs no time-zone package (DuckDB wants pytz for TIMESTAMPTZ)."""
-    return pd.to_datetime(values, utc=True).dt.tz_localize(None)
+def _naive_utc(values: Sequence[Any]) -> np.ndarray:
+    """Source times (datetimes, naive ones taken as UTC, or None) as naive UTC
+    ``datetime64[us]`` (None as NaT, read as NULL): stored as TIMESTAMP, so fetching them as
+    Python objects needs no time-zone package (DuckDB wants pytz for TIMESTAMPTZ)."""
+    return np.array([t if t is None or t.tzinfo is None
+                     else t.astimezone(timezone.utc).replace(tzinfo=None) for t in values],
+                    dtype="datetime64[us]")
 
 
 # What an earlier version of a conversation contributed, taken away before the batch adds
@@ -854,7 +891,7 @@ def _write_statements(run_id: str) -> list[tuple[str, str]]:
     run = run_id.replace("'", "''")
     return [
         (f"INSERT INTO conversation_results ({', '.join(_RESULT_FRAME_COLUMNS)}, finished_at) "
-         f"SELECT *, {_NOW} FROM batch_results", "batch_results"),
+         f"SELECT '{run}', *, {_NOW} FROM batch_results", "batch_results"),
         (_FORGET, "batch_replaced"),
         # The tables without a key (see _SCHEMA): what the batch replaces goes first.
         ("DELETE FROM seeded_conversations s USING batch_ledger b WHERE "
