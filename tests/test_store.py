@@ -229,6 +229,44 @@ def with_messages(record: ResultRecord, *texts: str) -> ResultRecord:
                         record.extraction, conversation)
 
 
+def test_source_times_are_stored_as_utc_to_the_microsecond(store):
+    """Times given to the store directly (not read by validation): naive ones are UTC,
+    others are converted; a conversation's span and a fact's times follow its messages."""
+    from datetime import datetime, timedelta, timezone
+
+    def conversation(cid: str, said: list) -> ResultRecord:
+        messages = tuple(Message(role="user", content=f"I like {word}.", timestamp=when)
+                         for word, when in zip(["tea", "jazz", "maps"], said))
+        record = ok(cid, facts=["user likes tea", "user likes jazz", "user likes maps"])
+        return ResultRecord(record.result, record.content_hash, None, record.extraction,
+                            Conversation(id=cid, messages=messages))
+
+    store.write("r1", [
+        conversation("naive", [datetime(2024, 3, 1, 12, 0, 0, 123456), None,
+                               datetime(1969, 7, 20, 20, 17, 40)]),
+        conversation("zoned", [datetime(2024, 3, 1, 14, 30, tzinfo=timezone(timedelta(hours=2))),
+                               datetime(2024, 3, 1, 9, 0, tzinfo=timezone(timedelta(hours=-5))),
+                               None])])
+    said_at = store.conn.execute("SELECT conversation_id, said_at FROM messages "
+                                 "ORDER BY conversation_id, position").fetchall()
+    assert said_at == [
+        ("naive", datetime(2024, 3, 1, 12, 0, 0, 123456)), ("naive", None),
+        ("naive", datetime(1969, 7, 20, 20, 17, 40)),
+        ("zoned", datetime(2024, 3, 1, 12, 30)), ("zoned", datetime(2024, 3, 1, 14, 0)),
+        ("zoned", None)]
+    assert store.conn.execute("SELECT conversation_id, started_at, ended_at FROM conversations "
+                              "ORDER BY 1").fetchall() == [
+        ("naive", datetime(1969, 7, 20, 20, 17, 40), datetime(2024, 3, 1, 12, 0, 0, 123456)),
+        ("zoned", datetime(2024, 3, 1, 12, 30), datetime(2024, 3, 1, 14, 0))]
+    # A fact said in a message without a time has its conversation's span.
+    assert store.conn.execute(
+        "SELECT fact, first_said, last_said FROM fact_mentions WHERE conversation_id = 'zoned' "
+        "ORDER BY fact").fetchall() == [
+        ("user likes jazz", datetime(2024, 3, 1, 14, 0), datetime(2024, 3, 1, 14, 0)),
+        ("user likes maps", datetime(2024, 3, 1, 12, 30), datetime(2024, 3, 1, 14, 0)),
+        ("user likes tea", datetime(2024, 3, 1, 12, 30), datetime(2024, 3, 1, 12, 30))]
+
+
 def contents(store) -> dict:
     """Everything a conversation contributes, without run ids and times."""
     query = {

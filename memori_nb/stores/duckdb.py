@@ -42,7 +42,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -839,10 +839,16 @@ _RESULT_FRAME_COLUMNS = (
 def _naive_utc(values: Sequence[Any]) -> np.ndarray:
     """Source times (datetimes, naive ones taken as UTC, or None) as naive UTC
     ``datetime64[us]`` (None as NaT, read as NULL): stored as TIMESTAMP, so fetching them as
-    Python objects needs no time-zone package (DuckDB wants pytz for TIMESTAMPTZ)."""
-    return np.array([t if t is None or t.tzinfo is None
-                     else t.astimezone(timezone.utc).replace(tzinfo=None) for t in values],
-                    dtype="datetime64[us]")
+    Python objects needs no time-zone package (DuckDB wants pytz for TIMESTAMPTZ). Counted
+    in microseconds here: NumPy takes 1.3 us to convert each datetime itself."""
+    return np.array([_NAT if t is None else
+                     (t - (_EPOCH if t.tzinfo is None else _EPOCH_UTC)) // _MICROSECOND
+                     for t in values], dtype=np.int64).view("datetime64[us]")
+
+
+_EPOCH, _EPOCH_UTC = datetime(1970, 1, 1), datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+_NAT = np.iinfo(np.int64).min  # NumPy's NaT as an integer
 
 
 # What an earlier version of a conversation contributed, taken away before the batch adds
