@@ -711,9 +711,10 @@ def _batch_columns(records: list[ResultRecord]) -> dict[str, dict[str, np.ndarra
     """A batch as NumPy columns, one dict per table, which DuckDB reads as they are (no
     DataFrames to build). Reading a column of Python objects takes the GIL once per 2,048
     values, and while the event loop's thread runs Python each take waits up to its switch
-    interval (5 ms): so the rows of messages, facts and triples name their conversation by
-    its row ``k`` in ``batch_ledger`` instead of repeating its ids and hash, and times are
-    ``datetime64`` columns. Empty tables are left out."""
+    interval: so the rows of messages, facts and triples name their conversation by its row
+    ``k`` in ``batch_ledger`` instead of repeating its ids and hash, roles and triples (few
+    distinct ones) are numbers into tables of the distinct ones (see :func:`_coded`), and
+    times are ``datetime64`` columns. Empty tables are left out."""
     results = []
     # A conversation given twice in one batch (two SeedData of one entity): the last wins.
     kept: dict[tuple[str, str], ResultRecord] = {}
@@ -725,14 +726,14 @@ def _batch_columns(records: list[ResultRecord]) -> dict[str, dict[str, np.ndarra
                         r.cost, r.reason))
         if r.status == "succeeded" and record.extraction is not None:
             kept[r.entity_id, r.conversation_id] = record
-    ledger, conversations, facts, triples, attributes = [], [], [], [], []
+    ledger, conversations, facts, triple_k, triples, attributes = [], [], [], [], [], []
     message_k, positions, roles, contents, said_at = [], [], [], [], []
     for k, record in enumerate(kept.values()):
         r, ext, conversation = record.result, record.extraction, record.conversation
         entity, cid = r.entity_id, r.conversation_id
         ledger.append((k, entity, cid, record.content_hash, ext.summary))
-        triples += [(k, t.subject_name, t.subject_type, t.predicate, t.object_name,
-                     t.object_type) for t in ext.triples]
+        triple_k += [k] * len(ext.triples)
+        triples += ext.triples
         if record.process_id:
             attributes += [(record.process_id, a, entity, cid) for a in ext.attributes]
         if conversation is None:
@@ -750,6 +751,8 @@ def _batch_columns(records: list[ResultRecord]) -> dict[str, dict[str, np.ndarra
         roles += [m.role for m in msgs]
         contents += [m.content for m in msgs]
         said_at += said
+    role_codes, distinct_roles = _coded(roles)
+    triple_codes, distinct_triples = _coded(triples)
     tables = {
         "batch_results": _columns(results, _RESULT_FRAME_COLUMNS[1:]),
         "batch_ledger": _columns(ledger, (
@@ -759,14 +762,18 @@ def _batch_columns(records: list[ResultRecord]) -> dict[str, dict[str, np.ndarra
             times=("started_at", "ended_at")),
         "batch_facts": _columns(facts, ("k", "fact", "positions", "first_said", "last_said"),
                                 times=("first_said", "last_said")),
-        "batch_triples": _columns(triples, (
-            "k", "subject_name", "subject_type", "predicate", "object_name", "object_type")),
+        "batch_triple_values": {"triple": np.arange(len(distinct_triples)), **{
+            name: _objects([getattr(t, name) for t in distinct_triples]) for name in (
+                "subject_name", "subject_type", "predicate", "object_name", "object_type")}},
+        "batch_triples": {"k": np.array(triple_k, dtype=np.int64), "triple": triple_codes},
         "batch_attributes": _columns(attributes, (
             "process_id", "attribute", "entity_id", "conversation_id")),
+        "batch_roles": {"role_code": np.arange(len(distinct_roles)),
+                        "role": _objects(distinct_roles)},
         "batch_messages": {
             "k": np.array(message_k, dtype=np.int64),
             "position": np.array(positions, dtype=np.int32),
-            "role": _objects(roles), "content": _objects(contents),
+            "role_code": role_codes, "content": _objects(contents),
             "said_at": _naive_utc(said_at)},
     }
     return {name: columns for name, columns in tables.items()
@@ -784,9 +791,17 @@ def _columns(rows: list[tuple], names: Sequence[str], times: Sequence[str] = ()
 
 
 def _objects(values: Sequence[Any]) -> np.ndarray:
-    array = np.empty(len(values), dtype=object)
-    array[:] = values  # (np.array would turn a column of lists into a 2-D array)
-    return array
+    # (np.array would turn a column of lists into a 2-D array)
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+def _coded(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
+    """Each value as its position in the list of the distinct values, and that list. A
+    column of few distinct strings costs DuckDB a GIL take per 2,048 rows; its codes none."""
+    distinct: dict[Any, int] = {}
+    codes = np.fromiter((distinct.setdefault(value, len(distinct)) for value in values),
+                        dtype=np.int64, count=len(values))
+    return codes, list(distinct)
 
 
 def _fact_mentions(k: int, ext: Extraction, messages: Sequence[Any], said: list[Any] | None,
@@ -812,16 +827,20 @@ def _fact_mentions(k: int, ext: Extraction, messages: Sequence[Any], said: list[
 _BATCH_TABLES = [
     ("batch_results", "VIEW", "SELECT * FROM batch_results_columns"),
     ("batch_ledger", "TABLE", "SELECT * FROM batch_ledger_columns"),
-    ("batch_conversations", "TABLE", "SELECT l.entity_id, l.conversation_id, c.title, l.content_hash, "
-     "c.message_count, c.started_at, c.ended_at "
+    ("batch_conversations", "TABLE", "SELECT l.entity_id, l.conversation_id, c.title, "
+     "l.content_hash, c.message_count, c.started_at, c.ended_at "
      "FROM batch_conversations_columns c JOIN batch_ledger l USING (k)"),
-    ("batch_messages", "VIEW", "SELECT l.entity_id, l.conversation_id, l.content_hash, m.position, "
-     "m.role, m.content, m.said_at FROM batch_messages_columns m JOIN batch_ledger l USING (k)"),
+    ("batch_roles", "TABLE", "SELECT * FROM batch_roles_columns"),
+    ("batch_messages", "VIEW", "SELECT l.entity_id, l.conversation_id, l.content_hash, "
+     "m.position, r.role, m.content, m.said_at FROM batch_messages_columns m "
+     "JOIN batch_ledger l USING (k) JOIN batch_roles r USING (role_code)"),
     ("batch_facts", "TABLE", "SELECT l.entity_id, l.conversation_id, f.fact, f.positions, "
      "f.first_said, f.last_said FROM batch_facts_columns f JOIN batch_ledger l USING (k)"),
-    ("batch_triples", "VIEW", "SELECT l.entity_id, l.conversation_id, t.subject_name, "
-     "t.subject_type, t.predicate, t.object_name, t.object_type "
-     "FROM batch_triples_columns t JOIN batch_ledger l USING (k)"),
+    ("batch_triple_values", "TABLE", "SELECT * FROM batch_triple_values_columns"),
+    ("batch_triples", "VIEW", "SELECT l.entity_id, l.conversation_id, v.subject_name, "
+     "v.subject_type, v.predicate, v.object_name, v.object_type "
+     "FROM batch_triples_columns t JOIN batch_ledger l USING (k) "
+     "JOIN batch_triple_values v USING (triple)"),
     ("batch_attributes", "TABLE", "SELECT * FROM batch_attributes_columns"),
 ]
 
