@@ -422,7 +422,7 @@ class DuckDBStore:
         if not records:
             return
         batch = _batch_columns(records)
-        created: list[str] = []
+        made: dict[str, str] = {}  # the batch's tables and views, in the order made
         with self._lock:
             try:
                 self.conn.execute("BEGIN TRANSACTION")
@@ -432,20 +432,17 @@ class DuckDBStore:
                     if name in batch:
                         self.conn.register(f"{name}_columns", batch[name])
                         self.conn.execute(f"CREATE OR REPLACE TEMP {kind} {name} AS {select}")
-                        created.append(name)
+                        made[name] = kind
                 # Conversations with an earlier version in the ledger (any content).
-                if "batch_ledger" in created and self.conn.execute(
+                if "batch_ledger" in made and self.conn.execute(
                         f"SELECT count(*) FROM ({_REPLACED})").fetchone()[0]:
                     self.conn.execute(f"CREATE OR REPLACE TEMP TABLE batch_replaced AS {_REPLACED}")
-                    created.append("batch_replaced")
+                    made["batch_replaced"] = "TABLE"
                 for statement, needs in _write_statements(run_id):
-                    if needs in created:
+                    if needs in made:
                         self.conn.execute(statement)
-                for name, kind, _ in reversed(_BATCH_TABLES):
-                    if name in created:
-                        self.conn.execute(f"DROP {kind} {name}")
-                if "batch_replaced" in created:
-                    self.conn.execute("DROP TABLE batch_replaced")
+                for name, kind in reversed(made.items()):
+                    self.conn.execute(f"DROP {kind} {name}")
                 self.conn.execute("COMMIT")
             except BaseException as exc:
                 try:
