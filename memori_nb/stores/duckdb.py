@@ -29,9 +29,9 @@ Tables (all created by :meth:`DuckDBStore.build`, idempotently):
 - ``fact_embeddings``: recall's vectors (``FLOAT[384]``), one per distinct fact text, computed
   by the first recall that needs them rather than while seeding.
 
-All writes of a batch happen in one transaction, with DataFrame appends rather than one INSERT
-per row. A lock serialises use of the connection, because the engine writes from a worker
-thread while the event loop keeps running.
+All writes of a batch happen in one transaction, from NumPy columns DuckDB reads directly
+rather than one INSERT per row. A lock serialises use of the connection, because the engine
+writes from a worker thread while the event loop keeps running.
 """
 
 from __future__ import annotations
