@@ -751,7 +751,7 @@ def _batch_columns(records: list[ResultRecord]) -> dict[str, dict[str, np.ndarra
     role_codes, distinct_roles = _coded(roles)
     triple_codes, distinct_triples = _coded(triples)
     tables = {
-        "batch_results": _columns(results, _RESULT_FRAME_COLUMNS[1:]),
+        "batch_results": _columns(results, _RESULT_COLUMNS[1:]),
         "batch_ledger": _columns(ledger, (
             "k", "entity_id", "conversation_id", "content_hash", "summary")),
         "batch_conversations": _columns(conversations, (
@@ -846,7 +846,7 @@ _REPLACED = ("SELECT DISTINCT entity_id, conversation_id FROM batch_ledger SEMI 
 
 # The columns of a batch's conversation_results rows (all but finished_at), by name: a
 # database an earlier version built has the token and reason columns last, after finished_at.
-_RESULT_FRAME_COLUMNS = (
+_RESULT_COLUMNS = (
     "run_id", "entity_id", "process_id", "conversation_id", "content_hash", "status", "error",
     "chunks_processed", "triples_count", "duration_ms", "warnings", "summary", "prompt_tokens",
     "completion_tokens", "cost", "reason")
@@ -912,7 +912,7 @@ def _write_statements(run_id: str) -> list[tuple[str, str]]:
     """(statement, the batch frame it needs): a statement runs only when its frame has rows."""
     run = run_id.replace("'", "''")
     return [
-        (f"INSERT INTO conversation_results ({', '.join(_RESULT_FRAME_COLUMNS)}, finished_at) "
+        (f"INSERT INTO conversation_results ({', '.join(_RESULT_COLUMNS)}, finished_at) "
          f"SELECT '{run}', *, {_NOW} FROM batch_results", "batch_results"),
         (_FORGET, "batch_replaced"),
         # The tables without a key (see _SCHEMA): what the batch replaces goes first.
