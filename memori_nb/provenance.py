@@ -116,11 +116,18 @@ def with_sources(extraction: Extraction, messages: Sequence[Message]) -> Extract
         ...              [Message(role="user", content="I bought a Tesla Model 3.")]).sources
         (('user owns Tesla Model 3', (0,)),)
     """
-    known = dict(extraction.sources) if extraction.sources else None
-    unique = list(dict.fromkeys(extraction.facts))
-    if known is not None and all(fact in known for fact in unique):
+    if extraction.sources and set(extraction.facts) <= dict(extraction.sources).keys():
         return extraction
-    return replace(extraction, sources=tuple(zip(unique, locate(unique, messages, known))))
+    return replace(extraction, sources=tuple(fact_sources(extraction, messages)))
+
+
+def fact_sources(extraction: Extraction, messages: Sequence[Message]
+                 ) -> list[tuple[str, tuple[int, ...]]]:
+    """(fact, positions) for each distinct fact of ``extraction``, in order: the positions
+    the backend reported (``sources``), else :func:`locate`'s."""
+    unique = list(dict.fromkeys(extraction.facts))
+    known = dict(extraction.sources) if extraction.sources else None
+    return list(zip(unique, locate(unique, messages, known)))
 
 
 def _score(messages: Sequence[Message], which: list[int], needles: dict[str, list],

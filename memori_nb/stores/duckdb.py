@@ -52,7 +52,7 @@ import pandas as pd
 
 from ..errors import StoreError
 from ..models import Extraction, SeedConfig, SeedCounters
-from ..provenance import locate
+from ..provenance import fact_sources
 from ..recall import RECALL_FACTS
 from .base import (RESULT_ORDER_SQL, PartialRecord, ResultRecord, claim_run,
                    extraction_from_json,
@@ -806,12 +806,11 @@ def _fact_mentions(k: int, ext: Extraction, messages: Sequence[Any], said: list[
     """(k, fact, positions, first_said, last_said) per distinct fact: the messages that
     stated it and their source times (``said``, one per message, None when the input had
     none; the conversation's span ``start``..``end`` when none of its messages has a time)."""
-    unique = list(dict.fromkeys(ext.facts))
-    located = locate(unique, messages, dict(ext.sources) if ext.sources else None)
+    sources = fact_sources(ext, messages)
     if said is None:
-        return [(k, fact, list(positions), None, None) for fact, positions in zip(unique, located)]
+        return [(k, fact, list(positions), None, None) for fact, positions in sources]
     rows = []
-    for fact, positions in zip(unique, located):
+    for fact, positions in sources:
         times = [said[p] for p in positions if said[p] is not None]
         rows.append((k, fact, list(positions), min(times) if times else start,
                      max(times) if times else end))
