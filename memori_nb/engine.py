@@ -32,7 +32,7 @@ from .errors import (AugmentationError, ConfigurationError, EndpointError, Inval
                      TransientError)
 from .models import (ALREADY_SEEDED, CLAIMED_ELSEWHERE, INTERRUPTED, ClaimSettings,
                      Conversation, ConversationResult, Extraction, Message, SeedConfig,
-                     SeedCounters, SeedData, SeedResult, Triple, Usage, short_reason)
+                     SeedCounters, SeedData, SeedResult, Usage, short_reason)
 from .pricing import pricing_of
 from .provenance import with_sources
 from .retry import RetryState
@@ -63,7 +63,9 @@ class ProgressSink(Protocol):
     def close(self, counters: SeedCounters) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+# (_Job and _Pending are made for every conversation: not frozen, their __init__ costs
+# half as much.)
+@dataclass(slots=True)
 class _Job:
     position: int
     entity_id: str
@@ -640,9 +642,7 @@ class _SeedRun:
         """
         started = self.clock()
         cid, count = job.conversation.id, len(job.chunks)
-        triples: list[Triple] = []
-        facts: list[str] = []
-        attributes: list[str] = []
+        answers: list[Extraction] = []  # what each chunk returned, in order
         spent: list[Usage] = []  # the tokens of every answer, failed attempts' included
         summary = None
         sources = None  # where the backend says each fact was said (one chunk only)
@@ -653,9 +653,7 @@ class _SeedRun:
         if job.resume is not None:  # an earlier run paid for the first chunks: go on after
             done = first = job.resume.chunks_done
             summary = job.resume.summary
-            triples.extend(job.resume.extraction.triples)
-            facts.extend(job.resume.extraction.facts)
-            attributes.extend(job.resume.extraction.attributes)
+            answers.append(job.resume.extraction)
             warnings += (f"resumed after chunk {first} of {count} (sent in an earlier run)",)
         try:
             for index, chunk in enumerate(job.chunks[first:], start=first):
@@ -666,20 +664,16 @@ class _SeedRun:
                 done += 1
                 if extraction.usage is not None:
                     spent.append(extraction.usage)
-                triples.extend(extraction.triples)
-                facts.extend(extraction.facts)
-                attributes.extend(extraction.attributes)
+                answers.append(extraction)
                 warnings += extraction.warnings
                 summary = extraction.summary or summary
                 # Positions in a chunk are the conversation's only when it was not split.
                 sources = extraction.sources if chunk is job.conversation.messages else None
                 if done < count and self.journal.on_disk:  # paid for: journaled now
-                    self.journal.chunk_done(_progress(job, done, summary, triples, facts,
-                                                      attributes))
+                    self.journal.chunk_done(_progress(job, done, summary, answers))
         except (_RunStopped, _GaveUp) as stop:
             if done > first:  # kept at the end of the run: the next run sends the rest
-                self.journal.chunk_done(_progress(job, done, summary, triples, facts,
-                                                  attributes))
+                self.journal.chunk_done(_progress(job, done, summary, answers))
             partly = f" after {done} of {count} chunks" if done else ""
             if isinstance(stop, _GaveUp):
                 kept = (f"; the {done} chunks done are kept and the next run sends the rest"
@@ -697,8 +691,7 @@ class _SeedRun:
                                                    "it")),
                 chunks_processed=done, duration_ms=self._ms_since(started),
                 warnings=warnings, **self._accounting(spent)), None
-        extraction, changed = safe_extraction(_merged(summary, triples, facts, attributes,
-                                                      sources))
+        extraction, changed = safe_extraction(_merged(summary, answers, sources))
         if changed:
             warnings += ("unstorable characters replaced (in the backend's answer)",)
         # Where each fact was said, found here, a conversation at a time between answers: in
@@ -724,7 +717,7 @@ class _SeedRun:
         """One chunk, retried by the rules; what failed attempts were billed for (a
         backend's ``AugmentationError.usage``) is appended to ``spent``."""
         # Each kind of failure has its own budget: a 429 waited out is not a transient retry.
-        retries = RetryState(clock=self.clock)
+        retries = None  # made at the first failure: most requests have none
         while True:
             try:
                 return await self._attempt(request)
@@ -733,6 +726,7 @@ class _SeedRun:
             except Exception as exc:  # noqa: BLE001 - every failure goes through the retry rules
                 if (billed := getattr(exc, "usage", None)) is not None:
                     spent.append(billed)
+                retries = retries or RetryState(clock=self.clock)
                 decision = retries.decide(exc, max_retries=self.config.max_retries,
                                           retry_delay=self.config.retry_delay,
                                           jitter=self.jitter())
@@ -840,21 +834,34 @@ class _SeedRun:
         return (self.clock() - started) * 1000
 
 
-def _merged(summary: str | None, triples: list[Triple], facts: list[str],
-            attributes: list[str], sources: Any = None) -> Extraction:
-    """What the chunks of one conversation returned, as one Extraction. Chunks often
-    restate a fact: each triple, fact and attribute is kept once."""
-    return Extraction(triples=tuple(dict.fromkeys(triples)), facts=tuple(dict.fromkeys(facts)),
-                      summary=summary, attributes=tuple(dict.fromkeys(attributes)),
-                      sources=sources)
+def _merged(summary: str | None, answers: list[Extraction], sources: Any = None
+            ) -> Extraction:
+    """What the chunks of one conversation returned (``answers``), as one Extraction with
+    this ``summary`` and ``sources``. Chunks often restate a fact: each triple, fact and
+    attribute is kept once."""
+    if len(answers) == 1:  # most conversations: the answer itself, when it is as merged
+        only = answers[0]
+        if (only.summary == summary and only.sources is sources and only.usage is None
+                and not only.warnings and _distinct(only.triples) and _distinct(only.facts)
+                and _distinct(only.attributes)):
+            return only
+    return Extraction(
+        triples=tuple(dict.fromkeys(t for answer in answers for t in answer.triples)),
+        facts=tuple(dict.fromkeys(f for answer in answers for f in answer.facts)),
+        summary=summary, sources=sources,
+        attributes=tuple(dict.fromkeys(a for answer in answers for a in answer.attributes)))
 
 
-def _progress(job: _Job, done: int, summary: str | None, triples: list[Triple],
-              facts: list[str], attributes: list[str]) -> PartialRecord:
+def _distinct(values: tuple) -> bool:
+    return len(values) < 2 or len(set(values)) == len(values)
+
+
+def _progress(job: _Job, done: int, summary: str | None, answers: list[Extraction]
+              ) -> PartialRecord:
     return PartialRecord(entity_id=job.entity_id, process_id=job.process_id,
                          conversation_id=job.conversation.id, content_hash=job.content_hash,
                          chunks_done=done, chunk_count=len(job.chunks), summary=summary,
-                         extraction=_merged(summary, triples, facts, attributes))
+                         extraction=_merged(summary, answers))
 
 
 def _stopped_by_store(cause: StoreError) -> StoreError:
@@ -888,7 +895,7 @@ class _Turn:
             self.started = time.perf_counter()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Pending:
     """A conversation read and judged, waiting for its window's ledger look-up."""
 

@@ -38,6 +38,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 from .models import (ROLES, UNSTORABLE, Conversation, Extraction, Message, SeedData,
@@ -106,13 +108,16 @@ def safe_text(text: str) -> tuple[str, bool]:
     return UNSTORABLE.sub("\ufffd", text), True
 
 
+_TRIPLE_TEXTS = attrgetter("subject_name", "subject_type", "predicate", "object_name",
+                           "object_type")
+
+
 def safe_extraction(extraction: Extraction) -> tuple[Extraction, bool]:
     """A backend's answer with unstorable characters replaced in every text; and whether
     any were (a model can answer with a lone surrogate or a NUL as well as a user can)."""
     texts = [extraction.summary or "", *extraction.facts, *extraction.attributes,
-             *(part for t in extraction.triples for part in (
-                 t.subject_name, t.subject_type, t.predicate, t.object_name, t.object_type))]
-    if not safe_text("\n".join(texts))[1]:  # one scan in C for the whole answer
+             *chain.from_iterable(map(_TRIPLE_TEXTS, extraction.triples))]
+    if storable("\n".join(texts)):  # one scan in C for the whole answer
         return extraction, False
     clean = lambda text: safe_text(text)[0]  # noqa: E731
     return Extraction(
