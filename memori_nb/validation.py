@@ -135,7 +135,7 @@ def safe_result(result: Any) -> Any:
     warnings can all carry text from the input or a backend)."""
     texts = [result.conversation_id, result.entity_id, result.error or "",
              result.summary or "", *result.warnings]
-    if not safe_text("\n".join(texts))[1]:
+    if storable("\n".join(texts)):
         return result
     clean = lambda text: safe_text(text)[0] if text is not None else None  # noqa: E731
     return replace(result, conversation_id=clean(result.conversation_id),
@@ -245,14 +245,16 @@ def parse_messages(raw_messages: Iterable[Any], options: ReadOptions = DEFAULT_O
         # The common case first: a clean dict costs a few lookups and one constructor.
         if type(raw) is dict:
             role, content = raw.get("role"), raw.get("content")
+            # (Not blank, without a copy stripped; storable, with no call for plain ASCII.)
             if (type(role) is str and role in fast_roles and type(content) is str
-                    and content.strip() and storable(content)):
-                stamp = raw.get("timestamp")
+                    and content and not content.isspace()
+                    and (content.isascii() and "\x00" not in content or storable(content))):
+                stamp = given = raw.get("timestamp")
                 if stamp is None:
                     stamp = fallback
                 elif type(stamp) is not datetime or stamp.tzinfo is not timezone.utc:
                     stamp = read_timestamp(stamp, rule)  # None: the slow path warns
-                if stamp is not None or raw.get("timestamp") is None:
+                if stamp is not None or given is None:
                     messages.append(new_message(role, content, stamp))
                     continue
             where = raw.get("where") or (locate(position) if locate else f"messages[{position}]")
@@ -420,14 +422,24 @@ def options_for(seed: SeedData) -> ReadOptions:
         return seed.options
     if seed.size is None:
         return DEFAULT_OPTIONS
-    evidence = TimestampEvidence()
-    for raw in seed.conversations:
-        if isinstance(raw, dict) and isinstance(raw.get("messages"), (list, tuple)):
-            evidence.add(raw.get("created_at"))
-            for message in raw["messages"]:
-                if isinstance(message, dict):
-                    evidence.add(message.get("timestamp"))
+    evidence = timestamp_evidence(seed.conversations)
     return ReadOptions(timestamps=evidence.rule(f"entity {seed.entity_id!r}"))
+
+
+def timestamp_evidence(raw_conversations: Iterable[Any],
+                       evidence: TimestampEvidence | None = None) -> TimestampEvidence:
+    """What the times validation reads from raw conversations (the ``created_at`` and the
+    message timestamps of those with a list of messages) say about day/month order, added
+    to ``evidence`` (a new one by default)."""
+    evidence = TimestampEvidence() if evidence is None else evidence
+    for raw in raw_conversations:
+        if isinstance(raw, dict) and isinstance(messages := raw.get("messages"), (list, tuple)):
+            if (created := raw.get("created_at")) is not None:
+                evidence.add(created)
+            for message in messages:  # (most messages have no time: no call for them)
+                if isinstance(message, dict) and (stamp := message.get("timestamp")) is not None:
+                    evidence.add(stamp)
+    return evidence
 
 
 def check_conversations(seed: SeedData) -> Iterator[tuple[int, Conversation | Invalid]]:

@@ -15,6 +15,7 @@ from typing import Any
 from .._interpreter import paused_gc
 from ..errors import InvalidInputError
 from ..models import SeedData
+from ..validation import timestamp_evidence
 from ..timestamps import TimestampEvidence
 from ._runs import read_options
 
@@ -85,7 +86,9 @@ def parse_seed_document(document: Any, *, source: str = "input", dayfirst: bool 
                                     f"{type(entry['conversations']).__name__}")
     evidence = None
     if dayfirst is None and timestamp_format is None:
-        evidence = _evidence(entries)
+        evidence = TimestampEvidence()
+        for entry in entries:
+            timestamp_evidence(entry["conversations"], evidence)
     options = read_options(evidence, source, dayfirst=dayfirst,
                            timestamp_format=timestamp_format, role_map=role_map)
     seeds = []
@@ -98,20 +101,3 @@ def parse_seed_document(document: Any, *, source: str = "input", dayfirst: bool 
             where = source if not isinstance(document, list) else f"{source}: entry {index}"
             raise InvalidInputError(f"{where}: {exc}") from exc
     return seeds
-
-
-def _evidence(entries: list[dict]) -> TimestampEvidence:
-    """What every conversation time and message time of the document says about day/month
-    order (the values validation will read)."""
-    evidence = TimestampEvidence()
-    for entry in entries:
-        for raw in entry["conversations"]:
-            if not isinstance(raw, dict):
-                continue
-            evidence.add(raw.get("created_at"))
-            messages = raw.get("messages")
-            if isinstance(messages, list):
-                for message in messages:
-                    if isinstance(message, dict):
-                        evidence.add(message.get("timestamp"))
-    return evidence
