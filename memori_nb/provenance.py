@@ -126,7 +126,10 @@ def fact_sources(extraction: Extraction, messages: Sequence[Message]
     """(fact, positions) for each distinct fact of ``extraction``, in order: the positions
     the backend reported (``sources``), else :func:`locate`'s."""
     unique = list(dict.fromkeys(extraction.facts))
-    known = dict(extraction.sources) if extraction.sources else None
+    sources = extraction.sources
+    if sources and len(sources) == len(unique) and [fact for fact, _ in sources] == unique:
+        return list(sources)  # every fact's, in order (as with_sources leaves them)
+    known = dict(sources) if sources else None
     return list(zip(unique, locate(unique, messages, known)))
 
 

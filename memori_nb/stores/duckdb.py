@@ -43,6 +43,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -723,33 +724,41 @@ def _batch_columns(records: list[ResultRecord]) -> dict[str, dict[str, np.ndarra
                         r.cost, r.reason))
         if r.status == "succeeded" and record.extraction is not None:
             kept[r.entity_id, r.conversation_id] = record
-    ledger, conversations, facts, triple_k, triples, attributes = [], [], [], [], [], []
-    message_k, positions, roles, contents, said_at = [], [], [], [], []
+    ledger, conversations, facts, triples, attributes = [], [], [], [], []
+    triple_counts, message_counts, roles, contents = [], [], [], []
+    timed: list[tuple[int, list]] = []  # (first message row, source times) when any is known
     for k, record in enumerate(kept.values()):
         r, ext, conversation = record.result, record.extraction, record.conversation
         entity, cid = r.entity_id, r.conversation_id
         ledger.append((k, entity, cid, record.content_hash, ext.summary))
-        triple_k += [k] * len(ext.triples)
+        triple_counts.append(len(ext.triples))
         triples += ext.triples
         if record.process_id:
             attributes += [(record.process_id, a, entity, cid) for a in ext.attributes]
         if conversation is None:
+            message_counts.append(0)
             facts += [(k, fact, None, None, None) for fact in dict.fromkeys(ext.facts)]
             continue
         msgs = conversation.messages
         count = len(msgs)
-        said = [m.timestamp for m in msgs]
+        said = list(map(_SAID, msgs))
         known = [t for t in said if t is not None] if said.count(None) != count else ()
         start, end = min(known, default=None), max(known, default=None)
         conversations.append((k, conversation.title, count, start, end))
         facts += _fact_mentions(k, ext, msgs, said if known else None, start, end)
-        message_k += [k] * count
-        positions += range(count)
-        roles += [m.role for m in msgs]
-        contents += [m.content for m in msgs]
-        said_at += said
+        if known:
+            timed.append((len(roles), said))
+        message_counts.append(count)
+        roles += map(_ROLE, msgs)
+        contents += map(_CONTENT, msgs)
     role_codes, distinct_roles = _coded(roles)
     triple_codes, distinct_triples = _coded(triples)
+    # Each message's conversation (k) and position in it, counted in NumPy.
+    message_k = np.repeat(np.arange(len(message_counts)), message_counts)
+    firsts = np.cumsum(message_counts) - message_counts
+    said_at = np.full(len(roles), _NAT, dtype=np.int64).view("datetime64[us]")
+    for first, said in timed:
+        said_at[first:first + len(said)] = _naive_utc(said)
     tables = {
         "batch_results": _columns(results, _RESULT_COLUMNS[1:]),
         "batch_ledger": _columns(ledger, (
@@ -762,16 +771,15 @@ def _batch_columns(records: list[ResultRecord]) -> dict[str, dict[str, np.ndarra
         "batch_triple_values": {"triple": np.arange(len(distinct_triples)), **{
             name: _objects([getattr(t, name) for t in distinct_triples]) for name in (
                 "subject_name", "subject_type", "predicate", "object_name", "object_type")}},
-        "batch_triples": {"k": np.array(triple_k, dtype=np.int64), "triple": triple_codes},
+        "batch_triples": {"k": np.repeat(np.arange(len(triple_counts)), triple_counts),
+                          "triple": triple_codes},
         "batch_attributes": _columns(attributes, (
             "process_id", "attribute", "entity_id", "conversation_id")),
         "batch_roles": {"role_code": np.arange(len(distinct_roles)),
                         "role": _objects(distinct_roles)},
         "batch_messages": {
-            "k": np.array(message_k, dtype=np.int64),
-            "position": np.array(positions, dtype=np.int32),
-            "role_code": role_codes, "content": _objects(contents),
-            "said_at": _naive_utc(said_at)},
+            "k": message_k, "position": np.arange(len(roles)) - firsts[message_k],
+            "role_code": role_codes, "content": _objects(contents), "said_at": said_at},
     }
     return {name: columns for name, columns in tables.items()
             if len(next(iter(columns.values())))}
@@ -795,9 +803,8 @@ def _objects(values: Sequence[Any]) -> np.ndarray:
 def _coded(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
     """Each value as its position in the list of the distinct values, and that list. A
     column of few distinct strings costs DuckDB a GIL take per 2,048 rows; its codes none."""
-    distinct: dict[Any, int] = {}
-    codes = np.fromiter((distinct.setdefault(value, len(distinct)) for value in values),
-                        dtype=np.int64, count=len(values))
+    distinct = {value: code for code, value in enumerate(dict.fromkeys(values))}
+    codes = np.fromiter(map(distinct.__getitem__, values), dtype=np.int64, count=len(values))
     return codes, list(distinct)
 
 
@@ -862,6 +869,7 @@ def _naive_utc(values: Sequence[Any]) -> np.ndarray:
 
 
 _EPOCH, _EPOCH_UTC = datetime(1970, 1, 1), datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ROLE, _CONTENT, _SAID = attrgetter("role"), attrgetter("content"), attrgetter("timestamp")
 _MICROSECOND = timedelta(microseconds=1)
 _NAT = np.iinfo(np.int64).min  # NumPy's NaT as an integer
 
