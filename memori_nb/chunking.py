@@ -9,8 +9,9 @@ either limit.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from .models import Conversation, Message, SeedConfig, SeedData
 from .pricing import estimate_tokens
@@ -42,12 +43,24 @@ def plan_conversation(conversation: Conversation, config: SeedConfig) -> Convers
     """
     lengths = [len(m.content) for m in conversation.messages]
     characters = sum(lengths)
-    over = (len(lengths) > config.max_messages_per_request
-            or characters > config.max_chars_per_request)
+    over = needs_chunks(conversation.messages, config, characters)
     requests = len(split_messages(conversation.messages, config)) if over else 1
     return ConversationPlan(messages=len(lengths), characters=characters,
                             largest_message=max(lengths, default=0), requests=requests,
                             over_limit=over)
+
+
+def needs_chunks(messages: Sequence[Message], config: SeedConfig,
+                 characters: int | None = None) -> bool:
+    """Whether ``messages`` take more than one request (``characters``: their total, when
+    counted already)."""
+    if characters is None:
+        characters = sum(map(len, map(_CONTENT, messages)))
+    return (len(messages) > config.max_messages_per_request
+            or characters > config.max_chars_per_request)
+
+
+_CONTENT = attrgetter("content")
 
 
 def oversize_reason(conversation: Conversation, plan: ConversationPlan,

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from ._interpreter import run_settings
 from .backends.base import AugmentationBackend, AugmentationRequest
-from .chunking import oversize_reason, plan_conversation, split_messages
+from .chunking import needs_chunks, oversize_reason, plan_conversation, split_messages
 from .errors import (AugmentationError, ConfigurationError, EndpointError, InvalidInputError,
                      QuotaExceededError, RateLimitedError, ServiceUnreachableError, StoreError,
                      TransientError)
@@ -569,13 +569,14 @@ class _SeedRun:
                                                item.too_long or parsed.reason),
                              seed.process_id)
                 continue
-            plan = plan_conversation(parsed, self.config)
-            if plan.over_limit and not self.config.chunk_large_conversations:
+            over = needs_chunks(parsed.messages, self.config)
+            if over and not self.config.chunk_large_conversations:
+                plan = plan_conversation(parsed, self.config)
                 self._record(position, _failed(seed.entity_id, parsed.id,
                                                oversize_reason(parsed, plan, self.config)),
                              seed.process_id)
                 continue
-            chunks = split_messages(parsed.messages, self.config) if plan.over_limit else [
+            chunks = split_messages(parsed.messages, self.config) if over else [
                 parsed.messages]
             job = _Job(position, seed.entity_id, seed.process_id, parsed,
                        parsed.content_hash(), chunks)
