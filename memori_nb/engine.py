@@ -274,6 +274,7 @@ class _SeedRun:
         self.queue: asyncio.PriorityQueue[tuple[int, int, _Job | None]] = (
             asyncio.PriorityQueue(maxsize=config.batch_size * 4))
         self.requires_network = getattr(backend, "requires_network", True)
+        self.clean_answers = getattr(backend, "clean_answers", False)
         # Prices per million tokens, for a backend that bills by token (else None).
         self.pricing = pricing_of(backend)
         # A backend's wait for its own rate limits, before a request's timeout starts.
@@ -692,7 +693,11 @@ class _SeedRun:
                                                    "it")),
                 chunks_processed=done, duration_ms=self._ms_since(started),
                 warnings=warnings, **self._accounting(spent)), None
-        extraction, changed = safe_extraction(_merged(summary, answers, sources))
+        # Answers a backend says are clean need no checks, unless an earlier run's are in.
+        clean = self.clean_answers and job.resume is None
+        extraction, changed = _merged(summary, answers, sources, clean=clean), False
+        if not clean:
+            extraction, changed = safe_extraction(extraction)
         if changed:
             warnings += ("unstorable characters replaced (in the backend's answer)",)
         # Where each fact was said, found here, a conversation at a time between answers: in
@@ -835,16 +840,17 @@ class _SeedRun:
         return (self.clock() - started) * 1000
 
 
-def _merged(summary: str | None, answers: list[Extraction], sources: Any = None
-            ) -> Extraction:
+def _merged(summary: str | None, answers: list[Extraction], sources: Any = None, *,
+            clean: bool = False) -> Extraction:
     """What the chunks of one conversation returned (``answers``), as one Extraction with
     this ``summary`` and ``sources``. Chunks often restate a fact: each triple, fact and
-    attribute is kept once."""
+    attribute is kept once (``clean``: each answer's are already)."""
     if len(answers) == 1:  # most conversations: the answer itself, when it is as merged
         only = answers[0]
         if (only.summary == summary and only.sources is sources and only.usage is None
-                and not only.warnings and _distinct(only.triples) and _distinct(only.facts)
-                and _distinct(only.attributes)):
+                and not only.warnings and (clean or _distinct(only.triples)
+                                           and _distinct(only.facts)
+                                           and _distinct(only.attributes))):
             return only
     return Extraction(
         triples=tuple(dict.fromkeys(t for answer in answers for t in answer.triples)),

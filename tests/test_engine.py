@@ -348,3 +348,32 @@ def test_results_finished_in_the_runs_tail_are_written_while_it_is_still_in_flig
     assert result.successful == 6
     # The five quick ones were written while the slow one was still awaited, not with it.
     assert written == [5, 1]
+
+
+def test_an_answer_that_repeats_itself_or_cannot_be_stored_is_cleaned():
+    """A backend that does not say its answers are clean: what one answer repeats is kept
+    once, and what no store can hold is replaced (and said)."""
+    from memori_nb.models import Extraction, Triple
+
+    class Repeating:
+        name, requires_network = "repeating", False
+
+        async def augment(self, request):
+            tea = Triple(subject_name="user", subject_type="person", predicate="likes",
+                         object_name="tea \ud800", object_type="food")
+            return Extraction(triples=(tea, tea), facts=("user likes tea", "user likes tea"),
+                              attributes=("food", "food"), summary="about tea")
+
+        async def aclose(self):
+            pass
+
+    store = DuckDBStore(":memory:")
+    data = SeedData.for_conversations(entity_id="u", process_id="p", conversations=[
+        conversation("c1", "I like tea.")])
+    result = asyncio.run(seed_all([data], backend=Repeating(), store=store))
+    assert result.successful == 1 and result.total_triples == 1
+    assert "unstorable characters replaced (in the backend's answer)" in result.results[0].warnings
+    assert store.triples().object_name.tolist() == ["tea \ufffd"]
+    assert store.facts().fact.tolist() == ["user likes tea"]
+    assert store.sql("select attribute, mention_count from process_attributes"
+                     ).values.tolist() == [["food", 1]]

@@ -390,3 +390,29 @@ def test_local_backend_augments_a_request_offline():
     assert result.facts == ("user owns Tesla Model 3",)
     assert result.summary == "Earlier chunk. | User owns Tesla Model 3."
     assert result == extract(request.messages, request.summary)
+
+
+def test_answers_are_as_clean_as_the_backend_says():
+    """LocalBackend.clean_answers lets the engine skip its checks of the answers: each
+    triple, fact and attribute once, and no text a store cannot hold."""
+    from random import Random
+
+    from memori_nb.models import storable
+    assert LocalBackend.clean_answers
+    rng = Random(5)
+    sentences = ["I live in Denver.", "I live in denver!", "I LOVE hiking.", "I love hiking",
+                 "I work at Globex Corporation.", "My sister's name is Li.", "I'm from Porto.",
+                 "I have a dog named Biscuit and a cat named Miso.", "I enjoy sushi 🍣.",
+                 "I moved to São Paulo.", "I study 日本語 at night.", "I'm a nurse at Mercy.",
+                 "My favorite food is ramen. My favorite food is ramen.", "ok", "\n\n"]
+    for _ in range(300):
+        messages = [Message(role=rng.choice(["user", "user", "assistant"]),
+                            content=" ".join(rng.choices(sentences, k=rng.randint(1, 4))))
+                    for _ in range(rng.randint(1, 8))]
+        answer = extract(messages, rng.choice([None, "an earlier summary"]))
+        for values in (answer.triples, answer.facts, answer.attributes):
+            assert len(set(values)) == len(values)
+        texts = [answer.summary, *answer.facts, *answer.attributes,
+                 *(text for t in answer.triples for text in (
+                     t.subject_name, t.subject_type, t.predicate, t.object_name, t.object_type))]
+        assert all(storable(text) for text in texts)

@@ -41,7 +41,10 @@ class AugmentationBackend(Protocol):
     the machine (and so whether quota is at stake).
 
     A backend may also have ``async ready(request)``, waiting until its own rate limits let
-    the request go: the engine awaits it before the request's timeout starts.
+    the request go: the engine awaits it before the request's timeout starts. One whose
+    answers hold only text from the request's messages (validated: storable), and each
+    triple, fact and attribute once, may say so with ``clean_answers = True``: the engine
+    then does not check them.
 
     One backend object may serve several event loops one after another (each ``asyncio.run``
     of a seed): anything bound to a loop, such as an HTTP client, is made again when the

@@ -844,6 +844,8 @@ class LocalBackend:
 
     name = "local"
     requires_network = False
+    # Its answers are made of the messages' own words, each fact once (see the protocol).
+    clean_answers = True
 
     async def augment(self, request: AugmentationRequest) -> Extraction:
         """Extract facts from ``request.messages``, carrying ``request.summary`` over."""
