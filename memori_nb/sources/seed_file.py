@@ -15,8 +15,8 @@ from typing import Any
 from .._interpreter import paused_gc
 from ..errors import InvalidInputError
 from ..models import SeedData
-from ..validation import timestamp_evidence
 from ..timestamps import TimestampEvidence
+from ..validation import timestamp_evidence
 from ._runs import read_options
 
 
