@@ -50,6 +50,9 @@ def plan_conversation(conversation: Conversation, config: SeedConfig) -> Convers
                             over_limit=over)
 
 
+_CONTENT = attrgetter("content")
+
+
 def needs_chunks(messages: Sequence[Message], config: SeedConfig,
                  characters: int | None = None) -> bool:
     """Whether ``messages`` take more than one request (``characters``: their total, when
@@ -58,9 +61,6 @@ def needs_chunks(messages: Sequence[Message], config: SeedConfig,
         characters = sum(map(len, map(_CONTENT, messages)))
     return (len(messages) > config.max_messages_per_request
             or characters > config.max_chars_per_request)
-
-
-_CONTENT = attrgetter("content")
 
 
 def oversize_reason(conversation: Conversation, plan: ConversationPlan,
