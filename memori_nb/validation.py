@@ -245,10 +245,9 @@ def parse_messages(raw_messages: Iterable[Any], options: ReadOptions = DEFAULT_O
         # The common case first: a clean dict costs a few lookups and one constructor.
         if type(raw) is dict:
             role, content = raw.get("role"), raw.get("content")
-            # (Not blank, without a copy stripped; storable, with no call for plain ASCII.)
+            # (Not blank: checked without a stripped copy.)
             if (type(role) is str and role in fast_roles and type(content) is str
-                    and content and not content.isspace()
-                    and (content.isascii() and "\x00" not in content or storable(content))):
+                    and content and not content.isspace() and storable(content)):
                 stamp = given = raw.get("timestamp")
                 if stamp is None:
                     stamp = fallback

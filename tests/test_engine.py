@@ -10,6 +10,7 @@ import pytest
 from memori_nb import Memori, SeedConfig, SeedData
 from memori_nb.backends import MemoriBackend
 from memori_nb.engine import seed_all
+from memori_nb.models import Extraction, Triple
 from memori_nb.stores import DuckDBStore
 from memori_nb.stores import writer as writer_module
 from memori_nb.testing import (AugmentationServer, Fault, fail_first,
@@ -353,8 +354,6 @@ def test_results_finished_in_the_runs_tail_are_written_while_it_is_still_in_flig
 def test_an_answer_that_repeats_itself_or_cannot_be_stored_is_cleaned():
     """A backend that does not say its answers are clean: what one answer repeats is kept
     once, and what no store can hold is replaced (and said)."""
-    from memori_nb.models import Extraction, Triple
-
     class Repeating:
         name, requires_network = "repeating", False
 

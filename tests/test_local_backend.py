@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from importlib.resources import files
+from pathlib import Path
+from random import Random
 
 import pytest
 
 from memori_nb.backends.base import AugmentationBackend, AugmentationRequest
 from memori_nb.backends.local import LocalBackend, extract
-from memori_nb.models import Extraction, Message, Triple
+from memori_nb.models import Extraction, Message, Triple, storable
+
+LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "locomo10.json"
 
 
 def user(*contents: str) -> list[Message]:
@@ -392,12 +397,19 @@ def test_local_backend_augments_a_request_offline():
     assert result == extract(request.messages, request.summary)
 
 
-def test_answers_are_as_clean_as_the_backend_says():
-    """LocalBackend.clean_answers lets the engine skip its checks of the answers: each
-    triple, fact and attribute once, and no text a store cannot hold."""
-    from random import Random
+def assert_clean(answer: Extraction) -> None:
+    """What LocalBackend.clean_answers promises: each triple, fact and attribute once, and
+    no text a store cannot hold."""
+    for values in (answer.triples, answer.facts, answer.attributes):
+        assert len(set(values)) == len(values)
+    texts = [answer.summary, *answer.facts, *answer.attributes,
+             *(text for t in answer.triples for text in (
+                 t.subject_name, t.subject_type, t.predicate, t.object_name, t.object_type))]
+    assert all(storable(text) for text in texts)
 
-    from memori_nb.models import storable
+
+def test_answers_are_as_clean_as_the_backend_says():
+    """LocalBackend.clean_answers lets the engine skip its checks of the answers."""
     assert LocalBackend.clean_answers
     rng = Random(5)
     sentences = ["I live in Denver.", "I live in denver!", "I LOVE hiking.", "I love hiking",
@@ -409,10 +421,16 @@ def test_answers_are_as_clean_as_the_backend_says():
         messages = [Message(role=rng.choice(["user", "user", "assistant"]),
                             content=" ".join(rng.choices(sentences, k=rng.randint(1, 4))))
                     for _ in range(rng.randint(1, 8))]
-        answer = extract(messages, rng.choice([None, "an earlier summary"]))
-        for values in (answer.triples, answer.facts, answer.attributes):
-            assert len(set(values)) == len(values)
-        texts = [answer.summary, *answer.facts, *answer.attributes,
-                 *(text for t in answer.triples for text in (
-                     t.subject_name, t.subject_type, t.predicate, t.object_name, t.object_type))]
-        assert all(storable(text) for text in texts)
+        assert_clean(extract(messages, rng.choice([None, "an earlier summary"])))
+
+
+@pytest.mark.skipif(not LOCOMO.exists(), reason="../shared/data/locomo is not here")
+def test_answers_on_real_chat_history_are_clean():
+    """The same promise on LoCoMo's sessions, seeded from each speaker's view."""
+    for sample in json.loads(LOCOMO.read_text()):
+        talk = sample["conversation"]
+        for me in (talk["speaker_a"], talk["speaker_b"]):
+            for key in (k for k in talk if re.fullmatch(r"session_\d+", k)):
+                assert_clean(extract([
+                    Message(role="user" if turn["speaker"] == me else "assistant",
+                            content=turn["text"]) for turn in talk[key]]))
