@@ -12,7 +12,11 @@ size it prints:
   requests in the same order with the same latencies (a long tail of one slow request keeps
   the last window from filling, so no client reaches 1.0);
 - the client process's CPU time per conversation (engine, HTTP, store writes; the server is
-  elsewhere) and the TCP connections the server accepted;
+  elsewhere) and the TCP connections the server accepted, beside a CPU floor measured in the
+  same run: the least any client does with these conversations (each request body encoded as
+  the memori backend encodes it and handed to a loopback socket that another process reads,
+  every message stored in one bulk DuckDB insert). CPU time per operation varies with the
+  machine's load; the ratio to the floor much less;
 - where the gap to the ideal goes: the mean latency a request sees from the client (the
   backend's call) beyond the latency the server drew, the time before the first request and
   the time after the last answer (the last write, the journal, the run's record).
@@ -27,11 +31,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import heapq
+import json
 import multiprocessing as mp
+import socket
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import duckdb
+import pandas as pd
 
 from realistic import describe, generate_conversations
 
@@ -59,6 +68,54 @@ def serve(seed: int, urls: mp.Queue, stop: mp.Event, results: mp.Queue) -> None:
         urls.put(server.url)
         stop.wait()
         results.put((server.latencies, server.max_in_flight, server.connection_count))
+
+
+def discard(ports: mp.Queue) -> None:
+    """Accept one loopback connection and read it to its end (the floor's receiver)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ports.put(listener.getsockname()[1])
+        connection, _ = listener.accept()
+        with connection:
+            while connection.recv(1 << 20):
+                pass
+
+
+def cpu_floor(seeds: list[dict], folder: Path) -> float:
+    """Process CPU seconds per conversation of the least a client does with ``seeds``: each
+    request body encoded as the memori backend encodes it (compact JSON, ASCII escapes) and
+    sent on one loopback connection, then every message appended to a new DuckDB table in
+    one bulk insert. No validation, hashing, HTTP, answers, journal or memories."""
+    ports = mp.Queue()
+    receiver = mp.Process(target=discard, args=(ports,), daemon=True)
+    receiver.start()
+    try:
+        sender = socket.create_connection(("127.0.0.1", ports.get(timeout=60)))
+        columns: dict[str, list] = {k: [] for k in ("entity_id", "conversation_id", "position",
+                                                   "role", "content")}
+        cpu, count = time.process_time(), 0
+        with sender:
+            for seed in seeds:
+                for conversation in seed["conversations"]:
+                    messages = conversation["messages"]
+                    body = {"conversation": {"messages": [
+                        {"role": m["role"], "content": m["content"]} for m in messages],
+                        "summary": None}}
+                    sender.sendall(json.dumps(body, separators=(",", ":"),
+                                              allow_nan=False).encode("ascii"))
+                    columns["entity_id"] += [seed["entity_id"]] * len(messages)
+                    columns["conversation_id"] += [conversation["id"]] * len(messages)
+                    columns["position"] += range(len(messages))
+                    columns["role"] += [m["role"] for m in messages]
+                    columns["content"] += [m["content"] for m in messages]
+                    count += 1
+        frame = pd.DataFrame(columns)
+        with duckdb.connect(str(Path(tempfile.mkdtemp(dir=folder)) / "floor.duckdb")) as con:
+            con.execute("CREATE TABLE messages (entity_id VARCHAR, conversation_id VARCHAR, "
+                        "position INTEGER, role VARCHAR, content VARCHAR)")
+            con.execute("INSERT INTO messages SELECT * FROM frame")
+        return (time.process_time() - cpu) / count
+    finally:
+        receiver.join(timeout=60)
 
 
 class TimedBackend(MemoriBackend):
@@ -120,11 +177,12 @@ def measure(seeds: list[dict], batch_size: int, folder: Path) -> dict:
     server.join(timeout=20)
     mean_latency = statistics.fmean(latencies)
     bound = batch_size / mean_latency
+    floor_ms = cpu_floor(seeds, folder) * 1000
     rate = n / elapsed
     return {"batch_size": batch_size, "seconds": elapsed, "rate": rate, "bound": bound,
             "mean_latency": mean_latency, "ratio": rate / bound,
             "ideal_ratio": n / ideal_makespan(latencies, batch_size) / bound,
-            "cpu_ms": cpu / n * 1000, "requests": len(latencies),
+            "cpu_ms": cpu / n * 1000, "floor_ms": floor_ms, "requests": len(latencies),
             "connections": connections, "max_in_flight": max_in_flight,
             "overhead_ms": (timing["client_latency"] - mean_latency) * 1000,
             "before_first_ms": timing["before_first"] * 1000,
@@ -162,7 +220,8 @@ def main() -> None:
             print(f"batch {r['batch_size']:>3}: {r['rate']:6.1f} conv/s in {r['seconds']:5.1f} s;"
                   f" bound {r['bound']:6.1f} (mean latency {r['mean_latency'] * 1000:.0f} ms);"
                   f" ratio {r['ratio']:.3f}, in-order ideal {r['ideal_ratio']:.3f};"
-                  f" client CPU {r['cpu_ms']:.2f} ms/conv; {r['requests']} requests over"
+                  f" client CPU {r['cpu_ms']:.2f} ms/conv, {r['cpu_ms'] / r['floor_ms']:.2f}x"
+                  f" the floor's {r['floor_ms']:.2f}; {r['requests']} requests over"
                   f" {r['connections']} connections, max in flight {r['max_in_flight']}",
                   flush=True)
             print(f"           a request took {r['overhead_ms']:.1f} ms longer in the client "
