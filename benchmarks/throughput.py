@@ -108,11 +108,11 @@ def cpu_floor(seeds: list[dict], folder: Path) -> float:
                     columns["role"] += [m["role"] for m in messages]
                     columns["content"] += [m["content"] for m in messages]
                     count += 1
-        frame = pd.DataFrame(columns)
         with duckdb.connect(str(Path(tempfile.mkdtemp(dir=folder)) / "floor.duckdb")) as con:
             con.execute("CREATE TABLE messages (entity_id VARCHAR, conversation_id VARCHAR, "
                         "position INTEGER, role VARCHAR, content VARCHAR)")
-            con.execute("INSERT INTO messages SELECT * FROM frame")
+            con.register("rows", pd.DataFrame(columns))
+            con.execute("INSERT INTO messages SELECT * FROM rows")
         return (time.process_time() - cpu) / count
     finally:
         receiver.join(timeout=60)
