@@ -211,25 +211,6 @@ def test_a_failed_write_leaves_nothing_of_the_batch(store):
     assert store.facts().mention_count.tolist() == [2]
 
 
-def threads(store) -> int:
-    return store.conn.execute("select current_setting('threads')").fetchone()[0]
-
-
-def test_writes_leave_the_databases_thread_setting_as_they_found_it(store):
-    # A batch is written on one DuckDB worker (the run's loop has the other core); the
-    # notebook's own setting is back once the write ends, whether it succeeded or not.
-    store.conn.execute("SET threads = 3")
-    store.write("r1", [ok("c1", facts=["user likes tea"])])
-    assert threads(store) == 3
-    with pytest.raises(StoreError):
-        store.write("r2", break_triples(store))
-    assert threads(store) == 3
-    store.conn.execute("SET threads = 1")
-    store.build()
-    store.write("r3", [ok("c4", facts=["user likes tea"])])
-    assert threads(store) == 1
-
-
 def test_a_failed_write_says_what_went_wrong():
     store = DuckDBStore(":memory:")
     store.build()

@@ -301,24 +301,6 @@ class DuckDBStore:
                     ) from exc
                 raise StoreError(f"could not {doing}: {exc}") from exc
 
-    @contextmanager
-    def _one_worker(self) -> Iterator[None]:
-        """DuckDB's worker threads held to one for a batch's write (as they were after).
-
-        A run writes on its own thread while its event loop (or a CPU-bound backend) keeps
-        the other core busy: more workers only contend with it, and with each other for the
-        GIL as they read the batch's Python columns. A batch of realistic conversations
-        costs 10-20% less CPU so, and takes no longer."""
-        found = self.conn.execute("SELECT current_setting('threads')").fetchone()[0]
-        if found == 1:
-            yield
-            return
-        self.conn.execute("SET threads = 1")
-        try:
-            yield
-        finally:
-            self.conn.execute(f"SET threads = {int(found)}")
-
     def journal_dir(self) -> Path | None:
         """Where runs journal what they finish (beside the database file; None in memory)."""
         with self._lock:
@@ -442,7 +424,7 @@ class DuckDBStore:
             return
         batch = _batch_columns(records)
         made: dict[str, str] = {}  # the batch's tables and views, in the order made
-        with self._writing(f"write {len(records)} results"), self._one_worker():
+        with self._lock:
             try:
                 self.conn.execute("BEGIN TRANSACTION")
                 # Each column is read from Python once (see _batch_columns for why that read
