@@ -12,11 +12,12 @@ size it prints:
   requests in the same order with the same latencies (a long tail of one slow request keeps
   the last window from filling, so no client reaches 1.0);
 - the client process's CPU time per conversation (engine, HTTP, store writes; the server is
-  elsewhere), the part of it the event loop's thread spent, and the TCP connections the server accepted, beside a CPU floor measured in the
-  same run: the least any client does with these conversations (each request body encoded as
-  the memori backend encodes it and handed to a loopback socket that another process reads,
-  every message stored in one bulk DuckDB insert). CPU time per operation varies with the
-  machine's load; the ratio to the floor much less;
+  elsewhere), the part of it the event loop's thread spent, and the TCP connections the
+  server accepted;
+- a CPU floor measured in the same run, after the client: the least any client does with
+  these conversations (each request body encoded as the memori backend encodes it and handed
+  to a loopback socket that another process reads, every message stored in one bulk DuckDB
+  insert). Both vary with the machine's load from minute to minute;
 - where the gap to the ideal goes: the mean latency a request sees from the client (the
   backend's call) beyond the latency the server drew, the time before the first request and
   the time after the last answer (the last write, the journal, the run's record).
