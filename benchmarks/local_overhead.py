@@ -47,27 +47,14 @@ WORDS = {"city": ["Porto", "Oslo", "Lima", "Austin"], "company": ["Acme", "Globe
          "food": ["ramen", "tacos", "dal"], "thing": ["bike", "Kindle", "espresso machine"],
          "name": ["Maya", "Rex", "Ola"], "skill": ["Rust", "pottery", "Spanish"]}
 
-# The floor, run in its own process like the CLI (imports included in both).
+# The floor, run in its own process like the CLI (imports included in both); its store half
+# (floor.append_messages) is the throughput benchmark's too.
 FLOOR = """
-import json, sys, duckdb, pandas as pd
+import json, sys
+from floor import append_messages
 with open(sys.argv[1], "rb") as handle:
     document = json.load(handle)
-columns = {k: [] for k in ("entity_id", "conversation_id", "position", "role", "content")}
-for seed in (document if isinstance(document, list) else [document]):
-    for conversation in seed["conversations"]:
-        messages = conversation["messages"]
-        count = len(messages)
-        columns["entity_id"] += [seed["entity_id"]] * count
-        columns["conversation_id"] += [conversation["id"]] * count
-        columns["position"] += range(count)
-        columns["role"] += [m["role"] for m in messages]
-        columns["content"] += [m["content"] for m in messages]
-frame = pd.DataFrame(columns)
-con = duckdb.connect(sys.argv[2])
-con.execute("CREATE TABLE messages (entity_id VARCHAR, conversation_id VARCHAR, "
-            "position INTEGER, role VARCHAR, content VARCHAR)")
-con.execute("INSERT INTO messages SELECT * FROM frame")
-con.close()
+append_messages(document if isinstance(document, list) else [document], sys.argv[2])
 """
 
 
@@ -101,8 +88,9 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def compare(name: str, source: Path, conversations: int, folder: Path, repeats: int) -> None:
+    here = Path(__file__).resolve().parent  # the floor imports floor.py from here
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+        [str(here.parent), str(here), os.environ.get("PYTHONPATH", "")])}
     # Both processes read bytecode compiled once, as an installed package's is: with
     # PYTHONDONTWRITEBYTECODE set (as on these machines) the CLI would otherwise compile all
     # of memori_nb's source in every run, and the floor's imports (json, duckdb, pandas) never.

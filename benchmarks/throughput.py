@@ -40,9 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import duckdb
-import pandas as pd
-
+from floor import append_messages
 from realistic import describe, generate_conversations
 
 from memori_nb import SeedConfig, SeedData
@@ -91,29 +89,17 @@ def cpu_floor(seeds: list[dict], folder: Path) -> float:
     receiver.start()
     try:
         sender = socket.create_connection(("127.0.0.1", ports.get(timeout=60)))
-        columns: dict[str, list] = {k: [] for k in ("entity_id", "conversation_id", "position",
-                                                   "role", "content")}
         cpu, count = time.process_time(), 0
         with sender:
             for seed in seeds:
                 for conversation in seed["conversations"]:
-                    messages = conversation["messages"]
                     body = {"conversation": {"messages": [
-                        {"role": m["role"], "content": m["content"]} for m in messages],
-                        "summary": None}}
+                        {"role": m["role"], "content": m["content"]}
+                        for m in conversation["messages"]], "summary": None}}
                     sender.sendall(json.dumps(body, separators=(",", ":"),
                                               allow_nan=False).encode("ascii"))
-                    columns["entity_id"] += [seed["entity_id"]] * len(messages)
-                    columns["conversation_id"] += [conversation["id"]] * len(messages)
-                    columns["position"] += range(len(messages))
-                    columns["role"] += [m["role"] for m in messages]
-                    columns["content"] += [m["content"] for m in messages]
                     count += 1
-        with duckdb.connect(str(Path(tempfile.mkdtemp(dir=folder)) / "floor.duckdb")) as con:
-            con.execute("CREATE TABLE messages (entity_id VARCHAR, conversation_id VARCHAR, "
-                        "position INTEGER, role VARCHAR, content VARCHAR)")
-            con.register("rows", pd.DataFrame(columns))
-            con.execute("INSERT INTO messages SELECT * FROM rows")
+        append_messages(seeds, Path(tempfile.mkdtemp(dir=folder)) / "floor.duckdb")
         return (time.process_time() - cpu) / count
     finally:
         receiver.join(timeout=60)
