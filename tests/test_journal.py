@@ -24,6 +24,7 @@ from memori_nb.models import Conversation, ConversationResult, Extraction, Messa
 from memori_nb.stores import DuckDBStore
 from memori_nb.stores.base import PartialRecord, ResultRecord
 from memori_nb.stores.journal import Journal, journal_beside
+from memori_nb.stores.writer import BatchWriter
 from memori_nb.testing import AugmentationServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -428,10 +429,41 @@ def test_a_killed_forced_run_keeps_what_it_paid_for(tmp_path):
                             "= 'c1'").fetchall() == [("deadrun",)]
 
 
-def test_segments_rotate_and_a_kill_after_rotation_loses_nothing(tmp_path, monkeypatch):
-    import memori_nb.stores.journal as journal_module
+def test_each_store_write_deletes_the_journal_it_committed(tmp_path):
+    db = tmp_path / "m.duckdb"
+    DuckDBStore(str(db)).build()
+    store = DuckDBStore(str(db))
+    journal = Journal(journal_beside(str(db)), "deadrun")
+    records = [finished_record(f"c{i}", f"user likes item {i}") for i in range(5)]
+    on_disk = lambda: sorted(journal_beside(str(db)).glob("*.jsonl"))  # noqa: E731
+    first_segment = on_disk()
 
-    monkeypatch.setattr(journal_module, "SEGMENT_BYTES", 2000)  # a new segment per batch
+    async def write_first_three() -> None:
+        writer = BatchWriter(store, "deadrun", in_thread=True, journal=journal)
+        running = asyncio.create_task(writer.run())
+        for record in records[:3]:
+            journal.finished(record)
+            writer.add(record)
+        writer.close()  # writes what is pending, then returns
+        await running
+        writer.shutdown()
+
+    asyncio.run(write_first_three())
+    # Committed: its segment is gone; the journal holds only what comes after the write.
+    assert len(first_segment) == 1 and not first_segment[0].exists()
+    [current] = on_disk()
+    assert current.stat().st_size == 0
+    for record in records[3:]:
+        journal.finished(record)
+    store.close()
+    journal.close(delete=False)  # killed here: three in the store, two only in the journal
+    with AugmentationServer(api_key=API_KEY) as server:
+        seed_with_server(db, [conversation("c9", "I am a nurse.")], server)
+        assert server.request_count == 1
+    assert ledger(tmp_path) == 6
+
+
+def test_segments_rotate_and_a_kill_after_rotation_loses_nothing(tmp_path):
     db = tmp_path / "m.duckdb"
     DuckDBStore(str(db)).build()
     journal = Journal(journal_beside(str(db)), "deadrun")

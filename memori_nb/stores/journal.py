@@ -12,8 +12,10 @@ disk every second (and at each store write), which bounds what a machine
 crash or a disk turning read-only can take.
 
 Each run journals into ``<run_id>-<segment>.jsonl`` files in the store's journal directory and
-holds ``<run_id>.lock`` for as long as it lives. A segment is deleted once the store has
-committed everything in it; a clean end deletes them all, after the chunk progress of the
+holds ``<run_id>.lock`` for as long as it lives. Each store write starts a new segment; the
+old one is synced and deleted by the write's thread once the store has committed everything
+in it (both can take a while on a busy disk), so the journal on disk holds only what the
+store has not committed yet. A clean end deletes the rest, after the chunk progress of the
 conversations that did not finish went to the store. The next run on the store replays the
 journals of runs whose lock is free (their process is gone) before it looks at the ledger,
 so what they finished counts as seeded and is not sent again.
@@ -42,9 +44,6 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-# A new segment starts when the current one is this large, so the journal of a long run
-# stays about this size on disk.
-SEGMENT_BYTES = 32 * 1024 * 1024
 # How long a run waits at most for another process replaying a dead run's journal.
 REPLAY_WAIT_SECONDS = 30.0
 
@@ -87,6 +86,8 @@ class Journal:
         self._lock_fd: int | None = None
         self._size = 0
         self._segments: list[Path] = []
+        # Segments rotated out, still open so that sync() puts them on the disk, until dropped.
+        self._retired: dict[Path, int] = {}
         # After a failed append the file may end in half a line: nothing more goes after it.
         self._failure: JournalError | None = None
         if directory is not None:
@@ -115,13 +116,14 @@ class Journal:
     # --- segments -----------------------------------------------------------------------
 
     def rotate(self) -> Path | None:
-        """Start a new segment if the current one is large; the old one's path is returned,
-        to :meth:`drop` once the store has committed everything handed to it so far."""
-        if self._fd is None or self._size < SEGMENT_BYTES:
+        """Start a new segment if the current one holds anything; the old one's path is
+        returned, to :meth:`drop` once the store has committed everything handed to it so
+        far. Quick: the old segment is synced by the next :meth:`sync`, not here."""
+        if self._fd is None or self._size == 0:
             return None
-        old = self._segments[-1]
-        self.sync()
-        self._open_segment()
+        old, fd = self._segments[-1], self._fd
+        self._open_segment()  # (when it fails, the old segment stays the current one)
+        self._retired[old] = fd
         for partial in self.open_partials.values():  # still needed: carried over
             self._append({"chunk": _partial_to_json(partial)})
         return old
@@ -129,23 +131,27 @@ class Journal:
     def sync(self) -> None:
         """Ask the system to put the journal on the disk itself (it is safe from a killed
         process already; this covers a disk turning read-only, or power, up to now)."""
-        if self._fd is not None:
-            try:
-                os.fsync(self._fd)
-            except OSError:
-                pass  # the next append says what is wrong, in its own words
+        for fd in (*self._retired.values(), self._fd):
+            if fd is not None:
+                try:
+                    os.fsync(fd)
+                except OSError:
+                    pass  # the next append says what is wrong, in its own words
 
     def drop(self, segment: Path | None) -> None:
+        """Delete a segment :meth:`rotate` returned (the store committed all it holds)."""
         if segment is not None:
+            os.close(self._retired.pop(segment))
             segment.unlink(missing_ok=True)
             self._segments.remove(segment)
 
     def close(self, *, delete: bool) -> None:
         """Close the files; with ``delete`` (everything reached the store) remove them too,
         else leave them for the next run to replay."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for fd in (*self._retired.values(), self._fd):
+            if fd is not None:
+                os.close(fd)
+        self._retired, self._fd = {}, None
         if self.directory is None:
             return
         if delete:
@@ -159,8 +165,6 @@ class Journal:
             _remove_if_empty(self.directory)
 
     def _open_segment(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
         self._segment += 1
         path = self.directory / f"{self.run_id}-{self._segment:06d}.jsonl"
         try:

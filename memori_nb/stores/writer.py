@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as _wait_futures
-
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import StoreError
@@ -88,14 +88,12 @@ class BatchWriter:
             self._room.set()
             if self._in_thread:
                 # Kept so that a cancelled run can wait for the write it started.
-                future = self._executor.submit(self.write, batch)
+                future = self._executor.submit(self.write, batch, segment)
                 self._in_flight = (batch, future)
                 await asyncio.shield(asyncio.wrap_future(future))
                 self._in_flight = None
             else:
-                self.write(batch)
-            if segment is not None:
-                self._journal.drop(segment)
+                self.write(batch, segment)
             if not self._in_thread:
                 await asyncio.sleep(0)  # let workers refill the next batch
 
@@ -141,12 +139,14 @@ class BatchWriter:
         batch, self._pending = self._pending, []
         self.write(batch)
 
-    def write(self, batch: list[ResultRecord]) -> None:
+    def write(self, batch: list[ResultRecord], segment: Path | None = None) -> None:
         """Write a batch (see :func:`write_records`); what the store refused is kept in
-        :attr:`refused`."""
+        :attr:`refused`. Then the journal ``segment`` the batch emptied is deleted."""
         if self._journal is not None:
             self._journal.sync()  # off the event loop, like the write itself
         self.refused += write_records(self._store, self._run_id, batch)
+        if segment is not None:
+            self._journal.drop(segment)
 
 
 def write_records(store: Store, run_id: str, records: list[ResultRecord]
