@@ -429,14 +429,18 @@ def test_a_killed_forced_run_keeps_what_it_paid_for(tmp_path):
                             "= 'c1'").fetchall() == [("deadrun",)]
 
 
-def test_each_store_write_deletes_the_journal_it_committed(tmp_path):
+def test_each_store_write_deletes_the_journal_it_committed_and_a_kill_loses_nothing(tmp_path):
     db = tmp_path / "m.duckdb"
     DuckDBStore(str(db)).build()
     store = DuckDBStore(str(db))
     journal = Journal(journal_beside(str(db)), "deadrun")
     records = [finished_record(f"c{i}", f"user likes item {i}") for i in range(5)]
+    partial = PartialRecord(entity_id="u1", process_id=None, conversation_id="long",
+                            content_hash="h", chunks_done=1, chunk_count=3, summary="s",
+                            extraction=Extraction(facts=("user likes tea",)))
+    journal.chunk_done(partial)
     on_disk = lambda: sorted(journal_beside(str(db)).glob("*.jsonl"))  # noqa: E731
-    first_segment = on_disk()
+    [first_segment] = on_disk()
 
     async def write_first_three() -> None:
         writer = BatchWriter(store, "deadrun", in_thread=True, journal=journal)
@@ -449,10 +453,10 @@ def test_each_store_write_deletes_the_journal_it_committed(tmp_path):
         writer.shutdown()
 
     asyncio.run(write_first_three())
-    # Committed: its segment is gone; the journal holds only what comes after the write.
-    assert len(first_segment) == 1 and not first_segment[0].exists()
+    # Committed: its segment is gone; the new one holds only the chunk progress, carried over.
+    assert not first_segment.exists()
     [current] = on_disk()
-    assert current.stat().st_size == 0
+    assert b'"done"' not in current.read_bytes()
     for record in records[3:]:
         journal.finished(record)
     store.close()
@@ -461,32 +465,6 @@ def test_each_store_write_deletes_the_journal_it_committed(tmp_path):
         seed_with_server(db, [conversation("c9", "I am a nurse.")], server)
         assert server.request_count == 1
     assert ledger(tmp_path) == 6
-
-
-def test_segments_rotate_and_a_kill_after_rotation_loses_nothing(tmp_path):
-    db = tmp_path / "m.duckdb"
-    DuckDBStore(str(db)).build()
-    journal = Journal(journal_beside(str(db)), "deadrun")
-    records = [finished_record(f"c{i}", f"user likes item {i}") for i in range(6)]
-    partial = PartialRecord(entity_id="u1", process_id=None, conversation_id="long",
-                            content_hash="h", chunks_done=1, chunk_count=3, summary="s",
-                            extraction=Extraction(facts=("user likes tea",)))
-    journal.chunk_done(partial)
     store = DuckDBStore(str(db))
-    for record in records[:3]:
-        journal.finished(record)
-    old = journal.rotate()  # the writer cut a batch: the first three go to the store
-    assert old is not None and len(journal._segments) == 2
-    store.write("deadrun", records[:3])
-    journal.drop(old)
-    for record in records[3:]:
-        journal.finished(record)
-    store.close()
-    journal.close(delete=False)  # killed here: three in the store, three only in the journal
-    with AugmentationServer(api_key=API_KEY) as server:
-        seed_with_server(db, [conversation("c9", "I am a nurse.")], server)
-    assert ledger(tmp_path) == 7
-    store = DuckDBStore(str(db))
-    # The chunk progress, journaled before the rotation, was carried into the new segment.
     assert store.partials([partial.key]) == {partial.key: partial}
     store.close()
