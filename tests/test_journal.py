@@ -23,7 +23,7 @@ from memori_nb import Memori, SeedConfig, SeedData
 from memori_nb.models import Conversation, ConversationResult, Extraction, Message
 from memori_nb.stores import DuckDBStore
 from memori_nb.stores.base import PartialRecord, ResultRecord
-from memori_nb.stores.journal import Journal, journal_beside
+from memori_nb.stores.journal import Journal, JournalError, journal_beside
 from memori_nb.stores.writer import BatchWriter
 from memori_nb.testing import AugmentationServer
 
@@ -429,11 +429,31 @@ def test_a_killed_forced_run_keeps_what_it_paid_for(tmp_path):
                             "= 'c1'").fetchall() == [("deadrun",)]
 
 
-def test_each_store_write_deletes_the_journal_it_committed_and_a_kill_loses_nothing(tmp_path):
+def write_through(writer: BatchWriter, journal: Journal, records: list[ResultRecord]) -> None:
+    """Journal ``records`` and hand them to ``writer``, which writes them and ends."""
+    async def run() -> None:
+        running = asyncio.create_task(writer.run())
+        for record in records:
+            journal.finished(record)
+            writer.add(record)
+        writer.close()  # writes what is pending, then returns
+        await running
+
+    try:
+        asyncio.run(run())
+    finally:
+        writer.shutdown()
+
+
+def store_and_journal(tmp_path: Path) -> tuple[DuckDBStore, Journal]:
     db = tmp_path / "m.duckdb"
     DuckDBStore(str(db)).build()
-    store = DuckDBStore(str(db))
-    journal = Journal(journal_beside(str(db)), "deadrun")
+    return DuckDBStore(str(db)), Journal(journal_beside(str(db)), "deadrun")
+
+
+def test_each_store_write_deletes_the_journal_it_committed_and_a_kill_loses_nothing(tmp_path):
+    db = tmp_path / "m.duckdb"
+    store, journal = store_and_journal(tmp_path)
     records = [finished_record(f"c{i}", f"user likes item {i}") for i in range(5)]
     partial = PartialRecord(entity_id="u1", process_id=None, conversation_id="long",
                             content_hash="h", chunks_done=1, chunk_count=3, summary="s",
@@ -441,18 +461,8 @@ def test_each_store_write_deletes_the_journal_it_committed_and_a_kill_loses_noth
     journal.chunk_done(partial)
     on_disk = lambda: sorted(journal_beside(str(db)).glob("*.jsonl"))  # noqa: E731
     [first_segment] = on_disk()
-
-    async def write_first_three() -> None:
-        writer = BatchWriter(store, "deadrun", in_thread=True, journal=journal)
-        running = asyncio.create_task(writer.run())
-        for record in records[:3]:
-            journal.finished(record)
-            writer.add(record)
-        writer.close()  # writes what is pending, then returns
-        await running
-        writer.shutdown()
-
-    asyncio.run(write_first_three())
+    write_through(BatchWriter(store, "deadrun", in_thread=True, journal=journal), journal,
+                  records[:3])
     # Committed: its segment is gone; the new one holds only the chunk progress, carried over.
     assert not first_segment.exists()
     [current] = on_disk()
@@ -468,3 +478,42 @@ def test_each_store_write_deletes_the_journal_it_committed_and_a_kill_loses_noth
     store = DuckDBStore(str(db))
     assert store.partials([partial.key]) == {partial.key: partial}
     store.close()
+
+
+def test_a_segment_that_cannot_be_started_leaves_its_batch_to_be_saved(tmp_path, monkeypatch):
+    store, journal = store_and_journal(tmp_path)
+    writer = BatchWriter(store, "deadrun", in_thread=True, journal=journal)
+
+    def out_of_files(self) -> None:
+        raise JournalError("cannot write the journal: [Errno 24] Too many open files")
+
+    monkeypatch.setattr(Journal, "_open_segment", out_of_files)
+    with pytest.raises(JournalError, match="Too many open files"):
+        write_through(writer, journal, [finished_record(f"c{i}", "user likes tea")
+                                        for i in range(3)])
+    writer.flush_now()  # what the engine does when the journal fails: save what is pending
+    store.close()
+    journal.close(delete=True)
+    assert ledger(tmp_path) == 3
+
+
+def test_a_segment_held_open_elsewhere_does_not_stop_the_run(tmp_path, monkeypatch):
+    store, journal = store_and_journal(tmp_path)
+    [segment] = journal_beside(str(tmp_path / "m.duckdb")).glob("*.jsonl")
+    unlink = Path.unlink
+
+    def held_open(path: Path, missing_ok: bool = False) -> None:
+        if path.suffix == ".jsonl":  # a virus scanner reading it, on Windows
+            raise PermissionError(13, "The process cannot access the file", str(path))
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", held_open)
+    writer = BatchWriter(store, "deadrun", in_thread=True, journal=journal)
+    write_through(writer, journal, [finished_record(f"c{i}", "user likes tea")
+                                    for i in range(3)])
+    assert not writer.refused and segment.exists()
+    store.close()
+    assert ledger(tmp_path) == 3
+    monkeypatch.undo()
+    journal.close(delete=True)  # tried again at the end
+    assert not segment.exists()

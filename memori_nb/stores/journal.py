@@ -139,10 +139,15 @@ class Journal:
                     pass  # the next append says what is wrong, in its own words
 
     def drop(self, segment: Path | None) -> None:
-        """Delete a segment :meth:`rotate` returned (the store committed all it holds)."""
+        """Delete a segment :meth:`rotate` returned (the store committed all it holds). One
+        that cannot be deleted now (another program holds it open) is left to :meth:`close`;
+        a replay of it finds its conversations seeded already."""
         if segment is not None:
             os.close(self._retired.pop(segment))
-            segment.unlink(missing_ok=True)
+            try:
+                segment.unlink(missing_ok=True)
+            except OSError:
+                return
             self._segments.remove(segment)
 
     def close(self, *, delete: bool) -> None:

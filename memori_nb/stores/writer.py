@@ -81,9 +81,10 @@ class BatchWriter:
             if not self._full.is_set():
                 # Every write has a fixed cost, so gather a batch for a short while first.
                 await self._gather()
-            batch, self._pending = self._pending, []
-            # Everything the old segment holds is in this batch or an earlier one.
+            # Everything the old segment holds is in this batch or an earlier one. (Rotated
+            # first: when that fails, the batch is still pending, for flush_now.)
             segment = self._journal.rotate() if self._journal else None
+            batch, self._pending = self._pending, []
             self._full.clear()
             self._room.set()
             if self._in_thread:
