@@ -131,12 +131,11 @@ class Journal:
     def sync(self) -> None:
         """Ask the system to put the journal on the disk itself (it is safe from a killed
         process already; this covers a disk turning read-only, or power, up to now)."""
-        for fd in (*self._retired.values(), self._fd):
-            if fd is not None:
-                try:
-                    os.fsync(fd)
-                except OSError:
-                    pass  # the next append says what is wrong, in its own words
+        for fd in self._open_files():
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass  # the next append says what is wrong, in its own words
 
     def drop(self, segment: Path | None) -> None:
         """Delete a segment :meth:`rotate` returned (the store committed all it holds). One
@@ -153,9 +152,8 @@ class Journal:
     def close(self, *, delete: bool) -> None:
         """Close the files; with ``delete`` (everything reached the store) remove them too,
         else leave them for the next run to replay."""
-        for fd in (*self._retired.values(), self._fd):
-            if fd is not None:
-                os.close(fd)
+        for fd in self._open_files():
+            os.close(fd)
         self._retired, self._fd = {}, None
         if self.directory is None:
             return
@@ -168,6 +166,10 @@ class Journal:
         if delete:
             (self.directory / f"{self.run_id}.lock").unlink(missing_ok=True)
             _remove_if_empty(self.directory)
+
+    def _open_files(self) -> list[int]:
+        """The segments' open descriptors: those rotated out, then the current one."""
+        return [*self._retired.values(), *([self._fd] if self._fd is not None else [])]
 
     def _open_segment(self) -> None:
         self._segment += 1
