@@ -517,3 +517,30 @@ def test_a_segment_held_open_elsewhere_does_not_stop_the_run(tmp_path, monkeypat
     monkeypatch.undo()
     journal.close(delete=True)  # tried again at the end
     assert not segment.exists()
+
+
+def test_a_sync_puts_new_segments_names_on_the_disk_not_only_their_contents(tmp_path,
+                                                                             monkeypatch):
+    # A power cut can lose a new file's name though its contents were synced; the newest
+    # segment, which holds all the store has not committed, is always a new file.
+    store, journal = store_and_journal(tmp_path)
+    directory = journal_beside(str(tmp_path / "m.duckdb"))
+    synced: list[tuple[int, int]] = []
+    fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        status = os.fstat(fd)
+        synced.append((status.st_dev, status.st_ino))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    names = lambda path: synced.count((path.stat().st_dev, path.stat().st_ino))  # noqa: E731
+    journal.sync()  # the first: the lock's name and the directory's own name too
+    assert names(directory) == 1 and names(directory.parent) == 1
+    journal.sync()  # no new segment since: the names are on the disk already
+    assert names(directory) == 1
+    write_through(BatchWriter(store, "deadrun", in_thread=True, journal=journal), journal,
+                  [finished_record("c1", "user likes tea")])
+    assert names(directory) == 2 and names(directory.parent) == 1
+    store.close()
+    journal.close(delete=True)

@@ -8,8 +8,8 @@ each finished chunk is appended to a journal file first, one JSON line each, wit
 ``write`` call: the kernel keeps it when the process dies. A finished conversation's line is
 followed by its messages' texts as they are (UTF-8, their size in the line): escaping them as
 JSON costs several times as much as writing them. The file is also synced to the
-disk every second (and at each store write), which bounds what a machine
-crash or a disk turning read-only can take.
+disk every second (and at each store write), with the names of the files made since, which
+bounds what a machine crash or a disk turning read-only can take.
 
 Each run journals into ``<run_id>-<segment>.jsonl`` files in the store's journal directory and
 holds ``<run_id>.lock`` for as long as it lives. Each store write starts a new segment; the
@@ -86,6 +86,8 @@ class Journal:
         self._lock_fd: int | None = None
         self._size = 0
         self._segments: list[Path] = []
+        # The newest segment whose name sync() has put on the disk (0: none, nor the lock's).
+        self._named = 0
         # Segments rotated out, still open so that sync() puts them on the disk, until dropped.
         self._retired: dict[Path, int] = {}
         # After a failed append the file may end in half a line: nothing more goes after it.
@@ -131,11 +133,20 @@ class Journal:
     def sync(self) -> None:
         """Ask the system to put the journal on the disk itself (it is safe from a killed
         process already; this covers a disk turning read-only, or power, up to now)."""
+        newest = self._segment  # read first: a segment started meanwhile waits for the next
         for fd in self._open_files():
             try:
                 os.fsync(fd)
             except OSError:
                 pass  # the next append says what is wrong, in its own words
+        if newest != self._named and self.directory is not None:
+            # A file's own sync does not promise its name: after a power cut, a segment
+            # started since the directory's last sync could be missing, with all it holds.
+            # The first time, the lock's name and the directory's own (it may be new) too.
+            _sync_directory(self.directory)
+            if self._named == 0:
+                _sync_directory(self.directory.parent)
+            self._named = newest
 
     def drop(self, segment: Path | None) -> None:
         """Delete a segment :meth:`rotate` returned (the store committed all it holds). One
@@ -342,6 +353,20 @@ def _take_lock(directory: Path, run_id: str) -> int | None:
     if temporary != final:
         os.replace(temporary, final)
     return fd
+
+
+def _sync_directory(directory: Path) -> None:
+    """Put a directory's entries (the names of files made in it) on the disk."""
+    if os.name == "nt":
+        return  # a directory cannot be opened there; NTFS journals names itself
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # as for the files: the next append says what is wrong
 
 
 def _remove_if_empty(directory: Path) -> None:
