@@ -519,6 +519,29 @@ def test_a_segment_held_open_elsewhere_does_not_stop_the_run(tmp_path, monkeypat
     assert not segment.exists()
 
 
+def test_a_journal_held_open_at_the_runs_end_is_left_for_the_next_run_to_clear(tmp_path,
+                                                                               monkeypatch):
+    db = tmp_path / "m.duckdb"
+    unlink = Path.unlink
+
+    def held_open(path: Path, missing_ok: bool = False) -> None:
+        if path.parent == journal_beside(str(db)):  # a virus scanner reading it, on Windows
+            raise PermissionError(13, "The process cannot access the file", str(path))
+        unlink(path, missing_ok=missing_ok)
+
+    with AugmentationServer(api_key=API_KEY) as server:
+        monkeypatch.setattr(Path, "unlink", held_open)
+        result = seed_with_server(db, [conversation("c1", "I am a nurse.")], server)
+        assert result.successful == 1  # the run ends as it went, not with the file's error
+        assert list(journal_beside(str(db)).glob("*.jsonl"))
+        monkeypatch.undo()
+        seed_with_server(db, [conversation("c1", "I am a nurse."),
+                              conversation("c2", "I live in Porto.")], server)
+        assert server.request_count == 2  # c1 was not sent again
+    assert ledger(tmp_path) == 2
+    assert not journal_beside(str(db)).exists()
+
+
 def test_a_sync_puts_new_segments_names_on_the_disk_not_only_their_contents(tmp_path,
                                                                              monkeypatch):
     # A power cut can lose a new file's name though its contents were synced; the newest

@@ -154,14 +154,12 @@ class Journal:
         a replay of it finds its conversations seeded already."""
         if segment is not None:
             os.close(self._retired.pop(segment))
-            try:
-                segment.unlink(missing_ok=True)
-            except OSError:
-                return
-            self._segments.remove(segment)
+            if _unlink_if_possible(segment):
+                self._segments.remove(segment)
 
     def close(self, *, delete: bool) -> None:
-        """Close the files; with ``delete`` (everything reached the store) remove them too,
+        """Close the files; with ``delete`` (everything reached the store) remove them too
+        (one another program holds open stays, for the next run's replay to find stored),
         else leave them for the next run to replay."""
         for fd in self._open_files():
             os.close(fd)
@@ -170,12 +168,12 @@ class Journal:
             return
         if delete:
             for segment in self._segments:
-                segment.unlink(missing_ok=True)
+                _unlink_if_possible(segment)
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock (closed first: Windows cannot
             self._lock_fd = None      # delete an open file)
         if delete:
-            (self.directory / f"{self.run_id}.lock").unlink(missing_ok=True)
+            _unlink_if_possible(self.directory / f"{self.run_id}.lock")
             _remove_if_empty(self.directory)
 
     def _open_files(self) -> list[int]:
@@ -367,6 +365,16 @@ def _sync_directory(directory: Path) -> None:
             os.close(fd)
     except OSError:
         pass  # as for the files: the next append says what is wrong
+
+
+def _unlink_if_possible(path: Path) -> bool:
+    """Delete a file; False when it cannot be deleted now (another program holds it open,
+    on Windows). What is left is replayed by the next run, which finds it stored already."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        return False
+    return True
 
 
 def _remove_if_empty(directory: Path) -> None:
