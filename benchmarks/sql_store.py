@@ -17,8 +17,10 @@ Set-up is outside the timings, as a user's session does it once: opening the sto
 With ``--network``, the ``memori`` backend against the loopback AugmentationServer instead
 (log-normal latency, median 300 ms, sigma 0.6, in a process of its own): embedding then runs
 while requests are in flight, and must not hold the window down. Prints each store's ratio to
-the concurrency bound (batch_size / mean latency as the server saw it), DuckDB's (which embeds
-nothing) as the reference, beside the facts embedded per second:
+the concurrency bound (batch_size / mean latency as the server saw it) and the ratio a
+zero-overhead client would reach with the same latencies (the same draw for each store of an
+attempt), DuckDB's (which embeds nothing) as the reference, beside the facts embedded per
+second:
 
     python benchmarks/sql_store.py --network [--sizes 1000] [--scale 1] [--batch-size 50]
                                    [--stores duckdb sqlite] [--repeat 2]
@@ -38,6 +40,7 @@ import time
 from pathlib import Path
 
 from realistic import describe, generate_conversations
+from throughput import ideal_makespan
 
 from memori_nb import Memori, SeedConfig, SeedData
 from memori_nb.backends import MemoriBackend
@@ -117,10 +120,12 @@ def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def serve(urls: mp.Queue, stop: mp.Event, latencies: mp.Queue) -> None:
+def serve(urls: mp.Queue, stop: mp.Event, latencies: mp.Queue, seed: int) -> None:
     """The loopback server in a process of its own, so its threads do not share the client's
-    GIL: the figures measure the client."""
-    with AugmentationServer(api_key="bench", latency=lognormal_latency(0.3, 0.6)) as server:
+    GIL: the figures measure the client. The same ``seed`` draws the same latencies, so the
+    stores of one attempt meet the same slow requests."""
+    with AugmentationServer(api_key="bench",
+                            latency=lognormal_latency(0.3, 0.6, seed=seed)) as server:
         server.extract([{"role": "user", "content": "I live in Porto."}], None)  # warm up
         urls.put(server.url)
         stop.wait()
@@ -146,10 +151,11 @@ async def seed_network(url: str, conn: str, data: list[SeedData], config: SeedCo
 
 
 def network_run(conn: str, data: list[SeedData], config: SeedConfig,
-                embedder: TimedEmbedder | None) -> dict:
-    """One seeding against a fresh server; its figures and the bound the server saw."""
+                embedder: TimedEmbedder | None, seed: int) -> dict:
+    """One seeding against a fresh server; its figures, the bound the server saw and the
+    ratio to it a zero-overhead client would reach with the same latencies."""
     urls, latencies, stop = mp.Queue(), mp.Queue(), mp.Event()
-    server = mp.Process(target=serve, args=(urls, stop, latencies))
+    server = mp.Process(target=serve, args=(urls, stop, latencies, seed))
     server.start()
     try:
         r = asyncio.run(seed_network(urls.get(timeout=60), conn, data, config, embedder))
@@ -159,11 +165,13 @@ def network_run(conn: str, data: list[SeedData], config: SeedConfig,
     server.join(timeout=10)
     r["requests"] = len(seen)
     r["bound"] = config.batch_size / statistics.fmean(seen)
+    r["ideal"] = r["total"] / ideal_makespan(seen, config.batch_size) / r["bound"]
     return r
 
 
 def network_main(args, config: SeedConfig) -> None:
     header = (f"{'store':<8}{'convs':>7}{'seconds':>9}{'conv/s':>8}{'bound':>8}{'ratio':>7}"
+              f"{'ideal':>7}"
               f"{'CPU ms/conv':>12}{'facts emb.':>11}{'embed s':>9}{'facts/s':>9}"
               f"{'per wall s':>11}")
     with tempfile.TemporaryDirectory(prefix="memori-bench-") as folder:
@@ -184,11 +192,11 @@ def network_main(args, config: SeedConfig) -> None:
                             else str(Path(folder) / f"net-{n}-{attempt}.duckdb"))
                     embedder = (TimedEmbedder(threads=args.embed_threads)
                                 if name == "sqlite" else None)
-                    r = network_run(conn, data, config, embedder)
+                    r = network_run(conn, data, config, embedder, seed=attempt)
                     rate = r["total"] / r["seconds"]
                     emb = r["embedded"]
                     print(f"{name:<8}{r['total']:>7,}{r['seconds']:>9.1f}{rate:>8.1f}"
-                          f"{r['bound']:>8.1f}{rate / r['bound']:>7.3f}"
+                          f"{r['bound']:>8.1f}{rate / r['bound']:>7.3f}{r['ideal']:>7.3f}"
                           f"{r['cpu'] * 1000 / r['total']:>12.1f}{fmt(emb, ','):>11}"
                           f"{fmt(r['embed_seconds'], '.2f'):>9}"
                           f"{fmt(emb / r['embed_seconds'] if emb else None, ',.0f'):>9}"

@@ -18,7 +18,10 @@ from helpers import conversation  # noqa: E402
 from memori_nb import Memori, SeedData, StoreError  # noqa: E402
 from memori_nb.backends import LocalBackend  # noqa: E402
 from memori_nb.embeddings import Embedder, from_bytes  # noqa: E402
+from memori_nb.models import Conversation, ConversationResult, Extraction, Message  # noqa: E402
 from memori_nb.stores import SqlStore  # noqa: E402
+from memori_nb.stores import writer as batching  # noqa: E402
+from memori_nb.stores.base import ResultRecord  # noqa: E402
 from memori_sdk import psycopg_conninfo  # noqa: E402
 
 SQLITE_KINDS = ["url", "engine", "sessionmaker", "session", "sqlite3", "sqlite3-memory",
@@ -265,6 +268,57 @@ def test_each_fact_text_is_embedded_once_per_run(tmp_path):
     asyncio.run(m.seed([SeedData.for_conversations(entity_id=e, conversations=conversations)
                         for e in ("ann", "bob")], batch_size=3))
     assert sorted(Counting.texts) == ["user likes jazz", "user lives_in Lisbon"]
+
+
+def test_new_facts_are_embedded_while_results_gather_so_their_write_has_none_left(
+        tmp_path, monkeypatch):
+    # The run waits for its last write: embedding a few seconds' worth of facts there made
+    # network runs end hundreds of milliseconds after their last answer.
+    monkeypatch.setattr(batching, "FLUSH_SECONDS", 60.0)  # nothing written before close()
+
+    class Counting(Embedder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.texts: list[str] = []
+
+        def _compute(self, texts):
+            self.texts += texts
+            return super()._compute(texts)
+
+    store = SqlStore(f"sqlite:///{tmp_path / 'm.db'}", embedder=Counting())
+    store.build()
+    records = []
+    for i, place in enumerate(["Lisbon", "Porto", "Braga"]):
+        said = Conversation(id=f"c{i}", messages=(
+            Message(role="user", content=f"I live in {place}."),))
+        result = ConversationResult(conversation_id=said.id, entity_id="ann",
+                                    status="succeeded", triples_count=0)
+        records.append(ResultRecord(result, said.content_hash(), None,
+                                    Extraction(facts=(f"user lives_in {place}",)), said))
+    writer = batching.BatchWriter(store, "run-1", in_thread=True)
+
+    async def gather_then_close() -> tuple[list[str], int]:
+        running = asyncio.create_task(writer.run())
+        for record in records:
+            writer.add(record)
+        for _ in range(200):  # prepared on the write's thread within PREPARE_SECONDS
+            if len(store.embedder.texts) == 3:
+                break
+            await asyncio.sleep(0.05)
+        embedded, stored = list(store.embedder.texts), len(store.facts())
+        writer.close()
+        await running
+        return embedded, stored
+
+    try:
+        embedded, stored_meanwhile = asyncio.run(gather_then_close())
+    finally:
+        writer.shutdown()
+    assert sorted(embedded) == ["user lives_in Braga", "user lives_in Lisbon",
+                                "user lives_in Porto"] and stored_meanwhile == 0
+    assert store.embedder.texts == embedded  # the write found them all embedded
+    assert len(store.facts()) == 3
+    store.close()
 
 
 def test_recall_finds_the_attributed_entitys_facts(tmp_path, embedder):

@@ -161,6 +161,9 @@ class Store(Protocol):
     ``threadsafe`` says whether the store may be used from a worker thread. A store may also
     have ``journal_dir()``: where runs keep their write-ahead journal (see
     :mod:`memori_nb.stores.journal`); without it, a killed run loses what it had not written.
+    It may have ``prepare(records)``: work a coming ``write`` of these records needs, which the
+    batching writer has it do ahead while results gather (see
+    :class:`memori_nb.stores.writer.BatchWriter`).
     A store several workers share has ``claim``, ``renew_claims`` and ``release_claims``
     (see :meth:`memori_nb.stores.sql.SqlStore.claim`), which ``seed_all(..., claims=...)``
     needs.

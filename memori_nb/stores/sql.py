@@ -636,13 +636,18 @@ class SqlStore:
         """
         if not records:
             return
-        done = [r for r in records
-                if r.result.status == "succeeded" and r.extraction is not None]
+        done = _succeeded(records)
         vectors = self._embed_new_facts(done)
         with self._transaction() as cursor:
             self._write_results(cursor, run_id, records)
             if done:
                 _BatchWrite(self, cursor, run_id, done, vectors).run()
+
+    def prepare(self, records: list[ResultRecord]) -> None:
+        """Embed ahead the new facts of results a coming :meth:`write` will hold (the
+        batching writer calls this as they gather): the write then finds their vectors in the
+        embedder's cache."""
+        self._embed_new_facts(_succeeded(records))
 
     def _embed_new_facts(self, done: list[ResultRecord]) -> dict[str, bytes]:
         """Vectors for the fact texts the database does not have yet, computed before the
@@ -1222,6 +1227,11 @@ def _utc(value: Any) -> datetime | None:
 def _read_time(value: Any) -> datetime | None:
     """A time as read back: SQLite's text as a datetime; PostgreSQL's datetime as it is."""
     return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _succeeded(records: list[ResultRecord]) -> list[ResultRecord]:
+    """The records whose memories are stored: succeeded, with an extraction."""
+    return [r for r in records if r.result.status == "succeeded" and r.extraction is not None]
 
 
 def _facts_of(record: ResultRecord) -> tuple[str, ...]:

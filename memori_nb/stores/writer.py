@@ -28,6 +28,8 @@ FLUSH_SECONDS = 3.0
 # In a run's tail (nothing left to start) batches are gathered this briefly, so that the
 # last write, which the run waits for, holds few results.
 TAIL_FLUSH_SECONDS = 0.25
+# How often a store with prepare() (see BatchWriter) is handed the results gathered since.
+PREPARE_SECONDS = 0.1
 # The journal is put on the disk itself this often (a killed process loses nothing anyway;
 # this bounds what a machine crash or a disk turning read-only takes).
 SYNC_SECONDS = 1.0
@@ -40,6 +42,11 @@ class BatchWriter:
     The write runs on a worker thread (``in_thread``), so requests or a CPU-only backend's
     extraction go on while the store works on the other core (DuckDB and the database drivers
     release the GIL while they execute). A store bound to one thread writes on the loop.
+
+    A store with ``prepare(records)`` gets the results as they gather, on the same thread,
+    to do ahead what their write will need (the SQL store embeds their new facts): the work
+    is spread over the run instead of piling up in each write, and the last write, which the
+    run waits for, has little left to do.
     """
 
     def __init__(self, store: Store, run_id: str, *, in_thread: bool,
@@ -57,6 +64,8 @@ class BatchWriter:
         self._closing = False
         self._gather_seconds = FLUSH_SECONDS
         self._in_flight: tuple[list[ResultRecord], Future] | None = None
+        self._prepare = getattr(store, "prepare", None) if in_thread else None
+        self._prepared = 0  # how many of the pending results prepare() has had
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memori_nb-write")
 
     def add(self, record: ResultRecord) -> None:
@@ -84,7 +93,7 @@ class BatchWriter:
             # Everything the old segment holds is in this batch or an earlier one. (Rotated
             # first: when that fails, the batch is still pending, for flush_now.)
             segment = self._journal.rotate() if self._journal else None
-            batch, self._pending = self._pending, []
+            batch, self._pending, self._prepared = self._pending, [], 0
             self._full.clear()
             self._room.set()
             if self._in_thread:
@@ -100,16 +109,31 @@ class BatchWriter:
 
     async def _gather(self) -> None:
         """Wait up to FLUSH_SECONDS for a full batch, syncing the journal to the disk every
-        SYNC_SECONDS meanwhile (on a thread: a sync can take a while on a busy disk)."""
-        deadline = asyncio.get_running_loop().time() + self._gather_seconds
-        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        SYNC_SECONDS meanwhile (on a thread: a sync can take a while on a busy disk), and
+        handing the store what came to prepare every PREPARE_SECONDS."""
+        loop = asyncio.get_running_loop()
+        started = synced = loop.time()
+        step = PREPARE_SECONDS if self._prepare else SYNC_SECONDS
+        while (left := started + self._gather_seconds - loop.time()) > 0:
             try:
-                async with asyncio.timeout(min(SYNC_SECONDS, left)):
+                async with asyncio.timeout(min(step, left)):
                     await self._full.wait()
                 return
             except TimeoutError:
-                if self._journal is not None:
+                if self._journal is not None and loop.time() - synced >= SYNC_SECONDS:
                     await asyncio.to_thread(self._journal.sync)
+                    synced = loop.time()
+                await self._prepare_gathered()
+
+    async def _prepare_gathered(self) -> None:
+        """Hand the store the results gathered since the last call, on the write's thread."""
+        if self._prepare is None or self._prepared == len(self._pending):
+            return
+        records, self._prepared = self._pending[self._prepared:], len(self._pending)
+        try:
+            await asyncio.wrap_future(self._executor.submit(self._prepare, records))
+        except Exception:  # noqa: BLE001 - their write does the same work and says what fails
+            pass
 
     def hurry(self) -> None:
         """Gather batches only briefly from now on (the run's tail: the last write, which
@@ -137,7 +161,7 @@ class BatchWriter:
                 if future.exception() is not None:  # it failed: try it again with the rest
                     self._pending = started + self._pending
             self._in_flight = None
-        batch, self._pending = self._pending, []
+        batch, self._pending, self._prepared = self._pending, [], 0
         self.write(batch)
 
     def write(self, batch: list[ResultRecord], segment: Path | None = None) -> None:
