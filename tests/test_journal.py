@@ -525,7 +525,7 @@ def test_a_journal_held_open_at_the_runs_end_is_left_for_the_next_run_to_clear(t
     unlink = Path.unlink
 
     def held_open(path: Path, missing_ok: bool = False) -> None:
-        if path.parent == journal_beside(str(db)):  # a virus scanner reading it, on Windows
+        if path.suffix == ".jsonl":  # a virus scanner reading it, on Windows
             raise PermissionError(13, "The process cannot access the file", str(path))
         unlink(path, missing_ok=missing_ok)
 
@@ -533,7 +533,9 @@ def test_a_journal_held_open_at_the_runs_end_is_left_for_the_next_run_to_clear(t
         monkeypatch.setattr(Path, "unlink", held_open)
         result = seed_with_server(db, [conversation("c1", "I am a nurse.")], server)
         assert result.successful == 1  # the run ends as it went, not with the file's error
+        # Its lock stays too: the next run's replay looks for journals by their locks.
         assert list(journal_beside(str(db)).glob("*.jsonl"))
+        assert list(journal_beside(str(db)).glob("*.lock"))
         monkeypatch.undo()
         seed_with_server(db, [conversation("c1", "I am a nurse."),
                               conversation("c2", "I live in Porto.")], server)

@@ -143,10 +143,9 @@ class Journal:
             # A file's own sync does not promise its name: after a power cut, a segment
             # started since the directory's last sync could be missing, with all it holds.
             # The first time, the lock's name and the directory's own (it may be new) too.
-            _sync_directory(self.directory)
-            if self._named == 0:
-                _sync_directory(self.directory.parent)
-            self._named = newest
+            if _sync_directory(self.directory) and (
+                    self._named or _sync_directory(self.directory.parent)):
+                self._named = newest
 
     def drop(self, segment: Path | None) -> None:
         """Delete a segment :meth:`rotate` returned (the store committed all it holds). One
@@ -158,17 +157,18 @@ class Journal:
                 self._segments.remove(segment)
 
     def close(self, *, delete: bool) -> None:
-        """Close the files; with ``delete`` (everything reached the store) remove them too
-        (one another program holds open stays, for the next run's replay to find stored),
-        else leave them for the next run to replay."""
+        """Close the files; with ``delete`` (everything reached the store) remove them too,
+        else leave them for the next run to replay. A segment another program holds open
+        stays, with the lock file, so that the next run's replay finds it (stored already)
+        and removes it."""
         for fd in self._open_files():
             os.close(fd)
         self._retired, self._fd = {}, None
         if self.directory is None:
             return
         if delete:
-            for segment in self._segments:
-                _unlink_if_possible(segment)
+            self._segments = [s for s in self._segments if not _unlink_if_possible(s)]
+            delete = not self._segments
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock (closed first: Windows cannot
             self._lock_fd = None      # delete an open file)
@@ -181,12 +181,12 @@ class Journal:
         return [*self._retired.values(), *([self._fd] if self._fd is not None else [])]
 
     def _open_segment(self) -> None:
-        self._segment += 1
-        path = self.directory / f"{self.run_id}-{self._segment:06d}.jsonl"
+        path = self.directory / f"{self.run_id}-{self._segment + 1:06d}.jsonl"
         try:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         except OSError as exc:
             raise _journal_error(path, exc) from exc
+        self._segment += 1  # counted once it exists: sync() names what is counted
         self._segments.append(path)
         self._size = 0
 
@@ -353,10 +353,11 @@ def _take_lock(directory: Path, run_id: str) -> int | None:
     return fd
 
 
-def _sync_directory(directory: Path) -> None:
-    """Put a directory's entries (the names of files made in it) on the disk."""
+def _sync_directory(directory: Path) -> bool:
+    """Put a directory's entries (the names of files made in it) on the disk; False when
+    that failed (tried again at the next sync; the next append says what is wrong)."""
     if os.name == "nt":
-        return  # a directory cannot be opened there; NTFS journals names itself
+        return True  # a directory cannot be opened there; NTFS journals names itself
     try:
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -364,7 +365,8 @@ def _sync_directory(directory: Path) -> None:
         finally:
             os.close(fd)
     except OSError:
-        pass  # as for the files: the next append says what is wrong
+        return False
+    return True
 
 
 def _unlink_if_possible(path: Path) -> bool:

@@ -43,8 +43,8 @@ class BatchWriter:
     extraction go on while the store works on the other core (DuckDB and the database drivers
     release the GIL while they execute). A store bound to one thread writes on the loop.
 
-    A store with ``prepare(records)`` gets the results as they gather, on the same thread,
-    to do ahead what their write will need (the SQL store embeds their new facts): the work
+    A store with ``prepare(records)`` written on a thread gets the results as they gather, on
+    that thread, to do ahead what their write will need (the SQL store embeds their new facts): the work
     is spread over the run instead of piling up in each write, and the last write, which the
     run waits for, has little left to do.
     """
@@ -66,6 +66,7 @@ class BatchWriter:
         self._in_flight: tuple[list[ResultRecord], Future] | None = None
         self._prepare = getattr(store, "prepare", None) if in_thread else None
         self._prepared = 0  # how many of the pending results prepare() has had
+        self._preparing: Future | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memori_nb-write")
 
     def add(self, record: ResultRecord) -> None:
@@ -108,9 +109,10 @@ class BatchWriter:
                 await asyncio.sleep(0)  # let workers refill the next batch
 
     async def _gather(self) -> None:
-        """Wait up to FLUSH_SECONDS for a full batch, syncing the journal to the disk every
-        SYNC_SECONDS meanwhile (on a thread: a sync can take a while on a busy disk), and
-        handing the store what came to prepare every PREPARE_SECONDS."""
+        """Wait up to FLUSH_SECONDS (TAIL_FLUSH_SECONDS in a run's tail) for a full batch,
+        syncing the journal to the disk every SYNC_SECONDS meanwhile (on a thread: a sync can
+        take a while on a busy disk), and handing the store what came to prepare every
+        PREPARE_SECONDS."""
         loop = asyncio.get_running_loop()
         started = synced = loop.time()
         step = PREPARE_SECONDS if self._prepare else SYNC_SECONDS
@@ -124,15 +126,21 @@ class BatchWriter:
                 if self._journal is not None and loop.time() - synced >= SYNC_SECONDS - step / 2:
                     await asyncio.to_thread(self._journal.sync)
                     synced = loop.time()
-                await self._prepare_gathered()
+                self._prepare_gathered()
 
-    async def _prepare_gathered(self) -> None:
-        """Hand the store the results gathered since the last call, on the write's thread."""
-        if self._prepare is None or self._prepared == len(self._pending):
+    def _prepare_gathered(self) -> None:
+        """Hand the store the results gathered since the last call, on the write's thread.
+        Not awaited: a slow one holds up neither the syncs nor the gathering (the write waits
+        for it on that thread). While one is busy, what comes goes with the next."""
+        if (self._prepare is None or self._prepared == len(self._pending)
+                or (self._preparing is not None and not self._preparing.done())):
             return
         records, self._prepared = self._pending[self._prepared:], len(self._pending)
+        self._preparing = self._executor.submit(self._prepare_quietly, records)
+
+    def _prepare_quietly(self, records: list[ResultRecord]) -> None:
         try:
-            await asyncio.wrap_future(self._executor.submit(self._prepare, records))
+            self._prepare(records)
         except Exception:  # noqa: BLE001 - their write does the same work and says what fails
             pass
 
@@ -153,6 +161,8 @@ class BatchWriter:
 
     def flush_now(self) -> None:
         """Write what is pending, synchronously (used when the run is cancelled)."""
+        if self._preparing is not None:
+            _wait_futures([self._preparing])  # one thread at a time on the store
         if self._in_flight is not None:
             started, future = self._in_flight
             if future.cancel():  # never started: write its batch here
