@@ -44,9 +44,9 @@ class BatchWriter:
     release the GIL while they execute). A store bound to one thread writes on the loop.
 
     A store with ``prepare(records)`` written on a thread gets the results as they gather, on
-    that thread, to do ahead what their write will need (the SQL store embeds their new facts): the work
-    is spread over the run instead of piling up in each write, and the last write, which the
-    run waits for, has little left to do.
+    that thread, to do ahead what their write will need (the SQL store embeds their new
+    facts): the work is spread over the run instead of piling up in each write, and the last
+    write, which the run waits for, has little left to do.
     """
 
     def __init__(self, store: Store, run_id: str, *, in_thread: bool,
