@@ -1231,7 +1231,7 @@ def _read_time(value: Any) -> datetime | None:
 
 def _succeeded(records: list[ResultRecord]) -> list[ResultRecord]:
     """The records whose memories are stored: succeeded, with an extraction."""
-    return [r for r in records if r.result.status == "succeeded" and r.extraction is not None]
+    return [r for r in records if r.result.success and r.extraction is not None]
 
 
 def _facts_of(record: ResultRecord) -> tuple[str, ...]:
