@@ -536,6 +536,10 @@ def test_a_journal_held_open_at_the_runs_end_is_left_for_the_next_run_to_clear(t
         # Its lock stays too: the next run's replay looks for journals by their locks.
         assert list(journal_beside(str(db)).glob("*.jsonl"))
         assert list(journal_beside(str(db)).glob("*.lock"))
+        # Still held open when the next run replays it: that run goes on, and so does the file.
+        seed_with_server(db, [conversation("c1", "I am a nurse.")], server)
+        assert server.request_count == 1
+        assert list(journal_beside(str(db)).glob("*.lock"))
         monkeypatch.undo()
         seed_with_server(db, [conversation("c1", "I am a nurse."),
                               conversation("c2", "I live in Porto.")], server)

@@ -213,7 +213,8 @@ def replay(directory: Path | None, store: Any) -> int:
     the conversations they had not finished. Returns how many conversations were written.
 
     A journal whose run still holds its lock (a live process) is left alone. A journal is
-    deleted once replayed.
+    deleted once replayed (a segment another program holds open stays, with its lock, for a
+    later replay).
     """
     if directory is None or not directory.is_dir():
         return 0
@@ -242,12 +243,13 @@ def replay(directory: Path | None, store: Any) -> int:
             segments = sorted(directory.glob(f"{run_id}-*.jsonl"))
             finished, partials = _read_segments(segments)
             written += _replay_run(store, run_id, finished, partials)
-            for segment in segments:
-                segment.unlink(missing_ok=True)
+            # One another program holds open keeps the lock, for a later replay to remove.
+            left = [s for s in segments if not _unlink_if_possible(s)]
         finally:
             marker.unlink(missing_ok=True)
             os.close(fd)
-        lock_path.unlink(missing_ok=True)
+        if not left:
+            _unlink_if_possible(lock_path)
     _remove_if_empty(directory)
     return written
 
