@@ -23,8 +23,11 @@ size it prints:
   the time after the last answer (the last write, the journal, the run's record).
 
 ``--tiny`` seeds two-line conversations instead: a lower bound on the client's cost.
+``--repeat N`` measures each batch size N times, the sizes taking turns, and ends with each
+size's range: the host's load moves these figures by more than most changes do.
 
     python benchmarks/throughput.py [--conversations 1000] [--batch-sizes 10 50 200] [--tiny]
+                                    [--repeat 1]
 """
 
 from __future__ import annotations
@@ -194,6 +197,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the realistic generator's seed")
     parser.add_argument("--tiny", action="store_true",
                         help="two-line conversations instead (a lower bound on client cost)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure each batch size this many times, taking turns")
     args = parser.parse_args()
     if args.tiny:
         seeds = tiny_conversations(args.conversations)
@@ -203,9 +208,11 @@ def main() -> None:
         print(f"{args.conversations} realistic conversations (seed {args.seed}):")
         describe(seeds)
     print("server latency log-normal median 300 ms sigma 0.6, in its own process")
+    runs: dict[int, list[dict]] = {size: [] for size in args.batch_sizes}
     with tempfile.TemporaryDirectory() as folder:
-        for batch_size in args.batch_sizes:
+        for batch_size in [size for _ in range(args.repeat) for size in args.batch_sizes]:
             r = measure(seeds, batch_size, Path(folder))
+            runs[batch_size].append(r)
             print(f"batch {r['batch_size']:>3}: {r['rate']:6.1f} conv/s in {r['seconds']:5.1f} s;"
                   f" bound {r['bound']:6.1f} (mean latency {r['mean_latency'] * 1000:.0f} ms);"
                   f" ratio {r['ratio']:.3f}, in-order ideal {r['ideal_ratio']:.3f};"
@@ -217,6 +224,16 @@ def main() -> None:
             print(f"           a request took {r['overhead_ms']:.1f} ms longer in the client "
                   f"than the server's latency; {r['before_first_ms']:.0f} ms before the first"
                   f" request, {r['after_last_ms']:.0f} ms after the last answer", flush=True)
+    if args.repeat > 1:
+        for batch_size, measured in runs.items():
+            print(f"batch {batch_size:>3}, {len(measured)} runs: ratio {_span(measured, 'ratio')}"
+                  f" (ideal {_span(measured, 'ideal_ratio')}), client CPU"
+                  f" {_span(measured, 'cpu_ms', 2)} ms/conv, floor {_span(measured, 'floor_ms', 2)}")
+
+
+def _span(runs: list[dict], key: str, digits: int = 3) -> str:
+    values = [r[key] for r in runs]
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
 
 
 if __name__ == "__main__":
