@@ -158,6 +158,13 @@ def read_timestamp(value: Any, rule: TimestampRule = TimestampRule()) -> datetim
         >>> read_timestamp("12.01.2024, 13:42:02", TimestampRule(dayfirst=True)).isoformat()
         '2024-01-12T13:42:02+00:00'
     """
+    if type(value) is str and value[4:5] == "-" and rule.format is None:
+        # Year first (ISO 8601, as most exports write it): read at once, a third of the
+        # general path's cost. Anything fromisoformat refuses takes the general path.
+        try:
+            return _as_utc(datetime.fromisoformat(value))
+        except ValueError:
+            pass
     if type(value).__module__ == "numpy":  # numpy scalars, e.g. from DataFrame.iterrows()
         value = _from_numpy(value)
     if isinstance(value, datetime):
@@ -177,6 +184,11 @@ def read_timestamp(value: Any, rule: TimestampRule = TimestampRule()) -> datetim
         moment = to_pydatetime()
     if moment != moment or not isinstance(moment, datetime):  # NaT
         return None
+    return _as_utc(moment)
+
+
+def _as_utc(moment: datetime) -> datetime | None:
+    """``moment`` in UTC (a naive one is taken as UTC); None past the calendar's ends."""
     if moment.tzinfo is None:
         return moment.replace(tzinfo=timezone.utc)
     try:

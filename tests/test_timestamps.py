@@ -32,6 +32,9 @@ MONTH_FIRST = TimestampRule(dayfirst=False)
     ("01/12/24 1:42 PM", MONTH_FIRST, datetime(2024, 1, 12, 13, 42)),
     ("31.12.2023 23:59:59+02:00", DAY_FIRST, datetime(2023, 12, 31, 21, 59, 59)),
     ("12.01.2024 13:42", TimestampRule(format="%d.%m.%Y %H:%M"), datetime(2024, 1, 12, 13, 42)),
+    # A source's format holds for year-first text too (never read as ISO 8601 instead).
+    ("2024-02-03 09:14", TimestampRule(format="%Y-%d-%m %H:%M"), datetime(2024, 3, 2, 9, 14)),
+    (" 2024-03-02T09:14:00Z\n", TimestampRule(), datetime(2024, 3, 2, 9, 14)),
 ])
 def test_every_form_is_read_as_utc(value, rule, expected):
     assert read_timestamp(value, rule) == expected.replace(tzinfo=UTC)
@@ -45,6 +48,7 @@ def test_every_form_is_read_as_utc(value, rule, expected):
     ("next tuesday", TimestampRule()),
     (1e20, TimestampRule()),                     # no unit makes this a chat's time
     (True, TimestampRule()),
+    ("9999-12-31T23:59:59-01:00", TimestampRule()),  # past the calendar's end in UTC
 ])
 def test_what_cannot_be_read_for_sure_is_not_read(value, rule):
     assert read_timestamp(value, rule) is None
