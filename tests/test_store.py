@@ -435,3 +435,12 @@ def test_a_write_leaves_the_databases_thread_setting_as_it_was():
         store.write("r2", break_triples(store))
     assert conn.execute("SELECT current_setting('threads')").fetchone()[0] == 3
     conn.close()
+
+
+def test_a_write_on_a_closed_connection_is_a_store_error():
+    conn = duckdb.connect()
+    store = DuckDBStore(conn)
+    store.build()
+    conn.close()
+    with pytest.raises(StoreError, match="could not write 1 results"):
+        store.write("r1", [ok("c1", facts=["user likes tea"])])

@@ -466,15 +466,19 @@ class DuckDBStore:
         database's). A write runs some thirty statements, each too small to share out: a
         second thread only adds the cost of handing work over. A small write (the run's last,
         which it waits for) takes some 15% less time and 20% less CPU without it."""
-        threads = self.conn.execute("SELECT current_setting('threads')").fetchone()[0]
-        self.conn.execute("SET threads = 1")
+        try:
+            threads = self.conn.execute("SELECT current_setting('threads')").fetchone()[0]
+            self.conn.execute("SET threads = 1")
+        except duckdb.Error:
+            threads = None  # (a closed connection): the write's first statement says so
         try:
             yield
         finally:
-            try:
-                self.conn.execute(f"SET threads = {int(threads)}")
-            except duckdb.Error:
-                pass  # a connection the failure closed: the write's error is the one to see
+            if threads is not None:
+                try:
+                    self.conn.execute(f"SET threads = {int(threads)}")
+                except duckdb.Error:
+                    pass  # the connection the failure closed: the write's error is the one
 
     # --- queries ------------------------------------------------------------------------
 
