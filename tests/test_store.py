@@ -423,20 +423,6 @@ def test_a_database_with_the_earlier_keyed_tables_is_rebuilt_without_losing_a_ro
     store.close()
 
 
-def test_a_write_leaves_the_databases_thread_setting_as_it_was():
-    # The store writes on one thread; a notebook's own setting must not change under it.
-    conn = duckdb.connect()
-    conn.execute("SET threads = 3")
-    store = DuckDBStore(conn)
-    store.build()
-    store.write("r1", [ok("c1", facts=["user likes tea"])])
-    assert conn.execute("SELECT current_setting('threads')").fetchone()[0] == 3
-    with pytest.raises(StoreError):
-        store.write("r2", break_triples(store))
-    assert conn.execute("SELECT current_setting('threads')").fetchone()[0] == 3
-    conn.close()
-
-
 def test_a_write_on_a_closed_connection_is_a_store_error():
     conn = duckdb.connect()
     store = DuckDBStore(conn)
