@@ -428,5 +428,5 @@ def test_a_write_on_a_closed_connection_is_a_store_error():
     store = DuckDBStore(conn)
     store.build()
     conn.close()
-    with pytest.raises(StoreError, match="could not write 1 results"):
+    with pytest.raises(StoreError, match="could not write 1 result: "):
         store.write("r1", [ok("c1", facts=["user likes tea"])])

@@ -55,6 +55,7 @@ from ..errors import StoreError
 from ..models import Extraction, SeedConfig, SeedCounters
 from ..provenance import fact_sources
 from ..recall import RECALL_FACTS
+from ..wording import plural
 from .base import (RESULT_ORDER_SQL, PartialRecord, ResultRecord, claim_run,
                    extraction_from_json,
                    extraction_to_json, orphaned_reason, release_run, run_is_orphaned,
@@ -451,7 +452,8 @@ class DuckDBStore:
                 except duckdb.Error:
                     pass  # no transaction left to roll back: the first failure is the one
                 if isinstance(exc, (duckdb.Error, UnicodeEncodeError)):
-                    raise StoreError(f"could not write {len(records)} results: {exc}") from exc
+                    raise StoreError(f"could not write {plural(len(records), 'result')}: "
+                                     f"{exc}") from exc
                 raise
             finally:
                 for name in batch:
