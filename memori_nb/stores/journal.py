@@ -168,11 +168,11 @@ class Journal:
             return
         if delete:
             self._segments = [s for s in self._segments if not _unlink_if_possible(s)]
-            delete = not self._segments
+        all_gone = delete and not self._segments
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock (closed first: Windows cannot
             self._lock_fd = None      # delete an open file)
-        if delete:
+        if all_gone:
             _unlink_if_possible(self.directory / f"{self.run_id}.lock")
             _remove_if_empty(self.directory)
 
