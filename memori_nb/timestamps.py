@@ -329,12 +329,11 @@ def _from_words(text: str) -> datetime | None:
     first, second = results
     if (first.year, first.month, first.day) != (second.year, second.month, second.day):
         return None
-    # A time given without seconds gets 0 from both defaults only if it was in the text.
-    if first.hour != second.hour or first.minute != second.minute:
-        first = first.replace(hour=0, minute=0, second=0, microsecond=0)
-    elif first.second != second.second:
-        first = first.replace(second=0, microsecond=0)
-    return first
+    # A part of the time missing from the text differs between the two defaults: it is 0,
+    # each part on its own ("3pm" is 15:00, not midnight; "8 May 2023" is midnight).
+    return first.replace(hour=first.hour if first.hour == second.hour else 0,
+                         minute=first.minute if first.minute == second.minute else 0,
+                         second=first.second if first.second == second.second else 0)
 
 
 def _show(examples: tuple[str, ...]) -> str:

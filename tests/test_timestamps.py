@@ -123,6 +123,15 @@ def test_seed_data_built_in_code_is_judged_on_its_own_dates():
     ("12 Jan 2024 13:42 GMT-5", TimestampRule(), datetime(2024, 1, 12, 18, 42)),
     ("Fri, 12.01.2024 13:42", DAY_FIRST, datetime(2024, 1, 12, 13, 42)),
     ("20240112", TimestampRule(), datetime(2024, 1, 12)),
+    # An hour without minutes keeps its hour (it was once read as midnight).
+    ("March 4, 2024 3pm", TimestampRule(), datetime(2024, 3, 4, 15)),
+    ("Tuesday, March 5, 2024 at 9 AM", TimestampRule(), datetime(2024, 3, 5, 9)),
+    ("3pm on 8 May, 2023", TimestampRule(), datetime(2023, 5, 8, 15)),
+    ("8 May 2023 3 pm", TimestampRule(), datetime(2023, 5, 8, 15)),
+    ("8 May 2023 12 am", TimestampRule(), datetime(2023, 5, 8, 0)),
+    ("8 May 2023 12 pm", TimestampRule(), datetime(2023, 5, 8, 12)),
+    ("8 May 2023 3pm +0200", TimestampRule(), datetime(2023, 5, 8, 13)),
+    ("8 May 2023", TimestampRule(), datetime(2023, 5, 8)),  # no time at all: midnight
 ])
 def test_forms_that_once_read_wrong_read_right(value, rule, expected):
     assert read_timestamp(value, rule) == expected.replace(tzinfo=UTC)
