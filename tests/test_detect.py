@@ -151,7 +151,9 @@ def test_a_folder_of_split_chatgpt_files(tmp_path):
 
 @pytest.mark.parametrize("content, problem", [
     ('{"hello": "world"}', "it is an object with keys hello"), ("[]", "it is an empty list"),
-    ("[1, 2]", "it is a list of int"), ("not json", "it is not JSON"), ("", "it is empty"),
+    ("[1, 2]", "it is a list of int"), ("", "it is empty"),
+    ("not json", "it is not JSON (Expecting value at line 1, column 1)"),
+    ('[1, "a\tb"]', "it is not JSON (Invalid control character at line 1, column 7)"),
     ('[{"title": "x", "messages": [{"role": "user", "content": "hi"}]}]',
      "it is a list of objects with keys title, messages"),
 ])
@@ -170,7 +172,8 @@ def test_a_foreign_file_is_never_taken_for_a_seed_file(tmp_path, name, content, 
 
 @pytest.mark.parametrize("content, problem", [
     ('{"hello": "world"}', "missing 'entity_id'"), ("[]", "the list of entities is empty"),
-    ("[1, 2]", "entry 0: expected an object"), ("not json", "not valid JSON (line 1"),
+    ("[1, 2]", "entry 0: expected an object"),
+    ("not json", "not valid JSON (Expecting value at line 1, column 1)"),
 ])
 def test_a_file_read_as_a_seed_file_on_request_says_what_is_wrong(tmp_path, content, problem):
     path = tmp_path / "mystery.json"

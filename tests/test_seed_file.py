@@ -71,8 +71,21 @@ def test_a_missing_file(tmp_path):
 
 def test_invalid_json_gives_line_and_column(tmp_path):
     path = write(tmp_path, '{\n  "entity_id": "u1",\n  "conversations": [,]\n}')
-    with pytest.raises(InvalidInputError, match=r"not valid JSON \(line 3, column 21: Expecting value"):
+    with pytest.raises(InvalidInputError, match=r"not valid JSON \(Expecting value at line 3, "
+                                                r"column 21\)"):
         load_seed_file(path)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"entity_id": "u1",\n "conversations": "a\x01b"}',
+     "not valid JSON (Invalid control character at line 2, column 21)"),
+    ('{"entity_id": "u1",\n "conversations": [{"id": "c',
+     "not valid JSON (Unterminated string starting at line 2, column 27)"),
+])
+def test_broken_json_is_named_in_plain_words(tmp_path, text, problem):
+    with pytest.raises(InvalidInputError) as caught:
+        load_seed_file(write(tmp_path, text))
+    assert str(caught.value).endswith(f"seed.json: {problem}")
 
 
 def test_a_directory_cannot_be_read(tmp_path):

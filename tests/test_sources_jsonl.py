@@ -107,6 +107,16 @@ def test_a_broken_line_is_invalid_naming_the_line_and_the_rest_goes_on(tmp_path)
     assert missing.reason == "conversation 'c6': line 6: missing 'messages'"
 
 
+def test_a_broken_line_says_what_is_wrong_and_where_in_plain_words(tmp_path):
+    path = tmp_path / "chats.jsonl"
+    path.write_text(json.dumps(conv("c1", "fine")) + "\n"
+                    + '{"id": "c2", "messages": [{"content": "a\tb"}]}\n'  # a raw tab
+                    + '{"id": "c3", "messages": [{"content": "cut off')  # a download cut short
+    _, broken_tab, cut = read_one(path)
+    assert broken_tab.reason == "line 2: not valid JSON (Invalid control character at column 41)"
+    assert cut.reason == "line 3: not valid JSON (Unterminated string starting at column 39)"
+
+
 def test_a_record_without_entity_and_no_entity_id_asks_for_one(tmp_path):
     path = write_lines(tmp_path / "chats.jsonl", conv("c1", "hi"))
     with pytest.raises(InvalidInputError, match="line 1 has no entity_id: pass --entity-id"):

@@ -207,8 +207,9 @@ def _parse(data: bytes, name: str) -> Any:
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"{name}: not UTF-8 text ({exc})") from exc
     except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{name}: not valid JSON (line {exc.lineno}, column "
-                                f"{exc.colno}: {exc.msg})") from exc
+        # json's message may end in "at" already ("Invalid control character at").
+        raise InvalidInputError(f"{name}: not valid JSON ({exc.msg.removesuffix(' at')} at "
+                                f"line {exc.lineno}, column {exc.colno})") from exc
     except ValueError as exc:  # e.g. an integer of more digits than Python converts
         raise InvalidInputError(f"{name}: not readable JSON ({exc})") from None
     except RecursionError:  # its traceback would be thousands of lines: none kept

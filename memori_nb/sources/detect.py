@@ -234,7 +234,10 @@ def _parsed_kind(text: bytes) -> tuple[str | None, str]:
     """The kind of a whole JSON document, or None and what it looks like."""
     try:
         document = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+    except json.JSONDecodeError as exc:  # str(exc) would read "... character at: line 1 ..."
+        return None, (f"it is not JSON ({exc.msg.removesuffix(' at')} at line {exc.lineno}, "
+                      f"column {exc.colno})")
+    except (ValueError, UnicodeDecodeError) as exc:
         return None, f"it is not JSON ({exc})"
     except RecursionError:
         return None, "it is JSON nested too deeply to read"

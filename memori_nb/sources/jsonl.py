@@ -277,7 +277,8 @@ def decode_json(line: bytes | str) -> tuple[Any, str | None]:
     try:
         return json.loads(line), None
     except json.JSONDecodeError as exc:
-        return None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+        # json's message may end in "at" already ("Invalid control character at").
+        return None, f"not valid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"
     except UnicodeDecodeError as exc:
         return None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
     except ValueError as exc:  # e.g. an integer of more digits than Python converts

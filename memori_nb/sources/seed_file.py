@@ -53,8 +53,9 @@ def load_seed_file(path: str | Path, *, dayfirst: bool | None = None,
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"{path}: cannot read the file ({exc})") from exc
     except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{path}: not valid JSON (line {exc.lineno}, column "
-                                f"{exc.colno}: {exc.msg})") from exc
+        # json's message may end in "at" already ("Invalid control character at").
+        raise InvalidInputError(f"{path}: not valid JSON ({exc.msg.removesuffix(' at')} at "
+                                f"line {exc.lineno}, column {exc.colno})") from exc
     except ValueError as exc:  # e.g. an integer of more digits than Python converts
         raise InvalidInputError(f"{path}: not readable JSON ({exc})") from None
     except RecursionError:  # its traceback would be thousands of lines: none kept
