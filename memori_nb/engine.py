@@ -39,7 +39,8 @@ from .retry import RetryState
 from .stores.base import PartialRecord, ResultRecord, Store
 from .stores.journal import Journal, JournalError, replay
 from .stores.writer import BatchWriter
-from .validation import Invalid, check_conversations, safe_extraction, safe_result
+from .validation import (Invalid, check_conversations, repeated_id_reason, safe_extraction,
+                         safe_result)
 
 # Conversations validated and checked against the ledger together (one query per window).
 # Windows start small, so the first requests go out at once, and double up to the limit.
@@ -285,8 +286,8 @@ class _SeedRun:
         self.store_threadsafe = getattr(store, "threadsafe", True)
         self.journal: Journal | None = None  # opened once the store is built
         self.max_id_length = getattr(store, "max_id_length", None)
-        # Digests of (entity, conversation id, content hash) queued in this run.
-        self.queued: set[bytes] = set()
+        # Each (entity, conversation id) of this run, by digest: its first copy (_first_copy).
+        self.first_copies: dict[bytes, bytes] = {}
         # Claims in a store shared with other workers (None: this run is the only one).
         self.claims: ClaimSettings | None = claims
         self.claimed_elsewhere = 0
@@ -581,13 +582,22 @@ class _SeedRun:
                 parsed.messages]
             job = _Job(position, seed.entity_id, seed.process_id, parsed,
                        parsed.content_hash(), chunks)
-            # The same conversation (entity, id, content) twice in one input is sent once.
-            key = _run_key(job)
-            if key in self.queued:
-                self._record_skipped(job, "already in this run (the input holds it twice, "
-                                          "same id and content)")
+            # An entity's conversation id is sent once per run, however many records hold
+            # it: a later copy with the same content is skipped; one with other content
+            # fails, as the first may be sent already and the store keeps one per id.
+            key, copy = _run_key(job), _first_copy(job)
+            first = self.first_copies.get(key)
+            if first is not None:
+                if first[:8] == copy[:8]:
+                    self._record_skipped(job, "already in this run (the input holds it "
+                                              "twice, same id and content)")
+                else:
+                    reason = repeated_id_reason(parsed.id, seed.entity_id,
+                                                int.from_bytes(first[8:]), position)
+                    self._record(position, _failed(seed.entity_id, parsed.id, reason),
+                                 seed.process_id)
                 continue
-            self.queued.add(key)
+            self.first_copies[key] = copy
             jobs.append(job)
             ledger_checked.append(item.check_ledger)
         if not self.force and any(ledger_checked):
@@ -914,10 +924,16 @@ class _Pending:
 
 
 def _run_key(job: _Job) -> bytes:
-    """16 bytes that tell one conversation of a run from another (a million take ~100 MB
-    less than the tuples would)."""
-    text = f"{job.entity_id}\x00{job.conversation.id}\x00{job.content_hash}"
+    """16 bytes that tell one (entity, conversation id) of a run from another (a million
+    take ~100 MB less than the tuples would)."""
+    text = f"{job.entity_id}\x00{job.conversation.id}"
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _first_copy(job: _Job) -> bytes:
+    """What a run keeps of a conversation's first copy, in 16 bytes: 8 of its content hash
+    (to tell a repeat of the same content from other content), then its input position."""
+    return bytes.fromhex(job.content_hash[:16]) + job.position.to_bytes(8)
 
 
 def _id_too_long(seed: SeedData, limit: int | None) -> str | None:

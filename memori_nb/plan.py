@@ -37,7 +37,7 @@ from .pricing import (bills_by_token, describe_usage, estimate_requests, message
 from .stats import config_of, plan_rows, seeds_of, stats_frame
 from .stores import Store, open_store
 from .stores.connection import is_sql_conn
-from .validation import count_warnings
+from .validation import count_warnings, repeated_id_reason
 from .wording import plural
 
 __all__ = ["DEFAULT_LATENCY", "STATUSES", "Plan", "plan"]
@@ -251,6 +251,7 @@ def plan(data: pd.DataFrame | SeedData | Iterable[SeedData], *, db: Any = None,
         warnings.append(f"ledger not read: {unread}; already-seeded conversations are "
                         f"counted as to send")
     stats = stats_frame(rows, backend, pricing_of(backend))
+    _fail_repeated_ids(stats)
     valid = stats["error"].isna().to_numpy()
     seeded = np.zeros(len(stats), dtype=bool)
     seeded[list(tally.seeded)] = True
@@ -282,6 +283,22 @@ def plan(data: pd.DataFrame | SeedData | Iterable[SeedData], *, db: Any = None,
                 warnings=tuple(warnings),
                 validation_warnings=dict(tally.warnings.most_common()),
                 validation_warning_examples=tally.examples, stats=stats)
+
+
+def _fail_repeated_ids(stats: pd.DataFrame) -> None:
+    """Mark, in place, each later copy of a valid (entity, conversation id), from another
+    record, invalid: a run sends an id once. (The run fails such a copy, or skips it when
+    its content is the first's, which a plan cannot tell without hashing every
+    conversation.)"""
+    keys = stats.loc[stats["error"].isna(), ["entity_id", "conversation_id"]]
+    later = keys.duplicated()
+    if not later.any():
+        return
+    firsts = keys[~later & keys.duplicated(keep=False)]
+    first = dict(zip(firsts.itertuples(index=False, name=None), firsts.index))
+    for position, entity, cid in keys[later].itertuples(name=None):
+        stats.at[position, "error"] = repeated_id_reason(cid, entity, first[entity, cid],
+                                                         position)
 
 
 class _Ledger:

@@ -414,6 +414,16 @@ def duplicate_reason(conversation_id: str, positions: list[int]) -> str:
             f"conversations (positions {where}); ids must be unique per entity")
 
 
+def repeated_id_reason(conversation_id: str, entity_id: str, first: int, position: int) -> str:
+    """Why a later copy of an entity's conversation id, in another record of the same run
+    (another line of a JSONL file, another object of a seed JSON list), is not sent: the
+    first may be sent already, and the store keeps one conversation per id. Both copies are
+    named by their position in the run's input (0 for its first conversation)."""
+    return (f"conversation {conversation_id!r}: duplicate id for entity {entity_id!r}, first "
+            f"used at position {first} of the input; ids must be unique per entity, so this "
+            f"copy (position {position}) is not sent")
+
+
 def options_for(seed: SeedData) -> ReadOptions:
     """The seed's read options; for SeedData built in code without them, the timestamp rule
     is decided from its own conversations (they are all at hand)."""

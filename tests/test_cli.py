@@ -87,6 +87,39 @@ def test_duplicates_are_reported_before_sending(tmp_path):
     assert err.index("duplicate id") < err.index("seeding")
 
 
+def test_an_id_repeated_with_other_content_in_another_line_is_sent_once_in_every_run(
+        tmp_path, monkeypatch):
+    from helpers import API_KEY
+    from memori_nb.testing import AugmentationServer
+
+    monkeypatch.setenv("MEMORI_API_KEY", API_KEY)
+    lines = [{"entity_id": "u1", **conversation("a", "I live in Paris.")},
+             {"entity_id": "u2", **conversation("a", "I live in Oslo.")},
+             {"entity_id": "u1", **conversation("a", "I live in Rome.")}]
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    db = str(tmp_path / "m.duckdb")
+    with AugmentationServer(api_key=API_KEY) as server:
+        outputs, sent = [], []
+        for _ in range(2):
+            before = server.request_count
+            code, out, _ = run("seed", str(path), "--db", db, "--base-url", server.url)
+            outputs.append((code, out))
+            sent.append(server.request_count - before)
+    assert sent == [2, 0]  # u1's and u2's first: the re-run skips them and sends nothing
+    reason = ("u1 / a: duplicate id for entity 'u1', first used at position 0 of the input; "
+              "ids must be unique per entity, so this copy (position 2) is not sent")
+    assert [code for code, _ in outputs] == [1, 1]
+    assert "2 succeeded, 1 failed" in outputs[0][1] and reason in outputs[0][1]
+    assert "1 failed, 2 already seeded" in outputs[1][1] and reason in outputs[1][1]
+    with duckdb.connect(db, read_only=True) as conn:
+        stored = conn.sql("SELECT entity_id, content FROM messages ORDER BY ALL").fetchall()
+    assert stored == [("u1", "I live in Paris."), ("u2", "I live in Oslo.")]
+    code, out, _ = run("seed", str(path), "--db", db, "--dry-run", "--json")
+    the_plan = json.loads(out)
+    assert (the_plan["to_send"], the_plan["already_seeded"], the_plan["invalid"]) == (0, 2, 1)
+
+
 def test_memori_backend_without_key_stops_before_sending(tmp_path, monkeypatch):
     monkeypatch.delenv("MEMORI_API_KEY", raising=False)
     db = tmp_path / "memori.duckdb"

@@ -195,6 +195,38 @@ def test_duplicate_ids_all_fail_before_anything_is_sent(server):
     assert server.request_count == 1
 
 
+def run_seeds(server, seeds, store):
+    async def go():
+        backend = MemoriBackend(api_key=API_KEY, base_url=server.url)
+        try:
+            return await seed_all(seeds, backend=backend, store=store)
+        finally:
+            await backend.aclose()
+    return asyncio.run(go())
+
+
+def test_an_id_in_two_seeds_of_one_entity_is_sent_once_and_keeps_its_first_content(server):
+    # A seed JSON list with two objects for one entity: the same id in both.
+    seeds = [SeedData.for_conversations(entity_id="u1", conversations=[
+                 conversation("same", "I have a cat."), conversation("a", "I live in Paris.")]),
+             SeedData.for_conversations(entity_id="u1", conversations=[
+                 conversation("a", "I live in Rome."), conversation("same", "I have a cat.")])]
+    store = DuckDBStore(":memory:")
+    results = [run_seeds(server, seeds, store) for _ in range(2)]
+    assert server.request_count == 2  # "same" and the first "a", in the first run only
+    first, again = ([(r.conversation_id, r.status, r.reason) for r in result.results]
+                    for result in results)
+    repeated = ("duplicate id for entity 'u1', first used at position 1 of the input; ids "
+                "must be unique per entity, so this copy (position 2) is not sent")
+    same = "already in this run (the input holds it twice, same id and content)"
+    assert first == [("same", "succeeded", None), ("a", "succeeded", None),
+                     ("a", "failed", repeated), ("same", "skipped", same)]
+    assert again == [("same", "skipped", "already seeded"), ("a", "skipped", "already seeded"),
+                     ("a", "failed", repeated), ("same", "skipped", same)]
+    stored = store.sql("SELECT conversation_id, content FROM messages ORDER BY ALL")
+    assert stored.values.tolist() == [["a", "I live in Paris."], ["same", "I have a cat."]]
+
+
 def test_rerun_skips_succeeded_retries_failed_and_resends_changed_content(fake_time):
     store = DuckDBStore(":memory:")
     rule = fail_when_content_contains("FLAKY", Fault.status(500))
