@@ -22,7 +22,8 @@ The rules, leniently where the data is still right:
   conversation with nothing left fails;
 - content may be a list of text parts (``[{"type": "text", "text": ...}]``): they are joined;
 - a timestamp that cannot be read is a warning, and the message keeps no time;
-- ids lose surrounding whitespace (a warning says so);
+- ids lose surrounding whitespace (a warning says so); a whole number is read as its
+  decimal text (:func:`id_text`, the same in every reader);
 - text that cannot be stored (lone surrogates, NUL) is made safe with a warning.
 
 Everything else fails the conversation with a reason naming it and the field. Warnings read
@@ -34,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -144,13 +146,28 @@ def safe_result(result: Any) -> Any:
                    warnings=tuple(clean(w) for w in result.warnings))
 
 
+def id_text(value: Any) -> str | None:
+    """An id value as every reader reads it: a string as it is; an integer, or a float of a
+    whole number (a numeric column with gaps holds floats), as its decimal text (``7`` and
+    ``7.0`` are ``"7"``, as in a CSV); None for anything else (a bool is no id)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real) and float(value).is_integer():
+        return str(int(value))
+    return None
+
+
 def conversation_label(raw: Any, index: int) -> str:
     """The id to report a raw conversation under: its id if usable, else ``#<index>``."""
     if isinstance(raw, Conversation):
         return raw.id
     if isinstance(raw, dict):
-        cid = raw.get("id")
-        if isinstance(cid, str) and cid.strip():
+        cid = id_text(raw.get("id"))
+        if cid is not None and cid.strip():
             return safe_text(cid.strip())[0]
     return f"#{index}"
 
@@ -184,7 +201,12 @@ def parse_conversation(raw: Any, index: int,
     cid = raw.get("id")
     if cid is None:
         return _invalid(label, index, f"{where}missing 'id'")
-    if not isinstance(cid, str) or not cid.strip():
+    if not isinstance(cid, str):  # a number is read as its text, as in every reader
+        cid = id_text(cid)
+        if cid is None:
+            return _invalid(label, index, f"{where}'id' must be a non-empty string or an "
+                                          f"integer, got {_show(raw.get('id'))}")
+    if not cid.strip():
         return _invalid(label, index, f"{where}'id' must be a non-empty string, got {cid!r}")
     warnings: list[str] = list(raw.get("warnings") or ())
     if cid != cid.strip():
@@ -398,7 +420,7 @@ def find_duplicate_ids(raw_conversations: Iterable[Any]) -> dict[str, list[int]]
     # Counted in C first: most inputs have no duplicate, and then no position is listed.
     ids = [raw.get("id") if type(raw) is dict else raw.id if isinstance(raw, Conversation)
            else raw.get("id") if isinstance(raw, dict) else None for raw in raw_conversations]
-    ids = [cid.strip() if isinstance(cid, str) else None for cid in ids]
+    ids = [cid.strip() if isinstance(cid, str) else id_text(cid) for cid in ids]
     twice = {cid for cid, n in Counter(ids).items() if n > 1 and cid}
     positions: dict[str, list[int]] = {}
     if twice:

@@ -127,6 +127,51 @@ def test_every_reader_gives_the_verdict_the_seed_file_gives(kind, tmp_path):
     assert verdicts(*write(kind, CASES, tmp_path)) == expected
 
 
+# Integer ids, as a database export writes them: entity 7's conversations 1 and 2.
+INTEGER_IDS = [(7, 1, "user", "I live in Paris."), (7, 1, "assistant", "Nice."),
+               (7, 2, "user", "I love Rome.")]
+
+
+def integer_ids(kind, tmp_path):
+    """INTEGER_IDS in one format: what to_seeds takes, and its keywords."""
+    rows = [{"entity_id": e, "conversation_id": c, "role": r, "content": t}
+            for e, c, r, t in INTEGER_IDS]
+    conversations = [{"entity_id": 7, "id": cid, "messages": [
+        {"role": r, "content": t} for _, c, r, t in INTEGER_IDS if c == cid]} for cid in (1, 2)]
+    if kind == "seed":
+        path = tmp_path / "seed.json"
+        path.write_text(json.dumps({"entity_id": 7, "conversations": conversations}))
+    elif kind == "jsonl-conversations":
+        path = tmp_path / "conversations.jsonl"
+        path.write_text("\n".join(map(json.dumps, conversations)))
+    elif kind == "jsonl-messages":
+        path = tmp_path / "messages.jsonl"
+        path.write_text("\n".join(map(json.dumps, rows)))
+    elif kind == "csv":
+        path = tmp_path / "messages.csv"
+        pd.DataFrame(rows).to_csv(path, index=False)
+    elif kind == "dataframe-long":
+        return pd.DataFrame(rows), {}
+    elif kind == "sharegpt":  # ids only: the file names no entity
+        path = tmp_path / "sharegpt.json"
+        path.write_text(json.dumps([{"id": c["id"], "conversations": [
+            {"from": m["role"], "value": m["content"]} for m in c["messages"]]}
+            for c in conversations]))
+        return path, {"entity_id": "7", "format": "sharegpt"}
+    else:
+        raise AssertionError(kind)
+    return path, {}
+
+
+@pytest.mark.parametrize("kind", ["seed", "jsonl-conversations", "jsonl-messages", "csv",
+                                  "dataframe-long", "sharegpt"])
+def test_integer_ids_are_their_decimal_text_through_every_reader(kind, tmp_path):
+    data, options = integer_ids(kind, tmp_path)
+    read = [(seed.entity_id, parsed.id, [m.content for m in parsed.messages])
+            for seed in to_seeds(data, **options) for _, parsed in check_conversations(seed)]
+    assert read == [("7", "1", ["I live in Paris.", "Nice."]), ("7", "2", ["I love Rome."])]
+
+
 def test_the_verdicts_are_the_rules():
     got = verdicts(*write("dataframe-nested", CASES, None))
     assert got["roles"][1] == [("user", "I live in Oslo.", None), ("user", "I have a cat.", None),

@@ -50,7 +50,7 @@ def test_a_list_of_entities(tmp_path):
     ({"entity_id": "u1", "conversations": "c1"}, "'conversations' must be a list"),
     ([{"entity_id": "u1", "conversations": []}, {"entity_id": "u2"}],
      "entry 1: missing 'conversations'"),
-    ({"entity_id": 7, "conversations": []}, "entity_id must be a non-empty string"),
+    ({"entity_id": True, "conversations": []}, "entity_id must be a non-empty string"),
     ({"entity_id": "u1", "process_id": "", "conversations": []}, "process_id"),
 ])
 def test_a_file_of_the_wrong_shape_is_named_with_its_problem(tmp_path, document, expected):

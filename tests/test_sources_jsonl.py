@@ -134,9 +134,10 @@ def test_a_later_record_without_entity_fails_when_reached(tmp_path):
 
 def test_a_bad_entity_id_is_invalid_for_that_record(tmp_path):
     path = write_lines(tmp_path / "chats.jsonl", conv("c1", "hi", entity_id="a"),
-                       conv("c2", "hi", entity_id=7))
+                       conv("c2", "hi", entity_id=True))
     [(entity, items)] = flatten(read_jsonl(path))
-    assert items[1].reason == "line 2: entity_id must be a non-empty string, got 7"
+    assert items[1].reason == ("line 2: entity_id must be a non-empty string or an integer, "
+                               "got True")
 
 
 # --- layout (b): one message per line -----------------------------------------------------

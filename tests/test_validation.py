@@ -25,7 +25,7 @@ def test_a_well_formed_conversation_parses():
 
 @pytest.mark.parametrize(("raw", "label", "field"), [
     ({"messages": ok("hi")}, "#4", "'id'"),
-    ({"id": 7, "messages": ok("hi")}, "#4", "'id'"),
+    ({"id": True, "messages": ok("hi")}, "#4", "'id'"),
     ({"id": "", "messages": ok("hi")}, "#4", "'id'"),
     ({"id": "   ", "messages": ok("hi")}, "#4", "'id'"),
     ({"id": "c1"}, "c1", "'messages'"),
@@ -189,6 +189,21 @@ def test_ids_that_differ_only_by_surrounding_space_are_duplicates_whatever_the_s
         "Invalid", "Invalid", "Invalid", "Invalid", "Invalid", "Invalid", "Conversation"]
     assert "positions 0, 2" in checked[0].reason and "positions 1, 5" in checked[1].reason
     assert "duplicate" not in checked[3].reason  # no id at all: its own reason
+
+
+def test_whole_number_ids_are_their_decimal_text_and_other_values_fail_naming_them():
+    conversations = [{"id": 7, "messages": ok("1")}, {"id": 8.0, "messages": ok("2")},
+                     {"id": "7", "messages": ok("3")}, {"id": True, "messages": ok("4")},
+                     {"id": 2.5, "messages": ok("5")}]
+    checked = [parsed for _, parsed in check_conversations(seed(conversations))]
+    assert isinstance(checked[1], Conversation) and checked[1].id == "8"
+    duplicate = ("conversation '7': duplicate id, used by 2 conversations (positions 0, 2); "
+                 "ids must be unique per entity")  # 7 and "7" are one id
+    assert [checked[0].reason, checked[2].reason] == [duplicate, duplicate]
+    assert checked[3].reason == ("conversation '#3': 'id' must be a non-empty string or an "
+                                 "integer, got True")
+    assert checked[4].reason == ("conversation '#4': 'id' must be a non-empty string or an "
+                                 "integer, got 2.5")
 
 
 def test_messages_read_fast_equal_those_built_by_hand():

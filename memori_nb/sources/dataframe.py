@@ -30,7 +30,7 @@ from .._interpreter import paused_gc
 from ..errors import InvalidInputError
 from ..models import SeedData
 from ..timestamps import TimestampEvidence, read_timestamp
-from ..validation import ReadOptions, derived_id
+from ..validation import ReadOptions, derived_id, id_text
 
 #: The key of a raw conversation's :class:`MeasuredSizes`.
 MEASURED = "measured"
@@ -464,13 +464,10 @@ def _id_codes(raw: np.ndarray) -> tuple[np.ndarray, list[str], list[str | None]]
 
 
 def _id_text(value: Any) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return str(value)
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    return str(value)
+    """An id cell as every reader reads ids (:func:`~memori_nb.validation.id_text`); what
+    no other reader takes (a bool, a fraction) as it prints."""
+    text = id_text(value)
+    return text if text is not None else str(value)
 
 
 def _raise_missing(df: pd.DataFrame, missing: list[tuple[str, str]], *,

@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..models import SeedData
-from ..validation import DEFAULT_OPTIONS, Invalid, ReadOptions, derived_id
+from ..validation import DEFAULT_OPTIONS, Invalid, ReadOptions, derived_id, id_text
 from ._exports import (is_langchain_message, list_records, read_export, read_options,
                        record_invalid)
 
@@ -92,8 +92,8 @@ def parse_sharegpt_record(record: Any, index: int, *, where: str = "",
                                                         f"{type(record).__name__}")
     turns = record.get("conversations")
     cid = record.get("id")
-    if isinstance(cid, int) and not isinstance(cid, bool):
-        cid = str(cid)  # some datasets number their records
+    if (text := id_text(cid)) is not None:
+        cid = text  # some datasets number their records
     if cid is None and isinstance(turns, list):
         cid = derived_id(turns)
     if not isinstance(turns, list):

@@ -51,7 +51,7 @@ from typing import IO, Any
 from ..errors import InvalidInputError
 from ..models import SeedData
 from ..timestamps import TimestampEvidence, TimestampRule, read_timestamp
-from ..validation import Invalid, conversation_label, derived_id
+from ..validation import Invalid, conversation_label, derived_id, id_text
 from ._runs import add_counted, read_options, seed_runs
 
 _MAX_PROBLEMS_LISTED = 3
@@ -304,8 +304,6 @@ def raw_conversation(record: dict, where: str, rule: TimestampRule | None = None
             cid = derived_id(messages)
         except RecursionError:
             return _TOO_DEEP
-    elif type(cid) is int:
-        cid = str(cid)
     raw: dict[str, Any] = {"id": cid, "where": where}
     if "messages" in record or "conversations" in record:
         raw["messages"] = messages
@@ -360,8 +358,10 @@ class _Reader:
                     f"{self.name}: line {number} has no entity_id: pass --entity-id "
                     f"(entity_id=...) to say whose conversations the file holds")
             entity = self.default
-        elif not isinstance(entity, str) or not entity.strip():
-            return f"entity_id must be a non-empty string, got {entity!r}"
+        elif (text := id_text(entity)) is None or not text.strip():
+            return f"entity_id must be a non-empty string or an integer, got {entity!r}"
+        else:
+            entity = text
         process = record.get("process_id")
         if process is not None and (not isinstance(process, str) or not process.strip()):
             return f"process_id must be a non-empty string, got {process!r}"
@@ -439,12 +439,12 @@ class _MessageLines(_Reader):
             record, problem = _decode_object(line)
             cid = None
             if problem is None:
-                cid = record.get("conversation_id")
-                if type(cid) is int:
-                    cid = str(cid)
-                if not isinstance(cid, str) or not cid.strip():
-                    problem = "missing 'conversation_id'" if cid is None else (
-                        f"'conversation_id' must be a non-empty string, got {cid!r}")
+                value = record.get("conversation_id")
+                cid = id_text(value)
+                if cid is None or not cid.strip():
+                    problem = "missing 'conversation_id'" if value is None else (
+                        f"'conversation_id' must be a non-empty string or an integer, got "
+                        f"{value!r}")
             if problem is not None:
                 if pending is not None:
                     pending.gap.append((number, problem))
@@ -476,8 +476,9 @@ class _MessageLines(_Reader):
         if pending.title is None and record.get("title"):
             pending.title = record["title"]
         entity = record.get("entity_id", self.default)
-        if (entity != pending.key[0] and number != pending.first_line
-                and _stripped(entity) != _stripped(pending.key[0])):
+        text = id_text(entity)  # (None, unlike any key, for what is no id)
+        if (text != pending.key[0] and number != pending.first_line
+                and _stripped(text) != _stripped(pending.key[0])):
             pending.problems.append(f"line {number}: entity_id {entity!r} differs from "
                                     f"{pending.key[0]!r} on line {pending.first_line}")
             return

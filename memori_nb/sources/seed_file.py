@@ -16,7 +16,7 @@ from .._interpreter import paused_gc
 from ..errors import InvalidInputError
 from ..models import SeedData
 from ..timestamps import TimestampEvidence
-from ..validation import timestamp_evidence
+from ..validation import id_text, timestamp_evidence
 from ._runs import read_options
 
 
@@ -94,9 +94,11 @@ def parse_seed_document(document: Any, *, source: str = "input", dayfirst: bool 
                            timestamp_format=timestamp_format, role_map=role_map)
     seeds = []
     for index, entry in enumerate(entries):
+        entity = entry["entity_id"]
         try:
             seeds.append(SeedData.for_conversations(
-                entity_id=entry["entity_id"], conversations=entry["conversations"],
+                entity_id=text if (text := id_text(entity)) is not None else entity,
+                conversations=entry["conversations"],
                 process_id=entry.get("process_id"), options=options))
         except InvalidInputError as exc:
             where = source if not isinstance(document, list) else f"{source}: entry {index}"
