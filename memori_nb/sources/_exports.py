@@ -19,6 +19,7 @@ from ..errors import InvalidInputError
 from ..models import SeedData
 from ..timestamps import TimestampEvidence
 from ..validation import Invalid, ReadOptions, summarize_warnings
+from .jsonl import json_problem
 
 # The conversation files of an export: conversations.json, or conversations-000.json ... when
 # an export is split.
@@ -207,9 +208,7 @@ def _parse(data: bytes, name: str) -> Any:
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"{name}: not UTF-8 text ({exc})") from exc
     except json.JSONDecodeError as exc:
-        # json's message may end in "at" already ("Invalid control character at").
-        raise InvalidInputError(f"{name}: not valid JSON ({exc.msg.removesuffix(' at')} at "
-                                f"line {exc.lineno}, column {exc.colno})") from exc
+        raise InvalidInputError(f"{name}: not valid JSON ({json_problem(exc)})") from exc
     except ValueError as exc:  # e.g. an integer of more digits than Python converts
         raise InvalidInputError(f"{name}: not readable JSON ({exc})") from None
     except RecursionError:  # its traceback would be thousands of lines: none kept

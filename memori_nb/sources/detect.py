@@ -34,7 +34,7 @@ from ._exports import (EXPORT_NAMES, _CONVERSATION_FILE, describe_document, docu
 from .chatgpt import read_chatgpt_export
 from .claude import read_claude_export
 from .formats import read_langchain, read_sharegpt
-from .jsonl import read_jsonl
+from .jsonl import json_problem, read_jsonl
 from .seed_file import load_seed_file
 from .tabular import read_table, table_format
 
@@ -234,9 +234,8 @@ def _parsed_kind(text: bytes) -> tuple[str | None, str]:
     """The kind of a whole JSON document, or None and what it looks like."""
     try:
         document = json.loads(text)
-    except json.JSONDecodeError as exc:  # str(exc) would read "... character at: line 1 ..."
-        return None, (f"it is not JSON ({exc.msg.removesuffix(' at')} at line {exc.lineno}, "
-                      f"column {exc.colno})")
+    except json.JSONDecodeError as exc:
+        return None, f"it is not JSON ({json_problem(exc)})"
     except (ValueError, UnicodeDecodeError) as exc:
         return None, f"it is not JSON ({exc})"
     except RecursionError:

@@ -277,14 +277,21 @@ def decode_json(line: bytes | str) -> tuple[Any, str | None]:
     try:
         return json.loads(line), None
     except json.JSONDecodeError as exc:
-        # json's message may end in "at" already ("Invalid control character at").
-        return None, f"not valid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"
+        return None, f"not valid JSON ({json_problem(exc, line=False)})"
     except UnicodeDecodeError as exc:
         return None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
     except ValueError as exc:  # e.g. an integer of more digits than Python converts
         return None, f"not readable JSON ({exc})"
     except RecursionError:
         return None, _TOO_DEEP
+
+
+def json_problem(exc: json.JSONDecodeError, *, line: bool = True) -> str:
+    """What is wrong with a JSON text and where, in plain words: "Invalid control character
+    at line 1, column 95" (``line=False``: "... at column 95", for a JSONL line). json's
+    own message may end in "at" already, and its str() reads "... at: line 1 column 95"."""
+    where = f"line {exc.lineno}, column {exc.colno}" if line else f"column {exc.colno}"
+    return f"{exc.msg.removesuffix(' at')} at {where}"
 
 
 def _line_failure(number: int, problem: str, index: int) -> Invalid:

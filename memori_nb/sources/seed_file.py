@@ -18,6 +18,7 @@ from ..models import SeedData
 from ..timestamps import TimestampEvidence
 from ..validation import id_text, timestamp_evidence
 from ._runs import read_options
+from .jsonl import json_problem
 
 
 def load_seed_file(path: str | Path, *, dayfirst: bool | None = None,
@@ -53,9 +54,7 @@ def load_seed_file(path: str | Path, *, dayfirst: bool | None = None,
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"{path}: cannot read the file ({exc})") from exc
     except json.JSONDecodeError as exc:
-        # json's message may end in "at" already ("Invalid control character at").
-        raise InvalidInputError(f"{path}: not valid JSON ({exc.msg.removesuffix(' at')} at "
-                                f"line {exc.lineno}, column {exc.colno})") from exc
+        raise InvalidInputError(f"{path}: not valid JSON ({json_problem(exc)})") from exc
     except ValueError as exc:  # e.g. an integer of more digits than Python converts
         raise InvalidInputError(f"{path}: not readable JSON ({exc})") from None
     except RecursionError:  # its traceback would be thousands of lines: none kept
