@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -220,14 +221,23 @@ class SeedConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(f"SeedConfig.{name} must be a positive integer, "
                                          f"got {value!r}")
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+        retries = self.max_retries
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ConfigurationError(f"SeedConfig.max_retries must be an integer >= 0, "
-                                     f"got {self.max_retries!r}")
-        for name in ("retry_delay", "request_timeout"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ConfigurationError(f"SeedConfig.{name} must be a number >= 0, "
-                                         f"got {value!r}")
+                                     f"got {retries!r}")
+        # NaN and inf pass a plain comparison, but a sleep or a timeout of them never ends.
+        # retry_delay 0 retries at once (tests use it); request_timeout 0 fails every request.
+        if not _finite(self.retry_delay) or self.retry_delay < 0:
+            raise ConfigurationError(f"SeedConfig.retry_delay must be a finite number of "
+                                     f"seconds >= 0, got {self.retry_delay!r}")
+        if not _finite(self.request_timeout) or self.request_timeout <= 0:
+            raise ConfigurationError(f"SeedConfig.request_timeout must be a finite number of "
+                                     f"seconds > 0, got {self.request_timeout!r}")
+
+
+def _finite(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

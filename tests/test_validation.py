@@ -271,11 +271,21 @@ def test_seed_config_rejects_non_positive_limits(field, value):
         SeedConfig(**{field: value})
 
 
-@pytest.mark.parametrize("kwargs", [{"max_retries": -1}, {"retry_delay": -0.5},
-                                    {"request_timeout": -1}])
-def test_seed_config_rejects_negative_retry_settings(kwargs):
-    with pytest.raises(ConfigurationError, match=next(iter(kwargs))):
+@pytest.mark.parametrize("kwargs", [
+    {"max_retries": -1}, {"max_retries": True}, {"retry_delay": -0.5},
+    {"retry_delay": float("nan")}, {"retry_delay": float("inf")}, {"retry_delay": "1"},
+    {"request_timeout": -1}, {"request_timeout": 0}, {"request_timeout": float("nan")},
+    {"request_timeout": float("inf")}])
+def test_seed_config_rejects_retry_settings_a_run_cannot_use(kwargs):
+    # NaN or inf would make a run wait forever; a timeout of 0 would fail every request.
+    [(name, value)] = kwargs.items()
+    with pytest.raises(ConfigurationError, match=f"SeedConfig.{name} must be") as caught:
         SeedConfig(**kwargs)
+    assert repr(value) in str(caught.value)
+
+
+def test_seed_config_allows_retrying_at_once():
+    assert SeedConfig(retry_delay=0).retry_delay == 0
 
 
 def conv(*pairs: tuple[str, str], cid: str = "c1", title: str | None = None,
