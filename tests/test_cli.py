@@ -136,7 +136,10 @@ def test_memori_backend_without_key_stops_before_sending(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv, env, message", [
     (["--base-url", "ftp://x"], {"MEMORI_API_KEY": "k"},
-     "base URL 'ftp://x' (from MEMORI_API_URL_BASE or --base-url) is not an http(s) address"),
+     "base URL (from MEMORI_API_URL_BASE or --base-url) does not start with http:// or "
+     "https://"),
+    (["--base-url", "http://[::1"], {"MEMORI_API_KEY": "k"},
+     "base URL 'http://[::1' (from MEMORI_API_URL_BASE or --base-url) is not an http(s) address"),
     ([], {"MEMORI_API_KEY": " key"}, "the API key (from MEMORI_API_KEY) has spaces"),
     (["--backend", "openai"], {}, "needs a model: pass --model, or set OPENAI_MODEL"),
 ])

@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 
+from memori_nb import Memori, SeedData
 from memori_nb.backends.base import AugmentationBackend, AugmentationRequest
 from memori_nb.backends.memori import KeyRedactor, MemoriBackend
 from memori_nb.errors import (AugmentationError, ConfigurationError, EndpointError,
@@ -264,6 +265,21 @@ def test_a_base_url_that_is_not_http_is_refused_before_sending(base_url):
     with pytest.raises(ConfigurationError, match="MEMORI_API_URL_BASE"):
         augment(lambda request: calls.append(request), base_url=base_url)
     assert calls == []
+
+
+@pytest.mark.parametrize("backend", ["memori", "openai"])
+# The key given as the key too, or two lines of a .env swapped (the key then is the URL).
+@pytest.mark.parametrize("api_key", [KEY, "https://api.memorilabs.ai"])
+def test_a_key_in_the_base_url_setting_is_not_shown(backend, api_key):
+    memori = Memori(conn=":memory:", backend=backend, api_key=api_key, base_url=KEY,
+                    **({"model": "tiny"} if backend == "openai" else {}))
+    seed = SeedData.for_conversations(entity_id="u1", conversations=[
+        {"id": "a", "messages": [{"role": "user", "content": "hi"}]}])
+    with pytest.raises(ConfigurationError, match="does not start with http:// or https://; "
+                                                 "set an address such as") as caught:
+        asyncio.run(memori.seed(seed, progress=False))
+    for shown in (str(caught.value), repr(memori)):
+        assert KEY[:8] not in shown and KEY[-8:] not in shown
 
 
 def test_a_corrupt_compressed_body_is_transient():

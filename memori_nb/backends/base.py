@@ -62,7 +62,8 @@ class AugmentationBackend(Protocol):
 def check_settings(api_key: str | None, base_url: str, *, key_from: str, url_from: str,
                    what: str, example: str) -> None:
     """Refuse, before anything is sent, a key that cannot go in a header as it is, or a base
-    URL that is not ``http(s)://host...``; the key itself is never shown.
+    URL that is not ``http(s)://host...``; neither the key nor a base URL that does not start
+    with http(s):// (a key pasted in the wrong setting, say) is shown.
 
     Raises:
         ConfigurationError: naming where the setting came from (``key_from``, ``url_from``).
@@ -77,9 +78,24 @@ def check_settings(api_key: str | None, base_url: str, *, key_from: str, url_fro
     except (httpx.InvalidURL, TypeError):
         url = None
     if url is None or url.scheme not in ("http", "https") or not url.host:
+        if not _http_like(base_url):
+            raise ConfigurationError(
+                f"the {what} base URL (from {url_from} or base_url=) does not start with "
+                f"http:// or https://; set an address such as {example} (the value is not "
+                f"shown: it may be a key pasted in the wrong place)")
         raise ConfigurationError(
             f"the {what} base URL {base_url!r} (from {url_from} or base_url=) is not an "
             f"http(s) address such as {example}")
+
+
+def shown_url(base_url: str) -> str:
+    """``base_url`` quoted, for a repr, when it starts with http(s)://; otherwise a note in
+    its place: a value that is no URL may be an API key in the wrong setting."""
+    return repr(base_url) if _http_like(base_url) else "<not an http(s) URL, not shown>"
+
+
+def _http_like(base_url: str) -> bool:
+    return str(base_url).lower().startswith(("http://", "https://"))
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from ..models import Extraction
 from ..protocols.aa import AUGMENTATION_PATH, encode_payload, parse_extraction
 from ..ratelimit import retry_after_seconds
 from .base import (AugmentationRequest, LoopClient, check_ready_once, check_settings,
-                   secrets_kept_out)
+                   secrets_kept_out, shown_url)
 
 DEFAULT_BASE_URL = "https://api.memorilabs.ai"
 API_KEY_ENV = "MEMORI_API_KEY"
@@ -88,7 +88,7 @@ class MemoriBackend:
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "missing"
-        return f"MemoriBackend(base_url={self.base_url!r}, api_key={key})"
+        return f"MemoriBackend(base_url={shown_url(self.base_url)}, api_key={key})"
 
     @property
     def endpoint(self) -> str:

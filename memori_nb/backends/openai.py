@@ -24,7 +24,7 @@ from ..pricing import Pricing, estimate_tokens
 from ..protocols import chat
 from ..ratelimit import RateLimiter, retry_after_seconds
 from .base import (AugmentationRequest, LoopClient, check_ready_once, check_settings,
-                   secrets_kept_out)
+                   secrets_kept_out, shown_url)
 from .memori import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, ERROR_BODY_BYTES,
                      KeyRedactor, _detail, default_client, read_body)
 
@@ -122,7 +122,7 @@ class OpenAIBackend:
         self._clients = LoopClient(client, default_client)
 
     def __repr__(self) -> str:  # never the key nor the headers, which may hold secrets
-        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
+        return f"OpenAIBackend(model={self.model!r}, base_url={shown_url(self.base_url)})"
 
     @property
     def endpoint(self) -> str:
