@@ -218,7 +218,8 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
 # key on the command line: it would show in ps and shell history.)
 _CLI_WORDS = ((" (or pass api_key=)", ""), (" or api_key=)", ")"),
               ("(backend='local', or --backend local)", "(--backend local)"),
-              ("base_url=", "--base-url"), ("pass model= (or --model)", "pass --model"))
+              ("base_url=", "--base-url"), ("pass model= (or --model)", "pass --model"),
+              ("batch_size=", "--batch-size "))
 _ROLE_MAP_HINT = re.compile(r"role_map=\{'([^']*)': '(\w+)'\}")
 
 
@@ -455,7 +456,7 @@ def _seed(args, seeds: Iterable[SeedData], config: SeedConfig, out: IO[str],
     memori = Memori(conn=args.db, backend=args.backend, base_url=args.base_url,
                     **_backend_options(args))
     try:
-        memori.backend_ready()  # before the duplicates are listed (and any file is made)
+        memori.backend_ready(config)  # before the duplicates are listed (and any file is made)
         # Before anything is sent, duplicates are listed (for a streamed file they are
         # reported as the run reaches them).
         if isinstance(seeds, list):

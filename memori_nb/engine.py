@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ._interpreter import run_settings
-from .backends.base import AugmentationBackend, AugmentationRequest
+from .backends.base import AugmentationBackend, AugmentationRequest, open_files_problem
 from .chunking import needs_chunks, oversize_reason, plan_conversation, split_messages
 from .errors import (AugmentationError, ConfigurationError, EndpointError, InvalidInputError,
                      QuotaExceededError, RateLimitedError, ServiceUnreachableError, StoreError,
@@ -236,14 +236,19 @@ async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
 
     Raises:
         StoreError: a write to the store failed (what was written before stays).
-        ConfigurationError: ``claims`` with a store that cannot hold claims.
+        ConfigurationError: ``claims`` with a store that cannot hold claims; a
+            ``batch_size`` over what the process's open-file limit allows (nothing is sent).
         asyncio.CancelledError: the run was cancelled; everything finished is saved first.
     """
+    config = config or SeedConfig()
+    problem = open_files_problem(backend, config.batch_size)
+    if problem:
+        raise ConfigurationError(problem)
     if claims is not None and not callable(getattr(store, "claim", None)):
         raise ConfigurationError(
             f"claims= needs a store that workers share, which can hold claims (the SQL "
             f"store on PostgreSQL, or SQLite for one machine); {store!r} cannot")
-    run = _SeedRun(seeds, backend=backend, store=store, config=config or SeedConfig(),
+    run = _SeedRun(seeds, backend=backend, store=store, config=config,
                    on_progress=on_progress, progress=progress, force=force, sleep=sleep,
                    clock=clock, jitter=jitter, keep_results=keep_results, on_end=on_end,
                    claims=claims)

@@ -416,7 +416,7 @@ class SeedPanel:
         try:
             config = self.config()
             memori = self._memori()
-            memori.backend_ready()  # refused here, with the reason on the status line
+            memori.backend_ready(config)  # refused here, with the reason on the status line
         except Exception as exc:  # noqa: BLE001 - shown on the panel
             self.error = exc
             self._set_status(f"Cannot start: {exc}", "error")

@@ -222,7 +222,8 @@ def plan(data: pd.DataFrame | SeedData | Iterable[SeedData], *, db: Any = None,
     if batch_size is not None:
         config = replace(config, batch_size=batch_size)
     backend = resolve_backend("memori" if backend is None else backend)
-    problem = readiness_problem(backend) or (reachability_problem(backend) if reach else None)
+    problem = (readiness_problem(backend, config.batch_size)
+               or (reachability_problem(backend) if reach else None))
     warnings = [f"nothing can be sent: {problem}"] if problem else []
     store, owned, unread = _open(db)
     try:

@@ -80,14 +80,15 @@ class SeedSession:
 
     # --- readiness ----------------------------------------------------------------------------
 
-    def backend_ready(self) -> None:
-        """Raise if the backend cannot send.
+    def backend_ready(self, seed_config: SeedConfig | None = None) -> None:
+        """Raise if the backend cannot send (with ``seed_config``'s window of requests).
 
         Raises:
             MissingApiKeyError: the ``memori`` backend has no API key.
-            ConfigurationError: a malformed key or base URL.
+            ConfigurationError: a malformed key or base URL; a ``batch_size`` over what the
+                process's open-file limit allows.
         """
-        ensure_ready(self.backend)
+        ensure_ready(self.backend, (seed_config or SeedConfig()).batch_size)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -119,7 +120,8 @@ class SeedSession:
             asyncio.CancelledError: the run was cancelled by other code (what finished is
                 saved), or :meth:`stop` came before it began.
         """
-        self.backend_ready()  # before the store opens: a refused run makes no database file
+        # Before the store opens: a refused run makes no database file.
+        self.backend_ready(seed_config)
         if self._running is not None:
             raise RuntimeError("this session is already running a seed; stop() it first")
         loop, task, ended = asyncio.get_running_loop(), asyncio.current_task(), []

@@ -17,6 +17,17 @@ import httpx
 from ..errors import AugmentationError, ConfigurationError
 from ..models import Extraction, Message
 
+try:
+    import resource
+except ImportError:  # Windows: no open-file limit to read
+    resource = None
+
+# Files a run holds besides its connections: stdin/out/err, the event loop's selector and
+# wake-up pipe, the store's (DuckDB's database and WAL; SQLite's database, journal, WAL and
+# shared memory), the journal, name look-ups on the executor's threads, and what the host
+# keeps open (a Jupyter kernel's ZeroMQ sockets, some 20-30). A CLI run used about 13.
+OTHER_OPEN_FILES = 64
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AugmentationRequest:
@@ -149,26 +160,49 @@ def check_ready_once(backend: Any) -> None:
         backend._checked = settings
 
 
-def ensure_ready(backend: object) -> None:
-    """Raise if ``backend`` cannot send (its ``check_ready()``, for a backend that has one).
+def ensure_ready(backend: object, batch_size: int | None = None) -> None:
+    """Raise if ``backend`` cannot send (its ``check_ready()``, for a backend that has one),
+    or cannot keep ``batch_size`` requests in flight (:func:`open_files_problem`).
 
     Raises:
         MissingApiKeyError: no API key.
-        ConfigurationError: a malformed key or base URL.
+        ConfigurationError: a malformed key or base URL; a window over the open-file limit.
     """
     check_ready = getattr(backend, "check_ready", None)
     if check_ready is not None:
         check_ready()
+    problem = open_files_problem(backend, batch_size) if batch_size is not None else None
+    if problem:
+        raise ConfigurationError(problem)
 
 
-def readiness_problem(backend: object) -> str | None:
-    """Why ``backend`` cannot send (:func:`ensure_ready` refuses: no API key, a bad URL),
-    or None when it can. Sends nothing."""
+def readiness_problem(backend: object, batch_size: int | None = None) -> str | None:
+    """Why ``backend`` cannot send (:func:`ensure_ready` refuses: no API key, a bad URL, a
+    window over the open-file limit), or None when it can. Sends nothing."""
     try:
-        ensure_ready(backend)
+        ensure_ready(backend, batch_size)
     except ConfigurationError as exc:  # MissingApiKeyError is one
         return str(exc)
     return None
+
+
+def open_files_problem(backend: object, batch_size: int) -> str | None:
+    """Why a window of ``batch_size`` requests would run out of open files (one connection
+    each, plus :data:`OTHER_OPEN_FILES`, over the process's soft RLIMIT_NOFILE), or None.
+    Connections refused with "Too many open files" would count as failures, and could leave
+    answered requests unsaved (billed again next run). Only for a backend that connects."""
+    if resource is None or not getattr(backend, "requires_network", True):
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = batch_size + OTHER_OPEN_FILES
+    if soft == resource.RLIM_INFINITY or needed <= soft:
+        return None
+    lower = (f"use batch_size={soft - OTHER_OPEN_FILES} or less, or "
+             if soft > OTHER_OPEN_FILES else "")
+    return (f"batch_size={batch_size} keeps up to {batch_size} connections open, but this "
+            f"process may open only {soft} files (its open-file limit), some "
+            f"{OTHER_OPEN_FILES} of them for the store, the journal and the rest: {lower}"
+            f"raise the limit (ulimit -n {needed} in the shell that starts the run)")
 
 
 def reachability_problem(backend: object, *, timeout: float = 3.0) -> str | None:
