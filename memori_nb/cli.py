@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="whose conversations these are, for files that do not say "
                            "(chat exports, JSONL/CSV/Parquet without an entity column)")
     columns = seed.add_argument_group(
-        "columns", "for JSONL/Parquet/CSV files in long format whose columns have other names")
+        "columns", "for Parquet/CSV files in long format whose columns have other names")
     for name, default in (("entity", "entity_id"), ("conversation", "conversation_id"),
                           ("role", "role"), ("content", "content"), ("timestamp", "timestamp"),
                           ("messages", "messages")):

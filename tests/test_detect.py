@@ -8,9 +8,10 @@ import zipfile
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
-from memori_nb import InvalidInputError, SeedData
+from memori_nb import InvalidInputError, SeedData, from_dataframe
 from memori_nb.errors import ConfigurationError
 from memori_nb.sources import FORMATS, detect, detect_format, read_source
 
@@ -303,6 +304,25 @@ def test_column_names_go_to_tables_only(tmp_path):
     with pytest.raises(InvalidInputError, match="content_col: options for Parquet and CSV"):
         read_source(write_json(tmp_path / "seed.json", SEED), content_col="text")
 
+
+
+def test_jsonl_with_other_key_names_is_refused_with_ways_that_work(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"user_id": "u1", "chat_id": "007", "role": "user",
+                                "content": "I live in Paris."}) + "\n")
+    with pytest.raises(InvalidInputError) as caught:
+        read_source(path, entity_col="user_id", conversation_col="chat_id")
+    message = str(caught.value)
+    assert message.startswith("conversation_col, entity_col: options for Parquet and CSV")
+    assert f"table = pandas.read_json({str(path)!r}, lines=True, dtype=False)" in message
+    assert "from_dataframe(table, conversation_col='chat_id', entity_col='user_id')" in message
+    # Each way it names works, and keeps the id as written ("007", not 7).
+    table = pd.read_json(path, lines=True, dtype=False)
+    seeds = from_dataframe(table, conversation_col="chat_id", entity_col="user_id")
+    assert contents(seeds) == [("u1", ["007"])]
+    table.to_csv(tmp_path / "chats.csv", index=False)
+    assert contents(read_source(tmp_path / "chats.csv", entity_col="user_id",
+                                conversation_col="chat_id")) == [("u1", ["007"])]
 
 # --- read_source passes the reading options on ---------------------------------------------
 

@@ -162,8 +162,17 @@ def read_source(path: str | Path, *, format: str | None = None, entity_id: str |
         raise InvalidInputError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     fmt = format or detect_format(path)
     if table_options and fmt not in ("parquet", "csv"):
-        raise InvalidInputError(f"{', '.join(sorted(table_options))}: options for Parquet and "
-                                f"CSV files, but {path} is read as {fmt}")
+        message = (f"{', '.join(sorted(table_options))}: options for Parquet and CSV files, "
+                   f"but {path} is read as {fmt}")
+        if fmt == "jsonl":  # dtype=False: pandas would read the id "007" as the number 7
+            given = ", ".join(f"{name}={value!r}" for name, value in sorted(table_options.items()))
+            message += (f", whose keys must have the default names (entity_id, conversation_id, "
+                        f"role, content, timestamp); rename them in the file, or load it with "
+                        f"table = pandas.read_json({str(path)!r}, lines=True, dtype=False) and "
+                        f"pass it to from_dataframe(table, {given}), or write it as CSV "
+                        f"(table.to_csv('chats.csv', index=False)) and read that with these "
+                        f"options")
+        raise InvalidInputError(message)
     reading = dict(dayfirst=dayfirst, timestamp_format=timestamp_format, role_map=role_map)
     if fmt in ("parquet", "csv"):
         return read_table(path, format=fmt, entity_id=entity_id, **reading, **table_options)
