@@ -618,7 +618,7 @@ def _counts_without(before: dict, result: SeedResult, held: int) -> dict:
 
 def _combined(runs: list[SeedResult]) -> SeedResult:
     """A shard's runs as one result: a retried conversation's later result replaces the
-    'being seeded by another worker' skip of the run before."""
+    'being seeded by another run' skip of the run before."""
     first = runs[0]
     if len(runs) == 1:
         return first

@@ -374,9 +374,10 @@ class ConversationResult:
 ALREADY_SEEDED = "already seeded"
 #: ``stopped_reason`` of a run stopped on request (a Stop, a kernel interrupt) before its end.
 INTERRUPTED = "interrupted"
-# The reason of a result skipped because another worker holds its claim (seeding it now, or
-# dead with its lease not yet run out): the caller sends it again after the lease.
-CLAIMED_ELSEWHERE = "being seeded by another worker"
+# The reason of a result skipped because another run holds its claim (a worker's, or a plain
+# run on the same database; seeding it now, or dead with its lease not yet run out): the
+# caller sends it again after the lease.
+CLAIMED_ELSEWHERE = "being seeded by another run"
 
 # Where in a conversation a problem is, when the message starts with it: "row 551",
 # "messages[3]", "line 12". Several problems are joined by "; ", each with its location.

@@ -267,7 +267,7 @@ def test_a_conversation_another_live_worker_holds_is_skipped_and_counted(db_url,
         assert {r.conversation_id for r in skipped} == {"c0", "c1"}
         assert {r.reason for r in skipped} == {CLAIMED_ELSEWHERE}
         assert result.summary_dict()["claimed_elsewhere"] == 2
-        assert "2 skipped (being seeded by another worker)" in str(result)
+        assert "2 skipped (being seeded by another run)" in str(result)
         # Forced, a run still leaves another worker's conversations alone.
         forced = run(store, server, data, claims=ClaimSettings(worker="me"), force=True)
         assert forced.claimed_elsewhere == 2 and server.request_count == 8
@@ -649,7 +649,7 @@ def test_a_run_that_kept_no_results_still_says_why_it_skipped():
     result = SeedResult(run_id="r", total=9, successful=4, failed=0, skipped=5,
                         total_triples=8, duration_ms=1200, claimed_elsewhere=2)
     assert str(result) == ("Seeded 9 conversations in 1.2 s: 4 succeeded, 3 already seeded, "
-                           "2 skipped (being seeded by another worker); 8 triples")
+                           "2 skipped (being seeded by another run); 8 triples")
 
 
 def test_a_journal_another_process_is_replaying_is_waited_for_not_skipped(tmp_path, embedder):
