@@ -22,6 +22,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from ._interpreter import run_settings
@@ -228,6 +229,9 @@ async def seed_all(seeds: Iterable[SeedData], *, backend: AugmentationBackend,
             ``SeedResult.claimed_elsewhere``: run again after the lease to send them). The
             claims are renewed while the run goes and released when it ends, however it
             ends. Also with ``force``. The store must have ``claim`` (the SQL store).
+            Without it, a run on such a store claims under its run id (a lease of 60 s;
+            forced, what another run seeds meanwhile counts as seeded), so two runs at
+            once never send one conversation twice.
 
     Returns:
         The :class:`SeedResult`, results in input order; with the tokens the backend
@@ -293,7 +297,12 @@ class _SeedRun:
         self.max_id_length = getattr(store, "max_id_length", None)
         # Each (entity, conversation id) of this run, by digest: its first copy (_first_copy).
         self.first_copies: dict[bytes, bytes] = {}
-        # Claims in a store shared with other workers (None: this run is the only one).
+        # Claims in a store shared with other workers. A run on a store that can hold
+        # claims claims its conversations even when none were asked for: two runs on one
+        # database at once then split them, as workers do, rather than send each twice.
+        if claims is None and callable(getattr(store, "claim", None)):
+            claims = ClaimSettings(worker=self.run_id,
+                                   backfill_started=datetime.now(timezone.utc))
         self.claims: ClaimSettings | None = claims
         self.claimed_elsewhere = 0
         self.claims_valid_until = float("-inf")  # set by each claim and renewal

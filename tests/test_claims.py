@@ -409,6 +409,166 @@ def test_claim_settings_are_checked(bad):
         ClaimSettings(**bad)
 
 
+# --- plain runs (no claims=) on one database at once ---------------------------------------------
+
+def in_threads(*calls):
+    """Run the calls at once, each on a thread of its own; their results."""
+    start = threading.Barrier(len(calls))
+
+    def call(function):
+        start.wait()
+        return function()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(call, calls))
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_two_plain_runs_at_once_send_each_conversation_once(db_url, embedder, force):
+    """Two runs of the same input into one database at once, neither given claims=: they
+    split the conversations as workers do (each claims under its run id), so nothing is
+    sent (billed) twice; forced, each conversation goes again once, not once per run."""
+    data = seeds(entities=2, per_entity=60)
+    everything = {c["messages"][0]["content"] for s in data for c in texts(60, s.entity_id)}
+    stores = [open_store(db_url, embedder) for _ in range(2)]
+    with AugmentationServer(api_key=API_KEY, latency=0.02) as server:
+        if force:
+            run(stores[0], server, data)  # seeded once before
+        results = in_threads(*(lambda store=store: run(store, server, data, force=force)
+                               for store in stores))
+        counts = sent(server)
+    assert set(counts) == everything
+    assert set(counts.values()) == {2 if force else 1}
+    assert sum(r.successful for r in results) == 120
+    seeded_by = {}
+    for result in results:
+        assert (result.total, result.failed, result.stopped_reason) == (120, 0, None)
+        reasons = Counter(r.reason for r in result.results if r.status == "skipped")
+        assert set(reasons) <= {CLAIMED_ELSEWHERE, "already seeded"}
+        assert reasons[CLAIMED_ELSEWHERE] == result.claimed_elsewhere
+        for r in result.results:
+            if r.status == "succeeded":
+                assert seeded_by.setdefault((r.entity_id, r.conversation_id),
+                                            result.run_id) == result.run_id
+    assert len(seeded_by) == 120  # each succeeded in exactly one of the two runs
+    ledger = stores[0].sql("SELECT entity_id, conversation_id, run_id FROM "
+                           "memori_nb_seeded_conversations")
+    assert dict(zip(zip(ledger.entity_id, ledger.conversation_id), ledger.run_id)) == seeded_by
+    assert stores[0].sql("SELECT count(*) AS n FROM memori_conversation").n[0] == 120
+    runs = stores[0].runs().set_index("run_id")
+    for result in results:
+        assert runs.status[result.run_id] == "completed"
+        assert runs.successful[result.run_id] == result.successful
+    assert claims_of(stores[0]) == {}  # both released theirs
+    for store in stores:
+        store.close()
+
+
+def test_two_seed_commands_at_once_bill_each_conversation_once(tmp_path):
+    """The command line: the same `seed` twice at once into one SQLite file sends each
+    conversation once; the second says what the first held."""
+    import json
+
+    source = tmp_path / "chats.json"
+    source.write_text(json.dumps({"entity_id": "u1", "conversations": [
+        {"id": f"c{i:03d}", "messages": [{"role": "user",
+                                          "content": f"conv{i:03d} I just bought a Tesla"}]}
+        for i in range(100)]}))
+    env = {**os.environ, "MEMORI_API_KEY": API_KEY, "PYTHONPATH": str(ROOT)}
+    with AugmentationServer(api_key=API_KEY, latency=0.1) as server:
+        command = [sys.executable, "-m", "memori_nb", "seed", str(source), "--db",
+                   f"sqlite:///{tmp_path}/memori.db", "--base-url", server.url, "--json"]
+        runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outputs = [run.communicate(timeout=120) for run in runs]
+        counts = sent(server)
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert len(counts) == 100 and set(counts.values()) == {1}
+    summaries = [json.loads(out) for out, _ in outputs]
+    assert sum(s["successful"] for s in summaries) == 100
+    for summary in summaries:
+        assert summary["total"] == 100 and summary["failed"] == 0
+        # What a run did not send, the other held (or had seeded and let go).
+        assert summary["successful"] + summary["skipped"] == 100
+        assert summary.get("claimed_elsewhere", 0) <= summary["skipped"]
+
+
+def test_a_killed_plain_runs_claims_do_not_hold_up_the_next_run_on_this_machine(
+        tmp_path, embedder):
+    """kill -9 of a plain run: the next run here frees its claims at once (its process is
+    gone) rather than wait out the lease, replays its journal, and sends again only what
+    was in flight, as before runs claimed."""
+    url = f"sqlite:///{tmp_path}/memori.db"
+    data = seeds(entities=1, per_entity=60)
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, os
+        from memori_nb import SeedConfig, SeedData
+        from memori_nb.backends import MemoriBackend
+        from memori_nb.engine import seed_all
+        from memori_nb.stores import SqlStore
+        conversations = {texts(60, "user-0")!r}
+        async def main():
+            backend = MemoriBackend(api_key=os.environ["KEY"], base_url=os.environ["URL"])
+            await seed_all([SeedData.for_conversations(entity_id="user-0",
+                                                       conversations=conversations)],
+                           backend=backend, store=SqlStore({url!r}),
+                           config=SeedConfig(batch_size=4))
+        asyncio.run(main())
+    """))
+    env = {**os.environ, "KEY": API_KEY, "PYTHONPATH": str(ROOT)}
+    store = open_store(url, embedder)
+    with AugmentationServer(api_key=API_KEY, latency=0.05) as server:
+        env["URL"] = server.url
+        doomed = subprocess.Popen([sys.executable, str(script)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while server.request_count < 20 or sum(claims_of(store).values()) < 60:
+            assert doomed.poll() is None, doomed.communicate()
+            assert time.monotonic() < deadline, "the run never got going"
+            time.sleep(0.005)
+        [dead_run] = claims_of(store)  # it claims under its run id
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+        while server.in_flight:
+            time.sleep(0.01)
+        result = run(store, server, data)  # at once: well within the 60 s lease
+        counts = sent(server)
+    assert result.claimed_elsewhere == 0 and result.failed == 0
+    assert result.successful + result.skipped == 60
+    assert len(counts) == 60
+    assert sum(n > 1 for n in counts.values()) <= 4  # what was in flight, no more
+    assert store.sql("SELECT count(*) AS n FROM memori_nb_seeded_conversations").n[0] == 60
+    status = store.runs().set_index("run_id").status
+    assert status[dead_run] == "unfinished" and status[result.run_id] == "completed"
+    assert claims_of(store) == {}
+    store.close()
+
+
+def test_build_frees_the_claims_of_dead_plain_runs_on_this_host_only(db_url, embedder):
+    """A run still `running` whose process on this machine is gone loses its claims at
+    once; one on another host cannot be checked, so its claims run out with their lease."""
+    from memori_nb.stores.base import this_process
+
+    host, _ = this_process()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    store = open_store(db_url, embedder)
+    ks = keys(4)
+    assert store.claim(ks[:2], worker="dead-here", lease_seconds=600) == {0, 1}
+    assert store.claim(ks[2:], worker="elsewhere", lease_seconds=600) == {0, 1}
+    with store._transaction() as cursor:
+        store._many(cursor, "INSERT INTO memori_nb_runs (run_id, status, host, pid) VALUES "
+                            "(?, 'running', ?, ?)",
+                    [("dead-here", host, gone.pid), ("elsewhere", "another-host", gone.pid)])
+    store.build()
+    assert claims_of(store) == {"elsewhere": 2}
+    status = store.runs().set_index("run_id").status
+    assert (status["dead-here"], status["elsewhere"]) == ("unfinished", "running")
+    assert store.claim(ks, worker="next", lease_seconds=60) == {0, 1}
+    store.close()
+
+
 def test_workers_build_a_new_postgresql_database_at_once(pg_url, embedder):
     """Workers starting together on an empty database each build it: no one's CREATE
     trips over another's."""

@@ -166,7 +166,7 @@ class Store(Protocol):
     :class:`memori_nb.stores.writer.BatchWriter`).
     A store several workers share has ``claim``, ``renew_claims`` and ``release_claims``
     (see :meth:`memori_nb.stores.sql.SqlStore.claim`), which ``seed_all(..., claims=...)``
-    needs.
+    needs, and which every run on it then uses (claiming under its run id by default).
     """
 
     max_id_length: int | None

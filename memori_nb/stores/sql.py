@@ -368,14 +368,19 @@ class SqlStore:
                                                        "memori_nb_store")[0][0])
 
     def _mark_unfinished(self, cursor: Any) -> None:
-        """Runs still ``running`` whose process on this host is gone become ``unfinished``."""
+        """Runs still ``running`` whose process on this host is gone become ``unfinished``,
+        and the claims they held under their run id (a plain run's) are freed at once: the
+        next run replays their journal before it claims, so need not wait out the lease."""
         host, _ = this_process()
         running = self._rows(cursor, "SELECT run_id, host, pid FROM memori_nb_runs WHERE "
                                      "status = 'running' AND host = ?", [host])
+        dead = [(orphaned_reason(h, int(p)), run) for run, h, p in running
+                if p is not None and run_is_orphaned(run, h, int(p))]
         self._many(cursor, "UPDATE memori_nb_runs SET status = 'unfinished', "
-                           "stopped_reason = ? WHERE run_id = ?",
-                   [(orphaned_reason(h, int(p)), run) for run, h, p in running
-                    if p is not None and run_is_orphaned(run, h, int(p))])
+                           "stopped_reason = ? WHERE run_id = ?", dead)
+        for table in ("memori_nb_claims", "memori_nb_claim_leases"):
+            self._many(cursor, f"DELETE FROM {table} WHERE worker = ?",
+                       [(run,) for _, run in dead])
 
     def _schema_revision(self, cursor: Any) -> int | None:
         if self.dialect == "sqlite":
