@@ -306,6 +306,7 @@ class _SeedRun:
         self.claims: ClaimSettings | None = claims
         self.claimed_elsewhere = 0
         self.claims_valid_until = float("-inf")  # set by each claim and renewal
+        self.renewing = asyncio.Lock()  # one renewal at a time for the workers that need it
         self.claimed: set[tuple[str, str, str]] = set()  # what this run holds
         self.journal_directory = None
 
@@ -501,6 +502,24 @@ class _SeedRun:
         lease at least: the database dated it later."""
         self.claims_valid_until = max(self.claims_valid_until, asked + self.claims.lease_seconds)
 
+    async def _claims_hold(self) -> bool:
+        """Whether this worker may send what it claimed. When the lease may have run out
+        (its loop stalled: a long notebook cell, a debugger), the claims are renewed first:
+        all still this worker's means nobody took one over meanwhile, and it goes on."""
+        if time.monotonic() < self.claims_valid_until:
+            return True
+        async with self.renewing:
+            if time.monotonic() >= self.claims_valid_until and self.stop_reason is None:
+                asked = time.monotonic()
+                try:
+                    holding = await self._in_store(self.store.renew_claims,
+                                                   self.claims.worker, self.claims.lease_seconds)
+                except StoreError:
+                    holding = -1  # (the renewal task says why, if it keeps failing)
+                if holding == len(self.claimed):
+                    self._claims_held_until(asked)
+        return not self._claims_lost()
+
     def _claims_lost(self) -> bool:
         """Whether this worker's leases may have run out (its loop stalled, renewal lagged):
         others may have taken its conversations over, so it must send no more of them."""
@@ -644,7 +663,7 @@ class _SeedRun:
 
     async def _work(self) -> None:
         while (job := (await self.queue.get())[2]) is not None:
-            if self.stop_reason or (self.claims is not None and self._claims_lost()):
+            if self.stop_reason or (self.claims is not None and not await self._claims_hold()):
                 self._record_skipped(job, self._stopped("before it was sent"))
                 continue
             result, extraction = await self._process(job)

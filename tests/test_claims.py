@@ -848,6 +848,41 @@ def test_a_journal_another_process_is_replaying_is_waited_for_not_skipped(tmp_pa
     store.close()
 
 
+def test_a_run_that_stalls_past_its_lease_goes_on_when_nobody_took_its_claims(tmp_path,
+                                                                              embedder):
+    """A notebook cell that blocks the loop longer than the lease, with no other run on the
+    database: the claims are renewed when the loop wakes, all still the run's, and it sends
+    the rest (each conversation once) instead of stopping as if they were taken over."""
+    lease = 0.5
+    stalled = threading.Event()
+
+    class StallsOnce(MemoriBackend):
+        async def augment(self, request):
+            extraction = await super().augment(request)
+            if not stalled.is_set():
+                stalled.set()
+                # The loop is blocked meanwhile; the worker then goes straight to its next
+                # conversation, before the renewal task has run.
+                time.sleep(3 * lease)
+            return extraction
+
+    store = SqlStore(f"sqlite:///{tmp_path}/memori.db", embedder=embedder)
+    with AugmentationServer(api_key=API_KEY, latency=0.01) as server:
+        async def go():
+            backend = StallsOnce(api_key=API_KEY, base_url=server.url)
+            try:
+                return await seed_all(seeds(entities=1, per_entity=6), backend=backend,
+                                      store=store, config=SeedConfig(batch_size=1),
+                                      claims=ClaimSettings(worker="me", lease_seconds=lease))
+            finally:
+                await backend.aclose()
+        result = asyncio.run(go())
+        counts = sent(server)
+    store.close()
+    assert result.stopped_reason is None
+    assert result.successful == 6 and len(counts) == 6 and set(counts.values()) == {1}
+
+
 def test_a_worker_that_stalls_past_its_lease_sends_nothing_more(tmp_path, embedder):
     """A worker whose loop stalls longer than its lease (a long synchronous call, a paused
     VM) finds its claims taken over when it wakes: it stops rather than send them too."""
