@@ -447,10 +447,12 @@ class _SeedRun:
             return jobs  # (a stopped run skips them all, unsent)
         keys = [(j.entity_id, j.conversation.id, j.content_hash) for j in jobs]
         asked = time.monotonic()
+        lapsed = self.claimed and asked >= self.claims_valid_until
         held = await self._in_store(functools.partial(
             self.store.claim, keys, worker=self.claims.worker,
             lease_seconds=self.claims.lease_seconds))
-        self._claims_held_until(asked)
+        if not lapsed:  # (after a lapse, only a renewal can tell none was taken over)
+            self._claims_held_until(asked)
         self.claimed.update(keys[index] for index in held)
         for index, job in enumerate(jobs):
             if index not in held:
@@ -493,8 +495,8 @@ class _SeedRun:
             except StoreError as exc:
                 if time.monotonic() - renewed >= lease and self.stop_reason is None:
                     self.stop_reason = (f"its claims on conversations could not be renewed "
-                                        f"for {lease:g} s ({exc}), so other workers may "
-                                        f"take them over; run again to send the rest")
+                                        f"for {lease:g} s ({exc}), so other runs may take "
+                                        f"them over; run again to send the rest")
                     self.stop_cause = "claims lost"
 
     def _claims_held_until(self, asked: float) -> None:
@@ -516,8 +518,10 @@ class _SeedRun:
                                                    self.claims.worker, self.claims.lease_seconds)
                 except StoreError:
                     holding = -1  # (the renewal task says why, if it keeps failing)
-                if holding == len(self.claimed):
+                if holding >= len(self.claimed):  # (as the renewal task judges)
                     self._claims_held_until(asked)
+                else:  # taken over (or the renewal failed): held until nothing
+                    self.claims_valid_until = float("-inf")
         return not self._claims_lost()
 
     def _claims_lost(self) -> bool:
@@ -527,7 +531,7 @@ class _SeedRun:
             return False
         if self.stop_reason is None:
             self.stop_reason = (f"its claims on conversations were not renewed within their "
-                                f"lease of {self.claims.lease_seconds:g} s, so other workers "
+                                f"lease of {self.claims.lease_seconds:g} s, so other runs "
                                 f"may have taken them over; run again to send the rest")
             self.stop_cause = "claims lost"
         return True

@@ -545,27 +545,32 @@ def test_a_killed_plain_runs_claims_do_not_hold_up_the_next_run_on_this_machine(
     store.close()
 
 
-def test_build_frees_the_claims_of_dead_plain_runs_on_this_host_only(db_url, embedder):
+def test_build_frees_the_claims_of_dead_or_ended_plain_runs_only(db_url, embedder):
     """A run still `running` whose process on this machine is gone loses its claims at
-    once; one on another host cannot be checked, so its claims run out with their lease."""
+    once; so does one that ended (cancelled while a claim was on its way in, the claim
+    landing after its release); one on another host cannot be checked, so its claims run
+    out with their lease."""
     from memori_nb.stores.base import this_process
 
     host, _ = this_process()
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     store = open_store(db_url, embedder)
-    ks = keys(4)
+    ks = keys(6)
     assert store.claim(ks[:2], worker="dead-here", lease_seconds=600) == {0, 1}
-    assert store.claim(ks[2:], worker="elsewhere", lease_seconds=600) == {0, 1}
+    assert store.claim(ks[2:4], worker="elsewhere", lease_seconds=600) == {0, 1}
+    assert store.claim(ks[4:], worker="interrupted", lease_seconds=600) == {0, 1}
     with store._transaction() as cursor:
         store._many(cursor, "INSERT INTO memori_nb_runs (run_id, status, host, pid) VALUES "
-                            "(?, 'running', ?, ?)",
-                    [("dead-here", host, gone.pid), ("elsewhere", "another-host", gone.pid)])
+                            "(?, ?, ?, ?)",
+                    [("dead-here", "running", host, gone.pid),
+                     ("elsewhere", "running", "another-host", gone.pid),
+                     ("interrupted", "interrupted", host, os.getpid())])
     store.build()
     assert claims_of(store) == {"elsewhere": 2}
     status = store.runs().set_index("run_id").status
     assert (status["dead-here"], status["elsewhere"]) == ("unfinished", "running")
-    assert store.claim(ks, worker="next", lease_seconds=60) == {0, 1}
+    assert store.claim(ks, worker="next", lease_seconds=60) == {0, 1, 4, 5}
     store.close()
 
 

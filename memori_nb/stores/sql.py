@@ -368,19 +368,21 @@ class SqlStore:
                                                        "memori_nb_store")[0][0])
 
     def _mark_unfinished(self, cursor: Any) -> None:
-        """Runs still ``running`` whose process on this host is gone become ``unfinished``,
-        and the claims they held under their run id (a plain run's) are freed at once: the
-        next run replays their journal before it claims, so need not wait out the lease."""
+        """Runs still ``running`` whose process on this host is gone become ``unfinished``.
+        Then the claims held under the run id (a plain run's) of any run no longer running
+        are freed at once: the next run replays a dead run's journal before it claims, so
+        need not wait out the lease."""
         host, _ = this_process()
         running = self._rows(cursor, "SELECT run_id, host, pid FROM memori_nb_runs WHERE "
                                      "status = 'running' AND host = ?", [host])
-        dead = [(orphaned_reason(h, int(p)), run) for run, h, p in running
-                if p is not None and run_is_orphaned(run, h, int(p))]
         self._many(cursor, "UPDATE memori_nb_runs SET status = 'unfinished', "
-                           "stopped_reason = ? WHERE run_id = ?", dead)
+                           "stopped_reason = ? WHERE run_id = ?",
+                   [(orphaned_reason(h, int(p)), run) for run, h, p in running
+                    if p is not None and run_is_orphaned(run, h, int(p))])
+        # (Also a run cancelled while a claim was on its way in: it landed after the release.)
         for table in ("memori_nb_claims", "memori_nb_claim_leases"):
-            self._many(cursor, f"DELETE FROM {table} WHERE worker = ?",
-                       [(run,) for _, run in dead])
+            self._run(cursor, f"DELETE FROM {table} WHERE worker IN (SELECT run_id FROM "
+                              f"memori_nb_runs WHERE status <> 'running')")
 
     def _schema_revision(self, cursor: Any) -> int | None:
         if self.dialect == "sqlite":
@@ -528,17 +530,29 @@ class SqlStore:
                 # is judged on that claim's version once it commits, but the sub-select sees
                 # what had committed when this statement began, which may lack the holder's
                 # first lease row.
-                held.update(tuple(row) for row in self._rows(
-                    cursor,
+                claim = (
                     f"INSERT INTO memori_nb_claims (entity_id, conversation_id, content_hash, "
                     f"worker, lease_until) VALUES {rows} ON CONFLICT (entity_id, "
                     f"conversation_id, content_hash) DO UPDATE SET worker = excluded.worker, "
                     f"lease_until = excluded.lease_until WHERE memori_nb_claims.worker = "
                     f"excluded.worker OR (memori_nb_claims.lease_until < {now} AND NOT EXISTS "
                     f"(SELECT 1 FROM memori_nb_claim_leases l WHERE l.worker = "
-                    f"memori_nb_claims.worker AND l.lease_until >= {now})) "
-                    f"RETURNING entity_id, conversation_id, content_hash",
-                    [value for key in chunk for value in (*key, worker, float(lease_seconds))]))
+                    f"memori_nb_claims.worker AND l.lease_until >= {now}))")
+                values = [value for key in chunk for value in (*key, worker, float(lease_seconds))]
+                if self.dialect == "postgresql":
+                    held.update(tuple(row) for row in self._rows(
+                        cursor, claim + " RETURNING entity_id, conversation_id, content_hash",
+                        values))
+                else:
+                    # RETURNING needs SQLite 3.35 (2021), which Python on older systems lacks.
+                    # No other writer can come in between: SQLite lets one in at a time.
+                    self._run(cursor, claim, values)
+                    held.update(tuple(row) for row in self._rows(
+                        cursor, f"SELECT entity_id, conversation_id, content_hash FROM "
+                                f"memori_nb_claims WHERE worker = ? AND (entity_id, "
+                                f"conversation_id, content_hash) IN (VALUES "
+                                f"{', '.join(['(?, ?, ?)'] * len(chunk))})",
+                        [worker, *(value for key in chunk for value in key)]))
         return {i for i, key in enumerate(keys) if key in held}
 
     def renew_claims(self, worker: str, lease_seconds: float) -> int:
