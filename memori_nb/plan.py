@@ -252,10 +252,15 @@ def plan(data: pd.DataFrame | SeedData | Iterable[SeedData], *, db: Any = None,
         warnings.append(f"ledger not read: {unread}; already-seeded conversations are "
                         f"counted as to send")
     stats = stats_frame(rows, backend, pricing_of(backend))
-    _fail_repeated_ids(stats)
+    repeats = _repeated_ids(stats)
+    if repeats:
+        warnings.append(f"{plural(len(repeats), 'conversation id')} met again in another "
+                        f"record of its entity, the same size as the first copy: counted as "
+                        f"already seeded (the run skips a copy with the same content, and fails "
+                        f"one with other content)")
     valid = stats["error"].isna().to_numpy()
     seeded = np.zeros(len(stats), dtype=bool)
-    seeded[list(tally.seeded)] = True
+    seeded[list(tally.seeded) + repeats] = True
     stats["status"] = np.where(~valid, "invalid", np.where(seeded, "already_seeded", "to_send"))
     sending = stats[stats["status"] == "to_send"]
     characters, requests = int(sending["characters"].sum()), int(sending["requests"].sum())
@@ -286,20 +291,27 @@ def plan(data: pd.DataFrame | SeedData | Iterable[SeedData], *, db: Any = None,
                 validation_warning_examples=tally.examples, stats=stats)
 
 
-def _fail_repeated_ids(stats: pd.DataFrame) -> None:
-    """Mark, in place, each later copy of a valid (entity, conversation id), from another
-    record, invalid: a run sends an id once. (The run fails such a copy, or skips it when
-    its content is the first's, which a plan cannot tell without hashing every
-    conversation.)"""
+def _repeated_ids(stats: pd.DataFrame) -> list[int]:
+    """The later copies of a valid (entity, conversation id), from another record, which a
+    run sends once. A copy whose size differs from the first's is marked invalid in place
+    (the run fails it); the positions of those of the same size are returned: the run skips
+    a copy with the same content, which a plan cannot be sure of without hashing every
+    conversation, and a size is the same for nearly all other content only by chance."""
     keys = stats.loc[stats["error"].isna(), ["entity_id", "conversation_id"]]
     later = keys.duplicated()
     if not later.any():
-        return
+        return []
     firsts = keys[~later & keys.duplicated(keep=False)]
     first = dict(zip(firsts.itertuples(index=False, name=None), firsts.index))
+    size = list(zip(stats["messages"], stats["characters"]))
+    alike = []
     for position, entity, cid in keys[later].itertuples(name=None):
-        stats.at[position, "error"] = repeated_id_reason(cid, entity, first[entity, cid],
-                                                         position)
+        if size[position] == size[first[entity, cid]]:
+            alike.append(position)
+        else:
+            stats.at[position, "error"] = repeated_id_reason(cid, entity, first[entity, cid],
+                                                             position)
+    return alike
 
 
 class _Ledger:

@@ -96,13 +96,20 @@ def test_an_id_repeated_in_another_seed_of_its_entity_is_planned_as_not_sent():
     seeds = [SeedData.for_conversations(entity_id=entity, conversations=[
         conversation(cid, text)]) for entity, cid, text in [
             ("u1", "a", "I live in Paris."), ("u2", "a", "I live in Oslo."),
-            ("u1", "a", "I live in Rome."), ("u1", "b", "I have a dog.")]]
+            ("u1", "a", "I live in Rome."), ("u1", "b", "I have a dog."),
+            ("u1", "b", "I have a dog.")]]
     the_plan = plan(seeds, backend="local")
-    assert (the_plan.to_send, the_plan.invalid) == (3, 1)
-    assert the_plan.stats["status"].tolist() == ["to_send", "to_send", "invalid", "to_send"]
+    assert (the_plan.to_send, the_plan.already_seeded, the_plan.invalid) == (3, 1, 1)
+    # Other content fails in the run; the same content (same size) is skipped there.
+    assert the_plan.stats["status"].tolist() == [
+        "to_send", "to_send", "invalid", "to_send", "already_seeded"]
     assert the_plan.stats["error"][2] == (
         "conversation 'a': duplicate id for entity 'u1', first used at position 0 of the "
         "input; ids must be unique per entity, so this copy (position 2) is not sent")
+    assert the_plan.warnings == ("1 conversation id met again in another record of its "
+                                 "entity, the same size as the first copy: counted as already "
+                                 "seeded (the run skips a copy with the same content, and fails "
+                                 "one with other content)",)
 
 
 def test_force_plans_to_send_everything_again(tmp_path):
