@@ -475,9 +475,11 @@ def test_two_seed_commands_at_once_bill_each_conversation_once(tmp_path):
                                           "content": f"conv{i:03d} I just bought a Tesla"}]}
         for i in range(100)]}))
     env = {**os.environ, "MEMORI_API_KEY": API_KEY, "PYTHONPATH": str(ROOT)}
-    with AugmentationServer(api_key=API_KEY, latency=0.1) as server:
+    # Each run takes some 10 s (20 rounds of 0.5 s), so they surely overlap.
+    with AugmentationServer(api_key=API_KEY, latency=0.5) as server:
         command = [sys.executable, "-m", "memori_nb", "seed", str(source), "--db",
-                   f"sqlite:///{tmp_path}/memori.db", "--base-url", server.url, "--json"]
+                   f"sqlite:///{tmp_path}/memori.db", "--base-url", server.url, "--json",
+                   "--batch-size", "5"]
         runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
         outputs = [run.communicate(timeout=120) for run in runs]
@@ -491,6 +493,7 @@ def test_two_seed_commands_at_once_bill_each_conversation_once(tmp_path):
         # What a run did not send, the other held (or had seeded and let go).
         assert summary["successful"] + summary["skipped"] == 100
         assert summary.get("claimed_elsewhere", 0) <= summary["skipped"]
+    assert max(s.get("claimed_elsewhere", 0) for s in summaries) > 0  # they did overlap
 
 
 def test_a_killed_plain_runs_claims_do_not_hold_up_the_next_run_on_this_machine(
