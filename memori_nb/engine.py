@@ -447,7 +447,7 @@ class _SeedRun:
             return jobs  # (a stopped run skips them all, unsent)
         keys = [(j.entity_id, j.conversation.id, j.content_hash) for j in jobs]
         asked = time.monotonic()
-        lapsed = self.claimed and asked >= self.claims_valid_until
+        lapsed = bool(self.claimed) and asked >= self.claims_valid_until
         held = await self._in_store(functools.partial(
             self.store.claim, keys, worker=self.claims.worker,
             lease_seconds=self.claims.lease_seconds))
