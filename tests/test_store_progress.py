@@ -20,9 +20,10 @@ from helpers import triple
 from memori_nb.errors import StoreError
 from memori_nb.models import ConversationResult, Extraction, SeedConfig, SeedCounters
 from memori_nb.stores import DuckDBStore, ResultRecord
-from memori_nb.stores.base import PartialRecord
+from memori_nb.stores.base import PartialRecord, this_process
 
 ROOT = Path(__file__).resolve().parents[1]
+HOST, _ = this_process()  # the hostname, and a container's PID namespace
 KINDS = ["duckdb", "sqlite", "postgresql"]
 
 
@@ -132,12 +133,24 @@ def runs(store) -> dict[str, tuple]:
 
 def test_a_run_records_the_process_running_it(store):
     store.start_run("r1", backend="local", config=SeedConfig(), force=False)
-    assert runs(store)["r1"] == ("running", socket.gethostname(), os.getpid(), None)
+    assert runs(store)["r1"] == ("running", HOST, os.getpid(), None)
     store.build()  # this process is alive and started it: still running
     assert runs(store)["r1"][0] == "running"
     store.finish_run("r1", status="completed", counters=SeedCounters(total=0),
                      duration_ms=1.0, stopped_reason=None)
     assert runs(store)["r1"][0] == "completed"
+
+
+def test_a_run_in_a_container_records_its_pid_namespace_with_the_hostname(store,
+                                                                          monkeypatch):
+    """Containers sharing a hostname (host networking) each have their own PIDs: a run
+    records its namespace, so another container takes it for another host's run rather
+    than find its pid dead and mark it unfinished."""
+    readlink = os.readlink
+    monkeypatch.setattr(os, "readlink", lambda path: "pid:[4026532577]"
+                        if path == "/proc/self/ns/pid" else readlink(path))
+    store.start_run("boxed", backend="local", config=SeedConfig(), force=False)
+    assert runs(store)["boxed"][1] == f"{socket.gethostname()}/pid:[4026532577]"
 
 
 CHILD = textwrap.dedent("""
@@ -167,8 +180,8 @@ def test_a_run_whose_process_was_killed_shows_as_unfinished(where):
     store = open_target(where)
     store.build()
     assert runs(store)["crashed"] == (
-        "unfinished", socket.gethostname(), child.pid,
-        f"process {child.pid} on {socket.gethostname()} ended before the run finished "
+        "unfinished", HOST, child.pid,
+        f"process {child.pid} on {HOST} ended before the run finished "
         f"(killed or crashed)")
     store.close()
 
@@ -177,12 +190,15 @@ def test_only_runs_whose_process_is_gone_from_this_host_are_marked(store):
     insert = ("INSERT INTO {table} (run_id, status, host, pid) VALUES "
               "('{run}', 'running', {host}, {pid})")
     table = "runs" if isinstance(store, DuckDBStore) else "memori_nb_runs"
-    here = f"'{socket.gethostname()}'"
+    here = f"'{HOST}'"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
+        # A container sharing this hostname (host networking) with its own PID namespace.
+        container = f"'{socket.gethostname()}/pid:[1]'"
         for run, host, pid in (("elsewhere", "'some-other-host'", dead),
+                               ("other-container", container, dead),
                                ("old-row", "NULL", "NULL"),
                                ("alive", here, alive.pid),
                                ("dead", here, dead),
@@ -193,10 +209,12 @@ def test_only_runs_whose_process_is_gone_from_this_host_are_marked(store):
         alive.kill()
         alive.wait()
     status = {run: values[0] for run, values in runs(store).items()}
-    # Another host's process cannot be checked; a row from before pids were kept neither.
-    # This process's pid on a run it did not start: a restarted container reuses pids.
-    assert status == {"elsewhere": "running", "old-row": "running", "alive": "running",
-                      "dead": "unfinished", "reused-pid": "unfinished"}
+    # Another host's process cannot be checked, nor another PID namespace's; a row from
+    # before pids were kept neither. This process's pid on a run it did not start: a
+    # restarted container reuses pids.
+    assert status == {"elsewhere": "running", "other-container": "running",
+                      "old-row": "running", "alive": "running", "dead": "unfinished",
+                      "reused-pid": "unfinished"}
 
 
 def test_a_runs_table_from_before_gets_the_process_columns(tmp_path):
@@ -225,7 +243,7 @@ def test_a_runs_table_from_before_gets_the_process_columns(tmp_path):
         store.build()  # idempotent
         store.start_run("new", backend="local", config=SeedConfig(), force=False)
         assert runs(store) == {"old": ("running", None, None, None),
-                               "new": ("running", socket.gethostname(), os.getpid(), None)}
+                               "new": ("running", HOST, os.getpid(), None)}
         store.close()
 
 

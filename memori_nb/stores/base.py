@@ -98,9 +98,24 @@ def with_excerpts(frame: Any) -> Any:
 _OWN_RUNS: set[str] = set()
 
 
+# The kernel's first PID namespace (PROC_PID_INIT_INO): the machine's own, outside containers.
+_INIT_PID_NAMESPACE = "pid:[4026531836]"
+
+
 def this_process() -> tuple[str, int]:
-    """(hostname, pid), as recorded with a run so a crashed run can be told later."""
-    return socket.gethostname(), os.getpid()
+    """(host, pid), as recorded with a run so a crashed run can be told later.
+
+    The host is the hostname; in a container with its own PID namespace, followed by it
+    (``"web-1/pid:[4026532577]"``): containers that share a hostname (host networking)
+    cannot see each other's processes, so each must count as another host to the others,
+    whose runs it cannot check, rather than find their live runs dead."""
+    name = socket.gethostname()
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux, or no /proc
+        namespace = _INIT_PID_NAMESPACE
+    host = name if namespace == _INIT_PID_NAMESPACE else f"{name}/{namespace}"
+    return host, os.getpid()
 
 
 def claim_run(run_id: str) -> tuple[str, int]:
