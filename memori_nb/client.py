@@ -11,7 +11,7 @@ import httpx
 from .backends import AugmentationBackend
 from .engine import OnProgress, ProgressSink
 from .errors import ConfigurationError
-from .models import SeedConfig, SeedData, SeedResult
+from .models import SeedConfig, SeedData, SeedResult, stored_id
 from .plan import Plan, plan
 from .sources import to_seeds
 from .validation import options_for
@@ -102,8 +102,8 @@ class Memori(SeedSession):
         """Set who conversations belong to by default (``entity_id``) and the agent
         (``process_id``). SeedData carries its own entity; ``process_id`` fills in for
         SeedData that has none."""
-        self.entity_id = entity_id
-        self.process_id = process_id
+        self.entity_id = stored_id(entity_id)  # (as seeding stores it)
+        self.process_id = stored_id(process_id)
         return self
 
     async def seed(self, seed_data: SeedData | Iterable[SeedData],
@@ -199,7 +199,7 @@ class Memori(SeedSession):
 
     def facts(self, entity_id: str | None = None):
         """Deduplicated facts (all entities, or one) as a DataFrame."""
-        return self.store.facts(entity_id)
+        return self.store.facts(stored_id(entity_id))
 
     def runs(self):
         """Every run, newest first, with its totals and status, as a DataFrame."""
@@ -241,7 +241,8 @@ class Memori(SeedSession):
         """
         from .recall import recall_facts
 
-        return recall_facts(self.store, entity_id or self.entity_id, query, limit=limit)
+        return recall_facts(self.store, stored_id(entity_id) or self.entity_id, query,
+                            limit=limit)
 
     def sources(self, fact_or_query: str, *, entity_id: str | None = None, limit: int = 5):
         """Facts beside the messages they came from, as a DataFrame.
@@ -262,7 +263,7 @@ class Memori(SeedSession):
             >>> m.sources("user lives_in Lisbon")                   # doctest: +SKIP
             >>> m.sources("where does the user live?", limit=3)     # doctest: +SKIP
         """
-        entity = entity_id or self.entity_id
+        entity = stored_id(entity_id) or self.entity_id
         stated = self.store.fact_sources(entity, [fact_or_query])
         if len(stated) and stated.entity_id.nunique() == 1:  # a fact of one entity
             return stated

@@ -34,6 +34,14 @@ def storable(text: str) -> bool:
     return True
 
 
+def stored_id(value: Any) -> Any:
+    """An entity or process id as memori_nb stores it: what no store can hold replaced by
+    U+FFFD, surrounding whitespace trimmed (what :meth:`SeedData.for_conversations` does),
+    so that a look-up by the id as given finds what was seeded under it. Anything not a
+    string is returned as it is."""
+    return UNSTORABLE.sub("\ufffd", value).strip() if isinstance(value, str) else value
+
+
 DEFAULT_MAX_MESSAGES_PER_REQUEST = 4000
 DEFAULT_MAX_CHARS_PER_REQUEST = 800_000
 DEFAULT_MAX_RETRIES = 3
@@ -162,8 +170,6 @@ class SeedData:
                 warnings.append(f"{kind} id whitespace trimmed ({value!r})")
             if value is not None and UNSTORABLE.search(value):
                 warnings.append(f"unstorable characters replaced ({kind} id)")
-        entity_id = UNSTORABLE.sub("\ufffd", entity_id)
-        process_id = UNSTORABLE.sub("\ufffd", process_id) if process_id else None
         if options is None and (dayfirst is not None or timestamp_format is not None
                                 or role_map):
             from .timestamps import TimestampRule
@@ -171,8 +177,8 @@ class SeedData:
             options = ReadOptions(timestamps=TimestampRule(dayfirst=dayfirst,
                                                            format=timestamp_format),
                                   role_map=role_map)
-        return cls(entity_id=entity_id.strip(), conversations=conversations,
-                   process_id=process_id.strip() if process_id else None, options=options,
+        return cls(entity_id=stored_id(entity_id), conversations=conversations,
+                   process_id=stored_id(process_id) or None, options=options,
                    warnings=tuple(warnings))
 
     @property

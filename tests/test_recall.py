@@ -355,3 +355,20 @@ def test_duckdb_ranks_in_sql_with_native_arrays(tmp_path, model):
     assert similarity == pytest.approx(float(model.embed([fact])[0] @ query), abs=1e-5)
     assert similarity > lower
     store.close()
+
+
+def test_an_id_or_query_with_what_no_store_holds_finds_what_was_seeded(store, model):
+    """Seeding stores an entity id with a lone surrogate as U+FFFD, trimmed: looking it up
+    by the id as given finds it, in facts, recall and sources; a query with one is read
+    the same way (the tokenizer refuses it as it is)."""
+    kind, conn = store
+    m = Memori(conn=conn, backend=StatedFacts(), embedder=model)
+    seed(m, " ana\ud800 ", said("c1", "user lives in Lisbon"))
+    given = " ana\ud800 "
+    assert m.facts(given).fact.tolist() == ["user lives in Lisbon"]
+    assert [hit["content"] for hit in m.recall("where does she live?", entity_id=given)] == [
+        "user lives in Lisbon"]
+    assert [hit["content"] for hit in m.recall("where \ud800 live?", entity_id=given)] == [
+        "user lives in Lisbon"]
+    assert m.sources("user lives in Lisbon", entity_id=given).conversation_id.tolist() == ["c1"]
+    assert m.attribution(entity_id=given).recall("Lisbon")[0]["entity_id"] == "ana\ufffd"
