@@ -479,25 +479,36 @@ class _SeedRun:
         sending rather than send what they may send too.
 
         Real time, not the injectable clock: leases run by the database's clock."""
-        worker, lease = self.claims.worker, self.claims.lease_seconds
+        lease = self.claims.lease_seconds
         renewed = time.monotonic()
         while True:
             await asyncio.sleep(lease / 3)
             try:
-                asked = time.monotonic()
-                holding = await self._in_store(self.store.renew_claims, worker, lease)
-                renewed = time.monotonic()
-                if holding < len(self.claimed):  # some were taken over while it lagged
-                    self.claims_valid_until = float("-inf")
+                if not await self._renew():
                     self._claims_lost()
-                else:
-                    self._claims_held_until(asked)
+                renewed = time.monotonic()
             except StoreError as exc:
                 if time.monotonic() - renewed >= lease and self.stop_reason is None:
                     self.stop_reason = (f"its claims on conversations could not be renewed "
                                         f"for {lease:g} s ({exc}), so other runs may take "
                                         f"them over; run again to send the rest")
                     self.stop_cause = "claims lost"
+
+    async def _renew(self) -> bool:
+        """Renew this worker's leases: whether all its claims are still its own (then they
+        hold a lease from now; else some were taken over while it lagged, and none hold).
+
+        Raises:
+            StoreError: the renewal failed.
+        """
+        asked = time.monotonic()
+        holding = await self._in_store(self.store.renew_claims, self.claims.worker,
+                                       self.claims.lease_seconds)
+        if holding < len(self.claimed):
+            self.claims_valid_until = float("-inf")
+            return False
+        self._claims_held_until(asked)
+        return True
 
     def _claims_held_until(self, asked: float) -> None:
         """A claim or renewal asked at ``asked`` (this clock) holds until ``asked`` plus the
@@ -512,15 +523,9 @@ class _SeedRun:
             return True
         async with self.renewing:
             if time.monotonic() >= self.claims_valid_until and self.stop_reason is None:
-                asked = time.monotonic()
                 try:
-                    holding = await self._in_store(self.store.renew_claims,
-                                                   self.claims.worker, self.claims.lease_seconds)
-                except StoreError:
-                    holding = -1  # (the renewal task says why, if it keeps failing)
-                if holding >= len(self.claimed):  # (as the renewal task judges)
-                    self._claims_held_until(asked)
-                else:  # taken over (or the renewal failed): held until nothing
+                    await self._renew()
+                except StoreError:  # (the renewal task says why, if it keeps failing)
                     self.claims_valid_until = float("-inf")
         return not self._claims_lost()
 

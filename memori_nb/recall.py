@@ -24,7 +24,7 @@ from collections import Counter
 from typing import Any
 
 from .errors import ConfigurationError
-from .models import UNSTORABLE
+from .validation import safe_text
 
 RECALL_FACTS = 1000
 # Weight of the lexical score in the blend: queries of two words or fewer lean on words.
@@ -71,7 +71,7 @@ def recall_facts(store: Any, entity_id: str | None, query: str, *,
     if getattr(store, "similar_facts", None) is None:
         raise ConfigurationError(f"{store!r} cannot recall: use a DuckDB or Memori SQL store")
     # What no store or tokenizer takes (a lone surrogate) is made what seeding makes it.
-    query = UNSTORABLE.sub("\ufffd", query)
+    query = safe_text(query)[0]
     entity = entity_id if entity_id is not None else only_entity(store)
     embedder = store.embedder
     load = getattr(embedder, "load", None)
